@@ -1,8 +1,16 @@
 //! pgrepl's pure domain: the words of DESIGN.md as types, the cluster view read from the store,
 //! and `decide()`. No tokio, no I/O, no clock: everything the decision needs is an input.
 
+pub mod decide;
+pub mod decision;
 pub mod local;
 pub mod names;
+pub mod spec;
+pub mod view;
 
+pub use decide::{decide, Observation};
+pub use decision::{Action, Decision, Reason, SpecWork};
 pub use local::{DataDir, ReplicationRow, Server, Slot, Upstream};
 pub use names::{BadLsn, BadMemberName, Lsn, MemberName, SystemId, Timeline};
+pub use spec::{MemberSpec, PasswordKind, PasswordVersions, Spec};
+pub use view::{keys, ClusterView, Initialized, LeaderRecord, MemberState, MemberStatus, Role};

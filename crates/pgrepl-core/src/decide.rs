@@ -1,0 +1,169 @@
+//! `decide()`: from one observation of this member and of the cluster to one action.
+//! Pure: the observation is the only input, so every rule is a scenario test away.
+
+use crate::decision::{Action, Decision, Reason, SpecWork};
+use crate::local::{DataDir, Server, Slot, Upstream};
+use crate::names::MemberName;
+use crate::spec::{PasswordKind, PasswordVersions, Spec};
+use crate::view::ClusterView;
+
+/// Everything one cycle knows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observation {
+    pub me: MemberName,
+    /// The agent has just started (`destroy_on_restart` acts only then).
+    pub first_cycle: bool,
+    pub destroy_on_restart: bool,
+    pub data: DataDir,
+    pub server: Server,
+    /// A replica pointed at the leader has not streamed for longer than the stall bound.
+    pub replica_stalled: bool,
+    /// Password versions this agent has applied since it started; `None` before the first
+    /// application, so that every start resets all passwords to their configured values.
+    pub applied_passwords: Option<PasswordVersions>,
+    /// Physical slots on this server (primary only).
+    pub slots: Vec<Slot>,
+    pub cluster: ClusterView,
+}
+
+pub fn decide(o: &Observation) -> Decision {
+    let c = &o.cluster;
+    let Some(spec) = &c.spec else {
+        return Decision::wait(Reason::NoSpec);
+    };
+    if !spec.members.contains_key(&o.me) {
+        return Decision::new(Action::Nothing, Reason::NotInSpec);
+    }
+    let Some(system_id) = c.system_id else {
+        return uninitialized(o, spec);
+    };
+    if let Some(found) = o.data.system_id() {
+        if found != system_id {
+            return Decision::wait(Reason::ForeignData { found, cluster: system_id });
+        }
+    }
+    let holds_lease = c.leader.as_ref() == Some(&o.me);
+    if o.first_cycle && o.destroy_on_restart && matches!(o.data, DataDir::Standby { .. }) && !holds_lease {
+        return Decision::new(Action::Reinitialize, Reason::DestroyOnRestart);
+    }
+    if o.data == DataDir::Missing {
+        return without_data(o);
+    }
+    match &c.leader {
+        Some(leader) if *leader == o.me => as_leader(o, spec),
+        Some(leader) => as_follower(o, spec, leader),
+        None => without_leader(o),
+    }
+}
+
+fn uninitialized(o: &Observation, spec: &Spec) -> Decision {
+    match (&o.data, &spec.bootstrap) {
+        (DataDir::Missing, Some(b)) if *b == o.me => Decision::new(Action::Bootstrap, Reason::NewCluster),
+        (DataDir::Missing, b) => Decision::wait(Reason::WaitingForBootstrap(b.clone())),
+        (data, _) => Decision::wait(Reason::DataWithoutCluster(data.system_id().unwrap_or(crate::SystemId(0)))),
+    }
+}
+
+fn without_data(o: &Observation) -> Decision {
+    let c = &o.cluster;
+    match &c.leader {
+        Some(l) if *l == o.me => Decision::new(Action::ReleaseLease, Reason::LeaseWithoutData),
+        Some(l) => match c.ready_leader() {
+            Some((_, status)) if status.slots.contains(&o.me.slot_name()) => {
+                Decision::new(Action::CloneFrom { leader: l.clone() }, Reason::CloneLeader(l.clone()))
+            }
+            Some(_) => Decision::wait(Reason::WaitingForSlot(l.clone())),
+            None => Decision::wait(Reason::LeaderNotReady(l.clone())),
+        },
+        None => Decision::wait(Reason::NoLeaderToClone),
+    }
+}
+
+fn as_leader(o: &Observation, spec: &Spec) -> Decision {
+    let c = &o.cluster;
+    let handover = c.target.as_ref().filter(|t| **t != o.me);
+    match (&o.server, handover) {
+        (Server::Primary { .. }, Some(t)) if c.is_streaming(t) => {
+            Decision::new(Action::Demote { release_lease: true }, Reason::HandOver(t.clone()))
+        }
+        (Server::Primary { .. }, Some(t)) => Decision::new(Action::RenewLease, Reason::TargetNotReady(t.clone())),
+        (Server::Primary { .. }, None) => {
+            let work = primary_work(o, spec);
+            if work.is_empty() {
+                Decision::new(Action::RenewLease, Reason::Healthy)
+            } else {
+                Decision::new(Action::ApplySpec(work.clone()), Reason::SpecChanged(work))
+            }
+        }
+        (_, Some(t)) => Decision::new(Action::ReleaseLease, Reason::GiveWayTo(t.clone())),
+        (Server::Replica { .. }, None) => Decision::new(Action::Promote, Reason::HoldsLeaseAsReplica),
+        (Server::Stopped, None) => match o.data {
+            DataDir::Standby { .. } => Decision::new(Action::StartAsReplica { leader: None }, Reason::StartLeader),
+            _ => Decision::new(Action::StartAsPrimary, Reason::StartLeader),
+        },
+    }
+}
+
+/// What a primary holding the lease still has to do to match the spec.
+fn primary_work(o: &Observation, spec: &Spec) -> SpecWork {
+    let c = &o.cluster;
+    let wanted: Vec<String> = spec.members.keys().filter(|m| **m != o.me).map(MemberName::slot_name).collect();
+    let timeline = match o.server {
+        Server::Primary { timeline, .. } => Some(timeline),
+        _ => None,
+    };
+    let recorded = c.last_leader.as_ref().is_some_and(|r| r.member == o.me && r.timeline == timeline);
+    SpecWork {
+        passwords: stale_passwords(o.applied_passwords, spec.passwords, &PasswordKind::ALL),
+        create_slots: wanted.iter().filter(|w| !o.slots.iter().any(|s| s.name == **w)).cloned().collect(),
+        drop_slots: o.slots.iter().filter(|s| !s.active && !wanted.contains(&s.name)).map(|s| s.name.clone()).collect(),
+        record_leader: !recorded,
+        clear_target: c.target.as_ref() == Some(&o.me),
+    }
+}
+
+fn stale_passwords(applied: Option<PasswordVersions>, wanted: PasswordVersions, kinds: &[PasswordKind]) -> Vec<PasswordKind> {
+    kinds.iter().copied().filter(|k| applied.is_none_or(|a| a.get(*k) != wanted.get(*k))).collect()
+}
+
+fn as_follower(o: &Observation, spec: &Spec, leader: &MemberName) -> Decision {
+    let leader_ready = o.cluster.ready_leader().is_some();
+    let l = leader.clone();
+    match (&o.server, &o.data) {
+        (Server::Primary { .. }, _) => Decision::new(Action::Demote { release_lease: false }, Reason::AnotherLeader(l)),
+        (Server::Stopped, DataDir::Primary { .. }) if leader_ready => {
+            Decision::new(Action::Rewind { leader: l.clone() }, Reason::FormerPrimary(l))
+        }
+        (Server::Stopped, DataDir::Primary { .. }) => Decision::wait(Reason::LeaderNotReady(l)),
+        (Server::Stopped, _) => Decision::new(Action::StartAsReplica { leader: Some(l.clone()) }, Reason::StartFollower(l)),
+        (Server::Replica { upstream, streaming, .. }, _) => {
+            let wanted = spec.members.get(leader).map(|m| Upstream { host: m.host.clone(), port: m.port });
+            if *upstream != wanted {
+                Decision::new(Action::Follow { leader: l.clone() }, Reason::NewUpstream(l))
+            } else if o.replica_stalled && leader_ready {
+                Decision::new(Action::Rewind { leader: l.clone() }, Reason::Stalled(l))
+            } else if !stale_passwords(o.applied_passwords, spec.passwords, &[PasswordKind::Replication]).is_empty() {
+                let work = SpecWork { passwords: vec![PasswordKind::Replication], ..SpecWork::default() };
+                Decision::new(Action::ApplySpec(work.clone()), Reason::SpecChanged(work))
+            } else if *streaming {
+                Decision::new(Action::Nothing, Reason::Streaming(l))
+            } else {
+                Decision::new(Action::Nothing, Reason::CatchingUp(l))
+            }
+        }
+    }
+}
+
+fn without_leader(o: &Observation) -> Decision {
+    let c = &o.cluster;
+    let last = c.last_leader.as_ref().map(|r| r.member.clone());
+    let is_primary = matches!(o.server, Server::Primary { .. });
+    match &c.target {
+        Some(t) if *t == o.me => Decision::new(Action::AcquireLease, Reason::PromoteRequested),
+        Some(t) if is_primary => Decision::new(Action::Demote { release_lease: false }, Reason::WaitingForTarget(t.clone())),
+        Some(t) => Decision::wait(Reason::WaitingForTarget(t.clone())),
+        None if last.as_ref() == Some(&o.me) => Decision::new(Action::AcquireLease, Reason::ResumeLeadership),
+        None if is_primary => Decision::new(Action::Demote { release_lease: false }, Reason::PrimaryWithoutLease(last)),
+        None => Decision::wait(Reason::NoLeaderManual(last)),
+    }
+}

@@ -1,0 +1,187 @@
+//! What `decide()` returns: one `Action` for the agent to carry out, and the `Reason` for it,
+//! whose `Display` is the one sentence the agent logs for the cycle and `pgrepl status` shows.
+
+use crate::names::{MemberName, SystemId};
+use crate::spec::PasswordKind;
+use std::fmt;
+
+/// The closed set of things an agent may do in one cycle.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// `initdb`, start, create roles and database, then claim `initialize` and the lease.
+    Bootstrap,
+    /// Clone the leader with `pg_basebackup` over this member's slot.
+    CloneFrom { leader: MemberName },
+    /// Start a primary-shaped data directory (this member holds the lease).
+    StartAsPrimary,
+    /// Start a standby, streaming from `leader` (or from nobody yet).
+    StartAsReplica { leader: Option<MemberName> },
+    /// Point a running replica at `leader` (new `primary_conninfo`, reload).
+    Follow { leader: MemberName },
+    /// Take the free leader lease.
+    AcquireLease,
+    /// `pg_ctl promote` this replica (it holds the lease).
+    Promote,
+    /// Keep the lease; nothing else to do.
+    RenewLease,
+    /// Keep the lease (when held) and bring the server in line with the spec.
+    ApplySpec(SpecWork),
+    /// Stop this primary; release the lease too when held.
+    Demote { release_lease: bool },
+    /// Rewind this stopped former primary from `leader` with `pg_rewind`, then start it as a
+    /// replica; a failed rewind moves the data directory aside so the next cycle clones.
+    Rewind { leader: MemberName },
+    /// Stop and delete this replica's data directory so the next cycle clones afresh.
+    /// Only when configuration says so (`destroy_on_restart`).
+    Reinitialize,
+    /// Give the lease up.
+    ReleaseLease,
+    /// Nothing can be done until something else changes.
+    Wait,
+    /// All is as it should be.
+    Nothing,
+}
+
+/// Work that brings a running server in line with the spec.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SpecWork {
+    /// Primary: `ALTER ROLE .. PASSWORD`; replica: rewrite the password file (replication only).
+    pub passwords: Vec<PasswordKind>,
+    pub create_slots: Vec<String>,
+    pub drop_slots: Vec<String>,
+    /// Record this member and its timeline as `last_leader`.
+    pub record_leader: bool,
+    /// Remove the `target` request: this member is the leader it asked for.
+    pub clear_target: bool,
+}
+
+impl SpecWork {
+    pub fn is_empty(&self) -> bool {
+        *self == SpecWork::default()
+    }
+}
+
+impl fmt::Display for SpecWork {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if !self.passwords.is_empty() {
+            let kinds: Vec<_> = self.passwords.iter().map(|k| k.to_string()).collect();
+            parts.push(format!("set the {} password(s)", kinds.join(", ")));
+        }
+        if !self.create_slots.is_empty() {
+            parts.push(format!("create slot(s) {}", self.create_slots.join(", ")));
+        }
+        if !self.drop_slots.is_empty() {
+            parts.push(format!("drop slot(s) {}", self.drop_slots.join(", ")));
+        }
+        if self.record_leader {
+            parts.push("record this member as the last leader".to_string());
+        }
+        if self.clear_target {
+            parts.push("clear the fulfilled promote request".to_string());
+        }
+        f.write_str(&parts.join(", "))
+    }
+}
+
+/// Why. Each variant renders as one plain sentence.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reason {
+    NoSpec,
+    NotInSpec,
+    NewCluster,
+    WaitingForBootstrap(Option<MemberName>),
+    DataWithoutCluster(SystemId),
+    ForeignData { found: SystemId, cluster: SystemId },
+    DestroyOnRestart,
+    NoLeaderToClone,
+    LeaderNotReady(MemberName),
+    WaitingForSlot(MemberName),
+    CloneLeader(MemberName),
+    LeaseWithoutData,
+    Healthy,
+    SpecChanged(SpecWork),
+    HandOver(MemberName),
+    TargetNotReady(MemberName),
+    HoldsLeaseAsReplica,
+    StartLeader,
+    GiveWayTo(MemberName),
+    AnotherLeader(MemberName),
+    FormerPrimary(MemberName),
+    StartFollower(MemberName),
+    NewUpstream(MemberName),
+    Stalled(MemberName),
+    Streaming(MemberName),
+    CatchingUp(MemberName),
+    PromoteRequested,
+    WaitingForTarget(MemberName),
+    ResumeLeadership,
+    PrimaryWithoutLease(Option<MemberName>),
+    NoLeaderManual(Option<MemberName>),
+}
+
+fn or_nobody(m: &Option<MemberName>) -> String {
+    m.as_ref().map_or_else(|| "nobody".to_string(), |m| m.to_string())
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use Reason::*;
+        match self {
+            NoSpec => write!(f, "waiting: the store holds no cluster spec yet"),
+            NotInSpec => write!(f, "idle: this member is not in the cluster spec (removed by scale)"),
+            NewCluster => write!(f, "bootstrapping a new cluster: the store has none and this member is the bootstrap member"),
+            WaitingForBootstrap(m) => write!(f, "waiting for {} to bootstrap the cluster", or_nobody(m)),
+            DataWithoutCluster(id) => write!(f, "refusing to start: the data directory holds system {id} but the store has no cluster; not touching it"),
+            ForeignData { found, cluster } => write!(f, "refusing to start: the data directory belongs to another cluster (system {found}, this cluster is {cluster}); not touching it"),
+            DestroyOnRestart => write!(f, "wiping this replica to clone afresh: destroy_on_restart is set"),
+            NoLeaderToClone => write!(f, "waiting for a leader to clone from"),
+            LeaderNotReady(l) => write!(f, "waiting for leader {l} to run as primary"),
+            WaitingForSlot(l) => write!(f, "waiting for {l} to create this member's replication slot"),
+            CloneLeader(l) => write!(f, "cloning {l}: this member has no data directory"),
+            LeaseWithoutData => write!(f, "releasing the leader lease: this member has no data directory"),
+            Healthy => write!(f, "primary, holding the leader lease"),
+            SpecChanged(work) => write!(f, "applying the spec: {work}"),
+            HandOver(t) => write!(f, "demoting to hand over to {t}, as requested"),
+            TargetNotReady(t) => write!(f, "primary, holding the leader lease; the requested new leader {t} is not streaming, so not handing over yet"),
+            HoldsLeaseAsReplica => write!(f, "promoting: this replica holds the leader lease"),
+            StartLeader => write!(f, "starting PostgreSQL: this member holds the leader lease"),
+            GiveWayTo(t) => write!(f, "releasing the leader lease: {t} is to be promoted"),
+            AnotherLeader(l) => write!(f, "demoting: {l} holds the leader lease"),
+            FormerPrimary(l) => write!(f, "rewinding this former primary to rejoin as a replica of {l}"),
+            StartFollower(l) => write!(f, "starting as a replica of {l}"),
+            NewUpstream(l) => write!(f, "following the new leader {l}"),
+            Stalled(l) => write!(f, "rewinding: this replica cannot stream from {l} (diverged timeline)"),
+            Streaming(l) => write!(f, "replica, streaming from {l}"),
+            CatchingUp(l) => write!(f, "replica of {l}, not streaming yet"),
+            PromoteRequested => write!(f, "taking the leader lease: a promote of this member was requested and the lease is free"),
+            WaitingForTarget(t) => write!(f, "waiting for {t} to take the leader lease, as requested"),
+            ResumeLeadership => write!(f, "taking the free leader lease: this member was the last leader"),
+            PrimaryWithoutLease(l) => write!(f, "demoting: nobody holds the leader lease and the last leader was {}", or_nobody(l)),
+            NoLeaderManual(l) => write!(f, "waiting: nobody holds the leader lease; the last leader was {}, automatic failover is off (use `pgrepl promote`)", or_nobody(l)),
+        }
+    }
+}
+
+/// The outcome of one `decide()`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub action: Action,
+    pub reason: Reason,
+}
+
+impl Decision {
+    pub fn new(action: Action, reason: Reason) -> Self {
+        Decision { action, reason }
+    }
+
+    pub fn wait(reason: Reason) -> Self {
+        Decision { action: Action::Wait, reason }
+    }
+}
+
+impl fmt::Display for Decision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.reason.fmt(f)
+    }
+}

@@ -1,0 +1,192 @@
+//! The cluster as one store snapshot shows it: the key layout of the store, the values stored
+//! under each key, and `ClusterView`, the parsed whole that `decide()` and the CLI read.
+
+use crate::local::ReplicationRow;
+use crate::names::{Lsn, MemberName, SystemId, Timeline};
+use crate::spec::Spec;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Key names inside one cluster's store (a backend adds its own prefix).
+pub mod keys {
+    use crate::names::MemberName;
+
+    /// Set once by the member that ran `initdb`: `Initialized`.
+    pub const INITIALIZE: &str = "initialize";
+    /// The leader lease (a TTL key): `LeaderRecord`.
+    pub const LEADER: &str = "leader";
+    /// The last member that held the lease and its timeline (no TTL): `LeaderRecord`.
+    pub const LAST_LEADER: &str = "last_leader";
+    /// A promote request from `pgrepl promote`: `LeaderRecord` naming the desired leader.
+    pub const TARGET: &str = "target";
+    /// The desired state: `Spec`.
+    pub const SPEC: &str = "spec";
+    /// Prefix of the members' published statuses (TTL keys): `MemberStatus`.
+    pub const MEMBERS: &str = "members/";
+
+    pub fn member(name: &MemberName) -> String {
+        format!("{MEMBERS}{name}")
+    }
+}
+
+/// Value of `initialize`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Initialized {
+    pub system_id: SystemId,
+}
+
+/// Value of `leader`, `last_leader` and `target`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderRecord {
+    pub member: MemberName,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<Timeline>,
+}
+
+/// The role a member's PostgreSQL has now (observed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Primary,
+    Replica,
+    Unknown,
+}
+
+/// What a member is doing now, as `pgrepl status` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberState {
+    /// Primary, accepting writes.
+    Running,
+    /// Replica whose WAL receiver streams from the primary.
+    Streaming,
+    /// Replica running but not streaming (starting, catching up or cut off).
+    Recovering,
+    /// Initializing, cloning or rewinding its data directory.
+    Preparing,
+    /// PostgreSQL is not running.
+    Stopped,
+    /// The last action failed; `decision` says which.
+    Failed,
+}
+
+/// What one agent publishes about its member every cycle (a TTL key).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    pub role: Role,
+    pub state: MemberState,
+    pub host: String,
+    pub port: u16,
+    pub timeline: Option<Timeline>,
+    /// Primary: current WAL position. Replica: last replayed position.
+    pub lsn: Option<Lsn>,
+    /// Replica: last received position.
+    #[serde(default)]
+    pub receive_lsn: Option<Lsn>,
+    /// The sentence of the agent's last decision.
+    pub decision: String,
+    /// Primary only: its `pg_stat_replication`.
+    #[serde(default)]
+    pub replication: Vec<ReplicationRow>,
+    /// Primary only: the physical replication slots it holds.
+    #[serde(default)]
+    pub slots: Vec<String>,
+    /// Wall-clock time of publication, in milliseconds since the Unix epoch.
+    pub updated_ms: u64,
+}
+
+/// The whole cluster from one store snapshot. Absent keys are `None` (unknown), not errors.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterView {
+    pub system_id: Option<SystemId>,
+    pub leader: Option<MemberName>,
+    pub last_leader: Option<LeaderRecord>,
+    pub target: Option<MemberName>,
+    pub spec: Option<Spec>,
+    pub members: BTreeMap<MemberName, MemberStatus>,
+}
+
+/// A stored value that does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("store key {key:?} holds a value pgrepl cannot read: {detail}")]
+pub struct BadValue {
+    pub key: String,
+    pub detail: String,
+}
+
+fn parse<T: serde::de::DeserializeOwned>(key: &str, value: &[u8]) -> Result<T, BadValue> {
+    serde_json::from_slice(value).map_err(|e| BadValue { key: key.to_string(), detail: e.to_string() })
+}
+
+impl ClusterView {
+    /// Builds the view from `(key, value)` pairs; unknown keys are ignored.
+    pub fn from_entries<'a>(entries: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Result<Self, BadValue> {
+        let mut view = ClusterView::default();
+        for (key, value) in entries {
+            match key {
+                keys::INITIALIZE => view.system_id = Some(parse::<Initialized>(key, value)?.system_id),
+                keys::LEADER => view.leader = Some(parse::<LeaderRecord>(key, value)?.member),
+                keys::LAST_LEADER => view.last_leader = Some(parse(key, value)?),
+                keys::TARGET => view.target = Some(parse::<LeaderRecord>(key, value)?.member),
+                keys::SPEC => view.spec = Some(parse(key, value)?),
+                _ => {
+                    if let Some(name) = key.strip_prefix(keys::MEMBERS) {
+                        let name = MemberName::new(name)
+                            .map_err(|e| BadValue { key: key.to_string(), detail: e.to_string() })?;
+                        view.members.insert(name, parse(key, value)?);
+                    }
+                }
+            }
+        }
+        Ok(view)
+    }
+
+    /// The leader's status, when it is a running primary.
+    pub fn ready_leader(&self) -> Option<(&MemberName, &MemberStatus)> {
+        let leader = self.leader.as_ref()?;
+        let status = self.members.get(leader)?;
+        (status.role == Role::Primary && status.state == MemberState::Running).then_some((leader, status))
+    }
+
+    /// True when `member` is a replica streaming from the current primary.
+    pub fn is_streaming(&self, member: &MemberName) -> bool {
+        self.members.get(member).is_some_and(|s| s.state == MemberState::Streaming)
+    }
+
+    /// Bytes `member` has still to replay to reach the primary's position, when both are known.
+    pub fn lag_bytes(&self, member: &MemberName) -> Option<u64> {
+        let (_, primary) = self.ready_leader()?;
+        let status = self.members.get(member)?;
+        Some(primary.lsn?.bytes_after(status.lsn?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn view_reads_every_key_and_ignores_unknown_ones() {
+        let leader = br#"{"member":"node-1"}"#;
+        let init = br#"{"system_id":"7312395133209421981"}"#;
+        let status = br#"{"role":"replica","state":"streaming","host":"127.0.0.1","port":6001,
+            "timeline":1,"lsn":"0/3000060","decision":"streaming","updated_ms":1}"#;
+        let view = ClusterView::from_entries([
+            ("leader", &leader[..]),
+            ("initialize", &init[..]),
+            ("members/node-2", &status[..]),
+            ("something-else", &b"?"[..]),
+        ])
+        .unwrap();
+        assert_eq!(view.leader, Some(MemberName::numbered(1)));
+        assert_eq!(view.system_id, Some(SystemId(7_312_395_133_209_421_981)));
+        assert!(view.is_streaming(&MemberName::numbered(2)));
+        assert!(view.ready_leader().is_none(), "the leader published no status");
+    }
+
+    #[test]
+    fn a_bad_value_names_its_key() {
+        let err = ClusterView::from_entries([("spec", &b"{not json"[..])]).unwrap_err();
+        assert_eq!(err.key, "spec");
+    }
+}

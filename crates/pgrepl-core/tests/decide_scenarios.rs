@@ -1,0 +1,385 @@
+//! Scenario tests of `decide()`: each builds one observation from small fixtures and checks the
+//! action and the reason. No mocks: the observation is the whole input.
+
+use pgrepl_core::*;
+
+const SYSTEM: SystemId = SystemId(7_000_000_000_000_000_001);
+
+fn m(n: u32) -> MemberName {
+    MemberName::numbered(n)
+}
+
+fn port(n: u32) -> u16 {
+    6000 + n as u16
+}
+
+fn primary() -> Server {
+    Server::Primary { timeline: Timeline(1), lsn: Lsn(0x3000000) }
+}
+
+fn replica_of(n: Option<u32>, streaming: bool) -> Server {
+    Server::Replica {
+        timeline: Timeline(1),
+        receive_lsn: Lsn(0x3000000),
+        replay_lsn: Lsn(0x3000000),
+        upstream: n.map(|n| Upstream { host: "127.0.0.1".into(), port: port(n) }),
+        streaming,
+    }
+}
+
+fn status(n: u32, role: Role, state: MemberState) -> MemberStatus {
+    MemberStatus {
+        role,
+        state,
+        host: "127.0.0.1".into(),
+        port: port(n),
+        timeline: Some(Timeline(1)),
+        lsn: Some(Lsn(0x3000000)),
+        receive_lsn: None,
+        decision: String::new(),
+        replication: vec![],
+        slots: vec![],
+        updated_ms: 0,
+    }
+}
+
+/// A three-member cluster, initialized, seen from `node-2`, a stopped standby; nobody leads.
+struct Scenario(Observation);
+
+impl Scenario {
+    fn new() -> Self {
+        let mut spec = Spec { bootstrap: Some(m(1)), ..Spec::default() };
+        for n in 1..=3 {
+            spec.members.insert(m(n), MemberSpec { host: "127.0.0.1".into(), port: port(n), stopped: false });
+        }
+        Scenario(Observation {
+            me: m(2),
+            first_cycle: false,
+            destroy_on_restart: false,
+            data: DataDir::Standby { system_id: SYSTEM },
+            server: Server::Stopped,
+            replica_stalled: false,
+            applied_passwords: Some(PasswordVersions::default()),
+            slots: vec![],
+            cluster: ClusterView { system_id: Some(SYSTEM), spec: Some(spec), ..ClusterView::default() },
+        })
+    }
+    fn me(mut self, n: u32) -> Self {
+        self.0.me = m(n);
+        self
+    }
+    fn data(mut self, data: DataDir) -> Self {
+        self.0.data = data;
+        self
+    }
+    fn server(mut self, server: Server) -> Self {
+        self.0.server = server;
+        self
+    }
+    fn leader(mut self, n: u32) -> Self {
+        self.0.cluster.leader = Some(m(n));
+        self
+    }
+    /// `n` leads and is a running primary holding slots for every other member.
+    fn ready_leader(mut self, n: u32) -> Self {
+        let mut s = status(n, Role::Primary, MemberState::Running);
+        s.slots = (1..=3).filter(|k| *k != n).map(|k| m(k).slot_name()).collect();
+        self.0.cluster.members.insert(m(n), s);
+        self.leader(n)
+    }
+    fn last_leader(mut self, n: u32) -> Self {
+        self.0.cluster.last_leader = Some(LeaderRecord { member: m(n), timeline: Some(Timeline(1)) });
+        self
+    }
+    fn target(mut self, n: u32) -> Self {
+        self.0.cluster.target = Some(m(n));
+        self
+    }
+    fn streaming(mut self, n: u32) -> Self {
+        self.0.cluster.members.insert(m(n), status(n, Role::Replica, MemberState::Streaming));
+        self
+    }
+    fn uninitialized(mut self) -> Self {
+        self.0.cluster.system_id = None;
+        self
+    }
+    fn with(mut self, f: impl FnOnce(&mut Observation)) -> Self {
+        f(&mut self.0);
+        self
+    }
+    fn decide(&self) -> Decision {
+        decide(&self.0)
+    }
+}
+
+/// Observation of a healthy leader `node-1` with every slot and password in place.
+fn healthy_leader() -> Scenario {
+    Scenario::new()
+        .me(1)
+        .data(DataDir::Primary { system_id: SYSTEM })
+        .server(primary())
+        .ready_leader(1)
+        .last_leader(1)
+        .with(|o| o.slots = vec![Slot { name: "node_2".into(), active: true }, Slot { name: "node_3".into(), active: true }])
+}
+
+#[test]
+fn the_bootstrap_member_initializes_a_new_cluster() {
+    let d = Scenario::new().me(1).uninitialized().data(DataDir::Missing).decide();
+    assert_eq!(d.action, Action::Bootstrap);
+    assert_eq!(d.reason, Reason::NewCluster);
+}
+
+#[test]
+fn other_members_wait_for_the_bootstrap() {
+    let d = Scenario::new().uninitialized().data(DataDir::Missing).decide();
+    assert_eq!(d, Decision::wait(Reason::WaitingForBootstrap(Some(m(1)))));
+}
+
+#[test]
+fn data_without_a_cluster_record_is_left_alone() {
+    let d = Scenario::new().me(1).uninitialized().data(DataDir::Primary { system_id: SYSTEM }).decide();
+    assert_eq!(d, Decision::wait(Reason::DataWithoutCluster(SYSTEM)));
+}
+
+#[test]
+fn a_data_directory_of_another_cluster_is_never_used() {
+    let other = SystemId(99);
+    let d = Scenario::new().ready_leader(1).data(DataDir::Standby { system_id: other }).decide();
+    assert_eq!(d, Decision::wait(Reason::ForeignData { found: other, cluster: SYSTEM }));
+}
+
+#[test]
+fn without_a_spec_nothing_happens() {
+    let d = Scenario::new().with(|o| o.cluster.spec = None).decide();
+    assert_eq!(d.action, Action::Wait);
+}
+
+#[test]
+fn a_member_removed_from_the_spec_does_nothing() {
+    let d = Scenario::new().me(7).decide();
+    assert_eq!(d, Decision::new(Action::Nothing, Reason::NotInSpec));
+}
+
+#[test]
+fn a_new_replica_clones_once_the_leader_holds_its_slot() {
+    let s = Scenario::new().data(DataDir::Missing).ready_leader(1);
+    assert_eq!(s.decide().action, Action::CloneFrom { leader: m(1) });
+    let s = s.with(|o| o.cluster.members.get_mut(&m(1)).unwrap().slots.clear());
+    assert_eq!(s.decide(), Decision::wait(Reason::WaitingForSlot(m(1))));
+}
+
+#[test]
+fn a_new_replica_waits_while_the_leader_is_not_running() {
+    let d = Scenario::new().data(DataDir::Missing).leader(1).decide();
+    assert_eq!(d, Decision::wait(Reason::LeaderNotReady(m(1))));
+    let d = Scenario::new().data(DataDir::Missing).decide();
+    assert_eq!(d, Decision::wait(Reason::NoLeaderToClone));
+}
+
+#[test]
+fn destroy_on_restart_wipes_a_replica_only_on_the_first_cycle() {
+    let s = Scenario::new().ready_leader(1).with(|o| o.destroy_on_restart = true);
+    assert_eq!(s.decide().action, Action::StartAsReplica { leader: Some(m(1)) });
+    let s = s.with(|o| o.first_cycle = true);
+    assert_eq!(s.decide(), Decision::new(Action::Reinitialize, Reason::DestroyOnRestart));
+}
+
+#[test]
+fn destroy_on_restart_never_wipes_a_primary_or_the_leader() {
+    let d = healthy_leader().with(|o| {
+        o.first_cycle = true;
+        o.destroy_on_restart = true;
+        o.data = DataDir::Standby { system_id: SYSTEM };
+        o.server = replica_of(None, false);
+    });
+    assert_eq!(d.decide().action, Action::Promote);
+    let d = Scenario::new()
+        .ready_leader(1)
+        .data(DataDir::Primary { system_id: SYSTEM })
+        .with(|o| {
+            o.first_cycle = true;
+            o.destroy_on_restart = true;
+        });
+    assert_eq!(d.decide().action, Action::Rewind { leader: m(1) });
+}
+
+#[test]
+fn a_healthy_leader_renews_its_lease() {
+    assert_eq!(healthy_leader().decide(), Decision::new(Action::RenewLease, Reason::Healthy));
+}
+
+#[test]
+fn a_leader_that_just_started_resets_every_password() {
+    let d = healthy_leader().with(|o| o.applied_passwords = None).decide();
+    let Action::ApplySpec(work) = d.action else { panic!("expected ApplySpec, got {d:?}") };
+    assert_eq!(work.passwords, PasswordKind::ALL.to_vec());
+}
+
+#[test]
+fn a_changed_password_is_applied_by_the_leader() {
+    let d = healthy_leader()
+        .with(|o| o.cluster.spec.as_mut().unwrap().passwords.bump(PasswordKind::Admin))
+        .decide();
+    assert_eq!(d.action, Action::ApplySpec(SpecWork { passwords: vec![PasswordKind::Admin], ..SpecWork::default() }));
+    assert_eq!(d.to_string(), "applying the spec: set the admin password(s)");
+}
+
+#[test]
+fn the_leader_creates_slots_for_new_members_and_drops_inactive_ones_of_removed_members() {
+    let d = healthy_leader()
+        .with(|o| {
+            let spec = o.cluster.spec.as_mut().unwrap();
+            spec.members.remove(&m(3));
+            spec.members.insert(m(4), MemberSpec { host: "127.0.0.1".into(), port: port(4), stopped: false });
+            o.slots[1].active = false;
+        })
+        .decide();
+    let work = SpecWork { create_slots: vec!["node_4".into()], drop_slots: vec!["node_3".into()], ..SpecWork::default() };
+    assert_eq!(d.action, Action::ApplySpec(work));
+}
+
+#[test]
+fn an_active_slot_of_a_removed_member_is_kept_until_it_disconnects() {
+    let d = healthy_leader().with(|o| {
+        o.cluster.spec.as_mut().unwrap().members.remove(&m(3));
+    });
+    assert_eq!(d.decide().action, Action::RenewLease);
+}
+
+#[test]
+fn the_leader_records_itself_and_clears_its_fulfilled_promote_request() {
+    let d = healthy_leader().with(|o| o.cluster.last_leader = None).target(1).decide();
+    let work = SpecWork { record_leader: true, clear_target: true, ..SpecWork::default() };
+    assert_eq!(d.action, Action::ApplySpec(work));
+}
+
+#[test]
+fn the_leader_hands_over_to_a_streaming_target() {
+    let d = healthy_leader().target(2).streaming(2).decide();
+    assert_eq!(d, Decision::new(Action::Demote { release_lease: true }, Reason::HandOver(m(2))));
+}
+
+#[test]
+fn the_leader_keeps_the_lease_while_the_target_is_not_streaming() {
+    let d = healthy_leader().target(2).decide();
+    assert_eq!(d, Decision::new(Action::RenewLease, Reason::TargetNotReady(m(2))));
+}
+
+#[test]
+fn a_stopped_leader_gives_way_to_a_requested_target() {
+    let d = healthy_leader().server(Server::Stopped).target(2).decide();
+    assert_eq!(d, Decision::new(Action::ReleaseLease, Reason::GiveWayTo(m(2))));
+}
+
+#[test]
+fn a_stopped_leader_starts_its_server() {
+    let d = healthy_leader().server(Server::Stopped).decide();
+    assert_eq!(d.action, Action::StartAsPrimary);
+    let d = healthy_leader().server(Server::Stopped).data(DataDir::Standby { system_id: SYSTEM }).decide();
+    assert_eq!(d.action, Action::StartAsReplica { leader: None });
+}
+
+#[test]
+fn a_replica_holding_the_lease_promotes() {
+    let d = Scenario::new().leader(2).server(replica_of(Some(1), true)).decide();
+    assert_eq!(d, Decision::new(Action::Promote, Reason::HoldsLeaseAsReplica));
+}
+
+#[test]
+fn a_requested_promote_takes_the_free_lease() {
+    let d = Scenario::new().server(replica_of(Some(1), false)).target(2).last_leader(1).decide();
+    assert_eq!(d, Decision::new(Action::AcquireLease, Reason::PromoteRequested));
+}
+
+#[test]
+fn others_wait_for_the_requested_member_to_take_the_lease() {
+    let d = Scenario::new().me(3).server(replica_of(Some(1), false)).target(2).last_leader(1).decide();
+    assert_eq!(d, Decision::wait(Reason::WaitingForTarget(m(2))));
+    let d = Scenario::new()
+        .me(1)
+        .data(DataDir::Primary { system_id: SYSTEM })
+        .server(primary())
+        .target(2)
+        .last_leader(1)
+        .decide();
+    assert_eq!(d.action, Action::Demote { release_lease: false });
+}
+
+#[test]
+fn the_last_leader_takes_back_the_free_lease() {
+    let d = Scenario::new().me(1).data(DataDir::Primary { system_id: SYSTEM }).last_leader(1).decide();
+    assert_eq!(d, Decision::new(Action::AcquireLease, Reason::ResumeLeadership));
+}
+
+#[test]
+fn without_a_leader_and_without_failover_replicas_wait() {
+    let d = Scenario::new().server(replica_of(Some(1), false)).last_leader(1).decide();
+    assert_eq!(d, Decision::wait(Reason::NoLeaderManual(Some(m(1)))));
+}
+
+#[test]
+fn a_primary_that_is_not_the_last_leader_demotes_when_nobody_leads() {
+    let d = Scenario::new().me(3).data(DataDir::Primary { system_id: SYSTEM }).server(primary()).last_leader(2).decide();
+    assert_eq!(d, Decision::new(Action::Demote { release_lease: false }, Reason::PrimaryWithoutLease(Some(m(2)))));
+}
+
+#[test]
+fn a_primary_demotes_when_another_member_holds_the_lease() {
+    let d = Scenario::new().me(1).data(DataDir::Primary { system_id: SYSTEM }).server(primary()).ready_leader(2).decide();
+    assert_eq!(d, Decision::new(Action::Demote { release_lease: false }, Reason::AnotherLeader(m(2))));
+}
+
+#[test]
+fn a_stopped_former_primary_rewinds_once_the_new_leader_runs() {
+    let s = Scenario::new().me(1).data(DataDir::Primary { system_id: SYSTEM }).leader(2);
+    assert_eq!(s.decide(), Decision::wait(Reason::LeaderNotReady(m(2))));
+    let s = s.ready_leader(2);
+    assert_eq!(s.decide(), Decision::new(Action::Rewind { leader: m(2) }, Reason::FormerPrimary(m(2))));
+}
+
+#[test]
+fn a_stopped_standby_starts_following_the_leader_even_before_it_runs() {
+    let d = Scenario::new().leader(1).decide();
+    assert_eq!(d, Decision::new(Action::StartAsReplica { leader: Some(m(1)) }, Reason::StartFollower(m(1))));
+}
+
+#[test]
+fn a_replica_pointed_elsewhere_follows_the_new_leader() {
+    let d = Scenario::new().me(3).server(replica_of(Some(1), false)).ready_leader(2).decide();
+    assert_eq!(d, Decision::new(Action::Follow { leader: m(2) }, Reason::NewUpstream(m(2))));
+}
+
+#[test]
+fn a_streaming_replica_does_nothing() {
+    let d = Scenario::new().server(replica_of(Some(1), true)).ready_leader(1).decide();
+    assert_eq!(d, Decision::new(Action::Nothing, Reason::Streaming(m(1))));
+    assert_eq!(d.to_string(), "replica, streaming from node-1");
+}
+
+#[test]
+fn a_stalled_replica_rewinds() {
+    let d = Scenario::new().server(replica_of(Some(1), false)).ready_leader(1).with(|o| o.replica_stalled = true).decide();
+    assert_eq!(d, Decision::new(Action::Rewind { leader: m(1) }, Reason::Stalled(m(1))));
+}
+
+#[test]
+fn a_replica_rewrites_its_password_file_when_the_replication_password_changes() {
+    let s = Scenario::new().server(replica_of(Some(1), true)).ready_leader(1);
+    let s = s.with(|o| o.cluster.spec.as_mut().unwrap().passwords.bump(PasswordKind::Replication));
+    let work = SpecWork { passwords: vec![PasswordKind::Replication], ..SpecWork::default() };
+    assert_eq!(s.decide().action, Action::ApplySpec(work));
+}
+
+#[test]
+fn a_replica_ignores_user_and_admin_password_changes() {
+    let s = Scenario::new().server(replica_of(Some(1), true)).ready_leader(1);
+    let s = s.with(|o| o.cluster.spec.as_mut().unwrap().passwords.bump(PasswordKind::User));
+    assert_eq!(s.decide().action, Action::Nothing);
+}
+
+#[test]
+fn a_leader_that_lost_its_data_releases_the_lease() {
+    let d = Scenario::new().data(DataDir::Missing).leader(2).decide();
+    assert_eq!(d, Decision::new(Action::ReleaseLease, Reason::LeaseWithoutData));
+}
