@@ -1,1 +1,13 @@
-//! placeholder
+//! The loop of one member: observe -> decide -> act -> publish. `member` owns the loop and the
+//! agent's own memory (first cycle, passwords applied, stall clock); `act` carries out one
+//! `Action` through `pgrepl-pg` and the store; `publish` writes the member's status.
+
+mod act;
+mod member;
+mod publish;
+pub mod secrets;
+pub mod settings;
+
+pub use member::Agent;
+pub use secrets::Secrets;
+pub use settings::Settings;

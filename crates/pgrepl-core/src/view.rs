@@ -91,6 +91,9 @@ pub struct MemberStatus {
     /// Primary only: the physical replication slots it holds.
     #[serde(default)]
     pub slots: Vec<String>,
+    /// Password versions this member's agent has applied since it started.
+    #[serde(default)]
+    pub applied_passwords: Option<crate::spec::PasswordVersions>,
     /// Wall-clock time of publication, in milliseconds since the Unix epoch.
     pub updated_ms: u64,
 }

@@ -39,6 +39,7 @@ fn status(n: u32, role: Role, state: MemberState) -> MemberStatus {
         decision: String::new(),
         replication: vec![],
         slots: vec![],
+        applied_passwords: None,
         updated_ms: 0,
     }
 }

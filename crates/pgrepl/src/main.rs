@@ -1,1 +1,58 @@
-fn main() {}
+//! The `pgrepl` binary: parse the command line, set up logging, run the command, and turn an
+//! error into one message and a non-zero exit.
+
+mod cli;
+mod cluster;
+mod commands;
+mod config;
+mod layout;
+mod readiness;
+mod supervisor;
+
+use clap::Parser;
+use cli::{Cli, Command};
+use std::process::ExitCode;
+
+fn init_logging(daemon: bool) {
+    let default = if daemon { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false).init();
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let dir = cli.dir.as_path();
+    match cli.command {
+        Command::Up(args) => commands::up::run(dir, args).await,
+        Command::Down { destroy } => commands::down::run(dir, destroy).await,
+        Command::Status { json } => commands::status::run(dir, json).await,
+        Command::Scale { replicas, wait } => commands::scale::run(dir, replicas, wait).await,
+        Command::Passwd(args) => commands::passwd::run(dir, args).await,
+        Command::Logs { member, follow } => commands::logs::run(dir, &member, follow).await,
+        Command::Psql { member, ro, args } => commands::psql::run(dir, member, ro, args).await,
+        Command::Endpoints { ro } => commands::endpoints::run(dir, ro).await,
+        Command::Promote { member, wait } => commands::promote::run(dir, &member, wait).await,
+        Command::Stop { member } => commands::member_ctl::run(dir, &member, true).await,
+        Command::Start { member } => commands::member_ctl::run(dir, &member, false).await,
+        Command::Supervise => supervisor::run(dir).await,
+        Command::Agent { member } => commands::agent::run(dir, &member).await,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(matches!(cli.command, Command::Supervise | Command::Agent { .. }));
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! Carries out one `Action`: PostgreSQL through `pgrepl-pg`, cluster state through the store.
+//! Decides nothing: every branch here is dictated by the action (the one exception, a failed
+//! rewind, falls back to moving the data directory aside so that the next cycle clones).
+
+use crate::member::{Agent, Seen};
+use crate::publish;
+use crate::secrets::Secrets;
+use anyhow::{bail, Context};
+use pgrepl_core::{keys, Action, Decision, Initialized, LeaderRecord, MemberName, PasswordKind, Server, SpecWork};
+use pgrepl_pg::sql::{self, RoleKind};
+use pgrepl_pg::{Conninfo, HbaRules, PassEntry, ServerConf, StopMode};
+use pgrepl_store::Condition;
+use std::time::Duration;
+use tracing::{info, warn};
+
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Agent {
+    pub(crate) async fn act(&mut self, seen: &Seen, decision: &Decision) -> anyhow::Result<()> {
+        match &decision.action {
+            Action::Wait | Action::Nothing | Action::RenewLease => Ok(()),
+            Action::Bootstrap => {
+                publish::preparing(self, seen, decision).await?;
+                self.bootstrap(seen).await
+            }
+            Action::CloneFrom { leader } => {
+                publish::preparing(self, seen, decision).await?;
+                self.clone_from(seen, leader).await
+            }
+            Action::StartAsPrimary => {
+                self.configure(seen, None)?;
+                self.pg.set_standby_signal(false)?;
+                self.pg.start(START_TIMEOUT).await?;
+                Ok(())
+            }
+            Action::StartAsReplica { leader } => {
+                self.configure(seen, leader.as_ref())?;
+                self.pg.set_standby_signal(true)?;
+                self.pg.start(START_TIMEOUT).await?;
+                Ok(())
+            }
+            Action::Follow { leader } => {
+                self.configure(seen, Some(leader))?;
+                self.pg.reload().await?;
+                Ok(())
+            }
+            Action::AcquireLease => {
+                let value = serde_json::to_vec(&LeaderRecord { member: self.s.member.clone(), timeline: None })?;
+                self.store.put(keys::LEADER, &value, Condition::Absent, Some(self.s.ttl)).await.context("take the leader lease")?;
+                info!("took the leader lease");
+                Ok(())
+            }
+            Action::Promote => {
+                self.pg.promote(START_TIMEOUT).await?;
+                info!("promoted to primary");
+                Ok(())
+            }
+            Action::ApplySpec(work) => self.apply_spec(seen, work).await,
+            Action::Demote { release_lease } => {
+                self.pg.stop(StopMode::Fast, STOP_TIMEOUT).await?;
+                if *release_lease {
+                    self.release_lease(seen).await?;
+                }
+                Ok(())
+            }
+            Action::Rewind { leader } => {
+                publish::preparing(self, seen, decision).await?;
+                self.rewind(seen, leader).await
+            }
+            Action::Reinitialize => {
+                if self.pg.postmaster_running() {
+                    self.pg.stop(StopMode::Fast, STOP_TIMEOUT).await?;
+                }
+                self.pg.remove_data()?;
+                warn!(data_dir = %self.s.data_dir.display(), "removed this replica's data directory (destroy_on_restart)");
+                Ok(())
+            }
+            Action::ReleaseLease => self.release_lease(seen).await,
+        }
+    }
+
+    async fn release_lease(&self, seen: &Seen) -> anyhow::Result<()> {
+        if let Some(entry) = seen.snapshot.get(keys::LEADER) {
+            self.store.delete(keys::LEADER, Condition::Revision(entry.revision)).await.context("release the leader lease")?;
+            info!("released the leader lease");
+        }
+        Ok(())
+    }
+
+    fn secrets(&self) -> anyhow::Result<Secrets> {
+        Secrets::load(&self.s.secrets_file)
+    }
+
+    /// The connection to `leader` as `user`, through this member's password file.
+    fn conninfo(&self, seen: &Seen, leader: &MemberName, user: &str) -> anyhow::Result<Conninfo> {
+        let spec = seen.obs.cluster.spec.as_ref().context("no cluster spec")?;
+        let m = spec.members.get(leader).with_context(|| format!("leader {leader} is not in the cluster spec"))?;
+        Ok(Conninfo {
+            host: m.host.clone(),
+            port: m.port,
+            user: user.to_string(),
+            dbname: "postgres".to_string(),
+            application_name: self.s.member.to_string(),
+            passfile: self.s.passfile.clone(),
+        })
+    }
+
+    /// Rewrites the password file: replication and admin passwords for every member.
+    fn write_passfile(&mut self, seen: &Seen) -> anyhow::Result<()> {
+        let secrets = self.secrets()?;
+        let spec = seen.obs.cluster.spec.as_ref().context("no cluster spec")?;
+        let mut entries = Vec::new();
+        for m in spec.members.values() {
+            entries.push(PassEntry {
+                host: m.host.clone(),
+                port: m.port,
+                database: "replication".into(),
+                user: self.s.replication_user.clone(),
+                password: secrets.replication.clone(),
+            });
+            entries.push(PassEntry {
+                host: m.host.clone(),
+                port: m.port,
+                database: "*".into(),
+                user: self.s.admin_user.clone(),
+                password: secrets.admin.clone(),
+            });
+        }
+        pgrepl_pg::write_passfile(&self.s.passfile, &entries)?;
+        let mut applied = self.applied.unwrap_or_default();
+        applied.replication = spec.passwords.replication;
+        self.applied = Some(applied);
+        Ok(())
+    }
+
+    /// Writes the server configuration and `pg_hba.conf`, following `leader` when given.
+    fn configure(&mut self, seen: &Seen, leader: Option<&MemberName>) -> anyhow::Result<()> {
+        self.write_passfile(seen)?;
+        let primary_conninfo = match leader {
+            Some(l) if *l != self.s.member => Some(self.conninfo(seen, l, &self.s.replication_user.clone())?),
+            _ => None,
+        };
+        let primary_slot_name = primary_conninfo.as_ref().map(|_| self.s.member.slot_name());
+        self.pg.write_conf(&ServerConf { parameters: self.s.parameters.clone(), primary_conninfo, primary_slot_name })?;
+        self.pg.write_hba(&HbaRules {
+            admin_user: self.s.admin_user.clone(),
+            replication_user: self.s.replication_user.clone(),
+            members: self.s.member_cidrs.clone(),
+            allow: self.s.allow.clone(),
+        })?;
+        Ok(())
+    }
+
+    async fn bootstrap(&mut self, seen: &Seen) -> anyhow::Result<()> {
+        let secrets = self.secrets()?;
+        self.pg.initdb(&self.s.admin_user).await?;
+        self.configure(seen, None)?;
+        self.pg.start(START_TIMEOUT).await?;
+        let client = self.pg.connect(&self.s.admin_user, "postgres").await?;
+        sql::ensure_role(&client, &self.s.admin_user, RoleKind::Superuser, &secrets.admin).await?;
+        sql::ensure_role(&client, &self.s.replication_user, RoleKind::Replication, &secrets.replication).await?;
+        if let Some((user, database)) = &self.s.app {
+            let password = secrets.user.as_deref().context("the secrets file has no application user password")?;
+            sql::ensure_role(&client, user, RoleKind::Login, password).await?;
+            sql::ensure_database(&client, database, user).await?;
+        }
+        let system_id = self.pg.data_dir_state()?.system_id().context("no system identifier after initdb")?;
+        let value = serde_json::to_vec(&Initialized { system_id })?;
+        self.store.put(keys::INITIALIZE, &value, Condition::Absent, None).await.context("record the new cluster in the store")?;
+        let leader = serde_json::to_vec(&LeaderRecord { member: self.s.member.clone(), timeline: None })?;
+        self.store.put(keys::LEADER, &leader, Condition::Absent, Some(self.s.ttl)).await.context("take the leader lease")?;
+        self.applied = seen.obs.cluster.spec.as_ref().map(|s| s.passwords);
+        info!(%system_id, "bootstrapped a new cluster and took the leader lease");
+        Ok(())
+    }
+
+    async fn clone_from(&mut self, seen: &Seen, leader: &MemberName) -> anyhow::Result<()> {
+        self.write_passfile(seen)?;
+        let from = self.conninfo(seen, leader, &self.s.replication_user.clone())?;
+        self.pg.basebackup(&from, &self.s.member.slot_name()).await?;
+        self.configure(seen, Some(leader))?;
+        self.pg.set_standby_signal(true)?;
+        info!(%leader, "cloned the leader");
+        Ok(())
+    }
+
+    async fn rewind(&mut self, seen: &Seen, leader: &MemberName) -> anyhow::Result<()> {
+        if self.pg.postmaster_running() {
+            self.pg.stop(StopMode::Fast, STOP_TIMEOUT).await?;
+        }
+        self.write_passfile(seen)?;
+        let from = self.conninfo(seen, leader, &self.s.admin_user.clone())?;
+        if let Err(e) = self.pg.rewind(&from).await {
+            let aside = self.pg.move_aside("rewind-failed")?;
+            warn!(
+                moved_to = %aside.display(),
+                "pg_rewind from {leader} failed, so this member will be cloned afresh; its old data directory was moved aside, not deleted: {e:#}"
+            );
+            return Ok(());
+        }
+        self.configure(seen, Some(leader))?;
+        self.pg.set_standby_signal(true)?;
+        self.pg.start(START_TIMEOUT).await?;
+        info!(%leader, "rewound and rejoined as a replica");
+        Ok(())
+    }
+
+    async fn apply_spec(&mut self, seen: &Seen, work: &SpecWork) -> anyhow::Result<()> {
+        let spec = seen.obs.cluster.spec.as_ref().context("no cluster spec")?;
+        let Server::Primary { timeline, .. } = seen.obs.server else {
+            // A replica's only spec work is its password file.
+            return self.write_passfile(seen);
+        };
+        let client = self.pg.connect(&self.s.admin_user, "postgres").await?;
+        if !work.passwords.is_empty() {
+            let secrets = self.secrets()?;
+            for kind in &work.passwords {
+                let (role, role_kind) = match kind {
+                    PasswordKind::Admin => (self.s.admin_user.clone(), RoleKind::Superuser),
+                    PasswordKind::Replication => (self.s.replication_user.clone(), RoleKind::Replication),
+                    PasswordKind::User => match &self.s.app {
+                        Some((user, _)) => (user.clone(), RoleKind::Login),
+                        None => continue,
+                    },
+                };
+                let Some(password) = secrets.get(*kind) else { bail!("the secrets file has no {kind} password") };
+                sql::ensure_role(&client, &role, role_kind, password).await?;
+                info!(role = %role, "set the {kind} password");
+            }
+            self.applied = Some(spec.passwords);
+        }
+        for slot in &work.create_slots {
+            sql::create_slot(&client, slot).await?;
+            info!(slot, "created replication slot");
+        }
+        for slot in &work.drop_slots {
+            sql::drop_slot(&client, slot).await?;
+            info!(slot, "dropped the replication slot of a removed member");
+        }
+        if work.record_leader {
+            let value = serde_json::to_vec(&LeaderRecord { member: self.s.member.clone(), timeline: Some(timeline) })?;
+            self.store.put(keys::LAST_LEADER, &value, Condition::Any, None).await?;
+        }
+        if work.clear_target {
+            self.store.delete(keys::TARGET, Condition::Any).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,196 @@
+//! `Agent`: one member's loop. Each cycle reads one store snapshot and the local server, asks
+//! `decide()` for one action, carries it out, and publishes the member's status. The cycle's
+//! sentence is logged when it changes. Runs until told to shut down, then stops PostgreSQL and
+//! gives up the lease.
+
+use crate::publish;
+use crate::settings::Settings;
+use anyhow::Context;
+use pgrepl_core::{decide, keys, Action, ClusterView, DataDir, Decision, Observation, PasswordVersions, Server, Upstream};
+use pgrepl_pg::{Binaries, Instance, StopMode};
+use pgrepl_store::{Condition, Snapshot, Store};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{info, info_span, warn, Instrument};
+
+pub struct Agent {
+    pub(crate) s: Settings,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) pg: Instance,
+    first_cycle: bool,
+    /// Password versions applied since this agent started (`None`: none yet).
+    pub(crate) applied: Option<PasswordVersions>,
+    stalled_since: Option<Instant>,
+    cycle: u64,
+    last_sentence: String,
+    /// What was last published and when, so an unchanged status is not rewritten every wake.
+    pub(crate) last_published: Option<(pgrepl_core::MemberStatus, Instant)>,
+}
+
+/// One cycle's reading of the world.
+pub(crate) struct Seen {
+    pub snapshot: Snapshot,
+    pub obs: Observation,
+    pub replication: Vec<pgrepl_core::ReplicationRow>,
+}
+
+impl Agent {
+    pub fn new(s: Settings, store: Arc<dyn Store>) -> anyhow::Result<Agent> {
+        let bins = Binaries::find(s.bin_dir.as_deref())?;
+        let listen = s
+            .member_cidrs
+            .first()
+            .and_then(|c| c.split('/').next())
+            .unwrap_or("127.0.0.1")
+            .to_string();
+        let pg = Instance {
+            bins,
+            data_dir: s.data_dir.clone(),
+            socket_dir: s.socket_dir.clone(),
+            listen_address: listen,
+            port: 0,
+            log_file: s.log_file.clone(),
+            name: s.member.to_string(),
+        };
+        Ok(Agent { s, store, pg, first_cycle: true, applied: None, stalled_since: None, cycle: 0, last_sentence: String::new(), last_published: None })
+    }
+
+    /// Runs cycles until `shutdown` completes, then stops PostgreSQL and releases the lease.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        tokio::pin!(shutdown);
+        info!(member = %self.s.member, "agent started");
+        loop {
+            self.cycle += 1;
+            let span = info_span!("cycle", member = %self.s.member, n = self.cycle);
+            let (revision, again_now) = self.run_cycle().instrument(span).await;
+            let store = self.store.clone();
+            let loop_wait = self.s.loop_wait;
+            let pause = async move {
+                if again_now {
+                    tokio::task::yield_now().await;
+                } else if store.wait_change(revision, loop_wait).await.is_err() {
+                    tokio::time::sleep(loop_wait).await;
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                _ = pause => {}
+            }
+        }
+        self.shut_down().await
+    }
+
+    /// One observe -> decide -> act -> publish. Returns the store revision seen and whether
+    /// to run again at once (an action was taken, so the world has changed).
+    async fn run_cycle(&mut self) -> (u64, bool) {
+        let seen = match self.observe().await {
+            Ok(seen) => seen,
+            Err(e) => {
+                self.say(&format!("cannot observe the cluster: {e:#}"));
+                return (0, false);
+            }
+        };
+        let revision = seen.snapshot.revision;
+        let decision = decide(&seen.obs);
+        self.say(&decision.to_string());
+        self.first_cycle = false;
+        let quiet = matches!(decision.action, Action::Wait | Action::Nothing | Action::RenewLease);
+        let outcome = self.renew_lease_if_held(&seen, &decision).await;
+        let outcome = match outcome {
+            Ok(()) => self.act(&seen, &decision).await,
+            Err(e) => Err(e),
+        };
+        let failed = match outcome {
+            Ok(()) => None,
+            Err(e) => {
+                let sentence = format!("{decision} failed: {e:#}");
+                warn!("{sentence}");
+                Some(sentence)
+            }
+        };
+        if let Err(e) = publish::status(self, &seen, &decision, failed.as_deref()).await {
+            warn!("publish member status: {e:#}");
+        }
+        (revision, !quiet && failed.is_none())
+    }
+
+    fn say(&mut self, sentence: &str) {
+        if sentence != self.last_sentence {
+            info!("{sentence}");
+            self.last_sentence = sentence.to_string();
+        }
+    }
+
+    async fn observe(&mut self) -> anyhow::Result<Seen> {
+        let snapshot = self.store.snapshot().await.context("read the store")?;
+        let cluster = ClusterView::from_entries(snapshot.entries.iter().map(|(k, e)| (k.as_str(), e.value.as_slice())))?;
+        if let Some(port) = cluster.spec.as_ref().and_then(|s| s.members.get(&self.s.member)).map(|m| m.port) {
+            self.pg.port = port;
+        }
+        let data = self.pg.data_dir_state().context("inspect the data directory")?;
+        let server = if data == DataDir::Missing { Server::Stopped } else { self.pg.observe(&self.s.admin_user).await };
+        let (slots, replication) = match server {
+            Server::Primary { .. } => {
+                let client = self.pg.connect(&self.s.admin_user, "postgres").await?;
+                (pgrepl_pg::sql::slots(&client).await?, pgrepl_pg::sql::replication_rows(&client).await?)
+            }
+            _ => (vec![], vec![]),
+        };
+        let leader_endpoint = cluster
+            .leader
+            .as_ref()
+            .and_then(|l| cluster.spec.as_ref()?.members.get(l))
+            .map(|m| Upstream { host: m.host.clone(), port: m.port });
+        let stuck = matches!(&server, Server::Replica { upstream, streaming: false, .. } if *upstream == leader_endpoint && upstream.is_some());
+        self.stalled_since = if stuck { Some(self.stalled_since.unwrap_or_else(Instant::now)) } else { None };
+        let replica_stalled = self.stalled_since.is_some_and(|t| t.elapsed() > self.s.stall_timeout);
+        let obs = Observation {
+            me: self.s.member.clone(),
+            first_cycle: self.first_cycle,
+            destroy_on_restart: self.s.destroy_on_restart,
+            data,
+            server,
+            replica_stalled,
+            applied_passwords: self.applied,
+            slots,
+            cluster,
+        };
+        Ok(Seen { snapshot, obs, replication })
+    }
+
+    /// The leader keeps its lease with every action but those that give it up.
+    async fn renew_lease_if_held(&self, seen: &Seen, decision: &Decision) -> anyhow::Result<()> {
+        if seen.obs.cluster.leader.as_ref() != Some(&self.s.member)
+            || matches!(decision.action, Action::Demote { .. } | Action::ReleaseLease)
+        {
+            return Ok(());
+        }
+        let entry = seen.snapshot.get(keys::LEADER).context("leader key vanished")?;
+        self.store
+            .put(keys::LEADER, &entry.value, Condition::Revision(entry.revision), Some(self.s.ttl))
+            .await
+            .context("renew the leader lease")?;
+        Ok(())
+    }
+
+    /// Stop PostgreSQL, give up the lease and withdraw the member's status.
+    async fn shut_down(self) -> anyhow::Result<()> {
+        info!(member = %self.s.member, "agent stopping: stopping PostgreSQL and releasing the lease");
+        if self.pg.postmaster_running() {
+            self.pg.stop(StopMode::Fast, Duration::from_secs(60)).await.context("stop PostgreSQL")?;
+        }
+        if let Ok(snapshot) = self.store.snapshot().await {
+            if let Some(entry) = snapshot.get(keys::LEADER) {
+                let holder: Option<pgrepl_core::LeaderRecord> = serde_json::from_slice(&entry.value).ok();
+                if holder.is_some_and(|h| h.member == self.s.member) {
+                    self.store.delete(keys::LEADER, Condition::Revision(entry.revision)).await.context("release the leader lease")?;
+                }
+            }
+        }
+        let _ = self.store.delete(&keys::member(&self.s.member), Condition::Any).await;
+        info!(member = %self.s.member, "agent stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,78 @@
+//! Publishes the member's status to the store (a key with the lease's TTL). A status is
+//! rewritten when something a reader acts on changes, or once per `loop_wait` to refresh LSNs
+//! and the TTL; otherwise agents waking on each other's writes would never settle.
+
+use crate::member::{Agent, Seen};
+use pgrepl_core::{keys, DataDir, Decision, MemberState, MemberStatus, Role, Server};
+use pgrepl_store::Condition;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// What the agent is doing while a long action runs (`Preparing`), then what it observed.
+pub(crate) fn observed(seen: &Seen) -> (Role, MemberState) {
+    match (&seen.obs.server, &seen.obs.data) {
+        (Server::Primary { .. }, _) => (Role::Primary, MemberState::Running),
+        (Server::Replica { streaming: true, .. }, _) => (Role::Replica, MemberState::Streaming),
+        (Server::Replica { .. }, _) => (Role::Replica, MemberState::Recovering),
+        (Server::Stopped, DataDir::Primary { .. }) => (Role::Primary, MemberState::Stopped),
+        (Server::Stopped, DataDir::Standby { .. }) => (Role::Replica, MemberState::Stopped),
+        (Server::Stopped, DataDir::Missing) => (Role::Unknown, MemberState::Stopped),
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Builds the status from this cycle's observation.
+pub(crate) fn build(agent: &Agent, seen: &Seen, sentence: String, state: Option<MemberState>) -> MemberStatus {
+    let (role, observed_state) = observed(seen);
+    let (timeline, lsn, receive_lsn) = match &seen.obs.server {
+        Server::Primary { timeline, lsn } => (Some(*timeline), Some(*lsn), None),
+        Server::Replica { timeline, receive_lsn, replay_lsn, .. } => (Some(*timeline), Some(*replay_lsn), Some(*receive_lsn)),
+        Server::Stopped => (None, None, None),
+    };
+    MemberStatus {
+        role,
+        state: state.unwrap_or(observed_state),
+        host: agent.pg.listen_address.clone(),
+        port: agent.pg.port,
+        timeline,
+        lsn,
+        receive_lsn,
+        decision: sentence,
+        replication: seen.replication.clone(),
+        slots: seen.obs.slots.iter().map(|s| s.name.clone()).collect(),
+        applied_passwords: agent.applied,
+        updated_ms: now_ms(),
+    }
+}
+
+/// Writes `status` unless the same was written less than `loop_wait` ago.
+pub(crate) async fn write(agent: &mut Agent, status: MemberStatus) -> anyhow::Result<()> {
+    if let Some((last, at)) = &agent.last_published {
+        let same = MemberStatus { updated_ms: last.updated_ms, lsn: last.lsn, receive_lsn: last.receive_lsn, replication: last.replication.clone(), ..status.clone() } == *last
+            && last.replication.iter().map(|r| (&r.application_name, &r.state)).eq(status.replication.iter().map(|r| (&r.application_name, &r.state)));
+        if same && at.elapsed() < agent.s.loop_wait {
+            return Ok(());
+        }
+    }
+    let value = serde_json::to_vec(&status)?;
+    agent.store.put(&keys::member(&agent.s.member), &value, Condition::Any, Some(agent.s.ttl)).await?;
+    agent.last_published = Some((status, Instant::now()));
+    Ok(())
+}
+
+/// Publishes the cycle's outcome: the decision's sentence, or the failure's.
+pub(crate) async fn status(agent: &mut Agent, seen: &Seen, decision: &Decision, failed: Option<&str>) -> anyhow::Result<()> {
+    let sentence = failed.map_or_else(|| decision.to_string(), str::to_string);
+    let state = failed.map(|_| MemberState::Failed);
+    let status = build(agent, seen, sentence, state);
+    write(agent, status).await
+}
+
+/// Announces a long action (clone, rewind, bootstrap) before it starts.
+pub(crate) async fn preparing(agent: &mut Agent, seen: &Seen, decision: &Decision) -> anyhow::Result<()> {
+    let status = build(agent, seen, decision.to_string(), Some(MemberState::Preparing));
+    agent.last_published = None;
+    write(agent, status).await
+}

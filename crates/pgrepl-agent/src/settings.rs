@@ -1,0 +1,35 @@
+//! What one agent needs to know to run its member: paths, names, timings. Built by the binary
+//! from the validated configuration; the agent never reads configuration files itself.
+
+use pgrepl_core::MemberName;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub member: MemberName,
+    /// The member's data directory, socket directory, port and server log.
+    pub data_dir: PathBuf,
+    pub socket_dir: PathBuf,
+    pub log_file: PathBuf,
+    /// libpq password file this agent writes for replication and `pg_rewind` connections.
+    pub passfile: PathBuf,
+    /// The cluster's secrets file (read whenever a password must be applied).
+    pub secrets_file: PathBuf,
+    pub bin_dir: Option<PathBuf>,
+    pub admin_user: String,
+    pub replication_user: String,
+    /// Application user and database, created at bootstrap when set.
+    pub app: Option<(String, String)>,
+    /// Client CIDRs for `pg_hba.conf`.
+    pub allow: Vec<String>,
+    /// CIDRs of the members (replication and rewind connections).
+    pub member_cidrs: Vec<String>,
+    pub parameters: BTreeMap<String, String>,
+    pub loop_wait: Duration,
+    pub ttl: Duration,
+    pub destroy_on_restart: bool,
+    /// How long a replica may fail to stream from the running leader before it rewinds.
+    pub stall_timeout: Duration,
+}

@@ -1,0 +1,121 @@
+//! The command line: clap definitions only. Each subcommand is carried out in `commands/`.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// pgrepl: a replicated PostgreSQL cluster (one primary, streaming replicas) from one command.
+#[derive(Parser, Debug)]
+#[command(name = "pgrepl", version, about)]
+pub struct Cli {
+    /// The cluster directory (config, secrets, store, one data directory and log per member).
+    #[arg(long, global = true, env = "PGREPL_DIR", default_value = "pgrepl-cluster")]
+    pub dir: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create (or restart) the cluster, wait until every replica streams, print how to connect.
+    Up(UpArgs),
+    /// Stop every member (data kept; --destroy removes the cluster directory).
+    Down {
+        /// Also delete the cluster directory with every member's data.
+        #[arg(long)]
+        destroy: bool,
+    },
+    /// One row per member: role, state, address, timeline, LSN, lag, last decision.
+    Status {
+        /// Print JSON (the format documented in the README).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add or remove replicas while the cluster serves.
+    Scale {
+        /// The number of replicas wanted (0 or more).
+        #[arg(allow_negative_numbers = true)]
+        replicas: i64,
+        #[arg(long, default_value_t = 120)]
+        wait: u64,
+    },
+    /// Change a password live; the new value is read from standard input.
+    Passwd(PasswdArgs),
+    /// Print a member's log (agent and PostgreSQL).
+    Logs {
+        member: String,
+        /// Keep printing as the log grows.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// A psql shell on a member (default: the primary) as the admin user.
+    Psql {
+        /// The member; default the primary.
+        member: Option<String>,
+        /// Pick a streaming replica.
+        #[arg(long, conflicts_with = "member")]
+        ro: bool,
+        /// Arguments passed to psql (after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Where to connect: the primary's address, or with --ro the streaming replicas', one a line.
+    Endpoints {
+        #[arg(long)]
+        ro: bool,
+    },
+    /// Make MEMBER the primary (also when the primary is down); the others follow it.
+    Promote {
+        member: String,
+        #[arg(long, default_value_t = 120)]
+        wait: u64,
+    },
+    /// Stop one member and keep it stopped (its data is kept).
+    Stop { member: String },
+    /// Start a member stopped with `pgrepl stop`.
+    Start { member: String },
+    /// (internal) Run the supervisor of a local cluster.
+    #[command(hide = true)]
+    Supervise,
+    /// (internal) Run the agent of one member.
+    #[command(hide = true)]
+    Agent {
+        #[arg(long)]
+        member: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    /// Number of replicas of a new cluster (or scale an existing one to it).
+    #[arg(long, allow_negative_numbers = true)]
+    pub replicas: Option<i64>,
+    /// Read-write endpoint port (served by the router).
+    #[arg(long)]
+    pub port: Option<i64>,
+    /// Read-only endpoint port (served by the router).
+    #[arg(long)]
+    pub ro_port: Option<i64>,
+    /// First member port; members get consecutive ports (default: free ports).
+    #[arg(long)]
+    pub base_port: Option<i64>,
+    /// A pgrepl.toml to create the cluster from.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Seconds to wait for the cluster to be ready.
+    #[arg(long, default_value_t = 120)]
+    pub wait: u64,
+}
+
+#[derive(Args, Debug)]
+#[group(required = true, multiple = false)]
+pub struct PasswdArgs {
+    /// The application user's password.
+    #[arg(long)]
+    pub user: bool,
+    /// The admin (postgres) password.
+    #[arg(long)]
+    pub admin: bool,
+    /// The replication role's password.
+    #[arg(long)]
+    pub replication: bool,
+}

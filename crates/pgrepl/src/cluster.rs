@@ -1,0 +1,86 @@
+//! An existing cluster directory opened for a command: its configuration, its store, the
+//! current view, and the few read-modify-write steps commands share (spec updates).
+//! Opening switches a root process to the cluster's OS user first.
+
+use crate::config::{self, Config};
+use crate::layout::Layout;
+use anyhow::{bail, Context};
+use pgrepl_core::{keys, ClusterView, MemberName, Spec};
+use pgrepl_store::{Condition, FileStore, Snapshot, Store};
+use std::path::Path;
+use std::sync::Arc;
+
+pub struct Cluster {
+    pub layout: Layout,
+    pub config: Config,
+    pub store: Arc<FileStore>,
+}
+
+/// When running as root, become `run_as` for good, then check the directory is reachable.
+pub fn enter_as(run_as: &str, dir: &Path) -> anyhow::Result<()> {
+    pgrepl_pg::become_user(run_as)?;
+    if let Err(e) = std::fs::read_dir(dir) {
+        bail!(
+            "the cluster directory {} is not reachable by OS user {run_as} ({e}); a parent directory may deny access: \
+             choose a --dir that user can reach (such as one under /tmp or /var/lib), or set run_as",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// The configuration stored in a cluster directory (environment variables are merged by `up`).
+pub fn load_config(layout: &Layout) -> anyhow::Result<Config> {
+    let raw = config::read_file(&layout.config())?;
+    Ok(config::validate(&raw, &[])?)
+}
+
+impl Cluster {
+    /// Opens the cluster in `dir`; an error when it is not a pgrepl cluster directory.
+    pub fn open(dir: &Path) -> anyhow::Result<Cluster> {
+        let layout = Layout::new(dir);
+        if !layout.config().exists() {
+            bail!(
+                "{} is not a pgrepl cluster directory (no pgrepl.toml); create one with `pgrepl up --dir {}` or pass the right --dir",
+                layout.dir.display(),
+                dir.display()
+            );
+        }
+        let config = load_config(&layout)?;
+        enter_as(&config.run_as, &layout.dir)?;
+        let store = Arc::new(FileStore::open(&layout.store())?);
+        Ok(Cluster { layout, config, store })
+    }
+
+    pub async fn view(&self) -> anyhow::Result<(Snapshot, ClusterView)> {
+        let snapshot = self.store.snapshot().await.context("read the store")?;
+        let view = ClusterView::from_entries(snapshot.entries.iter().map(|(k, e)| (k.as_str(), e.value.as_slice())))?;
+        Ok((snapshot, view))
+    }
+
+    /// `name` as a member of the spec, or an error listing the members there are.
+    pub fn member(view: &ClusterView, name: &str) -> anyhow::Result<MemberName> {
+        let known: Vec<String> = view.spec.iter().flat_map(|s| s.members.keys()).map(|m| m.to_string()).collect();
+        match MemberName::new(name) {
+            Ok(m) if view.spec.as_ref().is_some_and(|s| s.members.contains_key(&m)) => Ok(m),
+            _ => bail!("unknown member {name:?}; the members are {}", known.join(", ")),
+        }
+    }
+
+    /// Read-modify-write of the spec, retried on a concurrent change.
+    pub async fn update_spec(&self, mut change: impl FnMut(&ClusterView, &mut Spec) -> anyhow::Result<()>) -> anyhow::Result<Spec> {
+        for _ in 0..20 {
+            let (snapshot, view) = self.view().await?;
+            let entry = snapshot.get(keys::SPEC).context("the store holds no cluster spec")?;
+            let mut spec = view.spec.clone().context("the store holds no cluster spec")?;
+            change(&view, &mut spec)?;
+            let value = serde_json::to_vec(&spec)?;
+            match self.store.put(keys::SPEC, &value, Condition::Revision(entry.revision), None).await {
+                Ok(_) => return Ok(spec),
+                Err(pgrepl_store::StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        bail!("the cluster spec kept changing under this command; try again")
+    }
+}

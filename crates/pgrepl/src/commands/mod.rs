@@ -1,0 +1,16 @@
+//! One module per subcommand, plus what several share (ports, waiting, the ready summary).
+
+pub mod agent;
+pub mod down;
+pub mod endpoints;
+pub mod logs;
+pub mod member_ctl;
+pub mod passwd;
+pub mod ports;
+pub mod promote;
+pub mod psql;
+pub mod scale;
+pub mod status;
+pub mod summary;
+pub mod up;
+pub mod wait;

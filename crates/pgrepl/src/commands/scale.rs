@@ -1,0 +1,31 @@
+//! `pgrepl scale N`: write a spec with N replicas (new members get fresh names and ports,
+//! removal takes the newest replicas), then wait until the cluster matches it.
+
+use crate::cluster::Cluster;
+use crate::commands::{ports, summary, wait};
+use crate::readiness;
+use anyhow::bail;
+use pgrepl_core::MemberSpec;
+use std::path::Path;
+use std::time::Duration;
+
+pub const MAX_REPLICAS: i64 = 64;
+
+pub async fn run(dir: &Path, replicas: i64, wait_secs: u64) -> anyhow::Result<()> {
+    if !(0..=MAX_REPLICAS).contains(&replicas) {
+        bail!("replicas: {replicas} is not allowed; use a number of replicas from 0 to {MAX_REPLICAS} (the primary is not counted and cannot be scaled)");
+    }
+    let cluster = Cluster::open(dir)?;
+    let config = cluster.config.clone();
+    let spec = cluster
+        .update_spec(|view, spec| {
+            *spec = spec.scaled(replicas as usize, view.leader.as_ref(), |_| MemberSpec { host: String::new(), port: 0, stopped: false })?;
+            ports::assign_new(&config, spec)
+        })
+        .await?;
+    wait::until(&cluster, Duration::from_secs(wait_secs), readiness::check).await?;
+    let (_, view) = cluster.view().await?;
+    println!("cluster {:?} has {} replica(s)", cluster.config.cluster, spec.members.len() - 1);
+    summary::print(&cluster, &view);
+    Ok(())
+}

@@ -1,0 +1,174 @@
+//! `pgrepl up`: create the cluster directory (or reuse it), settle configuration and
+//! passwords, write the spec, start the supervisor, wait until the cluster is ready, and print
+//! how to connect.
+
+use crate::cli::UpArgs;
+use crate::cluster::{enter_as, Cluster};
+use crate::commands::{ports, summary, wait};
+use crate::config::{self, Config, RawConfig};
+use crate::layout::Layout;
+use crate::readiness;
+use crate::supervisor::{pgrepl_command, running_pid};
+use anyhow::{bail, Context};
+use pgrepl_agent::Secrets;
+use pgrepl_core::{keys, MemberName, MemberSpec, PasswordKind, Spec};
+use pgrepl_store::{Condition, FileStore, Store};
+use rand::distributions::{Alphanumeric, DistString};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn generated_password() -> String {
+    Alphanumeric.sample_string(&mut rand::thread_rng(), 32)
+}
+
+/// Configuration of this `up`: the directory's file (or `--config` for a new cluster), then
+/// the environment, then the flags.
+fn settle_config(layout: &Layout, args: &UpArgs, existing: bool) -> anyhow::Result<(RawConfig, Config)> {
+    let env = config::read_env(|name| std::env::var(name).ok());
+    let mut raw = match (&args.config, existing) {
+        (_, true) => config::read_file(&layout.config())?,
+        (Some(file), false) => config::read_file(file)?,
+        (None, false) => RawConfig::default(),
+    };
+    config::apply_env(&mut raw, &env)?;
+    raw.replicas = args.replicas.or(raw.replicas);
+    raw.port = args.port.or(raw.port);
+    raw.ro_port = args.ro_port.or(raw.ro_port);
+    raw.base_port = args.base_port.or(raw.base_port);
+    let config = config::validate(&raw, &env)?;
+    Ok((raw, config))
+}
+
+/// Creates the directory, owned by the cluster's OS user, and becomes that user.
+fn prepare_directory(layout: &Layout, config: &Config, existing: bool) -> anyhow::Result<()> {
+    if !existing {
+        if let Ok(mut entries) = std::fs::read_dir(&layout.dir) {
+            if entries.next().is_some() {
+                bail!(
+                    "{} exists, is not empty and is not a pgrepl cluster directory (no pgrepl.toml); refusing to use it: choose another --dir",
+                    layout.dir.display()
+                );
+            }
+        }
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&layout.dir).with_context(|| format!("create {}", layout.dir.display()))?;
+    }
+    if layout.longest_socket_path() > 100 {
+        bail!("the cluster directory path {} is too long for PostgreSQL's unix sockets (at most about 60 characters); choose a shorter --dir", layout.dir.display());
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let (uid, gid) = pgrepl_pg::user_ids(&config.run_as)?;
+        std::os::unix::fs::chown(&layout.dir, Some(uid), Some(gid)).with_context(|| format!("give {} to OS user {}", layout.dir.display(), config.run_as))?;
+    }
+    enter_as(&config.run_as, &layout.dir)
+}
+
+/// The passwords of this start: given ones win, earlier ones are kept, missing ones generated.
+/// Returns the kinds that changed from the earlier ones.
+fn settle_secrets(layout: &Layout, config: &Config) -> anyhow::Result<Vec<PasswordKind>> {
+    let old = if layout.secrets().exists() { Some(Secrets::load(&layout.secrets())?) } else { None };
+    let given = &config.passwords;
+    let pick = |given: &Option<String>, old: Option<&str>| given.clone().or(old.map(str::to_string)).unwrap_or_else(generated_password);
+    let secrets = Secrets {
+        user: config.names.app.as_ref().map(|_| pick(&given.user, old.as_ref().and_then(|o| o.user.as_deref()))),
+        admin: pick(&given.admin, old.as_ref().map(|o| o.admin.as_str())),
+        replication: pick(&given.replication, old.as_ref().map(|o| o.replication.as_str())),
+    };
+    let changed = match &old {
+        Some(old) => PasswordKind::ALL.into_iter().filter(|k| old.get(*k) != secrets.get(*k)).collect(),
+        None => vec![],
+    };
+    secrets.save(&layout.secrets())?;
+    Ok(changed)
+}
+
+/// Writes `pgrepl.toml` without any password (those live in the secrets file).
+fn write_config(layout: &Layout, raw: &RawConfig) -> anyhow::Result<()> {
+    let mut stored = raw.clone();
+    stored.database.password = None;
+    stored.database.admin_password = None;
+    stored.database.replication_password = None;
+    let text = format!(
+        "# pgrepl cluster configuration, written by `pgrepl up` (passwords live in secrets.json).\n{}",
+        toml::to_string_pretty(&stored)?
+    );
+    let path = layout.config();
+    std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(())
+}
+
+fn new_spec(config: &Config) -> anyhow::Result<Spec> {
+    let mut spec = Spec { bootstrap: Some(MemberName::numbered(1)), ..Spec::default() };
+    for n in 1..=(config.replicas as u32 + 1) {
+        let name = MemberName::numbered(n);
+        let port = ports::for_member(config, &spec, &name)?;
+        spec.members.insert(name, MemberSpec { host: config.listen.to_string(), port, stopped: false });
+    }
+    Ok(spec)
+}
+
+pub async fn run(dir: &Path, args: UpArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let layout = Layout::new(dir);
+    let existing = layout.config().exists();
+    let (raw, config) = settle_config(&layout, &args, existing)?;
+    pgrepl_pg::Binaries::find(config.bin_dir.as_deref())?;
+    prepare_directory(&layout, &config, existing)?;
+    let changed = settle_secrets(&layout, &config)?;
+    write_config(&layout, &raw)?;
+    let store = Arc::new(FileStore::open(&layout.store())?);
+    let cluster = Cluster { layout, config, store };
+
+    let (_, view) = cluster.view().await?;
+    match &view.spec {
+        None => {
+            let spec = new_spec(&cluster.config)?;
+            cluster.store.put(keys::SPEC, &serde_json::to_vec(&spec)?, Condition::Absent, None).await?;
+        }
+        Some(_) if args.replicas.is_some() || !changed.is_empty() => {
+            let config = cluster.config.clone();
+            cluster
+                .update_spec(|view, spec| {
+                    if let Some(n) = args.replicas {
+                        *spec = spec.scaled(n as usize, view.leader.as_ref(), |_| MemberSpec { host: String::new(), port: 0, stopped: false })?;
+                        ports::assign_new(&config, spec)?;
+                    }
+                    for kind in &changed {
+                        spec.passwords.bump(*kind);
+                    }
+                    Ok(())
+                })
+                .await?;
+        }
+        Some(_) => {}
+    }
+
+    if running_pid(&cluster.layout.supervisor_pid()).is_none() {
+        let (_, view) = cluster.view().await?;
+        ports::check_free(&cluster.config, view.spec.as_ref().context("no spec")?)?;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(cluster.layout.supervisor_log())?;
+        let mut cmd = pgrepl_command(&cluster.layout.dir)?;
+        cmd.arg("supervise").stdout(log.try_clone()?).stderr(log);
+        // SAFETY: setsid in the child before exec detaches it from this terminal's session.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        cmd.spawn().context("start the supervisor")?;
+    }
+    wait::until(&cluster, Duration::from_secs(args.wait), readiness::check).await?;
+    let (_, view) = cluster.view().await?;
+    println!(
+        "cluster {:?} is ready in {:.1} s ({})",
+        cluster.config.cluster,
+        started.elapsed().as_secs_f64(),
+        cluster.layout.dir.display()
+    );
+    summary::print(&cluster, &view);
+    Ok(())
+}

@@ -1,0 +1,27 @@
+//! Waiting for the cluster to reach a state, with a bound and a clear account of what it was
+//! still waiting for when the bound passed.
+
+use crate::cluster::Cluster;
+use anyhow::bail;
+use pgrepl_core::ClusterView;
+use std::time::{Duration, Instant};
+
+/// Polls the store until `check` returns `Ok`, for at most `limit`.
+pub async fn until<T>(cluster: &Cluster, limit: Duration, mut check: impl FnMut(&ClusterView) -> Result<T, String>) -> anyhow::Result<T> {
+    let start = Instant::now();
+    loop {
+        let (_, view) = cluster.view().await?;
+        let awaited = match check(&view) {
+            Ok(t) => return Ok(t),
+            Err(awaited) => awaited,
+        };
+        if start.elapsed() > limit {
+            bail!(
+                "gave up after {}s waiting for {awaited}; see `pgrepl status` and `pgrepl logs MEMBER` (in {})",
+                limit.as_secs(),
+                cluster.layout.dir.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

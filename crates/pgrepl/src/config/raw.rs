@@ -1,0 +1,112 @@
+//! The configuration as written: a TOML file (`pgrepl.toml`) parsed with unknown keys refused,
+//! then overridden by environment variables (pgrepl's `PGREPL_*` and the seeds' names).
+//! Nothing is checked here beyond syntax; `validate` turns this into a `Config`.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// `pgrepl.toml`. Every field is optional; defaults are applied in validation.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Name of the cluster, shown by `pgrepl status`.
+    pub cluster: Option<String>,
+    /// Number of replicas `up` creates for a new cluster (default 1).
+    pub replicas: Option<i64>,
+    /// OS user PostgreSQL runs as when pgrepl is started as root (default `postgres`).
+    pub run_as: Option<String>,
+    /// Directory of the PostgreSQL binaries (default: found with `pg_config` or under
+    /// `/usr/lib/postgresql/*/bin`).
+    pub bin_dir: Option<String>,
+    /// Address the members listen on and reach each other at (default `127.0.0.1`).
+    pub listen: Option<String>,
+    /// First member port; members use consecutive ports from here (default: free ports).
+    pub base_port: Option<i64>,
+    /// Read-write endpoint port (default 5432), served by the router.
+    pub port: Option<i64>,
+    /// Read-only endpoint port (default 5433), served by the router.
+    pub ro_port: Option<i64>,
+    /// Client address ranges allowed to connect, in CIDR form (default loopback only).
+    pub allow: Option<Vec<String>>,
+    /// Wipe and re-clone a replica's data each time its agent starts (default false).
+    pub destroy_on_restart: Option<bool>,
+    /// Pause between two agent cycles when nothing changes (default `1s`).
+    pub loop_wait: Option<String>,
+    /// Lifetime of the leader lease and of member status keys (default `10s`).
+    pub ttl: Option<String>,
+    /// Names and passwords of the roles pgrepl creates.
+    #[serde(default)]
+    pub database: RawDatabase,
+    /// Extra PostgreSQL settings, written last into every member's configuration.
+    #[serde(default)]
+    pub parameters: BTreeMap<String, toml::Value>,
+}
+
+/// `[database]`: the roles and database created at bootstrap.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDatabase {
+    /// Application user (`POSTGRESQL_USER`).
+    pub user: Option<String>,
+    /// Application user's password (`POSTGRESQL_PASSWORD`).
+    pub password: Option<String>,
+    /// Application database, owned by `user` (`POSTGRESQL_DATABASE`).
+    pub name: Option<String>,
+    /// Password of the `postgres` superuser (`POSTGRESQL_ADMIN_PASSWORD`).
+    pub admin_password: Option<String>,
+    /// Replication role (`POSTGRESQL_MASTER_USER`, default `replicator`).
+    pub replication_user: Option<String>,
+    /// Replication role's password (`POSTGRESQL_MASTER_PASSWORD`).
+    pub replication_password: Option<String>,
+}
+
+impl RawConfig {
+    pub fn has_passwords(&self) -> bool {
+        let d = &self.database;
+        d.password.is_some() || d.admin_password.is_some() || d.replication_password.is_some()
+    }
+}
+
+/// One environment setting: pgrepl's own name first, then the seeds' aliases.
+pub struct EnvSetting {
+    pub names: &'static [&'static str],
+    pub field: &'static str,
+}
+
+/// Every environment variable pgrepl reads, with the config field each one sets.
+pub const ENV: &[EnvSetting] = &[
+    EnvSetting { names: &["PGREPL_CLUSTER"], field: "cluster" },
+    EnvSetting { names: &["PGREPL_REPLICAS"], field: "replicas" },
+    EnvSetting { names: &["PGREPL_RUN_AS"], field: "run_as" },
+    EnvSetting { names: &["PGREPL_PG_BIN_DIR"], field: "bin_dir" },
+    EnvSetting { names: &["PGREPL_LISTEN"], field: "listen" },
+    EnvSetting { names: &["PGREPL_ALLOW", "ALLOW_IP_RANGE"], field: "allow" },
+    EnvSetting { names: &["PGREPL_DESTROY_ON_RESTART", "DESTROY_DATABASE_ON_RESTART"], field: "destroy_on_restart" },
+    EnvSetting { names: &["PGREPL_USER", "POSTGRESQL_USER", "POSTGRES_USER"], field: "database.user" },
+    EnvSetting { names: &["PGREPL_PASSWORD", "POSTGRESQL_PASSWORD", "POSTGRES_PASS"], field: "database.password" },
+    EnvSetting { names: &["PGREPL_DATABASE", "POSTGRESQL_DATABASE", "POSTGRES_DBNAME"], field: "database.name" },
+    EnvSetting { names: &["PGREPL_ADMIN_PASSWORD", "POSTGRESQL_ADMIN_PASSWORD"], field: "database.admin_password" },
+    EnvSetting { names: &["PGREPL_REPLICATION_USER", "POSTGRESQL_MASTER_USER"], field: "database.replication_user" },
+    EnvSetting {
+        names: &["PGREPL_REPLICATION_PASSWORD", "POSTGRESQL_MASTER_PASSWORD"],
+        field: "database.replication_password",
+    },
+];
+
+/// A value that came from the environment, remembered with the variable's name so that an
+/// error can name it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FromEnv {
+    pub variable: &'static str,
+    pub field: &'static str,
+    pub value: String,
+}
+
+/// Reads the environment through `get` (so tests need not touch the process environment).
+pub fn read_env(get: impl Fn(&str) -> Option<String>) -> Vec<FromEnv> {
+    ENV.iter()
+        .filter_map(|s| {
+            s.names.iter().find_map(|n| get(n).map(|v| FromEnv { variable: n, field: s.field, value: v }))
+        })
+        .collect()
+}

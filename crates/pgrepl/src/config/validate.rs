@@ -1,0 +1,442 @@
+//! From `RawConfig` plus environment to a checked, typed `Config`. Every error names the
+//! setting (with the variable it came from), the bad value and what is allowed.
+
+use super::raw::{FromEnv, RawConfig};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// PostgreSQL's limit on identifiers (NAMEDATALEN - 1).
+pub const MAX_NAME_BYTES: usize = 63;
+/// The superuser pgrepl bootstraps; `POSTGRESQL_ADMIN_PASSWORD` is its password.
+pub const ADMIN_USER: &str = "postgres";
+
+/// A configuration that passed every check.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub cluster: String,
+    pub replicas: usize,
+    pub run_as: String,
+    pub bin_dir: Option<PathBuf>,
+    pub listen: IpAddr,
+    pub base_port: Option<u16>,
+    pub port: u16,
+    pub ro_port: u16,
+    pub allow: Vec<String>,
+    pub destroy_on_restart: bool,
+    pub loop_wait: Duration,
+    pub ttl: Duration,
+    pub names: Names,
+    pub passwords: GivenPasswords,
+    pub parameters: BTreeMap<String, String>,
+}
+
+/// Role and database names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Names {
+    /// The application user and its database, when the cluster has one.
+    pub app: Option<AppNames>,
+    pub replication_user: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppNames {
+    pub user: String,
+    pub database: String,
+}
+
+/// Passwords the configuration gives; the rest are generated (and kept) by `up`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct GivenPasswords {
+    pub user: Option<String>,
+    pub admin: Option<String>,
+    pub replication: Option<String>,
+}
+
+impl fmt::Debug for GivenPasswords {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shown = |p: &Option<String>| if p.is_some() { "<given>" } else { "<none>" };
+        f.debug_struct("GivenPasswords")
+            .field("user", &shown(&self.user))
+            .field("admin", &shown(&self.admin))
+            .field("replication", &shown(&self.replication))
+            .finish()
+    }
+}
+
+/// A setting that cannot be accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{setting}: {problem}")]
+pub struct ConfigError {
+    /// e.g. `database.user (POSTGRESQL_USER)`.
+    pub setting: String,
+    /// What is wrong and what is allowed instead.
+    pub problem: String,
+}
+
+fn bad(setting: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError { setting: setting.into(), problem: problem.into() }
+}
+
+/// Parses `1s`, `500ms`, `2m`, `1h`.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    match unit {
+        "ms" => Some(Duration::from_millis(n)),
+        "s" => Some(Duration::from_secs(n)),
+        "m" => Some(Duration::from_secs(n * 60)),
+        "h" => Some(Duration::from_secs(n * 3600)),
+        _ => None,
+    }
+}
+
+/// Checks a CIDR range such as `10.0.0.0/8` or `::1/128`; a bare address means one host.
+pub fn parse_cidr(text: &str) -> Option<String> {
+    let text = text.trim();
+    let (addr, prefix) = match text.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (text, None),
+    };
+    let ip: IpAddr = addr.parse().ok()?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let prefix: u8 = match prefix {
+        Some(p) => p.parse().ok().filter(|p| *p <= max)?,
+        None => max,
+    };
+    Some(format!("{ip}/{prefix}"))
+}
+
+fn parse_bool(text: &str) -> Option<bool> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" | "1" => Some(true),
+        "false" | "no" | "off" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+fn check_name(setting: &str, name: &str) -> Result<(), ConfigError> {
+    if name.is_empty() {
+        return Err(bad(setting, "is empty; give a name of 1 to 63 bytes"));
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return Err(bad(
+            setting,
+            format!("{name:?} is {} bytes long; PostgreSQL names are at most {MAX_NAME_BYTES} bytes", name.len()),
+        ));
+    }
+    if name.contains('\0') || name.chars().any(char::is_control) {
+        return Err(bad(setting, format!("{name:?} holds control characters, which names may not")));
+    }
+    Ok(())
+}
+
+fn check_password(setting: &str, password: &str) -> Result<(), ConfigError> {
+    if password.is_empty() {
+        return Err(bad(setting, "is empty; give a non-empty password or leave it unset to have one generated"));
+    }
+    if password.contains(['\n', '\r', '\0']) {
+        return Err(bad(setting, "holds a line break or NUL, which passwords may not"));
+    }
+    Ok(())
+}
+
+fn port(setting: &str, value: i64) -> Result<u16, ConfigError> {
+    u16::try_from(value)
+        .ok()
+        .filter(|p| *p >= 1)
+        .ok_or_else(|| bad(setting, format!("{value} is not a port; use 1 to 65535")))
+}
+
+/// The name a field goes by in messages: its config key, plus the variable when it came from one.
+struct Sources<'a>(&'a [FromEnv]);
+
+impl Sources<'_> {
+    fn label(&self, field: &str) -> String {
+        match self.0.iter().find(|e| e.field == field) {
+            Some(e) => format!("{field} ({})", e.variable),
+            None => field.to_string(),
+        }
+    }
+}
+
+/// Applies environment values over the file's.
+pub fn apply_env(raw: &mut RawConfig, env: &[FromEnv]) -> Result<(), ConfigError> {
+    for e in env {
+        let label = format!("{} ({})", e.field, e.variable);
+        let v = e.value.clone();
+        let int = || v.trim().parse::<i64>().map_err(|_| bad(&label, format!("{v:?} is not a whole number")));
+        match e.field {
+            "cluster" => raw.cluster = Some(v.clone()),
+            "replicas" => raw.replicas = Some(int()?),
+            "run_as" => raw.run_as = Some(v.clone()),
+            "bin_dir" => raw.bin_dir = Some(v.clone()),
+            "listen" => raw.listen = Some(v.clone()),
+            "allow" => raw.allow = Some(v.split([',', ' ']).filter(|s| !s.is_empty()).map(String::from).collect()),
+            "destroy_on_restart" => {
+                let b = parse_bool(&v).ok_or_else(|| bad(&label, format!("{v:?} is not a boolean; use true or false")))?;
+                raw.destroy_on_restart = Some(b);
+            }
+            "database.user" => raw.database.user = Some(v.clone()),
+            "database.password" => raw.database.password = Some(v.clone()),
+            "database.name" => raw.database.name = Some(v.clone()),
+            "database.admin_password" => raw.database.admin_password = Some(v.clone()),
+            "database.replication_user" => raw.database.replication_user = Some(v.clone()),
+            "database.replication_password" => raw.database.replication_password = Some(v.clone()),
+            other => return Err(bad(other, "is not a setting pgrepl knows")),
+        }
+    }
+    Ok(())
+}
+
+/// Checks everything and fills in defaults. `env` only serves to name variables in errors.
+pub fn validate(raw: &RawConfig, env: &[FromEnv]) -> Result<Config, ConfigError> {
+    let src = Sources(env);
+    let d = &raw.database;
+
+    // S1: the application triple is all or nothing.
+    let triple = [("database.user", &d.user), ("database.password", &d.password), ("database.name", &d.name)];
+    let given: Vec<_> = triple.iter().filter(|(_, v)| v.is_some()).map(|(k, _)| src.label(k)).collect();
+    if !given.is_empty() && given.len() < 3 {
+        let missing: Vec<_> = triple.iter().filter(|(_, v)| v.is_none()).map(|(k, _)| src.label(k)).collect();
+        return Err(bad(
+            given.join(", "),
+            format!(
+                "the application user, its password and its database go together, but {} {} not set; \
+                 give all three (PGREPL_USER, PGREPL_PASSWORD, PGREPL_DATABASE or the seeds' POSTGRESQL_USER, \
+                 POSTGRESQL_PASSWORD, POSTGRESQL_DATABASE), or none of them and POSTGRESQL_ADMIN_PASSWORD",
+                missing.join(" and "),
+                if missing.len() == 1 { "is" } else { "are" }
+            ),
+        ));
+    }
+    let replication_user = d.replication_user.clone().unwrap_or_else(|| "replicator".to_string());
+    check_name(&src.label("database.replication_user"), &replication_user)?;
+    let app = match (&d.user, &d.name) {
+        (Some(user), Some(database)) => {
+            check_name(&src.label("database.user"), user)?;
+            check_name(&src.label("database.name"), database)?;
+            for (other, what) in [(ADMIN_USER, "the admin user"), (replication_user.as_str(), "the replication user")] {
+                if user == other {
+                    return Err(bad(src.label("database.user"), format!("{user:?} is {what}; choose another name")));
+                }
+            }
+            Some(AppNames { user: user.clone(), database: database.clone() })
+        }
+        // No triple and no admin password: a ready-to-use application user and database.
+        _ if d.admin_password.is_none() => Some(AppNames { user: "app".into(), database: "app".into() }),
+        _ => None,
+    };
+    if replication_user == ADMIN_USER {
+        return Err(bad(src.label("database.replication_user"), "\"postgres\" is the admin user; choose another name"));
+    }
+    for (field, value) in [
+        ("database.password", &d.password),
+        ("database.admin_password", &d.admin_password),
+        ("database.replication_password", &d.replication_password),
+    ] {
+        if let Some(v) = value {
+            check_password(&src.label(field), v)?;
+        }
+    }
+
+    let cluster = raw.cluster.clone().unwrap_or_else(|| "pgrepl".to_string());
+    if cluster.is_empty() || cluster.len() > 63 || !cluster.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return Err(bad(src.label("cluster"), format!("{cluster:?} is not allowed; use 1 to 63 letters, digits, '-' or '_'")));
+    }
+    let replicas = match raw.replicas {
+        None => 1,
+        Some(n) if (0..=64).contains(&n) => n as usize,
+        Some(n) => return Err(bad(src.label("replicas"), format!("{n} is not allowed; use 0 to 64"))),
+    };
+    let run_as = raw.run_as.clone().unwrap_or_else(|| "postgres".to_string());
+    if run_as.is_empty() || run_as == "root" {
+        return Err(bad(src.label("run_as"), format!("{run_as:?} is not allowed; PostgreSQL must run as an unprivileged OS user such as postgres")));
+    }
+    let listen_text = raw.listen.clone().unwrap_or_else(|| "127.0.0.1".to_string());
+    let listen: IpAddr = listen_text
+        .parse()
+        .map_err(|_| bad(src.label("listen"), format!("{listen_text:?} is not an IP address")))?;
+    let base_port = raw.base_port.map(|p| port("base_port", p)).transpose()?;
+    let rw_port = port("port", raw.port.unwrap_or(5432))?;
+    let ro_port = port("ro_port", raw.ro_port.unwrap_or(5433))?;
+    if rw_port == ro_port {
+        return Err(bad("ro_port", format!("{ro_port} is also the read-write port; use two different ports")));
+    }
+    let allow = match &raw.allow {
+        None => vec!["127.0.0.1/32".to_string(), "::1/128".to_string()],
+        Some(ranges) => ranges
+            .iter()
+            .map(|r| {
+                parse_cidr(r).ok_or_else(|| {
+                    bad(src.label("allow"), format!("{r:?} is not an address range; use CIDR form such as 10.0.0.0/8 or 0.0.0.0/0"))
+                })
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let duration = |field: &str, value: &Option<String>, default: &str| -> Result<Duration, ConfigError> {
+        let text = value.clone().unwrap_or_else(|| default.to_string());
+        parse_duration(&text)
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| bad(src.label(field), format!("{text:?} is not a duration; use a number with ms, s, m or h, such as 1s")))
+    };
+    let loop_wait = duration("loop_wait", &raw.loop_wait, "1s")?;
+    let ttl = duration("ttl", &raw.ttl, "10s")?;
+    if loop_wait * 3 > ttl {
+        return Err(bad(
+            "ttl",
+            format!("{ttl:?} is too short for loop_wait {loop_wait:?}: the lease must outlive three cycles (ttl >= 3 * loop_wait)"),
+        ));
+    }
+    let parameters = raw
+        .parameters
+        .iter()
+        .map(|(k, v)| {
+            let text = match v {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_) => v.to_string(),
+                _ => return Err(bad(format!("parameters.{k}"), "must be a string, number or boolean")),
+            };
+            if !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') || k.is_empty() {
+                return Err(bad(format!("parameters.{k}"), "is not a PostgreSQL setting name"));
+            }
+            Ok((k.clone(), text))
+        })
+        .collect::<Result<_, _>>()?;
+
+    Ok(Config {
+        cluster,
+        replicas,
+        run_as,
+        bin_dir: raw.bin_dir.as_ref().map(PathBuf::from),
+        listen,
+        base_port,
+        port: rw_port,
+        ro_port,
+        allow,
+        destroy_on_restart: raw.destroy_on_restart.unwrap_or(false),
+        loop_wait,
+        ttl,
+        names: Names { app, replication_user },
+        passwords: GivenPasswords {
+            user: d.password.clone(),
+            admin: d.admin_password.clone(),
+            replication: d.replication_password.clone(),
+        },
+        parameters,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::raw::read_env;
+    use super::*;
+
+    fn env_config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env = read_env(|n| vars.iter().find(|(k, _)| *k == n).map(|(_, v)| v.to_string()));
+        let mut raw = RawConfig::default();
+        apply_env(&mut raw, &env)?;
+        validate(&raw, &env)
+    }
+
+    #[test]
+    fn nothing_given_means_an_app_user_and_generated_passwords() {
+        let c = env_config(&[]).unwrap();
+        assert_eq!(c.names.app, Some(AppNames { user: "app".into(), database: "app".into() }));
+        assert_eq!(c.passwords, GivenPasswords::default());
+        assert_eq!(c.replicas, 1);
+        assert_eq!(c.allow, ["127.0.0.1/32", "::1/128"]);
+    }
+
+    #[test]
+    fn the_seeds_variables_are_accepted() {
+        let c = env_config(&[
+            ("POSTGRESQL_USER", "user"),
+            ("POSTGRESQL_PASSWORD", "pw"),
+            ("POSTGRESQL_DATABASE", "userdb"),
+            ("POSTGRESQL_ADMIN_PASSWORD", "admin"),
+            ("POSTGRESQL_MASTER_USER", "master"),
+            ("POSTGRESQL_MASTER_PASSWORD", "mpw"),
+            ("ALLOW_IP_RANGE", "10.0.0.0/8"),
+            ("DESTROY_DATABASE_ON_RESTART", "True"),
+        ])
+        .unwrap();
+        assert_eq!(c.names.app, Some(AppNames { user: "user".into(), database: "userdb".into() }));
+        assert_eq!(c.names.replication_user, "master");
+        assert_eq!(c.passwords.admin.as_deref(), Some("admin"));
+        assert_eq!(c.allow, ["10.0.0.0/8"]);
+        assert!(c.destroy_on_restart);
+    }
+
+    #[test]
+    fn pgrepl_names_win_over_the_seeds_names() {
+        let c = env_config(&[("PGREPL_ADMIN_PASSWORD", "mine"), ("POSTGRESQL_ADMIN_PASSWORD", "seed")]).unwrap();
+        assert_eq!(c.passwords.admin.as_deref(), Some("mine"));
+    }
+
+    #[test]
+    fn only_the_admin_password_means_no_application_user() {
+        let c = env_config(&[("POSTGRESQL_ADMIN_PASSWORD", "secret")]).unwrap();
+        assert_eq!(c.names.app, None);
+    }
+
+    #[test]
+    fn a_partial_triple_is_refused_and_says_what_is_missing() {
+        let err = env_config(&[("POSTGRESQL_USER", "user")]).unwrap_err();
+        assert_eq!(err.setting, "database.user (POSTGRESQL_USER)");
+        assert!(err.problem.contains("database.password and database.name are not set"), "{err}");
+        assert!(err.problem.contains("POSTGRESQL_ADMIN_PASSWORD"), "{err}");
+    }
+
+    #[test]
+    fn names_over_63_bytes_are_refused() {
+        let long = "u".repeat(64);
+        let err = env_config(&[("POSTGRESQL_USER", &long), ("POSTGRESQL_PASSWORD", "p"), ("POSTGRESQL_DATABASE", "d")])
+            .unwrap_err();
+        assert_eq!(err.setting, "database.user (POSTGRESQL_USER)");
+        assert!(err.problem.contains("64 bytes long"), "{err}");
+        assert!(err.to_string().contains("at most 63"), "{err}");
+        let ok = "u".repeat(63);
+        env_config(&[("POSTGRESQL_USER", &ok), ("POSTGRESQL_PASSWORD", "p"), ("POSTGRESQL_DATABASE", "d")]).unwrap();
+    }
+
+    #[test]
+    fn bad_values_name_the_setting_and_the_value() {
+        let err = env_config(&[("ALLOW_IP_RANGE", "10.0.0.0/33")]).unwrap_err();
+        assert_eq!(err.setting, "allow (ALLOW_IP_RANGE)");
+        assert!(err.problem.contains("\"10.0.0.0/33\""), "{err}");
+        let err = env_config(&[("DESTROY_DATABASE_ON_RESTART", "maybe")]).unwrap_err();
+        assert!(err.to_string().contains("\"maybe\" is not a boolean"), "{err}");
+        let err = env_config(&[("PGREPL_REPLICAS", "-1")]).unwrap_err();
+        assert!(err.to_string().contains("-1 is not allowed; use 0 to 64"), "{err}");
+        let err = env_config(&[("PGREPL_RUN_AS", "root")]).unwrap_err();
+        assert!(err.to_string().starts_with("run_as (PGREPL_RUN_AS)"), "{err}");
+    }
+
+    #[test]
+    fn durations_and_cidrs_parse() {
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("2"), None);
+        assert_eq!(parse_cidr("10.1.2.3"), Some("10.1.2.3/32".into()));
+        assert_eq!(parse_cidr("::1/128"), Some("::1/128".into()));
+        assert_eq!(parse_cidr("example.com/8"), None);
+    }
+
+    #[test]
+    fn a_ttl_shorter_than_three_cycles_is_refused() {
+        let raw = RawConfig { loop_wait: Some("5s".into()), ttl: Some("10s".into()), ..RawConfig::default() };
+        let err = validate(&raw, &[]).unwrap_err();
+        assert_eq!(err.setting, "ttl");
+    }
+
+    #[test]
+    fn passwords_never_show_in_debug_output() {
+        let c = env_config(&[("POSTGRESQL_ADMIN_PASSWORD", "hunter2")]).unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,61 @@
+//! Where things live in a cluster directory. Owns the paths only; creates nothing.
+//!
+//! ```text
+//! DIR/pgrepl.toml            configuration (no passwords)
+//! DIR/secrets.json           passwords, mode 0600
+//! DIR/store/                 the file store (cluster state)
+//! DIR/supervisor.pid|.log    the local supervisor
+//! DIR/members/NAME/data      the member's PostgreSQL data directory
+//! DIR/members/NAME/member.log  the agent's and PostgreSQL's log
+//! DIR/members/NAME/run/      the member's unix socket directory (0700)
+//! DIR/members/NAME/pgpass    the member's libpq password file (0600)
+//! ```
+
+use pgrepl_core::MemberName;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug)]
+pub struct Layout {
+    pub dir: PathBuf,
+}
+
+impl Layout {
+    pub fn new(dir: &Path) -> Layout {
+        let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+        Layout { dir }
+    }
+    pub fn config(&self) -> PathBuf {
+        self.dir.join("pgrepl.toml")
+    }
+    pub fn secrets(&self) -> PathBuf {
+        self.dir.join("secrets.json")
+    }
+    pub fn store(&self) -> PathBuf {
+        self.dir.join("store")
+    }
+    pub fn supervisor_pid(&self) -> PathBuf {
+        self.dir.join("supervisor.pid")
+    }
+    pub fn supervisor_log(&self) -> PathBuf {
+        self.dir.join("supervisor.log")
+    }
+    pub fn member(&self, m: &MemberName) -> PathBuf {
+        self.dir.join("members").join(m.as_str())
+    }
+    pub fn data(&self, m: &MemberName) -> PathBuf {
+        self.member(m).join("data")
+    }
+    pub fn log(&self, m: &MemberName) -> PathBuf {
+        self.member(m).join("member.log")
+    }
+    pub fn socket_dir(&self, m: &MemberName) -> PathBuf {
+        self.member(m).join("run")
+    }
+    pub fn passfile(&self, m: &MemberName) -> PathBuf {
+        self.member(m).join("pgpass")
+    }
+    /// The longest unix socket path a member of this directory would use.
+    pub fn longest_socket_path(&self) -> usize {
+        self.socket_dir(&MemberName::numbered(999)).join(".s.PGSQL.65535").as_os_str().len()
+    }
+}
