@@ -53,6 +53,10 @@ impl Agent {
             }
             Action::Promote => {
                 self.pg.promote(START_TIMEOUT).await?;
+                // The new timeline reaches the control file only at a checkpoint, and pg_rewind
+                // of a former primary reads it from there: checkpoint now, as Patroni does.
+                let client = self.pg.connect(&self.s.admin_user, "postgres").await?;
+                sql::checkpoint(&client).await?;
                 info!("promoted to primary");
                 Ok(())
             }
@@ -128,9 +132,7 @@ impl Agent {
             });
         }
         pgrepl_pg::write_passfile(&self.s.passfile, &entries)?;
-        let mut applied = self.applied.unwrap_or_default();
-        applied.replication = spec.passwords.replication;
-        self.applied = Some(applied);
+        self.passfile_version = Some(spec.passwords.replication);
         Ok(())
     }
 

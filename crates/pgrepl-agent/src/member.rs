@@ -19,8 +19,10 @@ pub struct Agent {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) pg: Instance,
     first_cycle: bool,
-    /// Password versions applied since this agent started (`None`: none yet).
+    /// Role password versions set on this primary since the agent started (`None`: none yet).
     pub(crate) applied: Option<PasswordVersions>,
+    /// Replication password version in the password file, once this agent wrote it.
+    pub(crate) passfile_version: Option<u64>,
     stalled_since: Option<Instant>,
     cycle: u64,
     last_sentence: String,
@@ -53,7 +55,7 @@ impl Agent {
             log_file: s.log_file.clone(),
             name: s.member.to_string(),
         };
-        Ok(Agent { s, store, pg, first_cycle: true, applied: None, stalled_since: None, cycle: 0, last_sentence: String::new(), last_published: None })
+        Ok(Agent { s, store, pg, first_cycle: true, applied: None, passfile_version: None, stalled_since: None, cycle: 0, last_sentence: String::new(), last_published: None })
     }
 
     /// Runs cycles until `shutdown` completes, then stops PostgreSQL and releases the lease.
@@ -154,6 +156,7 @@ impl Agent {
             server,
             replica_stalled,
             applied_passwords: self.applied,
+            passfile_password: self.passfile_version,
             slots,
             cluster,
         };
@@ -168,6 +171,10 @@ impl Agent {
             return Ok(());
         }
         let entry = seen.snapshot.get(keys::LEADER).context("leader key vanished")?;
+        // Renewing is a store write that wakes every agent: do it once per loop_wait, not per cycle.
+        if entry.expires_in.is_some_and(|left| left + self.s.loop_wait > self.s.ttl) {
+            return Ok(());
+        }
         self.store
             .put(keys::LEADER, &entry.value, Condition::Revision(entry.revision), Some(self.s.ttl))
             .await

@@ -3,7 +3,7 @@
 //! and the TTL; otherwise agents waking on each other's writes would never settle.
 
 use crate::member::{Agent, Seen};
-use pgrepl_core::{keys, DataDir, Decision, MemberState, MemberStatus, Role, Server};
+use pgrepl_core::{keys, DataDir, Decision, MemberState, MemberStatus, PasswordVersions, Role, Server};
 use pgrepl_store::Condition;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -42,8 +42,17 @@ pub(crate) fn build(agent: &Agent, seen: &Seen, sentence: String, state: Option<
         decision: sentence,
         replication: seen.replication.clone(),
         slots: seen.obs.slots.iter().map(|s| s.name.clone()).collect(),
-        applied_passwords: agent.applied,
+        applied_passwords: applied_passwords(agent, role),
         updated_ms: now_ms(),
+    }
+}
+
+/// What the member has applied: the role passwords on a primary; the replication password
+/// of its password file on a replica.
+fn applied_passwords(agent: &Agent, role: Role) -> Option<PasswordVersions> {
+    match role {
+        Role::Primary => agent.applied,
+        _ => agent.passfile_version.map(|replication| PasswordVersions { replication, ..PasswordVersions::default() }),
     }
 }
 

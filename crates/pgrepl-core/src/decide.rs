@@ -18,9 +18,11 @@ pub struct Observation {
     pub server: Server,
     /// A replica pointed at the leader has not streamed for longer than the stall bound.
     pub replica_stalled: bool,
-    /// Password versions this agent has applied since it started; `None` before the first
-    /// application, so that every start resets all passwords to their configured values.
+    /// Role password versions this agent has set on its primary since it started; `None`
+    /// before the first time, so that every start resets all passwords to their configured values.
     pub applied_passwords: Option<PasswordVersions>,
+    /// Version of the replication password in this member's password file, once written.
+    pub passfile_password: Option<u64>,
     /// Physical slots on this server (primary only).
     pub slots: Vec<Slot>,
     pub cluster: ClusterView,
@@ -142,7 +144,7 @@ fn as_follower(o: &Observation, spec: &Spec, leader: &MemberName) -> Decision {
                 Decision::new(Action::Follow { leader: l.clone() }, Reason::NewUpstream(l))
             } else if o.replica_stalled && leader_ready {
                 Decision::new(Action::Rewind { leader: l.clone() }, Reason::Stalled(l))
-            } else if !stale_passwords(o.applied_passwords, spec.passwords, &[PasswordKind::Replication]).is_empty() {
+            } else if o.passfile_password != Some(spec.passwords.replication) {
                 let work = SpecWork { passwords: vec![PasswordKind::Replication], ..SpecWork::default() };
                 Decision::new(Action::ApplySpec(work.clone()), Reason::SpecChanged(work))
             } else if *streaming {

@@ -14,6 +14,10 @@ pub struct Spec {
     pub bootstrap: Option<MemberName>,
     /// Bumped by `pgrepl passwd`; each member applies a password whose version it has not yet.
     pub passwords: PasswordVersions,
+    /// The highest `node-N` number ever given, so a new member never reuses a removed one's name
+    /// (nor its data directory, which removal keeps).
+    #[serde(default)]
+    pub last_member_number: u32,
 }
 
 /// Desired state of one member.
@@ -98,9 +102,10 @@ impl Spec {
         }
         let mut spec = self.clone();
         let target = replicas + 1;
-        let mut next = self.members.keys().filter_map(MemberName::number).max().unwrap_or(0) + 1;
+        let mut next = self.members.keys().filter_map(MemberName::number).max().unwrap_or(0).max(self.last_member_number) + 1;
         while spec.members.len() < target {
             let name = MemberName::numbered(next);
+            spec.last_member_number = next;
             next += 1;
             let member = new_member(&name);
             spec.members.insert(name, member);
@@ -147,6 +152,16 @@ mod tests {
         let names: Vec<_> = spec.members.keys().map(|k| k.to_string()).collect();
         assert_eq!(names, ["node-1", "node-3", "node-4", "node-5"]);
         assert_eq!(spec.members[&m(5)].port, 7005);
+        assert_eq!(spec.last_member_number, 5);
+    }
+
+    #[test]
+    fn names_of_removed_members_are_never_given_again() {
+        let down = spec_of(&[1, 2, 3, 4]).scaled(1, Some(&m(1)), new_member).unwrap();
+        let down = Spec { last_member_number: 4, ..down };
+        let up = down.scaled(2, Some(&m(1)), new_member).unwrap();
+        let names: Vec<_> = up.members.keys().map(|k| k.to_string()).collect();
+        assert_eq!(names, ["node-1", "node-2", "node-5"]);
     }
 
     #[test]

@@ -61,6 +61,7 @@ impl Scenario {
             server: Server::Stopped,
             replica_stalled: false,
             applied_passwords: Some(PasswordVersions::default()),
+            passfile_password: Some(0),
             slots: vec![],
             cluster: ClusterView { system_id: Some(SYSTEM), spec: Some(spec), ..ClusterView::default() },
         })
@@ -370,6 +371,16 @@ fn a_replica_rewrites_its_password_file_when_the_replication_password_changes() 
     let s = s.with(|o| o.cluster.spec.as_mut().unwrap().passwords.bump(PasswordKind::Replication));
     let work = SpecWork { passwords: vec![PasswordKind::Replication], ..SpecWork::default() };
     assert_eq!(s.decide().action, Action::ApplySpec(work));
+}
+
+#[test]
+fn writing_the_password_file_does_not_count_as_resetting_role_passwords() {
+    let d = healthy_leader().with(|o| {
+        o.applied_passwords = None;
+        o.passfile_password = Some(0);
+    });
+    let Action::ApplySpec(work) = d.decide().action else { panic!("expected ApplySpec") };
+    assert_eq!(work.passwords, PasswordKind::ALL.to_vec());
 }
 
 #[test]

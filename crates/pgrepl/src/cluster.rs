@@ -30,9 +30,21 @@ pub fn enter_as(run_as: &str, dir: &Path) -> anyhow::Result<()> {
 }
 
 /// The configuration stored in a cluster directory (environment variables are merged by `up`).
+/// Its passwords live in the secrets file, so they are read from there for validation.
 pub fn load_config(layout: &Layout) -> anyhow::Result<Config> {
-    let raw = config::read_file(&layout.config())?;
-    Ok(config::validate(&raw, &[])?)
+    Ok(config::validate(&read_dir_config(layout)?, &[])?)
+}
+
+/// The raw configuration of a cluster directory, with its passwords from the secrets file.
+pub fn read_dir_config(layout: &Layout) -> anyhow::Result<config::RawConfig> {
+    let mut raw = config::read_file(&layout.config())?;
+    if layout.secrets().exists() {
+        let secrets = pgrepl_agent::Secrets::load(&layout.secrets())?;
+        raw.database.password = secrets.user;
+        raw.database.admin_password = Some(secrets.admin);
+        raw.database.replication_password = Some(secrets.replication);
+    }
+    Ok(raw)
 }
 
 impl Cluster {

@@ -1,9 +1,10 @@
 //! `pgrepl promote MEMBER`: ask for MEMBER to become the leader (the `target` key) and wait
-//! until it runs as the primary. The current primary, when running, hands over first; when
+//! until it runs as the primary and every running member streams from it. The current primary, when running, hands over first; when
 //! it is down, MEMBER takes the free lease.
 
 use crate::cluster::Cluster;
 use crate::commands::{summary, wait};
+use crate::readiness;
 use anyhow::bail;
 use pgrepl_core::{keys, LeaderRecord};
 use pgrepl_store::{Condition, Store};
@@ -23,9 +24,10 @@ pub async fn run(dir: &Path, name: &str, wait_secs: u64) -> anyhow::Result<()> {
     }
     let value = serde_json::to_vec(&LeaderRecord { member: member.clone(), timeline: None })?;
     cluster.store.put(keys::TARGET, &value, Condition::Any, None).await?;
-    wait::until(&cluster, Duration::from_secs(wait_secs), |view| match view.ready_leader() {
-        Some((l, _)) if *l == member && view.target.is_none() => Ok(()),
-        _ => Err(format!("{member} to become the primary")),
+    wait::until(&cluster, Duration::from_secs(wait_secs), |view| match readiness::check(view) {
+        Ok(leader) if leader == member && view.target.is_none() => Ok(()),
+        Ok(_) => Err(format!("{member} to become the primary")),
+        Err(awaited) => Err(awaited),
     })
     .await?;
     let (_, view) = cluster.view().await?;

@@ -3,7 +3,7 @@
 //! how to connect.
 
 use crate::cli::UpArgs;
-use crate::cluster::{enter_as, Cluster};
+use crate::cluster::{enter_as, read_dir_config, Cluster};
 use crate::commands::{ports, summary, wait};
 use crate::config::{self, Config, RawConfig};
 use crate::layout::Layout;
@@ -28,7 +28,7 @@ fn generated_password() -> String {
 fn settle_config(layout: &Layout, args: &UpArgs, existing: bool) -> anyhow::Result<(RawConfig, Config)> {
     let env = config::read_env(|name| std::env::var(name).ok());
     let mut raw = match (&args.config, existing) {
-        (_, true) => config::read_file(&layout.config())?,
+        (_, true) => read_dir_config(layout)?,
         (Some(file), false) => config::read_file(file)?,
         (None, false) => RawConfig::default(),
     };
@@ -84,9 +84,13 @@ fn settle_secrets(layout: &Layout, config: &Config) -> anyhow::Result<Vec<Passwo
     Ok(changed)
 }
 
-/// Writes `pgrepl.toml` without any password (those live in the secrets file).
-fn write_config(layout: &Layout, raw: &RawConfig) -> anyhow::Result<()> {
+/// Writes `pgrepl.toml` without any password (those live in the secrets file), with the role
+/// names made explicit so the directory's configuration reads the same on every later load.
+fn write_config(layout: &Layout, raw: &RawConfig, config: &Config) -> anyhow::Result<()> {
     let mut stored = raw.clone();
+    stored.database.user = config.names.app.as_ref().map(|a| a.user.clone());
+    stored.database.name = config.names.app.as_ref().map(|a| a.database.clone());
+    stored.database.replication_user = Some(config.names.replication_user.clone());
     stored.database.password = None;
     stored.database.admin_password = None;
     stored.database.replication_password = None;
@@ -106,6 +110,7 @@ fn new_spec(config: &Config) -> anyhow::Result<Spec> {
         let name = MemberName::numbered(n);
         let port = ports::for_member(config, &spec, &name)?;
         spec.members.insert(name, MemberSpec { host: config.listen.to_string(), port, stopped: false });
+        spec.last_member_number = n;
     }
     Ok(spec)
 }
@@ -118,7 +123,7 @@ pub async fn run(dir: &Path, args: UpArgs) -> anyhow::Result<()> {
     pgrepl_pg::Binaries::find(config.bin_dir.as_deref())?;
     prepare_directory(&layout, &config, existing)?;
     let changed = settle_secrets(&layout, &config)?;
-    write_config(&layout, &raw)?;
+    write_config(&layout, &raw, &config)?;
     let store = Arc::new(FileStore::open(&layout.store())?);
     let cluster = Cluster { layout, config, store };
 
@@ -126,6 +131,7 @@ pub async fn run(dir: &Path, args: UpArgs) -> anyhow::Result<()> {
     match &view.spec {
         None => {
             let spec = new_spec(&cluster.config)?;
+            ports::check_free(&cluster.config, &spec)?;
             cluster.store.put(keys::SPEC, &serde_json::to_vec(&spec)?, Condition::Absent, None).await?;
         }
         Some(_) if args.replicas.is_some() || !changed.is_empty() => {
@@ -159,9 +165,18 @@ pub async fn run(dir: &Path, args: UpArgs) -> anyhow::Result<()> {
                 Ok(())
             });
         }
-        cmd.spawn().context("start the supervisor")?;
+        let mut supervisor = cmd.spawn().context("start the supervisor")?;
+        tokio::select! {
+            ready = wait::until(&cluster, Duration::from_secs(args.wait), readiness::check) => { ready?; }
+            exit = supervisor.wait() => {
+                let log = std::fs::read_to_string(cluster.layout.supervisor_log()).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
+                bail!("the supervisor exited ({}) before the cluster was ready; its log ends:\n{}", exit?, tail.join("\n"));
+            }
+        }
+    } else {
+        wait::until(&cluster, Duration::from_secs(args.wait), readiness::check).await?;
     }
-    wait::until(&cluster, Duration::from_secs(args.wait), readiness::check).await?;
     let (_, view) = cluster.view().await?;
     println!(
         "cluster {:?} is ready in {:.1} s ({})",

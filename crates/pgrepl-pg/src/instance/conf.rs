@@ -1,0 +1,333 @@
+//! What pgrepl writes into a data directory: `pgrepl.conf` (included last from
+//! `postgresql.conf`), `pg_hba.conf` and `standby.signal`. Never writes a password.
+
+use super::{Conninfo, Instance};
+use crate::error::PgError;
+use crate::fsx::write_atomic;
+use std::collections::BTreeMap;
+
+/// The file pgrepl owns inside the data directory.
+pub(crate) const CONF_FILE: &str = "pgrepl.conf";
+const INCLUDE_LINE: &str = "include_if_exists = 'pgrepl.conf'";
+
+/// The settings that vary per member and per cluster; the rest of `pgrepl.conf` is fixed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServerConf {
+    /// The user's extra settings, written last so that they override pgrepl's defaults.
+    pub parameters: BTreeMap<String, String>,
+    /// `None` writes `primary_conninfo = ''`.
+    pub primary_conninfo: Option<Conninfo>,
+    /// `None` writes `primary_slot_name = ''`.
+    pub primary_slot_name: Option<String>,
+}
+
+/// Who may connect, written into `pg_hba.conf`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HbaRules {
+    /// The superuser (`postgres`); allowed from `members` too, for `pg_rewind`.
+    pub admin_user: String,
+    pub replication_user: String,
+    /// CIDRs of the members' addresses: replication and admin connections come from these.
+    pub members: Vec<String>,
+    /// CIDRs of clients: `host all all CIDR scram-sha-256`.
+    pub allow: Vec<String>,
+}
+
+impl Instance {
+    /// Writes `<data>/pgrepl.conf` (atomically, mode 0600) and makes sure `postgresql.conf`
+    /// ends with exactly one `include_if_exists = 'pgrepl.conf'` line.
+    pub fn write_conf(&self, conf: &ServerConf) -> Result<(), PgError> {
+        let text = render_conf(self, conf).map_err(|why| {
+            PgError::Other(format!(
+                "write {}: {why}",
+                self.data_dir.join(CONF_FILE).display()
+            ))
+        })?;
+        write_atomic(&self.data_dir.join(CONF_FILE), text.as_bytes(), 0o600)?;
+        let main = self.data_dir.join("postgresql.conf");
+        let current = match std::fs::read_to_string(&main) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(PgError::io(format!("read {}", main.display()), e)),
+        };
+        let wanted = with_include(&current);
+        if wanted != current {
+            write_atomic(&main, wanted.as_bytes(), 0o600)?;
+        }
+        Ok(())
+    }
+
+    /// Replaces `pg_hba.conf` (atomically, mode 0600). Local socket connections are trusted:
+    /// the socket directory is 0700, so only the member's OS user reaches it.
+    pub fn write_hba(&self, rules: &HbaRules) -> Result<(), PgError> {
+        write_atomic(
+            &self.data_dir.join("pg_hba.conf"),
+            render_hba(rules).as_bytes(),
+            0o600,
+        )
+    }
+
+    /// Creates (`on`) or removes `standby.signal`, which makes the server start as a replica.
+    pub fn set_standby_signal(&self, on: bool) -> Result<(), PgError> {
+        let path = self.data_dir.join("standby.signal");
+        if on {
+            write_atomic(&path, b"", 0o600)
+        } else {
+            match std::fs::remove_file(&path) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(PgError::io(format!("remove {}", path.display()), e)),
+            }
+        }
+    }
+}
+
+fn render_conf(inst: &Instance, conf: &ServerConf) -> Result<String, String> {
+    let conninfo = conf
+        .primary_conninfo
+        .as_ref()
+        .map(Conninfo::to_conninfo_string)
+        .unwrap_or_default();
+    let fixed: Vec<(&str, String)> = vec![
+        ("listen_addresses", inst.listen_address.clone()),
+        ("port", inst.port.to_string()),
+        (
+            "unix_socket_directories",
+            inst.socket_dir.to_string_lossy().into_owned(),
+        ),
+        ("cluster_name", inst.name.clone()),
+        ("wal_level", "replica".into()),
+        ("hot_standby", "on".into()),
+        ("max_wal_senders", "20".into()),
+        ("max_replication_slots", "20".into()),
+        ("wal_log_hints", "on".into()),
+        ("max_slot_wal_keep_size", "1GB".into()),
+        ("password_encryption", "scram-sha-256".into()),
+        ("recovery_target_timeline", "latest".into()),
+        ("hot_standby_feedback", "on".into()),
+        ("wal_sender_timeout", "10s".into()),
+        ("wal_receiver_timeout", "10s".into()),
+        ("wal_receiver_status_interval", "1s".into()),
+        ("wal_retrieve_retry_interval", "1s".into()),
+        ("log_line_prefix", "%m [%p] ".into()),
+        ("logging_collector", "off".into()),
+        ("primary_conninfo", conninfo),
+        (
+            "primary_slot_name",
+            conf.primary_slot_name.clone().unwrap_or_default(),
+        ),
+    ];
+    let mut text = String::from(
+        "# Written by pgrepl and replaced whenever it applies its configuration: do not edit.\n\
+         # postgresql.conf includes this file last, so these settings win over it.\n",
+    );
+    for (key, value) in &fixed {
+        text.push_str(&format!("{key} = {}\n", quote_conf(value)));
+    }
+    if !conf.parameters.is_empty() {
+        text.push_str("# the cluster's own parameters\n");
+    }
+    for (key, value) in &conf.parameters {
+        if key.is_empty()
+            || !key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+        {
+            return Err(format!(
+                "{key:?} is not a setting name (letters, digits, '_' and '.')"
+            ));
+        }
+        text.push_str(&format!("{key} = {}\n", quote_conf(value)));
+    }
+    Ok(text)
+}
+
+/// A postgresql.conf string value: single quotes, `''` for a quote, and backslash escapes
+/// (which the server interprets inside quotes) for backslash and line breaks.
+fn quote_conf(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('\'');
+    for c in value.chars() {
+        match c {
+            '\'' => out.push_str("''"),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// `postgresql.conf` with every include of pgrepl.conf removed and exactly one added at the end.
+fn with_include(current: &str) -> String {
+    let mut out: String = current
+        .lines()
+        .filter(|line| {
+            let l = line.trim_start();
+            !(l.starts_with("include") && l.contains(CONF_FILE))
+        })
+        .flat_map(|line| [line, "\n"])
+        .collect();
+    out.push_str(INCLUDE_LINE);
+    out.push('\n');
+    out
+}
+
+fn render_hba(rules: &HbaRules) -> String {
+    let mut text = String::from(
+        "# Written by pgrepl and replaced whenever it applies its configuration: do not edit.\n\
+         # TYPE  DATABASE     USER                  ADDRESS                   METHOD\n",
+    );
+    let mut line = |kind: &str, db: &str, user: &str, addr: &str, method: &str| {
+        text.push_str(&format!(
+            "{kind:<7} {db:<12} {user:<21} {addr:<25} {method}\n"
+        ));
+    };
+    line("local", "all", "all", "", "trust");
+    line("local", "replication", "all", "", "trust");
+    let repl = quote_hba_user(&rules.replication_user);
+    let admin = quote_hba_user(&rules.admin_user);
+    for cidr in &rules.members {
+        line("host", "replication", &repl, cidr, "scram-sha-256");
+        line("host", "all", &admin, cidr, "scram-sha-256");
+    }
+    for cidr in &rules.allow {
+        line("host", "all", "all", cidr, "scram-sha-256");
+    }
+    text
+}
+
+/// Quoted so that a user named like a keyword (`all`) or with odd characters is taken literally.
+fn quote_hba_user(user: &str) -> String {
+    format!("\"{}\"", user.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Binaries;
+    use std::path::PathBuf;
+
+    fn conninfo() -> Conninfo {
+        Conninfo {
+            host: "10.0.0.1".into(),
+            port: 5433,
+            user: "rep'l".into(),
+            dbname: "postgres".into(),
+            application_name: "node-2".into(),
+            passfile: PathBuf::from("/var/lib/pgrepl/pg\\pass"),
+        }
+    }
+
+    fn instance() -> Instance {
+        Instance {
+            bins: Binaries::for_tests(),
+            data_dir: "/d/data".into(),
+            socket_dir: "/d/sock".into(),
+            listen_address: "127.0.0.1".into(),
+            port: 5433,
+            log_file: "/d/log".into(),
+            name: "node-1".into(),
+        }
+    }
+
+    #[test]
+    fn conf_values_use_postgresql_quoting() {
+        assert_eq!(quote_conf("it's"), "'it''s'");
+        assert_eq!(quote_conf("a\\b"), "'a\\\\b'");
+        assert_eq!(quote_conf("x\ny"), "'x\\ny'");
+        assert_eq!(quote_conf(""), "''");
+    }
+
+    #[test]
+    fn pgrepl_conf_sets_replication_and_lets_parameters_win() {
+        let mut conf = ServerConf {
+            primary_conninfo: Some(conninfo()),
+            primary_slot_name: Some("node_2".into()),
+            ..Default::default()
+        };
+        conf.parameters
+            .insert("max_wal_senders".into(), "30".into());
+        let text = render_conf(&instance(), &conf).unwrap();
+        assert!(text.contains("port = '5433'\n"));
+        assert!(text.contains("unix_socket_directories = '/d/sock'\n"));
+        assert!(text.contains("wal_level = 'replica'\n"));
+        assert!(text.contains("primary_slot_name = 'node_2'\n"));
+        assert!(text
+            .contains("primary_conninfo = 'host=''10.0.0.1'' port=''5433'' user=''rep\\\\''l''"));
+        let default_at = text.find("max_wal_senders = '20'").unwrap();
+        let override_at = text.find("max_wal_senders = '30'").unwrap();
+        assert!(override_at > default_at, "user parameters must come last");
+
+        let empty = render_conf(&instance(), &ServerConf::default()).unwrap();
+        assert!(
+            empty.contains("primary_conninfo = ''\n") && empty.contains("primary_slot_name = ''\n")
+        );
+
+        let mut bad = ServerConf::default();
+        bad.parameters
+            .insert("work_mem = 1\nfsync".into(), "off".into());
+        assert!(render_conf(&instance(), &bad).is_err());
+    }
+
+    #[test]
+    fn include_line_is_added_once_at_the_end() {
+        let once = with_include("shared_buffers = 128MB\n");
+        assert_eq!(
+            once,
+            "shared_buffers = 128MB\ninclude_if_exists = 'pgrepl.conf'\n"
+        );
+        assert_eq!(with_include(&once), once);
+        let moved = with_include("include_if_exists = 'pgrepl.conf'\nwork_mem = 4MB");
+        assert_eq!(moved, "work_mem = 4MB\ninclude_if_exists = 'pgrepl.conf'\n");
+        assert_eq!(with_include(""), "include_if_exists = 'pgrepl.conf'\n");
+    }
+
+    #[test]
+    fn hba_trusts_the_socket_and_asks_passwords_over_tcp() {
+        let text = render_hba(&HbaRules {
+            admin_user: "postgres".into(),
+            replication_user: "repl".into(),
+            members: vec!["10.0.0.0/24".into(), "fd00::/64".into()],
+            allow: vec!["0.0.0.0/0".into()],
+        });
+        let rows: Vec<Vec<&str>> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(
+            rows,
+            vec![
+                vec!["local", "all", "all", "trust"],
+                vec!["local", "replication", "all", "trust"],
+                vec![
+                    "host",
+                    "replication",
+                    "\"repl\"",
+                    "10.0.0.0/24",
+                    "scram-sha-256"
+                ],
+                vec![
+                    "host",
+                    "all",
+                    "\"postgres\"",
+                    "10.0.0.0/24",
+                    "scram-sha-256"
+                ],
+                vec![
+                    "host",
+                    "replication",
+                    "\"repl\"",
+                    "fd00::/64",
+                    "scram-sha-256"
+                ],
+                vec!["host", "all", "\"postgres\"", "fd00::/64", "scram-sha-256"],
+                vec!["host", "all", "all", "0.0.0.0/0", "scram-sha-256"],
+            ]
+        );
+        assert_eq!(quote_hba_user("a\"b"), "\"a\"\"b\"");
+    }
+}

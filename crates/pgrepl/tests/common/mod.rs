@@ -1,0 +1,178 @@
+//! The end-to-end test kit: a cluster directory in a temporary place that the unprivileged
+//! PostgreSQL user can reach, the real `pgrepl` binary run against it, SQL clients over TCP with
+//! the cluster's real passwords, and a bounded `eventually`. Dropping a `TestCluster` runs
+//! `pgrepl down`, so a failing test leaves no process behind.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Every variable pgrepl reads, cleared so the host's environment cannot leak into a test.
+const PGREPL_VARS: &[&str] = &[
+    "PGREPL_DIR", "PGREPL_CLUSTER", "PGREPL_REPLICAS", "PGREPL_RUN_AS", "PGREPL_PG_BIN_DIR", "PGREPL_LISTEN",
+    "PGREPL_ALLOW", "ALLOW_IP_RANGE", "PGREPL_DESTROY_ON_RESTART", "DESTROY_DATABASE_ON_RESTART", "PGREPL_USER",
+    "POSTGRESQL_USER", "POSTGRES_USER", "PGREPL_PASSWORD", "POSTGRESQL_PASSWORD", "POSTGRES_PASS", "PGREPL_DATABASE",
+    "POSTGRESQL_DATABASE", "POSTGRES_DBNAME", "PGREPL_ADMIN_PASSWORD", "POSTGRESQL_ADMIN_PASSWORD",
+    "PGREPL_REPLICATION_USER", "POSTGRESQL_MASTER_USER", "PGREPL_REPLICATION_PASSWORD", "POSTGRESQL_MASTER_PASSWORD",
+];
+
+fn reachable_by_others(path: &Path) -> bool {
+    path.ancestors().skip(1).all(|dir| std::fs::metadata(dir).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
+        && std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o005 == 0o005)
+}
+
+/// The pgrepl binary, copied to a place the `postgres` OS user can execute when the build
+/// directory is not (a root-owned checkout under /root, say): pgrepl run as root switches to that
+/// user and starts its supervisor and agents from its own binary.
+pub fn pgrepl_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let built = PathBuf::from(env!("CARGO_BIN_EXE_pgrepl"));
+        if reachable_by_others(&built) {
+            return built;
+        }
+        let dir = std::env::temp_dir().join(format!("pgrepl-test-bin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let copy = dir.join("pgrepl");
+        std::fs::copy(&built, &copy).unwrap();
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+        copy
+    })
+}
+
+pub struct TestCluster {
+    tmp: tempfile::TempDir,
+    pub dir: PathBuf,
+}
+
+impl TestCluster {
+    pub fn new() -> TestCluster {
+        let tmp = tempfile::Builder::new().prefix("pgrepl-e2e-").tempdir_in("/tmp").unwrap();
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let dir = tmp.path().join("c");
+        TestCluster { tmp, dir }
+    }
+
+    /// A second directory beside the cluster's, for tests that need one.
+    pub fn scratch(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+
+    pub fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
+        let mut cmd = Command::new(pgrepl_bin());
+        for v in PGREPL_VARS {
+            cmd.env_remove(v);
+        }
+        cmd.arg("--dir").arg(&self.dir).args(args).envs(env.iter().copied());
+        cmd
+    }
+
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        self.command(args, env).stdin(Stdio::null()).output().unwrap()
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.run_env(args, &[])
+    }
+
+    pub fn run_stdin(&self, args: &[&str], input: &str) -> Output {
+        let mut child = self.command(args, &[]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// Runs a command that must succeed; returns its standard output.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "pgrepl {args:?} failed:\n{}", describe(&out));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    pub fn status(&self) -> Value {
+        serde_json::from_str(&self.ok(&["status", "--json"])).unwrap()
+    }
+
+    pub fn secrets(&self) -> Value {
+        serde_json::from_slice(&std::fs::read(self.dir.join("secrets.json")).unwrap()).unwrap()
+    }
+
+    pub fn secret(&self, kind: &str) -> String {
+        self.secrets()[kind].as_str().unwrap().to_string()
+    }
+
+    /// `(name, port)` of every member in `role` ("primary" or "replica") that is `state`.
+    pub fn members(&self, role: &str, state: &str) -> Vec<(String, u16)> {
+        let status = self.status();
+        status["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["role"] == role && m["state"] == state)
+            .map(|m| (m["name"].as_str().unwrap().to_string(), m["port"].as_u64().unwrap() as u16))
+            .collect()
+    }
+
+    pub fn port_of(&self, member: &str) -> u16 {
+        let status = self.status();
+        let m = status["members"].as_array().unwrap().iter().find(|m| m["name"] == member).unwrap();
+        m["port"].as_u64().unwrap() as u16
+    }
+
+    pub fn primary_port(&self) -> u16 {
+        let primaries = self.members("primary", "running");
+        assert_eq!(primaries.len(), 1, "expected one running primary: {:#}", self.status());
+        primaries[0].1
+    }
+
+    /// The admin user over TCP with the cluster's admin password.
+    pub async fn admin(&self, port: u16) -> tokio_postgres::Client {
+        connect(port, "postgres", &self.secret("admin"), "postgres").await.unwrap()
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        if self.dir.join("pgrepl.toml").exists() {
+            let _ = self.command(&["down"], &[]).stdin(Stdio::null()).output();
+        }
+    }
+}
+
+pub fn describe(out: &Output) -> String {
+    format!(
+        "exit: {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+pub async fn connect(port: u16, user: &str, password: &str, db: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let mut config = tokio_postgres::Config::new();
+    config.host("127.0.0.1").port(port).user(user).password(password).dbname(db).connect_timeout(Duration::from_secs(5));
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// Retries `check` until it returns `Some`, for at most `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(t) = check().await {
+            return t;
+        }
+        assert!(start.elapsed() < limit, "gave up after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
