@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Installs what pgrepl needs to build, run and test, when it is missing: PostgreSQL's server
+# binaries (Debian's postgresql-15) and an unprivileged `postgres` OS user. Idempotent and quiet
+# when everything is there. Called by `make up`, `make test` and `make bench`.
+#
+# Debian's postgresql package normally creates and starts a `main` cluster on port 5432; pgrepl
+# neither needs nor wants it, so before installing we tell postgresql-common not to create it.
+set -euo pipefail
+
+PG_MAJOR="${PG_MAJOR:-15}"
+want_packages=("postgresql-$PG_MAJOR" "postgresql-client-$PG_MAJOR")
+[ "${PGREPL_BENCH:-}" = 1 ] && want_packages+=(haproxy hyperfine)
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+pg_bindir() {
+  if [ -n "${PGREPL_PG_BIN_DIR:-}" ] && [ -x "$PGREPL_PG_BIN_DIR/postgres" ]; then echo "$PGREPL_PG_BIN_DIR"; return; fi
+  if command -v pg_config >/dev/null 2>&1; then
+    d=$(pg_config --bindir 2>/dev/null || true)
+    if [ -n "$d" ] && [ -x "$d/postgres" ]; then echo "$d"; return; fi
+  fi
+  for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r) /usr/local/pgsql/bin; do
+    if [ -x "$d/postgres" ] && [ -x "$d/pg_basebackup" ] && [ -x "$d/pg_rewind" ]; then echo "$d"; return; fi
+  done
+}
+
+missing=()
+for p in "${want_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# Binaries found elsewhere (a configured or source-built PostgreSQL) are good enough for the server.
+if [ -n "$(pg_bindir)" ]; then
+  missing=("${missing[@]/postgresql-$PG_MAJOR}")
+  missing=("${missing[@]/postgresql-client-$PG_MAJOR}")
+fi
+read -r -a missing <<<"${missing[*]:-}"
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then SUDO=sudo; else
+      log "missing packages: ${missing[*]}; run this script as root (or install them) and try again"; exit 1
+    fi
+  else SUDO=""; fi
+  log "installing ${missing[*]}"
+  $SUDO mkdir -p /etc/postgresql-common/createcluster.d
+  echo "create_main_cluster = false" | $SUDO tee /etc/postgresql-common/createcluster.d/pgrepl-no-main-cluster.conf >/dev/null
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+bindir=$(pg_bindir)
+if [ -z "$bindir" ]; then
+  log "PostgreSQL server binaries not found even after installing postgresql-$PG_MAJOR; set PGREPL_PG_BIN_DIR"; exit 1
+fi
+if ! id postgres >/dev/null 2>&1; then
+  if [ "$(id -u)" -eq 0 ]; then
+    log "creating the unprivileged OS user postgres"
+    useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
+  fi
+fi
+command -v cargo >/dev/null 2>&1 || { log "cargo not found: install the Rust toolchain (rustup) first"; exit 1; }
+log "ok: PostgreSQL binaries in $bindir"
