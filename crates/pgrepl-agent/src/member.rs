@@ -26,6 +26,8 @@ pub struct Agent {
     stalled_since: Option<Instant>,
     cycle: u64,
     last_sentence: String,
+    /// One connection to the local server, kept across cycles (reconnected when it closes).
+    client: Option<tokio_postgres::Client>,
     /// What was last published and when, so an unchanged status is not rewritten every wake.
     pub(crate) last_published: Option<(pgrepl_core::MemberStatus, Instant)>,
 }
@@ -55,7 +57,7 @@ impl Agent {
             log_file: s.log_file.clone(),
             name: s.member.to_string(),
         };
-        Ok(Agent { s, store, pg, first_cycle: true, applied: None, passfile_version: None, stalled_since: None, cycle: 0, last_sentence: String::new(), last_published: None })
+        Ok(Agent { s, store, pg, first_cycle: true, applied: None, passfile_version: None, stalled_since: None, cycle: 0, last_sentence: String::new(), last_published: None, client: None })
     }
 
     /// Runs cycles until `shutdown` completes, then stops PostgreSQL and releases the lease.
@@ -132,11 +134,10 @@ impl Agent {
             self.pg.port = port;
         }
         let data = self.pg.data_dir_state().context("inspect the data directory")?;
-        let server = if data == DataDir::Missing { Server::Stopped } else { self.pg.observe(&self.s.admin_user).await };
-        let (slots, replication) = match server {
-            Server::Primary { .. } => {
-                let client = self.pg.connect(&self.s.admin_user, "postgres").await?;
-                (pgrepl_pg::sql::slots(&client).await?, pgrepl_pg::sql::replication_rows(&client).await?)
+        let server = if data == DataDir::Missing { Server::Stopped } else { self.observe_server().await };
+        let (slots, replication) = match (&server, &self.client) {
+            (Server::Primary { .. }, Some(client)) => {
+                (pgrepl_pg::sql::slots(client).await?, pgrepl_pg::sql::replication_rows(client).await?)
             }
             _ => (vec![], vec![]),
         };
@@ -161,6 +162,22 @@ impl Agent {
             cluster,
         };
         Ok(Seen { snapshot, obs, replication })
+    }
+
+    /// The local server's state over the kept connection; one fresh connection is tried when
+    /// the kept one fails (the server restarted), and `Stopped` when that fails too.
+    async fn observe_server(&mut self) -> Server {
+        for _ in 0..2 {
+            if self.client.as_ref().is_none_or(|c| c.is_closed()) {
+                self.client = self.pg.connect(&self.s.admin_user, "postgres").await.ok();
+            }
+            let Some(client) = &self.client else { return Server::Stopped };
+            match pgrepl_pg::server_state(client).await {
+                Ok(server) => return server,
+                Err(_) => self.client = None,
+            }
+        }
+        Server::Stopped
     }
 
     /// The leader keeps its lease with every action but those that give it up.

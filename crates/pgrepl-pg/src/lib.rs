@@ -19,6 +19,6 @@ pub mod sql;
 
 pub use binaries::Binaries;
 pub use error::PgError;
-pub use instance::{Conninfo, HbaRules, Instance, ServerConf, StopMode};
+pub use instance::{server_state, Conninfo, HbaRules, Instance, ServerConf, StopMode};
 pub use os_user::{become_user, user_ids};
 pub use passfile::{write_passfile, PassEntry};

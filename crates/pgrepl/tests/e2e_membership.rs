@@ -56,6 +56,7 @@ async fn passwords_come_from_the_seeds_variables_and_change_live() {
         ("POSTGRESQL_ADMIN_PASSWORD", "Admin-1"),
         ("POSTGRESQL_MASTER_USER", "master"),
         ("POSTGRESQL_MASTER_PASSWORD", "Repl-1"),
+        ("ALLOW_IP_RANGE", "127.0.0.0/8,10.20.0.0/16"),
     ];
     let out = c.run_env(&["up"], &seed_env);
     assert!(out.status.success(), "{}", describe(&out));
@@ -65,6 +66,17 @@ async fn passwords_come_from_the_seeds_variables_and_change_live() {
         connect(port, "user", "Pass-1", "userdb").await.expect("the seed's user logs in with its password");
         connect(port, "postgres", "Admin-1", "userdb").await.expect("the admin logs in with the admin password");
     }
+    // S7: the allowed ranges reach pg_hba.conf with scram-sha-256; replication only for the
+    // replication role from the members' address.
+    let rules = c.admin(primary).await.query(
+        "SELECT array_to_string(database, ','), array_to_string(user_name, ','), address || '/' || netmask, auth_method \
+         FROM pg_hba_file_rules WHERE type = 'host' ORDER BY line_number", &[]).await.unwrap();
+    let rules: Vec<(String, String, String, String)> = rules.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect();
+    let rule = |db: &str, user: &str, net: &str| (db.to_string(), user.to_string(), net.to_string(), "scram-sha-256".to_string());
+    assert!(rules.contains(&rule("all", "all", "127.0.0.0/255.0.0.0")), "{rules:?}");
+    assert!(rules.contains(&rule("all", "all", "10.20.0.0/255.255.0.0")), "{rules:?}");
+    assert!(rules.contains(&rule("replication", "master", "127.0.0.1/255.255.255.255")), "{rules:?}");
+    assert!(rules.iter().all(|r| r.3 == "scram-sha-256"), "{rules:?}");
     let repl_user: String = c.admin(primary).await.query_one("SELECT usename::text FROM pg_stat_replication", &[]).await.unwrap().get(0);
     assert_eq!(repl_user, "master");
 

@@ -11,6 +11,7 @@ mod observe;
 
 pub use conf::{HbaRules, ServerConf};
 pub use conninfo::Conninfo;
+pub use observe::server_state;
 
 use crate::binaries::Binaries;
 use crate::command::{command, run, std_command, TAIL_LINES};

@@ -59,7 +59,7 @@ impl Instance {
                 return Server::Stopped;
             }
         };
-        match query_state(&client).await {
+        match server_state(&client).await {
             Ok(server) => server,
             Err(e) => {
                 tracing::warn!(member = %self.name, error = %anyhow_like(&e), "postgres answered the connection but not the state query");
@@ -69,7 +69,9 @@ impl Instance {
     }
 }
 
-async fn query_state(c: &tokio_postgres::Client) -> Result<Server, PgError> {
+/// What the server behind `c` says about itself (the queries behind `Instance::observe`), for
+/// callers that keep one connection open.
+pub async fn server_state(c: &tokio_postgres::Client) -> Result<Server, PgError> {
     let doing = "read the server's role";
     let row = c
         .query_one("SELECT pg_is_in_recovery()", &[])
