@@ -62,7 +62,7 @@ fn bad_values_name_the_setting_the_value_and_what_is_allowed() {
     let c = TestCluster::new();
     refused(&c.run_env(&["up"], &[("ALLOW_IP_RANGE", "10.0.0.0/40")]), &["allow (ALLOW_IP_RANGE)", "\"10.0.0.0/40\"", "CIDR"]);
     refused(&c.run_env(&["up"], &[("DESTROY_DATABASE_ON_RESTART", "sometimes")]), &["DESTROY_DATABASE_ON_RESTART", "\"sometimes\"", "true or false"]);
-    refused(&c.run(&["up", "--replicas", "-1"]), &["replicas", "-1", "0 to 64"]);
+    refused(&c.run(&["up", "--replicas", "-1"]), &["replicas", "-1", "0 to 16"]);
     refused(&c.run(&["up", "--port", "70000"]), &["port", "70000", "1 to 65535"]);
     assert!(!c.dir.exists());
 }
@@ -99,7 +99,8 @@ fn a_directory_that_is_not_a_cluster_is_left_alone() {
 #[test]
 fn scale_to_a_negative_count_is_refused() {
     let c = TestCluster::new();
-    refused(&c.run(&["scale", "-1"]), &["replicas: -1 is not allowed", "0 to 64"]);
+    refused(&c.run(&["scale", "-1"]), &["replicas: -1 is not allowed", "0 to 16"]);
+    refused(&c.run(&["scale", "17"]), &["replicas: 17 is not allowed", "0 to 16"]);
 }
 
 #[test]

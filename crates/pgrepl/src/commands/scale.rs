@@ -3,13 +3,12 @@
 
 use crate::cluster::Cluster;
 use crate::commands::{ports, summary, wait};
+use crate::config::validate::MAX_REPLICAS;
 use crate::readiness;
 use anyhow::bail;
 use pgrepl_core::MemberSpec;
 use std::path::Path;
 use std::time::Duration;
-
-pub const MAX_REPLICAS: i64 = 64;
 
 pub async fn run(dir: &Path, replicas: i64, wait_secs: u64) -> anyhow::Result<()> {
     if !(0..=MAX_REPLICAS).contains(&replicas) {

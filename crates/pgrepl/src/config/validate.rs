@@ -10,6 +10,9 @@ use std::time::Duration;
 
 /// PostgreSQL's limit on identifiers (NAMEDATALEN - 1).
 pub const MAX_NAME_BYTES: usize = 63;
+/// Most replicas a cluster may have: each takes a WAL sender and a slot on the primary, whose
+/// limits pgrepl sets to 20, leaving room for the two WAL senders of a clone under way.
+pub const MAX_REPLICAS: i64 = 16;
 /// The superuser pgrepl bootstraps; `POSTGRESQL_ADMIN_PASSWORD` is its password.
 pub const ADMIN_USER: &str = "postgres";
 
@@ -250,8 +253,8 @@ pub fn validate(raw: &RawConfig, env: &[FromEnv]) -> Result<Config, ConfigError>
     }
     let replicas = match raw.replicas {
         None => 1,
-        Some(n) if (0..=64).contains(&n) => n as usize,
-        Some(n) => return Err(bad(src.label("replicas"), format!("{n} is not allowed; use 0 to 64"))),
+        Some(n) if (0..=MAX_REPLICAS).contains(&n) => n as usize,
+        Some(n) => return Err(bad(src.label("replicas"), format!("{n} is not allowed; use 0 to {MAX_REPLICAS}"))),
     };
     let run_as = raw.run_as.clone().unwrap_or_else(|| "postgres".to_string());
     if run_as.is_empty() || run_as == "root" {
@@ -412,7 +415,7 @@ mod tests {
         let err = env_config(&[("DESTROY_DATABASE_ON_RESTART", "maybe")]).unwrap_err();
         assert!(err.to_string().contains("\"maybe\" is not a boolean"), "{err}");
         let err = env_config(&[("PGREPL_REPLICAS", "-1")]).unwrap_err();
-        assert!(err.to_string().contains("-1 is not allowed; use 0 to 64"), "{err}");
+        assert!(err.to_string().contains("-1 is not allowed; use 0 to 16"), "{err}");
         let err = env_config(&[("PGREPL_RUN_AS", "root")]).unwrap_err();
         assert!(err.to_string().starts_with("run_as (PGREPL_RUN_AS)"), "{err}");
     }
