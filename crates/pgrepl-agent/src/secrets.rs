@@ -4,8 +4,7 @@
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use pgrepl_core::PasswordKind;
@@ -50,20 +49,10 @@ impl Secrets {
         serde_json::from_slice(&text).with_context(|| format!("parse secrets file {}", path.display()))
     }
 
-    /// Writes atomically: a temporary file created with mode 0600, fsynced, then renamed.
+    /// Writes atomically: a temporary file with mode 0600 from its creation, fsynced, renamed.
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
-        let tmp = path.with_extension("tmp");
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .with_context(|| format!("write secrets file {}", tmp.display()))?;
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
         let json = serde_json::to_vec_pretty(self)?;
-        file.write_all(&json).and_then(|_| file.sync_all()).with_context(|| format!("write secrets file {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("replace secrets file {}", path.display()))?;
+        pgrepl_pg::write_atomic(path, &json, 0o600).with_context(|| format!("write secrets file {}", path.display()))?;
         Ok(())
     }
 }

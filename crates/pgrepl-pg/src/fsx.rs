@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 /// Writes `contents` to `path` through a temporary file in the same directory that has `mode`
 /// from its creation on, fsyncs it, renames it over `path` and fsyncs the directory.
-pub(crate) fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), PgError> {
+pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), PgError> {
     let doing = || format!("write {}", path.display());
     let dir = parent_of(path);
     let file_name = path

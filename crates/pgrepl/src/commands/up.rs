@@ -14,7 +14,7 @@ use pgrepl_agent::Secrets;
 use pgrepl_core::{keys, MemberName, MemberSpec, PasswordKind, Spec};
 use pgrepl_store::{Condition, FileStore, Store};
 use rand::distributions::{Alphanumeric, DistString};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -99,8 +99,7 @@ fn write_config(layout: &Layout, raw: &RawConfig, config: &Config) -> anyhow::Re
         toml::to_string_pretty(&stored)?
     );
     let path = layout.config();
-    std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    pgrepl_pg::write_atomic(&path, text.as_bytes(), 0o600).with_context(|| format!("write {}", path.display()))?;
     Ok(())
 }
 
