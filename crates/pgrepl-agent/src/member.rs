@@ -106,6 +106,10 @@ impl Agent {
             Ok(()) => self.act(&seen, &decision).await,
             Err(e) => Err(e),
         };
+        if matches!(decision.action, Action::Rewind { .. } | Action::Follow { .. } | Action::StartAsReplica { .. }) {
+            // A re-pointed or restarted replica gets the whole stall bound again.
+            self.stalled_since = None;
+        }
         let failed = match outcome {
             Ok(()) => None,
             Err(e) => {

@@ -129,7 +129,14 @@ fn stale_passwords(applied: Option<PasswordVersions>, wanted: PasswordVersions, 
 }
 
 fn as_follower(o: &Observation, spec: &Spec, leader: &MemberName) -> Decision {
-    let leader_ready = o.cluster.ready_leader().is_some();
+    let ready = o.cluster.ready_leader();
+    let leader_ready = ready.is_some();
+    // A replica that cannot stream from a leader on a newer timeline has diverged from it; one
+    // on the same timeline is cut off or refused (network, password), which rewinding won't fix.
+    let leader_ahead = match (&o.server, ready.and_then(|(_, s)| s.timeline)) {
+        (Server::Replica { timeline, .. }, Some(theirs)) => theirs > *timeline,
+        _ => false,
+    };
     let l = leader.clone();
     match (&o.server, &o.data) {
         (Server::Primary { .. }, _) => Decision::new(Action::Demote { release_lease: false }, Reason::AnotherLeader(l)),
@@ -142,7 +149,7 @@ fn as_follower(o: &Observation, spec: &Spec, leader: &MemberName) -> Decision {
             let wanted = spec.members.get(leader).map(|m| Upstream { host: m.host.clone(), port: m.port });
             if *upstream != wanted {
                 Decision::new(Action::Follow { leader: l.clone() }, Reason::NewUpstream(l))
-            } else if o.replica_stalled && leader_ready {
+            } else if o.replica_stalled && leader_ahead {
                 Decision::new(Action::Rewind { leader: l.clone() }, Reason::Stalled(l))
             } else if o.passfile_password != Some(spec.passwords.replication) {
                 let work = SpecWork { passwords: vec![PasswordKind::Replication], ..SpecWork::default() };

@@ -360,9 +360,23 @@ fn a_streaming_replica_does_nothing() {
 }
 
 #[test]
-fn a_stalled_replica_rewinds() {
-    let d = Scenario::new().server(replica_of(Some(1), false)).ready_leader(1).with(|o| o.replica_stalled = true).decide();
+fn a_stalled_replica_rewinds_when_the_leader_is_on_a_newer_timeline() {
+    let d = Scenario::new()
+        .server(replica_of(Some(1), false))
+        .ready_leader(1)
+        .with(|o| {
+            o.replica_stalled = true;
+            o.cluster.members.get_mut(&m(1)).unwrap().timeline = Some(Timeline(2));
+        })
+        .decide();
     assert_eq!(d, Decision::new(Action::Rewind { leader: m(1) }, Reason::Stalled(m(1))));
+}
+
+#[test]
+fn a_stalled_replica_on_the_leaders_timeline_is_not_rewound() {
+    // Cut off or refused (say, a wrong password): rewinding would not help.
+    let d = Scenario::new().server(replica_of(Some(1), false)).ready_leader(1).with(|o| o.replica_stalled = true).decide();
+    assert_eq!(d, Decision::new(Action::Nothing, Reason::CatchingUp(m(1))));
 }
 
 #[test]
