@@ -6,7 +6,7 @@ use crate::member::{Agent, Seen};
 use crate::publish;
 use crate::secrets::Secrets;
 use anyhow::{bail, Context};
-use pgrepl_core::{keys, Action, Decision, Initialized, LeaderRecord, MemberName, PasswordKind, Server, SpecWork};
+use pgrepl_core::{keys, Action, DataDir, Decision, Initialized, LeaderRecord, MemberName, PasswordKind, Server, SpecWork};
 use pgrepl_pg::sql::{self, RoleKind};
 use pgrepl_pg::{Conninfo, HbaRules, PassEntry, ServerConf, StopMode};
 use pgrepl_store::Condition;
@@ -47,7 +47,7 @@ impl Agent {
             }
             Action::AcquireLease => {
                 let value = serde_json::to_vec(&LeaderRecord { member: self.s.member.clone(), timeline: None })?;
-                self.store.put(keys::LEADER, &value, Condition::Absent, Some(self.s.ttl)).await.context("take the leader lease")?;
+                self.put(keys::LEADER, &value, Condition::Absent, Some(self.s.ttl)).await.context("take the leader lease")?;
                 info!("took the leader lease");
                 Ok(())
             }
@@ -84,9 +84,9 @@ impl Agent {
         }
     }
 
-    async fn release_lease(&self, seen: &Seen) -> anyhow::Result<()> {
+    async fn release_lease(&mut self, seen: &Seen) -> anyhow::Result<()> {
         if let Some(entry) = seen.snapshot.get(keys::LEADER) {
-            self.store.delete(keys::LEADER, Condition::Revision(entry.revision)).await.context("release the leader lease")?;
+            self.delete(keys::LEADER, Condition::Revision(entry.revision)).await.context("release the leader lease")?;
             info!("released the leader lease");
         }
         Ok(())
@@ -156,7 +156,10 @@ impl Agent {
 
     async fn bootstrap(&mut self, seen: &Seen) -> anyhow::Result<()> {
         let secrets = self.secrets()?;
-        self.pg.initdb(&self.s.admin_user).await?;
+        if seen.obs.data == DataDir::Missing {
+            self.pg.initdb(&self.s.admin_user).await?;
+            std::fs::write(self.bootstrap_mark(), b"").context("mark the bootstrap as unfinished")?;
+        }
         self.configure(seen, None)?;
         self.pg.start(START_TIMEOUT).await?;
         let client = self.pg.connect(&self.s.admin_user, "postgres").await?;
@@ -169,9 +172,10 @@ impl Agent {
         }
         let system_id = self.pg.data_dir_state()?.system_id().context("no system identifier after initdb")?;
         let value = serde_json::to_vec(&Initialized { system_id })?;
-        self.store.put(keys::INITIALIZE, &value, Condition::Absent, None).await.context("record the new cluster in the store")?;
+        self.put(keys::INITIALIZE, &value, Condition::Absent, None).await.context("record the new cluster in the store")?;
+        std::fs::remove_file(self.bootstrap_mark()).context("clear the unfinished-bootstrap mark")?;
         let leader = serde_json::to_vec(&LeaderRecord { member: self.s.member.clone(), timeline: None })?;
-        self.store.put(keys::LEADER, &leader, Condition::Absent, Some(self.s.ttl)).await.context("take the leader lease")?;
+        self.put(keys::LEADER, &leader, Condition::Absent, Some(self.s.ttl)).await.context("take the leader lease")?;
         self.applied = seen.obs.cluster.spec.as_ref().map(|s| s.passwords);
         info!(%system_id, "bootstrapped a new cluster and took the leader lease");
         Ok(())
@@ -242,10 +246,10 @@ impl Agent {
         }
         if work.record_leader {
             let value = serde_json::to_vec(&LeaderRecord { member: self.s.member.clone(), timeline: Some(timeline) })?;
-            self.store.put(keys::LAST_LEADER, &value, Condition::Any, None).await?;
+            self.put(keys::LAST_LEADER, &value, Condition::Any, None).await?;
         }
         if work.clear_target {
-            self.store.delete(keys::TARGET, Condition::Any).await?;
+            self.delete(keys::TARGET, Condition::Any).await?;
         }
         Ok(())
     }

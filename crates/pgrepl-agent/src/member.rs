@@ -8,7 +8,7 @@ use crate::settings::Settings;
 use anyhow::Context;
 use pgrepl_core::{decide, keys, Action, ClusterView, DataDir, Decision, Observation, PasswordVersions, Server, Upstream};
 use pgrepl_pg::{Binaries, Instance, StopMode};
-use pgrepl_store::{Condition, Snapshot, Store};
+use pgrepl_store::{Condition, Snapshot, Store, StoreError};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,6 +26,9 @@ pub struct Agent {
     stalled_since: Option<Instant>,
     cycle: u64,
     last_sentence: String,
+    /// The store revision of this agent's last write: waking for it would only wake the agent
+    /// for its own writes.
+    own_revision: u64,
     /// One connection to the local server, kept across cycles (reconnected when it closes).
     client: Option<tokio_postgres::Client>,
     /// What was last published and when, so an unchanged status is not rewritten every wake.
@@ -57,7 +60,7 @@ impl Agent {
             log_file: s.log_file.clone(),
             name: s.member.to_string(),
         };
-        Ok(Agent { s, store, pg, first_cycle: true, applied: None, passfile_version: None, stalled_since: None, cycle: 0, last_sentence: String::new(), last_published: None, client: None })
+        Ok(Agent { s, store, pg, first_cycle: true, applied: None, passfile_version: None, stalled_since: None, cycle: 0, last_sentence: String::new(), last_published: None, client: None, own_revision: 0 })
     }
 
     /// Runs cycles until `shutdown` completes, then stops PostgreSQL and releases the lease.
@@ -67,7 +70,8 @@ impl Agent {
         loop {
             self.cycle += 1;
             let span = info_span!("cycle", member = %self.s.member, n = self.cycle);
-            let (revision, again_now) = self.run_cycle().instrument(span).await;
+            let (seen_revision, again_now) = self.run_cycle().instrument(span).await;
+            let revision = seen_revision.max(self.own_revision);
             let store = self.store.clone();
             let loop_wait = self.s.loop_wait;
             let pause = async move {
@@ -162,10 +166,16 @@ impl Agent {
             replica_stalled,
             applied_passwords: self.applied,
             passfile_password: self.passfile_version,
+            bootstrap_unfinished: self.bootstrap_mark().exists(),
             slots,
             cluster,
         };
         Ok(Seen { snapshot, obs, replication })
+    }
+
+    /// The file that marks a data directory whose bootstrap has not recorded the cluster yet.
+    pub(crate) fn bootstrap_mark(&self) -> std::path::PathBuf {
+        self.s.data_dir.join("pgrepl-bootstrap-unfinished")
     }
 
     /// The local server's state over the kept connection; one fresh connection is tried when
@@ -185,7 +195,7 @@ impl Agent {
     }
 
     /// The leader keeps its lease with every action but those that give it up.
-    async fn renew_lease_if_held(&self, seen: &Seen, decision: &Decision) -> anyhow::Result<()> {
+    async fn renew_lease_if_held(&mut self, seen: &Seen, decision: &Decision) -> anyhow::Result<()> {
         if seen.obs.cluster.leader.as_ref() != Some(&self.s.member)
             || matches!(decision.action, Action::Demote { .. } | Action::ReleaseLease)
         {
@@ -196,11 +206,25 @@ impl Agent {
         if entry.expires_in.is_some_and(|left| left + self.s.loop_wait > self.s.ttl) {
             return Ok(());
         }
-        self.store
-            .put(keys::LEADER, &entry.value, Condition::Revision(entry.revision), Some(self.s.ttl))
+        let value = entry.value.clone();
+        self.put(keys::LEADER, &value, Condition::Revision(entry.revision), Some(self.s.ttl))
             .await
             .context("renew the leader lease")?;
         Ok(())
+    }
+
+    /// Writes to the store, remembering the revision so the agent does not wake for it.
+    pub(crate) async fn put(&mut self, key: &str, value: &[u8], cond: Condition, ttl: Option<Duration>) -> Result<u64, StoreError> {
+        let revision = self.store.put(key, value, cond, ttl).await?;
+        self.own_revision = self.own_revision.max(revision);
+        Ok(revision)
+    }
+
+    /// Deletes from the store, remembering the revision as `put` does.
+    pub(crate) async fn delete(&mut self, key: &str, cond: Condition) -> Result<u64, StoreError> {
+        let revision = self.store.delete(key, cond).await?;
+        self.own_revision = self.own_revision.max(revision);
+        Ok(revision)
     }
 
     /// Stop PostgreSQL, give up the lease and withdraw the member's status.

@@ -66,7 +66,7 @@ pub(crate) async fn write(agent: &mut Agent, status: MemberStatus) -> anyhow::Re
         }
     }
     let value = serde_json::to_vec(&status)?;
-    agent.store.put(&keys::member(&agent.s.member), &value, Condition::Any, Some(agent.s.ttl)).await?;
+    agent.put(&keys::member(&agent.s.member), &value, Condition::Any, Some(agent.s.ttl)).await?;
     agent.last_published = Some((status, Instant::now()));
     Ok(())
 }

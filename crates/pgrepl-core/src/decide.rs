@@ -23,6 +23,9 @@ pub struct Observation {
     pub applied_passwords: Option<PasswordVersions>,
     /// Version of the replication password in this member's password file, once written.
     pub passfile_password: Option<u64>,
+    /// The data directory carries the mark of a bootstrap that has not yet recorded the
+    /// cluster in the store (so it is this cluster's own, to be resumed, not foreign data).
+    pub bootstrap_unfinished: bool,
     /// Physical slots on this server (primary only).
     pub slots: Vec<Slot>,
     pub cluster: ClusterView,
@@ -61,6 +64,7 @@ pub fn decide(o: &Observation) -> Decision {
 fn uninitialized(o: &Observation, spec: &Spec) -> Decision {
     match (&o.data, &spec.bootstrap) {
         (DataDir::Missing, Some(b)) if *b == o.me => Decision::new(Action::Bootstrap, Reason::NewCluster),
+        (_, Some(b)) if *b == o.me && o.bootstrap_unfinished => Decision::new(Action::Bootstrap, Reason::ResumeBootstrap),
         (DataDir::Missing, b) => Decision::wait(Reason::WaitingForBootstrap(b.clone())),
         (data, _) => Decision::wait(Reason::DataWithoutCluster(data.system_id().unwrap_or(crate::SystemId(0)))),
     }

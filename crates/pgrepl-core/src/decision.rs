@@ -8,7 +8,8 @@ use std::fmt;
 /// The closed set of things an agent may do in one cycle.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
-    /// `initdb`, start, create roles and database, then claim `initialize` and the lease.
+    /// `initdb` (unless a marked, unfinished bootstrap left a data directory), start, create
+    /// roles and database, then claim `initialize` and the lease.
     Bootstrap,
     /// Clone the leader with `pg_basebackup` over this member's slot.
     CloneFrom { leader: MemberName },
@@ -90,6 +91,7 @@ pub enum Reason {
     NoSpec,
     NotInSpec,
     NewCluster,
+    ResumeBootstrap,
     WaitingForBootstrap(Option<MemberName>),
     DataWithoutCluster(SystemId),
     ForeignData { found: SystemId, cluster: SystemId },
@@ -131,6 +133,7 @@ impl fmt::Display for Reason {
             NoSpec => write!(f, "waiting: the store holds no cluster spec yet"),
             NotInSpec => write!(f, "idle: this member is not in the cluster spec (removed by scale)"),
             NewCluster => write!(f, "bootstrapping a new cluster: the store has none and this member is the bootstrap member"),
+            ResumeBootstrap => write!(f, "resuming the bootstrap of a new cluster: this member's data directory was initialized but the cluster is not recorded yet"),
             WaitingForBootstrap(m) => write!(f, "waiting for {} to bootstrap the cluster", or_nobody(m)),
             DataWithoutCluster(id) => write!(f, "refusing to start: the data directory holds system {id} but the store has no cluster; not touching it"),
             ForeignData { found, cluster } => write!(f, "refusing to start: the data directory belongs to another cluster (system {found}, this cluster is {cluster}); not touching it"),

@@ -62,6 +62,7 @@ impl Scenario {
             replica_stalled: false,
             applied_passwords: Some(PasswordVersions::default()),
             passfile_password: Some(0),
+            bootstrap_unfinished: false,
             slots: vec![],
             cluster: ClusterView { system_id: Some(SYSTEM), spec: Some(spec), ..ClusterView::default() },
         })
@@ -142,6 +143,15 @@ fn other_members_wait_for_the_bootstrap() {
 fn data_without_a_cluster_record_is_left_alone() {
     let d = Scenario::new().me(1).uninitialized().data(DataDir::Primary { system_id: SYSTEM }).decide();
     assert_eq!(d, Decision::wait(Reason::DataWithoutCluster(SYSTEM)));
+}
+
+#[test]
+fn the_bootstrap_member_resumes_its_own_unfinished_bootstrap() {
+    let s = Scenario::new().me(1).uninitialized().data(DataDir::Primary { system_id: SYSTEM });
+    let s = s.with(|o| o.bootstrap_unfinished = true);
+    assert_eq!(s.decide(), Decision::new(Action::Bootstrap, Reason::ResumeBootstrap));
+    let other = Scenario::new().me(2).uninitialized().data(DataDir::Primary { system_id: SYSTEM }).with(|o| o.bootstrap_unfinished = true);
+    assert_eq!(other.decide(), Decision::wait(Reason::DataWithoutCluster(SYSTEM)));
 }
 
 #[test]

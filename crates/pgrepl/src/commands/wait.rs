@@ -3,7 +3,7 @@
 
 use crate::cluster::Cluster;
 use anyhow::bail;
-use pgrepl_core::ClusterView;
+use pgrepl_core::{ClusterView, MemberState};
 use std::time::{Duration, Instant};
 
 /// Polls the store until `check` returns `Ok`, for at most `limit`.
@@ -16,9 +16,16 @@ pub async fn until<T>(cluster: &Cluster, limit: Duration, mut check: impl FnMut(
             Err(awaited) => awaited,
         };
         if start.elapsed() > limit {
+            let failing: Vec<String> = view
+                .members
+                .iter()
+                .filter(|(_, s)| s.state == MemberState::Failed)
+                .map(|(m, s)| format!("; {m} reports: {}", s.decision))
+                .collect();
             bail!(
-                "gave up after {}s waiting for {awaited}; see `pgrepl status` and `pgrepl logs MEMBER` (in {})",
+                "gave up after {}s waiting for {awaited}{}; see `pgrepl status` and `pgrepl logs MEMBER` (in {})",
                 limit.as_secs(),
+                failing.concat(),
                 cluster.layout.dir.display()
             );
         }
