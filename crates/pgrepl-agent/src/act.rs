@@ -6,7 +6,9 @@ use crate::member::{Agent, Seen};
 use crate::publish;
 use crate::secrets::Secrets;
 use anyhow::{bail, Context};
-use pgrepl_core::{keys, Action, DataDir, Decision, Initialized, LeaderRecord, MemberName, PasswordKind, Server, SpecWork};
+use pgrepl_core::{
+    keys, Action, DataDir, Decision, Initialized, LeaderRecord, MemberName, PasswordKind, Server, SpecWork,
+};
 use pgrepl_pg::sql::{self, RoleKind};
 use pgrepl_pg::{Conninfo, HbaRules, PassEntry, ServerConf, StopMode};
 use pgrepl_store::Condition;
@@ -47,7 +49,9 @@ impl Agent {
             }
             Action::AcquireLease => {
                 let value = serde_json::to_vec(&LeaderRecord { member: self.s.member.clone(), timeline: None })?;
-                self.put(keys::LEADER, &value, Condition::Absent, Some(self.s.ttl)).await.context("take the leader lease")?;
+                self.put(keys::LEADER, &value, Condition::Absent, Some(self.s.ttl))
+                    .await
+                    .context("take the leader lease")?;
                 info!("took the leader lease");
                 Ok(())
             }
@@ -144,7 +148,11 @@ impl Agent {
             _ => None,
         };
         let primary_slot_name = primary_conninfo.as_ref().map(|_| self.s.member.slot_name());
-        self.pg.write_conf(&ServerConf { parameters: self.s.parameters.clone(), primary_conninfo, primary_slot_name })?;
+        self.pg.write_conf(&ServerConf {
+            parameters: self.s.parameters.clone(),
+            primary_conninfo,
+            primary_slot_name,
+        })?;
         self.pg.write_hba(&HbaRules {
             admin_user: self.s.admin_user.clone(),
             replication_user: self.s.replication_user.clone(),
@@ -172,7 +180,9 @@ impl Agent {
         }
         let system_id = self.pg.data_dir_state()?.system_id().context("no system identifier after initdb")?;
         let value = serde_json::to_vec(&Initialized { system_id })?;
-        self.put(keys::INITIALIZE, &value, Condition::Absent, None).await.context("record the new cluster in the store")?;
+        self.put(keys::INITIALIZE, &value, Condition::Absent, None)
+            .await
+            .context("record the new cluster in the store")?;
         std::fs::remove_file(self.bootstrap_mark()).context("clear the unfinished-bootstrap mark")?;
         let leader = serde_json::to_vec(&LeaderRecord { member: self.s.member.clone(), timeline: None })?;
         self.put(keys::LEADER, &leader, Condition::Absent, Some(self.s.ttl)).await.context("take the leader lease")?;

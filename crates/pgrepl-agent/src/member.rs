@@ -6,7 +6,9 @@
 use crate::publish;
 use crate::settings::Settings;
 use anyhow::Context;
-use pgrepl_core::{decide, keys, Action, ClusterView, DataDir, Decision, Observation, PasswordVersions, Server, Upstream};
+use pgrepl_core::{
+    decide, keys, Action, ClusterView, DataDir, Decision, Observation, PasswordVersions, Server, Upstream,
+};
 use pgrepl_pg::{Binaries, Instance, StopMode};
 use pgrepl_store::{Condition, Snapshot, Store, StoreError};
 use std::future::Future;
@@ -45,12 +47,7 @@ pub(crate) struct Seen {
 impl Agent {
     pub fn new(s: Settings, store: Arc<dyn Store>) -> anyhow::Result<Agent> {
         let bins = Binaries::find(s.bin_dir.as_deref())?;
-        let listen = s
-            .member_cidrs
-            .first()
-            .and_then(|c| c.split('/').next())
-            .unwrap_or("127.0.0.1")
-            .to_string();
+        let listen = s.member_cidrs.first().and_then(|c| c.split('/').next()).unwrap_or("127.0.0.1").to_string();
         let pg = Instance {
             bins,
             data_dir: s.data_dir.clone(),
@@ -60,7 +57,20 @@ impl Agent {
             log_file: s.log_file.clone(),
             name: s.member.to_string(),
         };
-        Ok(Agent { s, store, pg, first_cycle: true, applied: None, passfile_version: None, stalled_since: None, cycle: 0, last_sentence: String::new(), last_published: None, client: None, own_revision: 0 })
+        Ok(Agent {
+            s,
+            store,
+            pg,
+            first_cycle: true,
+            applied: None,
+            passfile_version: None,
+            stalled_since: None,
+            cycle: 0,
+            last_sentence: String::new(),
+            last_published: None,
+            client: None,
+            own_revision: 0,
+        })
     }
 
     /// Runs cycles until `shutdown` completes, then stops PostgreSQL and releases the lease.
@@ -97,6 +107,8 @@ impl Agent {
             Ok(seen) => seen,
             Err(e) => {
                 self.say(&format!("cannot observe the cluster: {e:#}"));
+                // Nothing to wait for a change after: pause a whole cycle instead of spinning.
+                tokio::time::sleep(self.s.loop_wait).await;
                 return (0, false);
             }
         };
@@ -105,8 +117,7 @@ impl Agent {
         self.say(&decision.to_string());
         self.first_cycle = false;
         let quiet = matches!(decision.action, Action::Wait | Action::Nothing | Action::RenewLease);
-        let outcome = self.renew_lease_if_held(&seen, &decision).await;
-        let outcome = match outcome {
+        let outcome = match self.renew_lease_if_held(&seen, &decision).await {
             Ok(()) => self.act(&seen, &decision).await,
             Err(e) => Err(e),
         };
@@ -137,7 +148,8 @@ impl Agent {
 
     async fn observe(&mut self) -> anyhow::Result<Seen> {
         let snapshot = self.store.snapshot().await.context("read the store")?;
-        let cluster = ClusterView::from_entries(snapshot.entries.iter().map(|(k, e)| (k.as_str(), e.value.as_slice())))?;
+        let cluster =
+            ClusterView::from_entries(snapshot.entries.iter().map(|(k, e)| (k.as_str(), e.value.as_slice())))?;
         if let Some(port) = cluster.spec.as_ref().and_then(|s| s.members.get(&self.s.member)).map(|m| m.port) {
             self.pg.port = port;
         }
@@ -214,7 +226,13 @@ impl Agent {
     }
 
     /// Writes to the store, remembering the revision so the agent does not wake for it.
-    pub(crate) async fn put(&mut self, key: &str, value: &[u8], cond: Condition, ttl: Option<Duration>) -> Result<u64, StoreError> {
+    pub(crate) async fn put(
+        &mut self,
+        key: &str,
+        value: &[u8],
+        cond: Condition,
+        ttl: Option<Duration>,
+    ) -> Result<u64, StoreError> {
         let revision = self.store.put(key, value, cond, ttl).await?;
         self.own_revision = self.own_revision.max(revision);
         Ok(revision)
@@ -237,7 +255,10 @@ impl Agent {
             if let Some(entry) = snapshot.get(keys::LEADER) {
                 let holder: Option<pgrepl_core::LeaderRecord> = serde_json::from_slice(&entry.value).ok();
                 if holder.is_some_and(|h| h.member == self.s.member) {
-                    self.store.delete(keys::LEADER, Condition::Revision(entry.revision)).await.context("release the leader lease")?;
+                    self.store
+                        .delete(keys::LEADER, Condition::Revision(entry.revision))
+                        .await
+                        .context("release the leader lease")?;
                 }
             }
         }

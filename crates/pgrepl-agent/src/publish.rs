@@ -28,7 +28,9 @@ pub(crate) fn build(agent: &Agent, seen: &Seen, sentence: String, state: Option<
     let (role, observed_state) = observed(seen);
     let (timeline, lsn, receive_lsn) = match &seen.obs.server {
         Server::Primary { timeline, lsn } => (Some(*timeline), Some(*lsn), None),
-        Server::Replica { timeline, receive_lsn, replay_lsn, .. } => (Some(*timeline), Some(*replay_lsn), Some(*receive_lsn)),
+        Server::Replica { timeline, receive_lsn, replay_lsn, .. } => {
+            (Some(*timeline), Some(*replay_lsn), Some(*receive_lsn))
+        }
         Server::Stopped => (None, None, None),
     };
     MemberStatus {
@@ -59,8 +61,18 @@ fn applied_passwords(agent: &Agent, role: Role) -> Option<PasswordVersions> {
 /// Writes `status` unless the same was written less than `loop_wait` ago.
 pub(crate) async fn write(agent: &mut Agent, status: MemberStatus) -> anyhow::Result<()> {
     if let Some((last, at)) = &agent.last_published {
-        let same = MemberStatus { updated_ms: last.updated_ms, lsn: last.lsn, receive_lsn: last.receive_lsn, replication: last.replication.clone(), ..status.clone() } == *last
-            && last.replication.iter().map(|r| (&r.application_name, &r.state)).eq(status.replication.iter().map(|r| (&r.application_name, &r.state)));
+        let same = MemberStatus {
+            updated_ms: last.updated_ms,
+            lsn: last.lsn,
+            receive_lsn: last.receive_lsn,
+            replication: last.replication.clone(),
+            ..status.clone()
+        } == *last
+            && last
+                .replication
+                .iter()
+                .map(|r| (&r.application_name, &r.state))
+                .eq(status.replication.iter().map(|r| (&r.application_name, &r.state)));
         if same && at.elapsed() < agent.s.loop_wait {
             return Ok(());
         }
@@ -72,7 +84,12 @@ pub(crate) async fn write(agent: &mut Agent, status: MemberStatus) -> anyhow::Re
 }
 
 /// Publishes the cycle's outcome: the decision's sentence, or the failure's.
-pub(crate) async fn status(agent: &mut Agent, seen: &Seen, decision: &Decision, failed: Option<&str>) -> anyhow::Result<()> {
+pub(crate) async fn status(
+    agent: &mut Agent,
+    seen: &Seen,
+    decision: &Decision,
+    failed: Option<&str>,
+) -> anyhow::Result<()> {
     let sentence = failed.map_or_else(|| decision.to_string(), str::to_string);
     let state = failed.map(|_| MemberState::Failed);
     let status = build(agent, seen, sentence, state);

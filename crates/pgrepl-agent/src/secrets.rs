@@ -43,7 +43,11 @@ impl Secrets {
     pub fn load(path: &Path) -> anyhow::Result<Secrets> {
         let meta = std::fs::metadata(path).with_context(|| format!("read secrets file {}", path.display()))?;
         if meta.permissions().mode() & 0o077 != 0 {
-            bail!("secrets file {} is readable by others (mode {:o}); run `chmod 600` on it", path.display(), meta.permissions().mode() & 0o777);
+            bail!(
+                "secrets file {} is readable by others (mode {:o}); run `chmod 600` on it",
+                path.display(),
+                meta.permissions().mode() & 0o777
+            );
         }
         let text = std::fs::read(path).with_context(|| format!("read secrets file {}", path.display()))?;
         serde_json::from_slice(&text).with_context(|| format!("parse secrets file {}", path.display()))
@@ -52,7 +56,8 @@ impl Secrets {
     /// Writes atomically: a temporary file with mode 0600 from its creation, fsynced, renamed.
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
         let json = serde_json::to_vec_pretty(self)?;
-        pgrepl_pg::write_atomic(path, &json, 0o600).with_context(|| format!("write secrets file {}", path.display()))?;
+        pgrepl_pg::write_atomic(path, &json, 0o600)
+            .with_context(|| format!("write secrets file {}", path.display()))?;
         Ok(())
     }
 }

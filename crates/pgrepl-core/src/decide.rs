@@ -64,7 +64,9 @@ pub fn decide(o: &Observation) -> Decision {
 fn uninitialized(o: &Observation, spec: &Spec) -> Decision {
     match (&o.data, &spec.bootstrap) {
         (DataDir::Missing, Some(b)) if *b == o.me => Decision::new(Action::Bootstrap, Reason::NewCluster),
-        (_, Some(b)) if *b == o.me && o.bootstrap_unfinished => Decision::new(Action::Bootstrap, Reason::ResumeBootstrap),
+        (_, Some(b)) if *b == o.me && o.bootstrap_unfinished => {
+            Decision::new(Action::Bootstrap, Reason::ResumeBootstrap)
+        }
         (DataDir::Missing, b) => Decision::wait(Reason::WaitingForBootstrap(b.clone())),
         (data, _) => Decision::wait(Reason::DataWithoutCluster(data.system_id().unwrap_or(crate::SystemId(0)))),
     }
@@ -128,7 +130,11 @@ fn primary_work(o: &Observation, spec: &Spec) -> SpecWork {
     }
 }
 
-fn stale_passwords(applied: Option<PasswordVersions>, wanted: PasswordVersions, kinds: &[PasswordKind]) -> Vec<PasswordKind> {
+fn stale_passwords(
+    applied: Option<PasswordVersions>,
+    wanted: PasswordVersions,
+    kinds: &[PasswordKind],
+) -> Vec<PasswordKind> {
     kinds.iter().copied().filter(|k| applied.is_none_or(|a| a.get(*k) != wanted.get(*k))).collect()
 }
 
@@ -148,7 +154,9 @@ fn as_follower(o: &Observation, spec: &Spec, leader: &MemberName) -> Decision {
             Decision::new(Action::Rewind { leader: l.clone() }, Reason::FormerPrimary(l))
         }
         (Server::Stopped, DataDir::Primary { .. }) => Decision::wait(Reason::LeaderNotReady(l)),
-        (Server::Stopped, _) => Decision::new(Action::StartAsReplica { leader: Some(l.clone()) }, Reason::StartFollower(l)),
+        (Server::Stopped, _) => {
+            Decision::new(Action::StartAsReplica { leader: Some(l.clone()) }, Reason::StartFollower(l))
+        }
         (Server::Replica { upstream, streaming, .. }, _) => {
             let wanted = spec.members.get(leader).map(|m| Upstream { host: m.host.clone(), port: m.port });
             if *upstream != wanted {
@@ -173,7 +181,9 @@ fn without_leader(o: &Observation) -> Decision {
     let is_primary = matches!(o.server, Server::Primary { .. });
     match &c.target {
         Some(t) if *t == o.me => Decision::new(Action::AcquireLease, Reason::PromoteRequested),
-        Some(t) if is_primary => Decision::new(Action::Demote { release_lease: false }, Reason::WaitingForTarget(t.clone())),
+        Some(t) if is_primary => {
+            Decision::new(Action::Demote { release_lease: false }, Reason::WaitingForTarget(t.clone()))
+        }
         Some(t) => Decision::wait(Reason::WaitingForTarget(t.clone())),
         None if last.as_ref() == Some(&o.me) => Decision::new(Action::AcquireLease, Reason::ResumeLeadership),
         None if is_primary => Decision::new(Action::Demote { release_lease: false }, Reason::PrimaryWithoutLease(last)),

@@ -102,7 +102,8 @@ impl Spec {
         }
         let mut spec = self.clone();
         let target = replicas + 1;
-        let mut next = self.members.keys().filter_map(MemberName::number).max().unwrap_or(0).max(self.last_member_number) + 1;
+        let mut next =
+            self.members.keys().filter_map(MemberName::number).max().unwrap_or(0).max(self.last_member_number) + 1;
         while spec.members.len() < target {
             let name = MemberName::numbered(next);
             spec.last_member_number = next;
@@ -111,12 +112,8 @@ impl Spec {
             spec.members.insert(name, member);
         }
         while spec.members.len() > target {
-            let newest = spec
-                .members
-                .keys()
-                .filter(|m| Some(*m) != keep)
-                .max_by_key(|m| (m.number(), (*m).clone()))
-                .cloned();
+            let newest =
+                spec.members.keys().filter(|m| Some(*m) != keep).max_by_key(|m| (m.number(), (*m).clone())).cloned();
             match newest {
                 Some(m) => spec.members.remove(&m),
                 None => break,

@@ -123,7 +123,9 @@ fn healthy_leader() -> Scenario {
         .server(primary())
         .ready_leader(1)
         .last_leader(1)
-        .with(|o| o.slots = vec![Slot { name: "node_2".into(), active: true }, Slot { name: "node_3".into(), active: true }])
+        .with(|o| {
+            o.slots = vec![Slot { name: "node_2".into(), active: true }, Slot { name: "node_3".into(), active: true }]
+        })
 }
 
 #[test]
@@ -150,7 +152,11 @@ fn the_bootstrap_member_resumes_its_own_unfinished_bootstrap() {
     let s = Scenario::new().me(1).uninitialized().data(DataDir::Primary { system_id: SYSTEM });
     let s = s.with(|o| o.bootstrap_unfinished = true);
     assert_eq!(s.decide(), Decision::new(Action::Bootstrap, Reason::ResumeBootstrap));
-    let other = Scenario::new().me(2).uninitialized().data(DataDir::Primary { system_id: SYSTEM }).with(|o| o.bootstrap_unfinished = true);
+    let other = Scenario::new()
+        .me(2)
+        .uninitialized()
+        .data(DataDir::Primary { system_id: SYSTEM })
+        .with(|o| o.bootstrap_unfinished = true);
     assert_eq!(other.decide(), Decision::wait(Reason::DataWithoutCluster(SYSTEM)));
 }
 
@@ -206,13 +212,10 @@ fn destroy_on_restart_never_wipes_a_primary_or_the_leader() {
         o.server = replica_of(None, false);
     });
     assert_eq!(d.decide().action, Action::Promote);
-    let d = Scenario::new()
-        .ready_leader(1)
-        .data(DataDir::Primary { system_id: SYSTEM })
-        .with(|o| {
-            o.first_cycle = true;
-            o.destroy_on_restart = true;
-        });
+    let d = Scenario::new().ready_leader(1).data(DataDir::Primary { system_id: SYSTEM }).with(|o| {
+        o.first_cycle = true;
+        o.destroy_on_restart = true;
+    });
     assert_eq!(d.decide().action, Action::Rewind { leader: m(1) });
 }
 
@@ -230,9 +233,7 @@ fn a_leader_that_just_started_resets_every_password() {
 
 #[test]
 fn a_changed_password_is_applied_by_the_leader() {
-    let d = healthy_leader()
-        .with(|o| o.cluster.spec.as_mut().unwrap().passwords.bump(PasswordKind::Admin))
-        .decide();
+    let d = healthy_leader().with(|o| o.cluster.spec.as_mut().unwrap().passwords.bump(PasswordKind::Admin)).decide();
     assert_eq!(d.action, Action::ApplySpec(SpecWork { passwords: vec![PasswordKind::Admin], ..SpecWork::default() }));
     assert_eq!(d.to_string(), "applying the spec: set the admin password(s)");
 }
@@ -247,7 +248,8 @@ fn the_leader_creates_slots_for_new_members_and_drops_inactive_ones_of_removed_m
             o.slots[1].active = false;
         })
         .decide();
-    let work = SpecWork { create_slots: vec!["node_4".into()], drop_slots: vec!["node_3".into()], ..SpecWork::default() };
+    let work =
+        SpecWork { create_slots: vec!["node_4".into()], drop_slots: vec!["node_3".into()], ..SpecWork::default() };
     assert_eq!(d.action, Action::ApplySpec(work));
 }
 
@@ -332,13 +334,15 @@ fn without_a_leader_and_without_failover_replicas_wait() {
 
 #[test]
 fn a_primary_that_is_not_the_last_leader_demotes_when_nobody_leads() {
-    let d = Scenario::new().me(3).data(DataDir::Primary { system_id: SYSTEM }).server(primary()).last_leader(2).decide();
+    let d =
+        Scenario::new().me(3).data(DataDir::Primary { system_id: SYSTEM }).server(primary()).last_leader(2).decide();
     assert_eq!(d, Decision::new(Action::Demote { release_lease: false }, Reason::PrimaryWithoutLease(Some(m(2)))));
 }
 
 #[test]
 fn a_primary_demotes_when_another_member_holds_the_lease() {
-    let d = Scenario::new().me(1).data(DataDir::Primary { system_id: SYSTEM }).server(primary()).ready_leader(2).decide();
+    let d =
+        Scenario::new().me(1).data(DataDir::Primary { system_id: SYSTEM }).server(primary()).ready_leader(2).decide();
     assert_eq!(d, Decision::new(Action::Demote { release_lease: false }, Reason::AnotherLeader(m(2))));
 }
 
@@ -385,7 +389,8 @@ fn a_stalled_replica_rewinds_when_the_leader_is_on_a_newer_timeline() {
 #[test]
 fn a_stalled_replica_on_the_leaders_timeline_is_not_rewound() {
     // Cut off or refused (say, a wrong password): rewinding would not help.
-    let d = Scenario::new().server(replica_of(Some(1), false)).ready_leader(1).with(|o| o.replica_stalled = true).decide();
+    let d =
+        Scenario::new().server(replica_of(Some(1), false)).ready_leader(1).with(|o| o.replica_stalled = true).decide();
     assert_eq!(d, Decision::new(Action::Nothing, Reason::CatchingUp(m(1))));
 }
 

@@ -6,14 +6,7 @@ use crate::error::PgError;
 use std::path::{Path, PathBuf};
 
 /// The programs a directory must hold to count as a PostgreSQL bin directory.
-const REQUIRED: &[&str] = &[
-    "postgres",
-    "initdb",
-    "pg_ctl",
-    "pg_basebackup",
-    "pg_rewind",
-    "pg_controldata",
-];
+const REQUIRED: &[&str] = &["postgres", "initdb", "pg_ctl", "pg_basebackup", "pg_rewind", "pg_controldata"];
 
 /// The oldest major version with `standby.signal` and recovery settings in postgresql.conf.
 const OLDEST_MAJOR: u32 = 12;
@@ -64,10 +57,7 @@ impl Binaries {
 
     #[cfg(test)]
     pub(crate) fn for_tests() -> Binaries {
-        Binaries {
-            dir: PathBuf::from("/usr/lib/postgresql/15/bin"),
-            major: 15,
-        }
+        Binaries { dir: PathBuf::from("/usr/lib/postgresql/15/bin"), major: 15 }
     }
 }
 
@@ -103,13 +93,10 @@ fn has_programs(dir: &Path) -> bool {
 fn major_version(dir: &Path) -> Result<u32, PgError> {
     let postgres = dir.join("postgres");
     let doing = format!("read the version of {}", postgres.display());
-    let out = std_command(&postgres)
-        .arg("--version")
-        .output()
-        .map_err(|e| PgError::io(doing.clone(), e))?;
+    let out = std_command(&postgres).arg("--version").output().map_err(|e| PgError::io(doing.clone(), e))?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let major = parse_major(&text)
-        .ok_or_else(|| PgError::Other(format!("{doing}: cannot understand {:?}", text.trim())))?;
+    let major =
+        parse_major(&text).ok_or_else(|| PgError::Other(format!("{doing}: cannot understand {:?}", text.trim())))?;
     if major < OLDEST_MAJOR {
         return Err(PgError::Other(format!(
             "postgresql {major} in {} is too old: pgrepl needs {OLDEST_MAJOR} or newer",
@@ -132,10 +119,7 @@ mod tests {
 
     #[test]
     fn parses_major_versions() {
-        assert_eq!(
-            parse_major("postgres (PostgreSQL) 15.14 (Debian 15.14-1.pgdg120+1)\n"),
-            Some(15)
-        );
+        assert_eq!(parse_major("postgres (PostgreSQL) 15.14 (Debian 15.14-1.pgdg120+1)\n"), Some(15));
         assert_eq!(parse_major("postgres (PostgreSQL) 17beta1"), Some(17));
         assert_eq!(parse_major("postgres (PostgreSQL) 9.6.24"), Some(9));
         assert_eq!(parse_major("something else"), None);
@@ -145,9 +129,7 @@ mod tests {
     fn a_configured_dir_without_programs_is_an_error_naming_it() {
         let dir = tempfile::tempdir().unwrap();
         let err = Binaries::find(Some(dir.path())).unwrap_err();
-        assert!(
-            matches!(&err, PgError::BinariesNotFound { searched } if searched == &vec![dir.path().to_path_buf()])
-        );
+        assert!(matches!(&err, PgError::BinariesNotFound { searched } if searched == &vec![dir.path().to_path_buf()]));
         assert!(err.to_string().contains(&dir.path().display().to_string()));
     }
 }

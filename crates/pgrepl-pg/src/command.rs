@@ -62,20 +62,13 @@ pub(crate) async fn output(
     doing: &str,
     limit: Option<Duration>,
 ) -> Result<Output, PgError> {
-    let child = cmd
-        .spawn()
-        .map_err(|e| PgError::io(format!("{doing}: run {}", program_of(&cmd)), e))?;
+    let child = cmd.spawn().map_err(|e| PgError::io(format!("{doing}: run {}", program_of(&cmd)), e))?;
     let wait = child.wait_with_output();
     let out = match limit {
         Some(after) => match tokio::time::timeout(after, wait).await {
             Ok(out) => out,
             // Dropping the future kills the child (kill_on_drop).
-            Err(_) => {
-                return Err(PgError::Timeout {
-                    doing: doing.to_string(),
-                    after,
-                })
-            }
+            Err(_) => return Err(PgError::Timeout { doing: doing.to_string(), after }),
         },
         None => wait.await,
     };
@@ -83,11 +76,7 @@ pub(crate) async fn output(
 }
 
 /// Like `output`, but a non-zero exit is a `PgError::Command` carrying the output's tail.
-pub(crate) async fn run(
-    cmd: tokio::process::Command,
-    doing: &str,
-    limit: Option<Duration>,
-) -> Result<Output, PgError> {
+pub(crate) async fn run(cmd: tokio::process::Command, doing: &str, limit: Option<Duration>) -> Result<Output, PgError> {
     let program = program_of(&cmd);
     let out = output(cmd, doing, limit).await?;
     if out.status.success() {
@@ -130,9 +119,5 @@ pub(crate) fn exit_status(program: &str, status: &std::process::ExitStatus) -> S
 
 pub(crate) fn program_of(cmd: &tokio::process::Command) -> String {
     let program = cmd.as_std().get_program();
-    Path::new(program)
-        .file_name()
-        .unwrap_or(program)
-        .to_string_lossy()
-        .into_owned()
+    Path::new(program).file_name().unwrap_or(program).to_string_lossy().into_owned()
 }

@@ -18,11 +18,7 @@ pub enum PgError {
     /// A PostgreSQL program failed; `output_tail` holds the last lines of its output (or of the
     /// server log), one per line.
     #[error("{doing}: {status}{}", tail_suffix(.output_tail))]
-    Command {
-        doing: String,
-        status: String,
-        output_tail: String,
-    },
+    Command { doing: String, status: String, output_tail: String },
 
     #[error("{doing}")]
     Io {
@@ -51,17 +47,11 @@ pub enum PgError {
 
 impl PgError {
     pub(crate) fn io(doing: impl Into<String>, source: std::io::Error) -> PgError {
-        PgError::Io {
-            doing: doing.into(),
-            source,
-        }
+        PgError::Io { doing: doing.into(), source }
     }
 
     pub(crate) fn sql(doing: impl Into<String>, source: tokio_postgres::Error) -> PgError {
-        PgError::Sql {
-            doing: doing.into(),
-            source,
-        }
+        PgError::Sql { doing: doing.into(), source }
     }
 
     /// The SQLSTATE of a failed statement, for callers that branch on it.
@@ -77,19 +67,11 @@ fn list_paths(paths: &[PathBuf]) -> String {
     if paths.is_empty() {
         return "(no candidate directories)".to_string();
     }
-    paths
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
+    paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
 }
 
 fn tail_suffix(tail: &str) -> String {
-    let lines: Vec<&str> = tail
-        .lines()
-        .map(str::trim_end)
-        .filter(|l| !l.is_empty())
-        .collect();
+    let lines: Vec<&str> = tail.lines().map(str::trim_end).filter(|l| !l.is_empty()).collect();
     if lines.is_empty() {
         String::new()
     } else {
@@ -103,9 +85,7 @@ mod tests {
 
     #[test]
     fn not_found_names_places_and_how_to_install() {
-        let e = PgError::BinariesNotFound {
-            searched: vec!["/a/bin".into(), "/b".into()],
-        };
+        let e = PgError::BinariesNotFound { searched: vec!["/a/bin".into(), "/b".into()] };
         let msg = e.to_string();
         assert!(msg.contains("/a/bin, /b"), "{msg}");
         assert!(msg.contains("apt-get install postgresql-15"), "{msg}");
@@ -119,9 +99,6 @@ mod tests {
             status: "pg_ctl exited with status 1".into(),
             output_tail: "line one\n\nline two\n".into(),
         };
-        assert_eq!(
-            e.to_string(),
-            "start postgres in /x/data: pg_ctl exited with status 1: line one | line two"
-        );
+        assert_eq!(e.to_string(), "start postgres in /x/data: pg_ctl exited with status 1: line one | line two");
     }
 }

@@ -12,20 +12,15 @@ use std::path::{Path, PathBuf};
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), PgError> {
     let doing = || format!("write {}", path.display());
     let dir = parent_of(path);
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| PgError::Other(format!("write {}: not a file path", path.display())))?;
+    let file_name =
+        path.file_name().ok_or_else(|| PgError::Other(format!("write {}: not a file path", path.display())))?;
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(file_name);
     tmp_name.push(format!(".tmp-{}", std::process::id()));
     let tmp = dir.join(tmp_name);
     let _ = fs::remove_file(&tmp);
     let result = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
+        let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
         // The umask may have narrowed the mode; never widened it, but make it exact.
         f.set_permissions(fs::Permissions::from_mode(mode))?;
         f.write_all(contents)?;
@@ -96,11 +91,7 @@ pub(crate) fn tail_of_file(path: &Path, from: u64, n: usize) -> String {
 
 /// The last `n` non-empty lines of `text`, joined by newlines.
 pub(crate) fn tail_lines(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text
-        .lines()
-        .map(str::trim_end)
-        .filter(|l| !l.is_empty())
-        .collect();
+    let lines: Vec<&str> = text.lines().map(str::trim_end).filter(|l| !l.is_empty()).collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
@@ -115,15 +106,8 @@ mod tests {
         write_atomic(&p, b"one", 0o600).unwrap();
         write_atomic(&p, b"two", 0o600).unwrap();
         assert_eq!(fs::read_to_string(&p).unwrap(), "two");
-        assert_eq!(
-            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
-        assert_eq!(
-            fs::read_dir(dir.path()).unwrap().count(),
-            1,
-            "no temp file left behind"
-        );
+        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no temp file left behind");
     }
 
     #[test]

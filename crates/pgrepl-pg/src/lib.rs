@@ -19,7 +19,7 @@ pub mod sql;
 
 pub use binaries::Binaries;
 pub use error::PgError;
+pub use fsx::write_atomic;
 pub use instance::{server_state, Conninfo, HbaRules, Instance, ServerConf, StopMode};
 pub use os_user::{become_user, user_ids};
-pub use fsx::write_atomic;
 pub use passfile::{write_passfile, PassEntry};

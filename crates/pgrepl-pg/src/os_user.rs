@@ -26,22 +26,13 @@ pub fn become_user(name: &str) -> Result<bool, PgError> {
     // thread of the process.
     unsafe {
         if libc::initgroups(c_name.as_ptr(), account.gid) != 0 {
-            return Err(PgError::io(
-                format!("{doing}: set supplementary groups"),
-                last_os_error(),
-            ));
+            return Err(PgError::io(format!("{doing}: set supplementary groups"), last_os_error()));
         }
         if libc::setgid(account.gid) != 0 {
-            return Err(PgError::io(
-                format!("{doing}: setgid({})", account.gid),
-                last_os_error(),
-            ));
+            return Err(PgError::io(format!("{doing}: setgid({})", account.gid), last_os_error()));
         }
         if libc::setuid(account.uid) != 0 {
-            return Err(PgError::io(
-                format!("{doing}: setuid({})", account.uid),
-                last_os_error(),
-            ));
+            return Err(PgError::io(format!("{doing}: setuid({})", account.uid), last_os_error()));
         }
         if libc::geteuid() != account.uid || libc::getuid() != account.uid {
             return Err(PgError::Other(format!("{doing}: the uid did not change")));
@@ -50,12 +41,7 @@ pub fn become_user(name: &str) -> Result<bool, PgError> {
     std::env::set_var("HOME", &account.home);
     std::env::set_var("USER", name);
     std::env::set_var("LOGNAME", name);
-    tracing::info!(
-        user = name,
-        uid = account.uid,
-        gid = account.gid,
-        "switched to unprivileged OS user"
-    );
+    tracing::info!(user = name, uid = account.uid, gid = account.gid, "switched to unprivileged OS user");
     Ok(true)
 }
 
@@ -73,24 +59,14 @@ fn lookup(name: &str) -> Result<Account, PgError> {
         // that getpwnam_r points into it, which are copied before returning.
         let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
         let mut result: *mut libc::passwd = std::ptr::null_mut();
-        let rc = unsafe {
-            libc::getpwnam_r(
-                c_name.as_ptr(),
-                &mut pwd,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                &mut result,
-            )
-        };
+        let rc =
+            unsafe { libc::getpwnam_r(c_name.as_ptr(), &mut pwd, buf.as_mut_ptr().cast(), buf.len(), &mut result) };
         if rc == libc::ERANGE && buf.len() < 1 << 20 {
             buf.resize(buf.len() * 2, 0);
             continue;
         }
         if rc != 0 {
-            return Err(PgError::io(
-                format!("look up OS user {name}"),
-                std::io::Error::from_raw_os_error(rc),
-            ));
+            return Err(PgError::io(format!("look up OS user {name}"), std::io::Error::from_raw_os_error(rc)));
         }
         if result.is_null() {
             return Err(PgError::Other(format!(
@@ -102,21 +78,14 @@ fn lookup(name: &str) -> Result<Account, PgError> {
             "/".to_string()
         } else {
             // SAFETY: getpwnam_r succeeded, so pw_dir points to a NUL-terminated string in buf.
-            unsafe { CStr::from_ptr(pwd.pw_dir) }
-                .to_string_lossy()
-                .into_owned()
+            unsafe { CStr::from_ptr(pwd.pw_dir) }.to_string_lossy().into_owned()
         };
-        return Ok(Account {
-            uid: pwd.pw_uid,
-            gid: pwd.pw_gid,
-            home,
-        });
+        return Ok(Account { uid: pwd.pw_uid, gid: pwd.pw_gid, home });
     }
 }
 
 fn c_string(name: &str) -> Result<CString, PgError> {
-    CString::new(name)
-        .map_err(|_| PgError::Other(format!("OS user name {name:?} contains a NUL byte")))
+    CString::new(name).map_err(|_| PgError::Other(format!("OS user name {name:?} contains a NUL byte")))
 }
 
 fn last_os_error() -> std::io::Error {
@@ -131,9 +100,6 @@ mod tests {
     fn root_is_uid_zero_and_missing_users_are_named() {
         assert_eq!(user_ids("root").unwrap(), (0, 0));
         let msg = user_ids("no-such-user-pgrepl").unwrap_err().to_string();
-        assert!(
-            msg.contains("no-such-user-pgrepl") && msg.contains("useradd --system"),
-            "{msg}"
-        );
+        assert!(msg.contains("no-such-user-pgrepl") && msg.contains("useradd --system"), "{msg}");
     }
 }

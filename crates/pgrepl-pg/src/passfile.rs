@@ -31,34 +31,27 @@ impl std::fmt::Debug for PassEntry {
 /// Writes a libpq password file atomically with mode 0600 (the temporary file has that mode
 /// from its creation on), escaping `:` and `\` as libpq requires.
 pub fn write_passfile(path: &Path, entries: &[PassEntry]) -> Result<(), PgError> {
-    let text = render(entries)
-        .map_err(|why| PgError::Other(format!("write password file {}: {why}", path.display())))?;
+    let text =
+        render(entries).map_err(|why| PgError::Other(format!("write password file {}: {why}", path.display())))?;
     write_atomic(path, text.as_bytes(), 0o600)
 }
 
 fn render(entries: &[PassEntry]) -> Result<String, String> {
     let mut text = String::new();
     for e in entries {
-        for (what, value) in [
-            ("host", &e.host),
-            ("database", &e.database),
-            ("user", &e.user),
-        ] {
+        for (what, value) in [("host", &e.host), ("database", &e.database), ("user", &e.user)] {
             if value.contains(['\n', '\r']) {
                 return Err(format!("the {what} {value:?} contains a line break"));
             }
         }
         if e.password.contains(['\n', '\r']) {
-            return Err(format!("the password of user {:?} contains a line break, which a password file cannot hold", e.user));
+            return Err(format!(
+                "the password of user {:?} contains a line break, which a password file cannot hold",
+                e.user
+            ));
         }
         let port = e.port.to_string();
-        let fields = [
-            escape(&e.host),
-            port,
-            escape(&e.database),
-            escape(&e.user),
-            escape(&e.password),
-        ];
+        let fields = [escape(&e.host), port, escape(&e.database), escape(&e.user), escape(&e.password)];
         text.push_str(&fields.join(":"));
         text.push('\n');
     }
@@ -93,19 +86,9 @@ mod tests {
 
     #[test]
     fn escapes_colons_and_backslashes() {
-        let text = render(&[
-            entry(r"a:b\c"),
-            PassEntry {
-                host: "*".into(),
-                database: "*".into(),
-                ..entry("x")
-            },
-        ])
-        .unwrap();
-        assert_eq!(
-            text,
-            "10.0.0.1:5432:replication:repl:a\\:b\\\\c\n*:5432:*:repl:x\n"
-        );
+        let text =
+            render(&[entry(r"a:b\c"), PassEntry { host: "*".into(), database: "*".into(), ..entry("x") }]).unwrap();
+        assert_eq!(text, "10.0.0.1:5432:replication:repl:a\\:b\\\\c\n*:5432:*:repl:x\n");
     }
 
     #[test]
@@ -119,14 +102,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("pgpass");
         write_passfile(&p, &[entry("pw")]).unwrap();
-        assert_eq!(
-            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
-        assert_eq!(
-            std::fs::read_to_string(&p).unwrap(),
-            "10.0.0.1:5432:replication:repl:pw\n"
-        );
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "10.0.0.1:5432:replication:repl:pw\n");
         assert!(!format!("{:?}", entry("pw")).contains("pw\""));
     }
 }

@@ -30,14 +30,9 @@ pub async fn replication_rows(c: &Client) -> Result<Vec<ReplicationRow>, PgError
                     .map_err(|e| PgError::sql(doing, e))?
                     .unwrap_or_default(),
                 client_addr: r.try_get(1).map_err(|e| PgError::sql(doing, e))?,
-                state: r
-                    .try_get::<_, Option<String>>(2)
-                    .map_err(|e| PgError::sql(doing, e))?
-                    .unwrap_or_default(),
+                state: r.try_get::<_, Option<String>>(2).map_err(|e| PgError::sql(doing, e))?.unwrap_or_default(),
                 replay_lsn: replay_lsn.and_then(|t| t.parse::<Lsn>().ok()),
-                replay_lag_ms: lag
-                    .filter(|ms| ms.is_finite() && *ms >= 0.0)
-                    .map(|ms| ms.round() as u64),
+                replay_lag_ms: lag.filter(|ms| ms.is_finite() && *ms >= 0.0).map(|ms| ms.round() as u64),
             })
         })
         .collect()
@@ -68,23 +63,14 @@ pub async fn slots(c: &Client) -> Result<Vec<Slot>, PgError> {
 pub async fn create_slot(c: &Client, name: &str) -> Result<(), PgError> {
     let doing = format!("create replication slot {name}");
     let exists = c
-        .query_opt(
-            "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1",
-            &[&name],
-        )
+        .query_opt("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", &[&name])
         .await
         .map_err(|e| PgError::sql(doing.clone(), e))?
         .is_some();
     if exists {
         return Ok(());
     }
-    match c
-        .execute(
-            "SELECT pg_create_physical_replication_slot($1, true)",
-            &[&name],
-        )
-        .await
-    {
+    match c.execute("SELECT pg_create_physical_replication_slot($1, true)", &[&name]).await {
         Ok(_) => {
             tracing::info!(slot = name, "created replication slot");
             Ok(())
@@ -125,27 +111,16 @@ pub enum RoleKind {
 /// Creates the role `name` if absent, else alters it, with the attributes of `kind` and
 /// `password`. The password is sent as a SCRAM-SHA-256 verifier computed here, so the
 /// plaintext never reaches the server, its log or `pg_stat_activity`.
-pub async fn ensure_role(
-    c: &Client,
-    name: &str,
-    kind: RoleKind,
-    password: &str,
-) -> Result<(), PgError> {
+pub async fn ensure_role(c: &Client, name: &str, kind: RoleKind, password: &str) -> Result<(), PgError> {
     let doing = format!("set up role {name}");
     let exists = c
         .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&name])
         .await
         .map_err(|e| PgError::sql(doing.clone(), e))?
         .is_some();
-    let statement = role_statement(
-        name,
-        exists,
-        kind,
-        &postgres_protocol::password::scram_sha_256(password.as_bytes()),
-    );
-    c.batch_execute(&statement)
-        .await
-        .map_err(|e| PgError::sql(doing, e))
+    let statement =
+        role_statement(name, exists, kind, &postgres_protocol::password::scram_sha_256(password.as_bytes()));
+    c.batch_execute(&statement).await.map_err(|e| PgError::sql(doing, e))
 }
 
 fn role_statement(name: &str, exists: bool, kind: RoleKind, verifier: &str) -> String {
@@ -155,11 +130,7 @@ fn role_statement(name: &str, exists: bool, kind: RoleKind, verifier: &str) -> S
         RoleKind::Replication => "LOGIN REPLICATION",
         RoleKind::Superuser => "LOGIN SUPERUSER",
     };
-    format!(
-        "{verb} ROLE {} WITH {attributes} PASSWORD {}",
-        quote_ident(name),
-        quote_literal(verifier)
-    )
+    format!("{verb} ROLE {} WITH {attributes} PASSWORD {}", quote_ident(name), quote_literal(verifier))
 }
 
 /// Creates the database `name` owned by `owner` if there is none of that name.
@@ -173,11 +144,7 @@ pub async fn ensure_database(c: &Client, name: &str, owner: &str) -> Result<(), 
     if exists {
         return Ok(());
     }
-    let statement = format!(
-        "CREATE DATABASE {} OWNER {}",
-        quote_ident(name),
-        quote_ident(owner)
-    );
+    let statement = format!("CREATE DATABASE {} OWNER {}", quote_ident(name), quote_ident(owner));
     match c.batch_execute(&statement).await {
         Ok(()) => {
             tracing::info!(database = name, owner, "created database");
@@ -191,9 +158,7 @@ pub async fn ensure_database(c: &Client, name: &str, owner: &str) -> Result<(), 
 /// Forces a checkpoint. After a promotion this writes the new timeline into the control file,
 /// which `pg_rewind` reads from its source.
 pub async fn checkpoint(c: &Client) -> Result<(), PgError> {
-    c.batch_execute("CHECKPOINT")
-        .await
-        .map_err(|e| PgError::sql("run a checkpoint", e))
+    c.batch_execute("CHECKPOINT").await.map_err(|e| PgError::sql("run a checkpoint", e))
 }
 
 /// An SQL identifier, always double-quoted (so case and odd characters are kept as given).
@@ -233,13 +198,9 @@ mod tests {
         let verifier = postgres_protocol::password::scram_sha_256(b"s3cret");
         assert!(verifier.starts_with("SCRAM-SHA-256$4096:"));
         let create = role_statement("repl", false, RoleKind::Replication, &verifier);
-        assert_eq!(
-            create,
-            format!("CREATE ROLE \"repl\" WITH LOGIN REPLICATION PASSWORD '{verifier}'")
-        );
+        assert_eq!(create, format!("CREATE ROLE \"repl\" WITH LOGIN REPLICATION PASSWORD '{verifier}'"));
         assert!(!create.contains("s3cret"));
         let alter = role_statement("postgres", true, RoleKind::Superuser, &verifier);
-        assert!(alter
-            .starts_with("ALTER ROLE \"postgres\" WITH LOGIN SUPERUSER PASSWORD 'SCRAM-SHA-256$"));
+        assert!(alter.starts_with("ALTER ROLE \"postgres\" WITH LOGIN SUPERUSER PASSWORD 'SCRAM-SHA-256$"));
     }
 }

@@ -37,12 +37,7 @@ impl Contract {
     /// `a` and `b` must be two handles on the same store (they may be the same handle, but then
     /// the cross-handle properties prove less).
     pub fn new(a: Arc<dyn Store>, b: Arc<dyn Store>) -> Contract {
-        Contract {
-            a,
-            b,
-            ttl: Duration::from_millis(300),
-            prefix: "contract/".to_owned(),
-        }
+        Contract { a, b, ttl: Duration::from_millis(300), prefix: "contract/".to_owned() }
     }
 
     /// The TTL the TTL properties use (default 300 ms). Backends with coarse leases (etcd
@@ -98,19 +93,9 @@ impl Contract {
         let r3 = put(b, &empty, b"", Condition::Any, None).await;
         for store in [a, b] {
             let snap = snapshot(store).await;
-            assert!(
-                snap.revision >= r3,
-                "snapshot revision {} < last write {r3}",
-                snap.revision
-            );
-            for (key, value, revision) in [
-                (&json, &doc[..], r1),
-                (&binary, &bytes[..], r2),
-                (&empty, &b""[..], r3),
-            ] {
-                let entry = snap
-                    .get(key)
-                    .unwrap_or_else(|| panic!("{key} missing after put"));
+            assert!(snap.revision >= r3, "snapshot revision {} < last write {r3}", snap.revision);
+            for (key, value, revision) in [(&json, &doc[..], r1), (&binary, &bytes[..], r2), (&empty, &b""[..], r3)] {
+                let entry = snap.get(key).unwrap_or_else(|| panic!("{key} missing after put"));
                 assert_eq!(entry.key, *key);
                 assert_eq!(entry.value, value, "value of {key}");
                 assert_eq!(entry.revision, revision, "revision of {key}");
@@ -140,10 +125,7 @@ impl Contract {
             let key = if i % 2 == 0 { &x } else { &y };
             let r = put(store, key, value.as_bytes(), Condition::Any, None).await;
             written.push(r);
-            assert!(
-                r > last,
-                "write {i} returned revision {r}, not above {last}"
-            );
+            assert!(r > last, "write {i} returned revision {r}, not above {last}");
             last = r;
         }
         let x_rev = snapshot(b).await.get(&x).expect("x missing").revision;
@@ -153,36 +135,15 @@ impl Contract {
         let r = delete(a, &y, Condition::Any).await;
         assert!(r > last, "delete returned {r}, not above {last}");
         last = r;
-        assert_eq!(
-            snapshot(b).await.revision,
-            last,
-            "store revision after the last write"
-        );
+        assert_eq!(snapshot(b).await.revision, last, "store revision after the last write");
 
-        expect_conflict(
-            a.put(&x, b"no", Condition::Absent, None).await,
-            "put absent on existing key",
-        );
-        expect_conflict(
-            a.delete(&x, Condition::Revision(x_rev)).await,
-            "delete at a stale revision",
-        );
-        assert_eq!(
-            snapshot(a).await.revision,
-            last,
-            "a failed condition changed the revision"
-        );
+        expect_conflict(a.put(&x, b"no", Condition::Absent, None).await, "put absent on existing key");
+        expect_conflict(a.delete(&x, Condition::Revision(x_rev)).await, "delete at a stale revision");
+        assert_eq!(snapshot(a).await.revision, last, "a failed condition changed the revision");
 
         let r = delete(b, &y, Condition::Any).await;
-        assert_eq!(
-            r, last,
-            "deleting an absent key must return the unchanged revision"
-        );
-        assert_eq!(
-            snapshot(a).await.revision,
-            last,
-            "deleting an absent key changed the revision"
-        );
+        assert_eq!(r, last, "deleting an absent key must return the unchanged revision");
+        assert_eq!(snapshot(a).await.revision, last, "deleting an absent key changed the revision");
     }
 
     /// `Absent` fails on an existing key and holds on a missing or expired one.
@@ -192,28 +153,17 @@ impl Contract {
         let ttl_key = self.key("absent", "ttl");
 
         let r = put(a, &key, b"first", Condition::Absent, None).await;
-        expect_conflict(
-            b.put(&key, b"second", Condition::Absent, None).await,
-            "put absent on existing key",
-        );
+        expect_conflict(b.put(&key, b"second", Condition::Absent, None).await, "put absent on existing key");
         let snap = snapshot(a).await;
         let entry = snap.get(&key).expect("key missing");
-        assert_eq!(
-            (entry.value.as_slice(), entry.revision),
-            (&b"first"[..], r),
-            "a failed put wrote"
-        );
+        assert_eq!((entry.value.as_slice(), entry.revision), (&b"first"[..], r), "a failed put wrote");
 
         delete(b, &key, Condition::Any).await;
         put(a, &key, b"third", Condition::Absent, None).await;
 
         put(a, &ttl_key, b"short", Condition::Absent, Some(self.ttl)).await;
-        expect_conflict(
-            b.put(&ttl_key, b"no", Condition::Absent, None).await,
-            "put absent on a live TTL key",
-        );
-        self.wait_until_absent(b, &ttl_key, Instant::now() + self.ttl + self.expiry_grace())
-            .await;
+        expect_conflict(b.put(&ttl_key, b"no", Condition::Absent, None).await, "put absent on a live TTL key");
+        self.wait_until_absent(b, &ttl_key, Instant::now() + self.ttl + self.expiry_grace()).await;
         put(b, &ttl_key, b"after expiry", Condition::Absent, None).await;
     }
 
@@ -227,44 +177,23 @@ impl Contract {
 
         let r1 = put(a, &key, b"1", Condition::Any, None).await;
         let r2 = put(b, &key, b"2", Condition::Revision(r1), None).await;
-        expect_conflict(
-            a.put(&key, b"x", Condition::Revision(r1), None).await,
-            "put at a stale revision",
-        );
-        expect_conflict(
-            a.put(&key, b"x", Condition::Revision(r2 + 1000), None)
-                .await,
-            "put at a future revision",
-        );
+        expect_conflict(a.put(&key, b"x", Condition::Revision(r1), None).await, "put at a stale revision");
+        expect_conflict(a.put(&key, b"x", Condition::Revision(r2 + 1000), None).await, "put at a future revision");
 
         // The entry revision counts, not the store revision.
         let store_rev = put(a, &other, b"o", Condition::Any, None).await;
-        expect_conflict(
-            b.put(&key, b"x", Condition::Revision(store_rev), None)
-                .await,
-            "put at the store revision",
-        );
+        expect_conflict(b.put(&key, b"x", Condition::Revision(store_rev), None).await, "put at the store revision");
         let r3 = put(b, &key, b"3", Condition::Revision(r2), None).await;
-        assert_eq!(
-            snapshot(a)
-                .await
-                .get(&key)
-                .map(|e| (e.value.clone(), e.revision)),
-            Some((b"3".to_vec(), r3))
-        );
+        assert_eq!(snapshot(a).await.get(&key).map(|e| (e.value.clone(), e.revision)), Some((b"3".to_vec(), r3)));
 
         expect_conflict(
             a.put(&missing, b"x", Condition::Revision(r1), None).await,
             "put at a revision on a missing key",
         );
-        assert!(
-            snapshot(a).await.get(&missing).is_none(),
-            "a failed put created the key"
-        );
+        assert!(snapshot(a).await.get(&missing).is_none(), "a failed put created the key");
 
         let rt = put(a, &ttl_key, b"t", Condition::Any, Some(self.ttl)).await;
-        self.wait_until_absent(b, &ttl_key, Instant::now() + self.ttl + self.expiry_grace())
-            .await;
+        self.wait_until_absent(b, &ttl_key, Instant::now() + self.ttl + self.expiry_grace()).await;
         expect_conflict(
             b.put(&ttl_key, b"x", Condition::Revision(rt), None).await,
             "put at the revision of an expired key",
@@ -278,34 +207,17 @@ impl Contract {
         let ttl_key = self.key("delete", "ttl");
 
         let before = snapshot(a).await.revision;
-        assert_eq!(
-            delete(a, &key, Condition::Any).await,
-            before,
-            "delete any of an absent key"
-        );
-        assert_eq!(
-            delete(b, &key, Condition::Absent).await,
-            before,
-            "delete absent of an absent key"
-        );
+        assert_eq!(delete(a, &key, Condition::Any).await, before, "delete any of an absent key");
+        assert_eq!(delete(b, &key, Condition::Absent).await, before, "delete absent of an absent key");
         expect_conflict(
             a.delete(&key, Condition::Revision(before.max(1))).await,
             "delete at a revision of an absent key",
         );
 
         let r = put(a, &key, b"v", Condition::Any, None).await;
-        expect_conflict(
-            b.delete(&key, Condition::Absent).await,
-            "delete absent of an existing key",
-        );
-        expect_conflict(
-            b.delete(&key, Condition::Revision(r + 1)).await,
-            "delete at a wrong revision",
-        );
-        assert!(
-            snapshot(a).await.get(&key).is_some(),
-            "a failed delete removed the key"
-        );
+        expect_conflict(b.delete(&key, Condition::Absent).await, "delete absent of an existing key");
+        expect_conflict(b.delete(&key, Condition::Revision(r + 1)).await, "delete at a wrong revision");
+        assert!(snapshot(a).await.get(&key).is_some(), "a failed delete removed the key");
         let rd = delete(b, &key, Condition::Revision(r)).await;
         assert!(rd > r, "delete returned {rd}, not above {r}");
         let snap = snapshot(a).await;
@@ -314,18 +226,11 @@ impl Contract {
 
         put(a, &key, b"v", Condition::Any, None).await;
         delete(b, &key, Condition::Any).await;
-        assert!(
-            snapshot(a).await.get(&key).is_none(),
-            "deleted key still there"
-        );
+        assert!(snapshot(a).await.get(&key).is_none(), "deleted key still there");
 
         let rt = put(a, &ttl_key, b"t", Condition::Any, Some(self.ttl)).await;
-        self.wait_until_absent(b, &ttl_key, Instant::now() + self.ttl + self.expiry_grace())
-            .await;
-        expect_conflict(
-            b.delete(&ttl_key, Condition::Revision(rt)).await,
-            "delete at the revision of an expired key",
-        );
+        self.wait_until_absent(b, &ttl_key, Instant::now() + self.ttl + self.expiry_grace()).await;
+        expect_conflict(b.delete(&ttl_key, Condition::Revision(rt)).await, "delete at the revision of an expired key");
         delete(b, &ttl_key, Condition::Any).await;
     }
 
@@ -357,11 +262,7 @@ impl Contract {
         put(b, &renewed, b"2", Condition::Any, Some(ttl)).await;
         put(b, &permanent, b"2", Condition::Any, None).await;
         let snap = snapshot(a).await;
-        assert_eq!(
-            snap.get(&permanent).map(|e| e.expires_in),
-            Some(None),
-            "a put without TTL must clear the TTL"
-        );
+        assert_eq!(snap.get(&permanent).map(|e| e.expires_in), Some(None), "a put without TTL must clear the TTL");
 
         // Past every first expiry, before any renewed one.
         tokio::time::sleep((t0 + ttl * 5 / 4).saturating_duration_since(Instant::now())).await;
@@ -370,25 +271,14 @@ impl Contract {
             Instant::now() < t0 + ttl * 3 / 2,
             "too slow to check a renewal within the ttl {ttl:?}; use a longer one"
         );
-        let entry = snap
-            .get(&renewed)
-            .expect("a renewed key expired at its first TTL");
+        let entry = snap.get(&renewed).expect("a renewed key expired at its first TTL");
         assert_eq!(entry.value, b"2");
 
-        self.wait_until_absent(a, &lapsed, t0 + ttl + self.expiry_grace())
-            .await;
-        self.wait_until_absent(b, &renewed, t0 + ttl * 3 / 2 + self.expiry_grace())
-            .await;
+        self.wait_until_absent(a, &lapsed, t0 + ttl + self.expiry_grace()).await;
+        self.wait_until_absent(b, &renewed, t0 + ttl * 3 / 2 + self.expiry_grace()).await;
         let snap = snapshot(a).await;
-        assert!(
-            snap.get(&lapsed).is_none() && snap.get(&renewed).is_none(),
-            "an expired key came back"
-        );
-        assert_eq!(
-            snap.get(&permanent).map(|e| e.value.as_slice()),
-            Some(&b"2"[..]),
-            "a permanent key expired"
-        );
+        assert!(snap.get(&lapsed).is_none() && snap.get(&renewed).is_none(), "an expired key came back");
+        assert_eq!(snap.get(&permanent).map(|e| e.value.as_slice()), Some(&b"2"[..]), "a permanent key expired");
     }
 
     /// A snapshot is one view: its entries never show a later write without an earlier one,
@@ -420,18 +310,9 @@ impl Contract {
             last_revision = snap.revision;
             let f = number(&snap, &first);
             let s = number(&snap, &second);
-            assert!(
-                f >= s,
-                "snapshot shows second = {s} but first = {f}: writes seen out of order"
-            );
-            assert!(
-                f <= s + 1,
-                "snapshot shows first = {f} but second = {s}: a write in between is missing"
-            );
-            assert!(
-                s >= seen_second,
-                "second went back from {seen_second} to {s}"
-            );
+            assert!(f >= s, "snapshot shows second = {s} but first = {f}: writes seen out of order");
+            assert!(f <= s + 1, "snapshot shows first = {f} but second = {s}: a write in between is missing");
+            assert!(s >= seen_second, "second went back from {seen_second} to {s}");
             seen_second = s;
             if done {
                 break;
@@ -440,10 +321,7 @@ impl Contract {
             tokio::task::yield_now().await;
         }
         writer.await.expect("snapshot writer task");
-        assert_eq!(
-            seen_second, ROUNDS,
-            "the last snapshot missed the final writes"
-        );
+        assert_eq!(seen_second, ROUNDS, "the last snapshot missed the final writes");
     }
 
     /// `wait_change` returns as soon as another handle writes, and at once when the revision
@@ -459,37 +337,17 @@ impl Contract {
             })
         };
         let started = Instant::now();
-        let woke = self
-            .a
-            .wait_change(before, Duration::from_secs(5))
-            .await
-            .expect("wait_change");
+        let woke = self.a.wait_change(before, Duration::from_secs(5)).await.expect("wait_change");
         let waited = started.elapsed();
         let written = writer.await.expect("wait_change writer task");
-        assert!(
-            woke > before,
-            "wait_change returned {woke}, not above {before}"
-        );
-        assert!(
-            woke <= written,
-            "wait_change returned {woke}, beyond the only write {written}"
-        );
-        assert!(
-            waited < Duration::from_secs(2),
-            "wait_change took {waited:?} to see a write"
-        );
+        assert!(woke > before, "wait_change returned {woke}, not above {before}");
+        assert!(woke <= written, "wait_change returned {woke}, beyond the only write {written}");
+        assert!(waited < Duration::from_secs(2), "wait_change took {waited:?} to see a write");
 
         let started = Instant::now();
-        let now = self
-            .a
-            .wait_change(before, Duration::from_secs(5))
-            .await
-            .expect("wait_change");
+        let now = self.a.wait_change(before, Duration::from_secs(5)).await.expect("wait_change");
         assert_eq!(now, written);
-        assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "wait_change waited although the revision had moved"
-        );
+        assert!(started.elapsed() < Duration::from_secs(1), "wait_change waited although the revision had moved");
     }
 
     /// Without writes, `wait_change` returns the unchanged revision once its timeout passes.
@@ -497,21 +355,14 @@ impl Contract {
         let timeout = Duration::from_millis(200);
         let before = snapshot(&*self.a).await.revision;
         let started = Instant::now();
-        let after = self
-            .a
-            .wait_change(before, timeout)
-            .await
-            .expect("wait_change");
+        let after = self.a.wait_change(before, timeout).await.expect("wait_change");
         let waited = started.elapsed();
         assert_eq!(after, before, "wait_change reported a change nobody made");
         assert!(
             waited >= timeout - Duration::from_millis(10),
             "wait_change returned after {waited:?}, before its {timeout:?} timeout"
         );
-        assert!(
-            waited < timeout + Duration::from_secs(1),
-            "wait_change overran its timeout: {waited:?}"
-        );
+        assert!(waited < timeout + Duration::from_secs(1), "wait_change overran its timeout: {waited:?}");
     }
 
     /// Tasks racing `put(key, Absent)` through both handles: exactly one wins, the others get
@@ -526,9 +377,7 @@ impl Contract {
             let (key, start) = (key.clone(), Arc::clone(&start));
             tasks.push(tokio::spawn(async move {
                 start.wait().await;
-                store
-                    .put(&key, i.to_string().as_bytes(), Condition::Absent, None)
-                    .await
+                store.put(&key, i.to_string().as_bytes(), Condition::Absent, None).await
             }));
         }
         let mut winners = Vec::new();
@@ -542,11 +391,7 @@ impl Contract {
         let (winner, revision) = winners[0];
         let snap = snapshot(&*self.b).await;
         let entry = snap.get(&key).expect("raced key missing");
-        assert_eq!(
-            entry.value,
-            winner.to_string().as_bytes(),
-            "the stored value is not the winner's"
-        );
+        assert_eq!(entry.value, winner.to_string().as_bytes(), "the stored value is not the winner's");
         assert_eq!(entry.revision, revision);
     }
 
@@ -567,15 +412,7 @@ impl Contract {
                     let snap = snapshot(&*store).await;
                     let entry = snap.get(&key).expect("counter missing");
                     let next = (number(&snap, &key) + 1).to_string();
-                    match store
-                        .put(
-                            &key,
-                            next.as_bytes(),
-                            Condition::Revision(entry.revision),
-                            None,
-                        )
-                        .await
-                    {
+                    match store.put(&key, next.as_bytes(), Condition::Revision(entry.revision), None).await {
                         Ok(revision) => revisions.push(revision),
                         Err(e) if e.is_conflict() => tokio::task::yield_now().await,
                         Err(e) => panic!("increment failed: {e}"),
@@ -591,17 +428,10 @@ impl Contract {
         let total = TASKS * INCREMENTS;
         revisions.sort_unstable();
         revisions.dedup();
-        assert_eq!(
-            revisions.len(),
-            total,
-            "two successful writes shared a revision"
-        );
+        assert_eq!(revisions.len(), total, "two successful writes shared a revision");
         let snap = snapshot(&*self.b).await;
         assert_eq!(number(&snap, &key), total as u64, "increments were lost");
-        assert_eq!(
-            snap.get(&key).map(|e| e.revision),
-            revisions.last().copied()
-        );
+        assert_eq!(snap.get(&key).map(|e| e.revision), revisions.last().copied());
     }
 
     /// Poll until `key` is gone; panic if it is still there at `deadline`.
@@ -610,41 +440,22 @@ impl Contract {
             if snapshot(store).await.get(key).is_none() {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "{key} did not expire (ttl {:?})",
-                self.ttl
-            );
+            assert!(Instant::now() < deadline, "{key} did not expire (ttl {:?})", self.ttl);
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }
 
 async fn snapshot(store: &dyn Store) -> Snapshot {
-    store
-        .snapshot()
-        .await
-        .unwrap_or_else(|e| panic!("snapshot: {e}"))
+    store.snapshot().await.unwrap_or_else(|e| panic!("snapshot: {e}"))
 }
 
-async fn put(
-    store: &dyn Store,
-    key: &str,
-    value: &[u8],
-    cond: Condition,
-    ttl: Option<Duration>,
-) -> Revision {
-    store
-        .put(key, value, cond, ttl)
-        .await
-        .unwrap_or_else(|e| panic!("put {key} ({cond}): {e}"))
+async fn put(store: &dyn Store, key: &str, value: &[u8], cond: Condition, ttl: Option<Duration>) -> Revision {
+    store.put(key, value, cond, ttl).await.unwrap_or_else(|e| panic!("put {key} ({cond}): {e}"))
 }
 
 async fn delete(store: &dyn Store, key: &str, cond: Condition) -> Revision {
-    store
-        .delete(key, cond)
-        .await
-        .unwrap_or_else(|e| panic!("delete {key} ({cond}): {e}"))
+    store.delete(key, cond).await.unwrap_or_else(|e| panic!("delete {key} ({cond}): {e}"))
 }
 
 fn expect_conflict<T: std::fmt::Debug>(result: Result<T, StoreError>, doing: &str) {

@@ -63,9 +63,7 @@ impl FileStore {
             .recursive(true)
             .mode(0o700)
             .create(dir)
-            .map_err(|source| {
-                io_error(format!("create store directory {}", dir.display()), source)
-            })?;
+            .map_err(|source| io_error(format!("create store directory {}", dir.display()), source))?;
         let store = FileStore {
             paths: Arc::new(Paths {
                 dir: dir.to_owned(),
@@ -128,14 +126,7 @@ impl Store for FileStore {
             state.revision += 1;
             let revision = state.revision;
             let expires_at_unix_ms = ttl.map(|ttl| now.saturating_add(duration_ms(ttl)));
-            state.entries.insert(
-                key,
-                StoredEntry {
-                    value,
-                    revision,
-                    expires_at_unix_ms,
-                },
-            );
+            state.entries.insert(key, StoredEntry { value, revision, expires_at_unix_ms });
             paths.write(&state)?;
             Ok(revision)
         })
@@ -161,16 +152,10 @@ impl Store for FileStore {
         .await
     }
 
-    async fn wait_change(
-        &self,
-        after: Revision,
-        timeout: Duration,
-    ) -> Result<Revision, StoreError> {
+    async fn wait_change(&self, after: Revision, timeout: Duration) -> Result<Revision, StoreError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let revision = self
-                .locked(LockMode::Shared, |paths| Ok(paths.read()?.revision))
-                .await?;
+            let revision = self.locked(LockMode::Shared, |paths| Ok(paths.read()?.revision)).await?;
             let now = tokio::time::Instant::now();
             if revision > after || now >= deadline {
                 return Ok(revision);
@@ -228,14 +213,9 @@ impl Paths {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(FileState::default()),
             Err(e) => return Err(io_error(format!("read {}", self.state.display()), e)),
         };
-        let state: FileState = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
-            path: self.state.clone(),
-            detail: e.to_string(),
-        })?;
-        state.validate().map_err(|detail| StoreError::Corrupt {
-            path: self.state.clone(),
-            detail,
-        })?;
+        let state: FileState = serde_json::from_slice(&bytes)
+            .map_err(|e| StoreError::Corrupt { path: self.state.clone(), detail: e.to_string() })?;
+        state.validate().map_err(|detail| StoreError::Corrupt { path: self.state.clone(), detail })?;
         Ok(state)
     }
 
@@ -259,10 +239,8 @@ impl Paths {
             .mode(0o600)
             .open(&self.temp)
             .map_err(|e| io_error(format!("create {temp}"), e))?;
-        file.write_all(&bytes)
-            .map_err(|e| io_error(format!("write {temp}"), e))?;
-        file.sync_all()
-            .map_err(|e| io_error(format!("fsync {temp}"), e))?;
+        file.write_all(&bytes).map_err(|e| io_error(format!("write {temp}"), e))?;
+        file.sync_all().map_err(|e| io_error(format!("fsync {temp}"), e))?;
         drop(file);
         fs::rename(&self.temp, &self.state)
             .map_err(|e| io_error(format!("rename {temp} to {}", self.state.display()), e))?;
@@ -338,10 +316,7 @@ impl FileState {
     }
 
     fn live_revision(&self, key: &str, now_ms: u64) -> Option<Revision> {
-        self.entries
-            .get(key)
-            .filter(|e| e.is_live(now_ms))
-            .map(|e| e.revision)
+        self.entries.get(key).filter(|e| e.is_live(now_ms)).map(|e| e.revision)
     }
 
     fn drop_expired(&mut self, now_ms: u64) {
@@ -358,25 +333,18 @@ impl FileState {
                     key: key.clone(),
                     value: e.value.to_bytes(),
                     revision: e.revision,
-                    expires_in: e
-                        .expires_at_unix_ms
-                        .map(|at| Duration::from_millis(at.saturating_sub(now_ms))),
+                    expires_in: e.expires_at_unix_ms.map(|at| Duration::from_millis(at.saturating_sub(now_ms))),
                 };
                 (key.clone(), entry)
             })
             .collect();
-        Snapshot {
-            revision: self.revision,
-            entries,
-        }
+        Snapshot { revision: self.revision, entries }
     }
 }
 
 /// Milliseconds since the Unix epoch by the wall clock (0 if the clock is before 1970).
 fn now_unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, duration_ms)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, duration_ms)
 }
 
 /// A duration in whole milliseconds, rounded up so a TTL never shortens, saturating.
@@ -400,10 +368,7 @@ mod tests {
             let back: StoredValue = serde_json::from_str(&json).unwrap();
             assert_eq!(back.to_bytes(), bytes, "through {json}");
         }
-        assert_eq!(
-            serde_json::to_string(&StoredValue::from_bytes(b"hi")).unwrap(),
-            "\"hi\""
-        );
+        assert_eq!(serde_json::to_string(&StoredValue::from_bytes(b"hi")).unwrap(), "\"hi\"");
     }
 
     #[test]

@@ -86,10 +86,7 @@ impl Condition {
         if self.holds(current) {
             Ok(())
         } else {
-            Err(StoreError::Conflict {
-                key: key.to_owned(),
-                expected: self.to_string(),
-            })
+            Err(StoreError::Conflict { key: key.to_owned(), expected: self.to_string() })
         }
     }
 }
@@ -150,6 +147,5 @@ pub trait Store: Send + Sync {
 
     /// Wait until the store revision exceeds `after`, or `timeout` passes; returns the revision
     /// then.
-    async fn wait_change(&self, after: Revision, timeout: Duration)
-        -> Result<Revision, StoreError>;
+    async fn wait_change(&self, after: Revision, timeout: Duration) -> Result<Revision, StoreError>;
 }

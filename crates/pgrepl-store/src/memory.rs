@@ -47,10 +47,7 @@ impl Stored {
 
 impl State {
     fn live_revision(&self, key: &str, now: Instant) -> Option<Revision> {
-        self.entries
-            .get(key)
-            .filter(|e| e.is_live(now))
-            .map(|e| e.revision)
+        self.entries.get(key).filter(|e| e.is_live(now)).map(|e| e.revision)
     }
 
     fn drop_expired(&mut self, now: Instant) {
@@ -68,21 +65,13 @@ impl MemoryStore {
     /// An empty store at revision 0.
     pub fn new() -> Self {
         let (revision, _) = watch::channel(0);
-        MemoryStore {
-            inner: Arc::new(Shared {
-                state: Mutex::new(State::default()),
-                revision,
-            }),
-        }
+        MemoryStore { inner: Arc::new(Shared { state: Mutex::new(State::default()), revision }) }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the map half-written (every write is
         // one insert or remove after all checks), so a poisoned lock is still usable.
-        self.inner
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn publish(&self, revision: Revision) {
@@ -109,10 +98,7 @@ impl Store for MemoryStore {
                 (key.clone(), entry)
             })
             .collect();
-        Ok(Snapshot {
-            revision: state.revision,
-            entries,
-        })
+        Ok(Snapshot { revision: state.revision, entries })
     }
 
     async fn put(
@@ -131,11 +117,7 @@ impl Store for MemoryStore {
             let revision = state.revision;
             state.entries.insert(
                 key.to_owned(),
-                Stored {
-                    value: value.to_vec(),
-                    revision,
-                    expires_at: ttl.map(|ttl| now + ttl),
-                },
+                Stored { value: value.to_vec(), revision, expires_at: ttl.map(|ttl| now + ttl) },
             );
             // Published under the lock so the watched revision never goes backwards.
             self.publish(revision);
@@ -162,11 +144,7 @@ impl Store for MemoryStore {
         Ok(revision)
     }
 
-    async fn wait_change(
-        &self,
-        after: Revision,
-        timeout: Duration,
-    ) -> Result<Revision, StoreError> {
+    async fn wait_change(&self, after: Revision, timeout: Duration) -> Result<Revision, StoreError> {
         let mut rx = self.inner.revision.subscribe();
         let waited = tokio::time::timeout(timeout, rx.wait_for(|r| *r > after))
             .await
@@ -174,9 +152,7 @@ impl Store for MemoryStore {
         match waited {
             Ok(Ok(revision)) => Ok(revision),
             // The sender lives in `inner`, which `self` keeps alive, so it cannot be closed.
-            Ok(Err(_closed)) => Err(StoreError::Unavailable(
-                "memory store revision channel closed".to_owned(),
-            )),
+            Ok(Err(_closed)) => Err(StoreError::Unavailable("memory store revision channel closed".to_owned())),
             Err(_elapsed) => Ok(*rx.borrow()),
         }
     }

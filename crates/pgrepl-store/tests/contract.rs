@@ -71,8 +71,5 @@ async fn run_all_on_one_file_store() {
     let dir = tempfile::tempdir().expect("create temporary directory");
     let a = FileStore::open(dir.path()).expect("open file store");
     let b = FileStore::open(dir.path()).expect("open file store again");
-    Contract::new(Arc::new(a), Arc::new(b))
-        .prefix("suite/")
-        .run_all()
-        .await;
+    Contract::new(Arc::new(a), Arc::new(b)).prefix("suite/").run_all().await;
 }

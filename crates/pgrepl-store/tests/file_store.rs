@@ -10,21 +10,13 @@ use std::time::Duration;
 use pgrepl_store::{Condition, FileStore, Store, StoreError};
 
 fn mode(path: &Path) -> u32 {
-    fs::metadata(path)
-        .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
-        .permissions()
-        .mode()
-        & 0o7777
+    fs::metadata(path).unwrap_or_else(|e| panic!("stat {}: {e}", path.display())).permissions().mode() & 0o7777
 }
 
 fn assert_corrupt<T: std::fmt::Debug>(result: Result<T, StoreError>, doing: &str) {
     match result {
         Err(StoreError::Corrupt { path, detail }) => {
-            assert!(
-                path.ends_with("state.json"),
-                "{doing}: corrupt path {}",
-                path.display()
-            );
+            assert!(path.ends_with("state.json"), "{doing}: corrupt path {}", path.display());
             assert!(!detail.is_empty());
         }
         other => panic!("{doing}: expected Corrupt, got {other:?}"),
@@ -36,21 +28,12 @@ async fn files_are_private_to_the_owner() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("nested").join("store");
     let store = FileStore::open(&dir).unwrap();
-    store
-        .put("k", b"v", Condition::Any, Some(Duration::from_secs(60)))
-        .await
-        .unwrap();
+    store.put("k", b"v", Condition::Any, Some(Duration::from_secs(60))).await.unwrap();
     assert_eq!(mode(&dir), 0o700, "store directory");
     assert_eq!(mode(&dir.join("state.json")), 0o600, "state.json");
     assert_eq!(mode(&dir.join("lock")), 0o600, "lock");
-    let names: Vec<_> = fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    assert!(
-        !names.iter().any(|n| n.ends_with(".tmp")),
-        "temporary file left: {names:?}"
-    );
+    let names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert!(!names.iter().any(|n| n.ends_with(".tmp")), "temporary file left: {names:?}");
 }
 
 #[tokio::test]
@@ -59,41 +42,19 @@ async fn missing_state_is_an_empty_store_and_writes_persist() {
     let store = FileStore::open(tmp.path()).unwrap();
     let snap = store.snapshot().await.unwrap();
     assert_eq!((snap.revision, snap.entries.len()), (0, 0));
-    assert!(
-        !tmp.path().join("state.json").exists(),
-        "a read must not create state.json"
-    );
+    assert!(!tmp.path().join("state.json").exists(), "a read must not create state.json");
 
-    let r = store
-        .put("k", &[0xff, 0x01], Condition::Absent, None)
-        .await
-        .unwrap();
-    store
-        .put("doc", br#"{"a":1}"#, Condition::Absent, None)
-        .await
-        .unwrap();
+    let r = store.put("k", &[0xff, 0x01], Condition::Absent, None).await.unwrap();
+    store.put("doc", br#"{"a":1}"#, Condition::Absent, None).await.unwrap();
     let reopened = FileStore::open(tmp.path()).unwrap();
     let snap = reopened.snapshot().await.unwrap();
-    assert_eq!(
-        snap.get("k").map(|e| (e.value.clone(), e.revision)),
-        Some((vec![0xff, 0x01], r))
-    );
-    assert_eq!(
-        snap.get("doc").map(|e| e.value.clone()),
-        Some(br#"{"a":1}"#.to_vec())
-    );
+    assert_eq!(snap.get("k").map(|e| (e.value.clone(), e.revision)), Some((vec![0xff, 0x01], r)));
+    assert_eq!(snap.get("doc").map(|e| e.value.clone()), Some(br#"{"a":1}"#.to_vec()));
 
     let text = fs::read_to_string(tmp.path().join("state.json")).unwrap();
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(
-        json["entries"]["doc"]["value"], r#"{"a":1}"#,
-        "UTF-8 values are stored as strings"
-    );
-    assert_eq!(
-        json["entries"]["k"]["value"],
-        serde_json::json!([255, 1]),
-        "other values as bytes"
-    );
+    assert_eq!(json["entries"]["doc"]["value"], r#"{"a":1}"#, "UTF-8 values are stored as strings");
+    assert_eq!(json["entries"]["k"]["value"], serde_json::json!([255, 1]), "other values as bytes");
 }
 
 #[tokio::test]
@@ -116,15 +77,8 @@ async fn a_corrupt_state_file_is_reported_never_reset() {
         assert_corrupt(store.snapshot().await, "snapshot");
         assert_corrupt(store.put("k", b"new", Condition::Any, None).await, "put");
         assert_corrupt(store.delete("k", Condition::Any).await, "delete");
-        assert_corrupt(
-            store.wait_change(0, Duration::from_millis(10)).await,
-            "wait_change",
-        );
-        assert_eq!(
-            fs::read(&state).unwrap(),
-            garbage,
-            "a corrupt file was rewritten"
-        );
+        assert_corrupt(store.wait_change(0, Duration::from_millis(10)).await, "wait_change");
+        assert_eq!(fs::read(&state).unwrap(), garbage, "a corrupt file was rewritten");
     }
 }
 
@@ -132,25 +86,11 @@ async fn a_corrupt_state_file_is_reported_never_reset() {
 async fn writes_drop_expired_entries_from_the_file() {
     let tmp = tempfile::tempdir().unwrap();
     let store = FileStore::open(tmp.path()).unwrap();
-    store
-        .put(
-            "short",
-            b"v",
-            Condition::Any,
-            Some(Duration::from_millis(30)),
-        )
-        .await
-        .unwrap();
+    store.put("short", b"v", Condition::Any, Some(Duration::from_millis(30))).await.unwrap();
     tokio::time::sleep(Duration::from_millis(60)).await;
-    store
-        .put("other", b"v", Condition::Any, None)
-        .await
-        .unwrap();
+    store.put("other", b"v", Condition::Any, None).await.unwrap();
     let text = fs::read_to_string(tmp.path().join("state.json")).unwrap();
-    assert!(
-        !text.contains("short"),
-        "expired entry still in state.json:\n{text}"
-    );
+    assert!(!text.contains("short"), "expired entry still in state.json:\n{text}");
 }
 
 /// Another process holding the lock exclusively (as during its write) holds off this one's
@@ -168,10 +108,7 @@ async fn writes_wait_for_the_lock_held_elsewhere() {
         tokio::spawn(async move { store.put("k", b"v", Condition::Absent, None).await })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(
-        !writer.is_finished(),
-        "a write went ahead while another process held the lock"
-    );
+    assert!(!writer.is_finished(), "a write went ahead while another process held the lock");
     drop(lock);
     let revision = tokio::time::timeout(Duration::from_secs(5), writer)
         .await

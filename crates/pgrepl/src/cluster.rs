@@ -80,7 +80,10 @@ impl Cluster {
     }
 
     /// Read-modify-write of the spec, retried on a concurrent change.
-    pub async fn update_spec(&self, mut change: impl FnMut(&ClusterView, &mut Spec) -> anyhow::Result<()>) -> anyhow::Result<Spec> {
+    pub async fn update_spec(
+        &self,
+        mut change: impl FnMut(&ClusterView, &mut Spec) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Spec> {
         for _ in 0..20 {
             let (snapshot, view) = self.view().await?;
             let entry = snapshot.get(keys::SPEC).context("the store holds no cluster spec")?;

@@ -23,10 +23,8 @@ pub fn check(view: &ClusterView) -> Result<MemberName, String> {
             }
             continue;
         }
-        let in_pg_stat_replication = status
-            .replication
-            .iter()
-            .any(|r| r.application_name == member.as_str() && r.state == "streaming");
+        let in_pg_stat_replication =
+            status.replication.iter().any(|r| r.application_name == member.as_str() && r.state == "streaming");
         if !view.is_streaming(member) || !in_pg_stat_replication {
             return Err(format!("{member} to stream from {leader}"));
         }

@@ -41,7 +41,11 @@ pub fn pgrepl_command(dir: &Path) -> anyhow::Result<Command> {
 }
 
 fn append_to(path: &Path) -> anyhow::Result<std::fs::File> {
-    std::fs::OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("open log {}", path.display()))
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("open log {}", path.display()))
 }
 
 fn spawn_agent(cluster: &Cluster, member: &MemberName) -> anyhow::Result<Child> {
@@ -75,7 +79,13 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     let mut not_before: BTreeMap<MemberName, Instant> = BTreeMap::new();
     loop {
         let desired: BTreeSet<MemberName> = match cluster.view().await {
-            Ok((_, view)) => view.spec.iter().flat_map(|s| s.members.iter()).filter(|(_, m)| !m.stopped).map(|(n, _)| n.clone()).collect(),
+            Ok((_, view)) => view
+                .spec
+                .iter()
+                .flat_map(|s| s.members.iter())
+                .filter(|(_, m)| !m.stopped)
+                .map(|(n, _)| n.clone())
+                .collect(),
             Err(e) => {
                 warn!("read the cluster spec: {e:#}");
                 agents.keys().cloned().collect()

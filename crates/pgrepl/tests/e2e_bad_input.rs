@@ -35,7 +35,10 @@ fn a_name_over_63_characters_is_refused_s1() {
     let env = [("POSTGRESQL_USER", "user"), ("POSTGRESQL_PASSWORD", "pw"), ("POSTGRESQL_DATABASE", long.as_str())];
     refused(&c.run_env(&["up"], &env), &["database.name (POSTGRESQL_DATABASE)", &long, "64 bytes long", "at most 63"]);
     let long_user = "u".repeat(70);
-    refused(&c.run_env(&["up"], &[("POSTGRESQL_MASTER_USER", long_user.as_str())]), &["database.replication_user (POSTGRESQL_MASTER_USER)", "70 bytes"]);
+    refused(
+        &c.run_env(&["up"], &[("POSTGRESQL_MASTER_USER", long_user.as_str())]),
+        &["database.replication_user (POSTGRESQL_MASTER_USER)", "70 bytes"],
+    );
 }
 
 #[test]
@@ -53,15 +56,24 @@ fn a_config_file_with_passwords_readable_by_others_is_refused() {
     let file = c.scratch("pgrepl.toml");
     std::fs::write(&file, "[database]\nadmin_password = \"s3cret\"\n").unwrap();
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let msg = refused(&c.run(&["up", "--config", file.to_str().unwrap()]), &["holds passwords but is readable by others", "chmod 600"]);
+    let msg = refused(
+        &c.run(&["up", "--config", file.to_str().unwrap()]),
+        &["holds passwords but is readable by others", "chmod 600"],
+    );
     assert!(!msg.contains("s3cret"));
 }
 
 #[test]
 fn bad_values_name_the_setting_the_value_and_what_is_allowed() {
     let c = TestCluster::new();
-    refused(&c.run_env(&["up"], &[("ALLOW_IP_RANGE", "10.0.0.0/40")]), &["allow (ALLOW_IP_RANGE)", "\"10.0.0.0/40\"", "CIDR"]);
-    refused(&c.run_env(&["up"], &[("DESTROY_DATABASE_ON_RESTART", "sometimes")]), &["DESTROY_DATABASE_ON_RESTART", "\"sometimes\"", "true or false"]);
+    refused(
+        &c.run_env(&["up"], &[("ALLOW_IP_RANGE", "10.0.0.0/40")]),
+        &["allow (ALLOW_IP_RANGE)", "\"10.0.0.0/40\"", "CIDR"],
+    );
+    refused(
+        &c.run_env(&["up"], &[("DESTROY_DATABASE_ON_RESTART", "sometimes")]),
+        &["DESTROY_DATABASE_ON_RESTART", "\"sometimes\"", "true or false"],
+    );
     refused(&c.run(&["up", "--replicas", "-1"]), &["replicas", "-1", "0 to 16"]);
     refused(&c.run(&["up", "--port", "70000"]), &["port", "70000", "1 to 65535"]);
     assert!(!c.dir.exists());
@@ -78,7 +90,10 @@ fn a_port_in_use_is_refused() {
 #[test]
 fn missing_postgresql_binaries_say_how_to_install_them() {
     let c = TestCluster::new();
-    refused(&c.run_env(&["up"], &[("PGREPL_PG_BIN_DIR", "/nonexistent/pg/bin")]), &["/nonexistent/pg/bin", "apt-get install postgresql-15"]);
+    refused(
+        &c.run_env(&["up"], &[("PGREPL_PG_BIN_DIR", "/nonexistent/pg/bin")]),
+        &["/nonexistent/pg/bin", "apt-get install postgresql-15"],
+    );
     assert!(!c.dir.exists());
 }
 
@@ -120,7 +135,12 @@ async fn a_data_directory_of_another_cluster_is_never_used() {
     // Put cluster A's replica data where cluster B's replica lives.
     let b_data = b.dir.join("members/node-2/data");
     std::fs::remove_dir_all(&b_data).unwrap();
-    let copied = std::process::Command::new("cp").arg("-a").arg(a.dir.join("members/node-2/data")).arg(&b_data).status().unwrap();
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(a.dir.join("members/node-2/data"))
+        .arg(&b_data)
+        .status()
+        .unwrap();
     assert!(copied.success());
     std::fs::write(b_data.join("marker"), "A's data").unwrap();
     let out = b.run(&["up", "--wait", "5"]);
@@ -129,6 +149,10 @@ async fn a_data_directory_of_another_cluster_is_never_used() {
     let node2 = status["members"].as_array().unwrap().iter().find(|m| m["name"] == "node-2").unwrap().clone();
     let decision = node2["decision"].as_str().unwrap();
     assert!(decision.contains("belongs to another cluster") && decision.contains("not touching it"), "{decision}");
-    assert_eq!(std::fs::read_to_string(b_data.join("marker")).unwrap(), "A's data", "the foreign data directory was touched");
+    assert_eq!(
+        std::fs::read_to_string(b_data.join("marker")).unwrap(),
+        "A's data",
+        "the foreign data directory was touched"
+    );
     assert!(b_data.join("global/pg_control").exists());
 }

@@ -19,13 +19,24 @@ async fn up_streams_to_two_replicas_that_serve_reads_and_refuse_writes() {
     let primary = c.admin(c.primary_port()).await;
     let rows = primary.query("SELECT application_name, state FROM pg_stat_replication ORDER BY 1", &[]).await.unwrap();
     let rows: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-    assert_eq!(rows, [("node-2".to_string(), "streaming".to_string()), ("node-3".to_string(), "streaming".to_string())]);
-    let slots: Vec<String> = primary.query("SELECT slot_name FROM pg_replication_slots ORDER BY 1", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(
+        rows,
+        [("node-2".to_string(), "streaming".to_string()), ("node-3".to_string(), "streaming".to_string())]
+    );
+    let slots: Vec<String> = primary
+        .query("SELECT slot_name FROM pg_replication_slots ORDER BY 1", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     assert_eq!(slots, ["node_2", "node_3"]);
 
     // A row written on the primary by the application user is read on both replicas within 5 s.
     let app = connect(c.primary_port(), "app", &c.secret("user"), "app").await.unwrap();
-    app.batch_execute("CREATE TABLE seen (id int PRIMARY KEY, note text); INSERT INTO seen VALUES (1, 'from primary')").await.unwrap();
+    app.batch_execute("CREATE TABLE seen (id int PRIMARY KEY, note text); INSERT INTO seen VALUES (1, 'from primary')")
+        .await
+        .unwrap();
     let replicas = c.members("replica", "streaming");
     assert_eq!(replicas.len(), 2);
     for (name, port) in &replicas {
@@ -54,7 +65,9 @@ async fn up_streams_to_two_replicas_that_serve_reads_and_refuse_writes() {
     assert_eq!(status["cluster"], "pgrepl");
     assert_eq!(status["leader"], "node-1");
     for m in status["members"].as_array().unwrap() {
-        for field in ["name", "role", "state", "host", "port", "timeline", "lsn", "lag_bytes", "lag_seconds", "decision"] {
+        for field in
+            ["name", "role", "state", "host", "port", "timeline", "lsn", "lag_bytes", "lag_seconds", "decision"]
+        {
             assert!(m.get(field).is_some(), "member lacks {field}: {m}");
         }
         assert_eq!(m["timeline"], 1);
@@ -70,7 +83,8 @@ async fn up_streams_to_two_replicas_that_serve_reads_and_refuse_writes() {
     assert_eq!(c.ok(&["psql", "--", "-Atc", "SELECT note FROM seen"]).trim(), "from primary");
     let err = c.run(&["promote", "node-9"]);
     assert!(!err.status.success());
-    assert!(String::from_utf8_lossy(&err.stderr).contains("unknown member \"node-9\"; the members are node-1, node-2, node-3"));
+    assert!(String::from_utf8_lossy(&err.stderr)
+        .contains("unknown member \"node-9\"; the members are node-1, node-2, node-3"));
 
     // Invariant 4: no password in any log, nor in any process's arguments.
     let secrets = c.secrets();

@@ -16,7 +16,13 @@ async fn replication_rows(c: &TestCluster) -> Vec<(String, String)> {
 
 async fn slots(c: &TestCluster) -> Vec<String> {
     let primary = c.admin(c.primary_port()).await;
-    primary.query("SELECT slot_name FROM pg_replication_slots ORDER BY 1", &[]).await.unwrap().iter().map(|r| r.get(0)).collect()
+    primary
+        .query("SELECT slot_name FROM pg_replication_slots ORDER BY 1", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
 }
 
 fn streaming(names: &[&str]) -> Vec<(String, String)> {
@@ -71,13 +77,17 @@ async fn passwords_come_from_the_seeds_variables_and_change_live() {
     let rules = c.admin(primary).await.query(
         "SELECT array_to_string(database, ','), array_to_string(user_name, ','), address || '/' || netmask, auth_method \
          FROM pg_hba_file_rules WHERE type = 'host' ORDER BY line_number", &[]).await.unwrap();
-    let rules: Vec<(String, String, String, String)> = rules.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect();
-    let rule = |db: &str, user: &str, net: &str| (db.to_string(), user.to_string(), net.to_string(), "scram-sha-256".to_string());
+    let rules: Vec<(String, String, String, String)> =
+        rules.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect();
+    let rule = |db: &str, user: &str, net: &str| {
+        (db.to_string(), user.to_string(), net.to_string(), "scram-sha-256".to_string())
+    };
     assert!(rules.contains(&rule("all", "all", "127.0.0.0/255.0.0.0")), "{rules:?}");
     assert!(rules.contains(&rule("all", "all", "10.20.0.0/255.255.0.0")), "{rules:?}");
     assert!(rules.contains(&rule("replication", "master", "127.0.0.1/255.255.255.255")), "{rules:?}");
     assert!(rules.iter().all(|r| r.3 == "scram-sha-256"), "{rules:?}");
-    let repl_user: String = c.admin(primary).await.query_one("SELECT usename::text FROM pg_stat_replication", &[]).await.unwrap().get(0);
+    let repl_user: String =
+        c.admin(primary).await.query_one("SELECT usename::text FROM pg_stat_replication", &[]).await.unwrap().get(0);
     assert_eq!(repl_user, "master");
 
     // Live changes: new logins work on primary and replica, old ones fail, streaming goes on.
@@ -129,7 +139,9 @@ async fn passwords_come_from_the_seeds_variables_and_change_live() {
         })
         .await;
     }
-    connect(c.primary_port(), "postgres", "Admin-1", "userdb").await.expect("the configured admin password after restart");
+    connect(c.primary_port(), "postgres", "Admin-1", "userdb")
+        .await
+        .expect("the configured admin password after restart");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,7 +173,11 @@ async fn promote_with_the_primary_down_then_the_old_primary_rejoins() {
     drop(old);
     c.ok(&["stop", "node-1"]);
     let refused = c.run(&["promote", "node-1"]);
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("node-1 is stopped; start it first"), "{}", describe(&refused));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("node-1 is stopped; start it first"),
+        "{}",
+        describe(&refused)
+    );
 
     let out = c.ok(&["promote", "node-2"]);
     assert!(out.contains("node-2 is the primary"), "{out}");

@@ -14,31 +14,17 @@ impl Instance {
     /// otherwise); it ends with mode 0700. Waits as long as the copy takes.
     pub async fn basebackup(&self, from: &Conninfo, slot: &str) -> Result<(), PgError> {
         if !missing_or_empty(&self.data_dir)? {
-            return Err(PgError::NotEmpty {
-                path: self.data_dir.clone(),
-            });
+            return Err(PgError::NotEmpty { path: self.data_dir.clone() });
         }
         if let Some(parent) = self.data_dir.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)
                 .map_err(|e| PgError::io(format!("create directory {}", parent.display()), e))?;
         }
-        let doing = format!(
-            "clone {}:{} into {}",
-            from.host,
-            from.port,
-            self.data_dir.display()
-        );
+        let doing = format!("clone {}:{} into {}", from.host, from.port, self.data_dir.display());
         let mut cmd = command(&self.bins.path("pg_basebackup"));
         cmd.arg("-D")
             .arg(&self.data_dir)
-            .args([
-                "-h",
-                &from.host,
-                "-p",
-                &from.port.to_string(),
-                "-U",
-                &from.user,
-            ])
+            .args(["-h", &from.host, "-p", &from.port.to_string(), "-U", &from.user])
             .args(["-X", "stream", "-c", "fast", "-S", slot, "--no-password"])
             .env("PGPASSFILE", &from.passfile)
             .env("PGAPPNAME", &from.application_name)
@@ -59,28 +45,15 @@ impl Instance {
         let source = format!("{}:{}", from.host, from.port);
         let doing = format!("rewind {} from {source}", self.data_dir.display());
         if self.postmaster_running() {
-            return Err(PgError::Other(format!(
-                "{doing}: postgres is running on it; stop it first"
-            )));
+            return Err(PgError::Other(format!("{doing}: postgres is running on it; stop it first")));
         }
         self.set_standby_signal(false)?;
         let mut cmd = command(&self.bins.path("pg_rewind"));
-        cmd.arg("--target-pgdata")
-            .arg(&self.data_dir)
-            .arg("--source-server")
-            .arg(from.to_conninfo_string());
+        cmd.arg("--target-pgdata").arg(&self.data_dir).arg("--source-server").arg(from.to_conninfo_string());
         let out = run(cmd, &doing, None).await?;
         let text = combined_output(&out);
-        let lines: Vec<&str> = text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .collect();
-        let diverged = lines
-            .iter()
-            .find(|l| l.contains("diverged"))
-            .copied()
-            .unwrap_or("");
+        let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        let diverged = lines.iter().find(|l| l.contains("diverged")).copied().unwrap_or("");
         let result = lines.last().copied().unwrap_or("");
         tracing::info!(member = %self.name, from = %source, diverged, "rewound data directory with pg_rewind: {result}");
         Ok(())

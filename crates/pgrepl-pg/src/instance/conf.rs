@@ -37,12 +37,8 @@ impl Instance {
     /// Writes `<data>/pgrepl.conf` (atomically, mode 0600) and makes sure `postgresql.conf`
     /// ends with exactly one `include_if_exists = 'pgrepl.conf'` line.
     pub fn write_conf(&self, conf: &ServerConf) -> Result<(), PgError> {
-        let text = render_conf(self, conf).map_err(|why| {
-            PgError::Other(format!(
-                "write {}: {why}",
-                self.data_dir.join(CONF_FILE).display()
-            ))
-        })?;
+        let text = render_conf(self, conf)
+            .map_err(|why| PgError::Other(format!("write {}: {why}", self.data_dir.join(CONF_FILE).display())))?;
         write_atomic(&self.data_dir.join(CONF_FILE), text.as_bytes(), 0o600)?;
         let main = self.data_dir.join("postgresql.conf");
         let current = match std::fs::read_to_string(&main) {
@@ -60,11 +56,7 @@ impl Instance {
     /// Replaces `pg_hba.conf` (atomically, mode 0600). Local socket connections are trusted:
     /// the socket directory is 0700, so only the member's OS user reaches it.
     pub fn write_hba(&self, rules: &HbaRules) -> Result<(), PgError> {
-        write_atomic(
-            &self.data_dir.join("pg_hba.conf"),
-            render_hba(rules).as_bytes(),
-            0o600,
-        )
+        write_atomic(&self.data_dir.join("pg_hba.conf"), render_hba(rules).as_bytes(), 0o600)
     }
 
     /// Creates (`on`) or removes `standby.signal`, which makes the server start as a replica.
@@ -83,18 +75,11 @@ impl Instance {
 }
 
 fn render_conf(inst: &Instance, conf: &ServerConf) -> Result<String, String> {
-    let conninfo = conf
-        .primary_conninfo
-        .as_ref()
-        .map(Conninfo::to_conninfo_string)
-        .unwrap_or_default();
+    let conninfo = conf.primary_conninfo.as_ref().map(Conninfo::to_conninfo_string).unwrap_or_default();
     let fixed: Vec<(&str, String)> = vec![
         ("listen_addresses", inst.listen_address.clone()),
         ("port", inst.port.to_string()),
-        (
-            "unix_socket_directories",
-            inst.socket_dir.to_string_lossy().into_owned(),
-        ),
+        ("unix_socket_directories", inst.socket_dir.to_string_lossy().into_owned()),
         ("cluster_name", inst.name.clone()),
         ("wal_level", "replica".into()),
         ("hot_standby", "on".into()),
@@ -112,10 +97,7 @@ fn render_conf(inst: &Instance, conf: &ServerConf) -> Result<String, String> {
         ("log_line_prefix", "%m [%p] ".into()),
         ("logging_collector", "off".into()),
         ("primary_conninfo", conninfo),
-        (
-            "primary_slot_name",
-            conf.primary_slot_name.clone().unwrap_or_default(),
-        ),
+        ("primary_slot_name", conf.primary_slot_name.clone().unwrap_or_default()),
     ];
     let mut text = String::from(
         "# Written by pgrepl and replaced whenever it applies its configuration: do not edit.\n\
@@ -128,14 +110,8 @@ fn render_conf(inst: &Instance, conf: &ServerConf) -> Result<String, String> {
         text.push_str("# the cluster's own parameters\n");
     }
     for (key, value) in &conf.parameters {
-        if key.is_empty()
-            || !key
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
-        {
-            return Err(format!(
-                "{key:?} is not a setting name (letters, digits, '_' and '.')"
-            ));
+        if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
+            return Err(format!("{key:?} is not a setting name (letters, digits, '_' and '.')"));
         }
         text.push_str(&format!("{key} = {}\n", quote_conf(value)));
     }
@@ -181,9 +157,7 @@ fn render_hba(rules: &HbaRules) -> String {
          # TYPE  DATABASE     USER                  ADDRESS                   METHOD\n",
     );
     let mut line = |kind: &str, db: &str, user: &str, addr: &str, method: &str| {
-        text.push_str(&format!(
-            "{kind:<7} {db:<12} {user:<21} {addr:<25} {method}\n"
-        ));
+        text.push_str(&format!("{kind:<7} {db:<12} {user:<21} {addr:<25} {method}\n"));
     };
     line("local", "all", "all", "", "trust");
     line("local", "replication", "all", "", "trust");
@@ -248,37 +222,29 @@ mod tests {
             primary_slot_name: Some("node_2".into()),
             ..Default::default()
         };
-        conf.parameters
-            .insert("max_wal_senders".into(), "30".into());
+        conf.parameters.insert("max_wal_senders".into(), "30".into());
         let text = render_conf(&instance(), &conf).unwrap();
         assert!(text.contains("port = '5433'\n"));
         assert!(text.contains("unix_socket_directories = '/d/sock'\n"));
         assert!(text.contains("wal_level = 'replica'\n"));
         assert!(text.contains("primary_slot_name = 'node_2'\n"));
-        assert!(text
-            .contains("primary_conninfo = 'host=''10.0.0.1'' port=''5433'' user=''rep\\\\''l''"));
+        assert!(text.contains("primary_conninfo = 'host=''10.0.0.1'' port=''5433'' user=''rep\\\\''l''"));
         let default_at = text.find("max_wal_senders = '20'").unwrap();
         let override_at = text.find("max_wal_senders = '30'").unwrap();
         assert!(override_at > default_at, "user parameters must come last");
 
         let empty = render_conf(&instance(), &ServerConf::default()).unwrap();
-        assert!(
-            empty.contains("primary_conninfo = ''\n") && empty.contains("primary_slot_name = ''\n")
-        );
+        assert!(empty.contains("primary_conninfo = ''\n") && empty.contains("primary_slot_name = ''\n"));
 
         let mut bad = ServerConf::default();
-        bad.parameters
-            .insert("work_mem = 1\nfsync".into(), "off".into());
+        bad.parameters.insert("work_mem = 1\nfsync".into(), "off".into());
         assert!(render_conf(&instance(), &bad).is_err());
     }
 
     #[test]
     fn include_line_is_added_once_at_the_end() {
         let once = with_include("shared_buffers = 128MB\n");
-        assert_eq!(
-            once,
-            "shared_buffers = 128MB\ninclude_if_exists = 'pgrepl.conf'\n"
-        );
+        assert_eq!(once, "shared_buffers = 128MB\ninclude_if_exists = 'pgrepl.conf'\n");
         assert_eq!(with_include(&once), once);
         let moved = with_include("include_if_exists = 'pgrepl.conf'\nwork_mem = 4MB");
         assert_eq!(moved, "work_mem = 4MB\ninclude_if_exists = 'pgrepl.conf'\n");
@@ -293,37 +259,16 @@ mod tests {
             members: vec!["10.0.0.0/24".into(), "fd00::/64".into()],
             allow: vec!["0.0.0.0/0".into()],
         });
-        let rows: Vec<Vec<&str>> = text
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .map(|l| l.split_whitespace().collect())
-            .collect();
+        let rows: Vec<Vec<&str>> =
+            text.lines().filter(|l| !l.starts_with('#')).map(|l| l.split_whitespace().collect()).collect();
         assert_eq!(
             rows,
             vec![
                 vec!["local", "all", "all", "trust"],
                 vec!["local", "replication", "all", "trust"],
-                vec![
-                    "host",
-                    "replication",
-                    "\"repl\"",
-                    "10.0.0.0/24",
-                    "scram-sha-256"
-                ],
-                vec![
-                    "host",
-                    "all",
-                    "\"postgres\"",
-                    "10.0.0.0/24",
-                    "scram-sha-256"
-                ],
-                vec![
-                    "host",
-                    "replication",
-                    "\"repl\"",
-                    "fd00::/64",
-                    "scram-sha-256"
-                ],
+                vec!["host", "replication", "\"repl\"", "10.0.0.0/24", "scram-sha-256"],
+                vec!["host", "all", "\"postgres\"", "10.0.0.0/24", "scram-sha-256"],
+                vec!["host", "replication", "\"repl\"", "fd00::/64", "scram-sha-256"],
                 vec!["host", "all", "\"postgres\"", "fd00::/64", "scram-sha-256"],
                 vec!["host", "all", "all", "0.0.0.0/0", "scram-sha-256"],
             ]

@@ -36,11 +36,7 @@ impl Conninfo {
             ("passfile", &passfile),
             ("connect_timeout", &timeout),
         ];
-        pairs
-            .iter()
-            .map(|(k, v)| format!("{k}={}", quote_conninfo(v)))
-            .collect::<Vec<_>>()
-            .join(" ")
+        pairs.iter().map(|(k, v)| format!("{k}={}", quote_conninfo(v))).collect::<Vec<_>>().join(" ")
     }
 }
 
@@ -64,10 +60,7 @@ pub(crate) fn parse_upstream(conninfo: &str) -> Option<Upstream> {
     if s.is_empty() {
         return None;
     }
-    let (host, port) = if let Some(rest) = s
-        .strip_prefix("postgresql://")
-        .or_else(|| s.strip_prefix("postgres://"))
-    {
+    let (host, port) = if let Some(rest) = s.strip_prefix("postgresql://").or_else(|| s.strip_prefix("postgres://")) {
         let authority = rest.split(['/', '?']).next().unwrap_or("");
         let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
         let first = hostport.split(',').next().unwrap_or("");
@@ -82,15 +75,8 @@ pub(crate) fn parse_upstream(conninfo: &str) -> Option<Upstream> {
         }
     } else {
         let pairs = parse_key_values(s)?;
-        let get = |k: &str| {
-            pairs
-                .iter()
-                .find(|(key, _)| key == k)
-                .map(|(_, v)| v.clone())
-        };
-        let host = get("host")
-            .filter(|h| !h.is_empty())
-            .or_else(|| get("hostaddr"))?;
+        let get = |k: &str| pairs.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+        let host = get("host").filter(|h| !h.is_empty()).or_else(|| get("hostaddr"))?;
         (
             host.split(',').next().unwrap_or("").to_string(),
             get("port").map(|p| p.split(',').next().unwrap_or("").to_string()),
@@ -193,23 +179,11 @@ mod tests {
     #[test]
     fn upstream_is_read_from_either_conninfo_form() {
         let up = |s: &str| parse_upstream(s).map(|u| (u.host, u.port));
-        assert_eq!(
-            up(&conninfo().to_conninfo_string()),
-            Some(("10.0.0.1".into(), 5433))
-        );
+        assert_eq!(up(&conninfo().to_conninfo_string()), Some(("10.0.0.1".into(), 5433)));
         assert_eq!(up("host=db1 user=x"), Some(("db1".into(), 5432)));
-        assert_eq!(
-            up("hostaddr = 10.1.1.1 port = 6000"),
-            Some(("10.1.1.1".into(), 6000))
-        );
-        assert_eq!(
-            up("postgresql://u@db2:5444/postgres"),
-            Some(("db2".into(), 5444))
-        );
-        assert_eq!(
-            up("postgres://[fd00::1]:5445"),
-            Some(("fd00::1".into(), 5445))
-        );
+        assert_eq!(up("hostaddr = 10.1.1.1 port = 6000"), Some(("10.1.1.1".into(), 6000)));
+        assert_eq!(up("postgresql://u@db2:5444/postgres"), Some(("db2".into(), 5444)));
+        assert_eq!(up("postgres://[fd00::1]:5445"), Some(("fd00::1".into(), 5445)));
         assert_eq!(up(""), None);
         assert_eq!(up("user=x"), None);
         assert_eq!(up("host='unterminated"), None);

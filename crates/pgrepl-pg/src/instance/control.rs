@@ -41,20 +41,14 @@ impl Instance {
         let log_tail = tail_of_file(&self.log_file, log_start, TAIL_LINES);
         if self.postmaster_running() {
             return Err(PgError::Timeout {
-                doing: format!(
-                    "{doing} (it is still starting; see {})",
-                    self.log_file.display()
-                ),
+                doing: format!("{doing} (it is still starting; see {})", self.log_file.display()),
                 after: timeout,
             });
         }
         let mut err = failed(&doing, "pg_ctl", &out, log_tail.clone());
         if log_tail.contains("Address already in use") {
             if let PgError::Command { status, .. } = &mut err {
-                *status = format!(
-                    "port {} on {} is already in use",
-                    self.port, self.listen_address
-                );
+                *status = format!("port {} on {} is already in use", self.port, self.listen_address);
             }
         }
         Err(err)
@@ -71,17 +65,7 @@ impl Instance {
         };
         let doing = format!("stop postgres in {} ({mode_arg})", self.data_dir.display());
         let mut cmd = command(&self.bins.path("pg_ctl"));
-        cmd.args([
-            "stop",
-            "-w",
-            "-s",
-            "-m",
-            mode_arg,
-            "-t",
-            &whole_seconds(timeout),
-        ])
-        .arg("-D")
-        .arg(&self.data_dir);
+        cmd.args(["stop", "-w", "-s", "-m", mode_arg, "-t", &whole_seconds(timeout)]).arg("-D").arg(&self.data_dir);
         match run(cmd, &doing, Some(timeout + GRACE)).await {
             Ok(_) => {}
             // It went away on its own between our check and pg_ctl's.
@@ -94,10 +78,7 @@ impl Instance {
 
     /// Makes the server re-read its configuration files (`pg_ctl reload`).
     pub async fn reload(&self) -> Result<(), PgError> {
-        let doing = format!(
-            "reload the configuration of postgres in {}",
-            self.data_dir.display()
-        );
+        let doing = format!("reload the configuration of postgres in {}", self.data_dir.display());
         let mut cmd = command(&self.bins.path("pg_ctl"));
         cmd.args(["reload", "-s"]).arg("-D").arg(&self.data_dir);
         run(cmd, &doing, Some(GRACE)).await?;
@@ -111,9 +92,7 @@ impl Instance {
     pub async fn promote(&self, timeout: Duration) -> Result<(), PgError> {
         let doing = format!("promote postgres in {}", self.data_dir.display());
         let mut cmd = command(&self.bins.path("pg_ctl"));
-        cmd.args(["promote", "-w", "-s", "-t", &whole_seconds(timeout)])
-            .arg("-D")
-            .arg(&self.data_dir);
+        cmd.args(["promote", "-w", "-s", "-t", &whole_seconds(timeout)]).arg("-D").arg(&self.data_dir);
         run(cmd, &doing, Some(timeout + GRACE)).await?;
         tracing::info!(member = %self.name, "promoted postgres to primary");
         Ok(())

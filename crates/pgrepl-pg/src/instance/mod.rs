@@ -63,12 +63,7 @@ impl Instance {
             .output()
             .map_err(|e| PgError::io(format!("{doing}: run pg_controldata"), e))?;
         if !out.status.success() {
-            return Err(crate::command::failed(
-                &doing,
-                "pg_controldata",
-                &out,
-                String::new(),
-            ));
+            return Err(crate::command::failed(&doing, "pg_controldata", &out, String::new()));
         }
         let text = String::from_utf8_lossy(&out.stdout);
         let system_id = parse_system_id(&text).ok_or_else(|| PgError::Command {
@@ -88,21 +83,14 @@ impl Instance {
     /// (`NotEmpty`) if the data directory holds anything.
     pub async fn initdb(&self, superuser: &str) -> Result<(), PgError> {
         if !missing_or_empty(&self.data_dir)? {
-            return Err(PgError::NotEmpty {
-                path: self.data_dir.clone(),
-            });
+            return Err(PgError::NotEmpty { path: self.data_dir.clone() });
         }
         create_dir_with_mode(&self.data_dir, 0o700)?;
         let doing = format!("initdb {}", self.data_dir.display());
         let mut cmd = command(&self.bins.path("initdb"));
         cmd.arg("-D")
             .arg(&self.data_dir)
-            .args([
-                "-U",
-                superuser,
-                "--auth-local=trust",
-                "--auth-host=scram-sha-256",
-            ])
+            .args(["-U", superuser, "--auth-local=trust", "--auth-host=scram-sha-256"])
             .args(["--data-checksums", "-E", "UTF8", "--locale=C"]);
         run(cmd, &doing, Some(INITDB_LIMIT)).await?;
         tracing::info!(data_dir = %self.data_dir.display(), superuser, "initialized a new database cluster");
@@ -112,10 +100,7 @@ impl Instance {
     /// Renames the data directory to `<data_dir>.<why>-<unix seconds>` and returns that path.
     /// Never deletes anything.
     pub fn move_aside(&self, why: &str) -> Result<PathBuf, PgError> {
-        let secs = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let base = format!("{}.{why}-{secs}", self.data_dir.display());
         let mut target = PathBuf::from(&base);
         let mut n = 1;
@@ -123,16 +108,8 @@ impl Instance {
             n += 1;
             target = PathBuf::from(format!("{base}-{n}"));
         }
-        std::fs::rename(&self.data_dir, &target).map_err(|e| {
-            PgError::io(
-                format!(
-                    "move {} aside to {}",
-                    self.data_dir.display(),
-                    target.display()
-                ),
-                e,
-            )
-        })?;
+        std::fs::rename(&self.data_dir, &target)
+            .map_err(|e| PgError::io(format!("move {} aside to {}", self.data_dir.display(), target.display()), e))?;
         tracing::info!(from = %self.data_dir.display(), to = %target.display(), "moved data directory aside");
         Ok(target)
     }
@@ -149,12 +126,7 @@ impl Instance {
         match std::fs::remove_dir_all(&self.data_dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => {
-                return Err(PgError::io(
-                    format!("remove {}", self.data_dir.display()),
-                    e,
-                ))
-            }
+            Err(e) => return Err(PgError::io(format!("remove {}", self.data_dir.display()), e)),
         }
         tracing::info!(data_dir = %self.data_dir.display(), "removed data directory");
         Ok(())
@@ -168,11 +140,7 @@ impl Instance {
         let Ok(text) = std::fs::read_to_string(self.data_dir.join("postmaster.pid")) else {
             return false;
         };
-        let Some(pid) = text
-            .lines()
-            .next()
-            .and_then(|l| l.trim().parse::<libc::pid_t>().ok())
-        else {
+        let Some(pid) = text.lines().next().and_then(|l| l.trim().parse::<libc::pid_t>().ok()) else {
             return false;
         };
         if pid <= 0 {
@@ -192,8 +160,7 @@ impl Instance {
             // Gone, or another user's process: not a postmaster we run.
             return false;
         };
-        let data_dir =
-            std::fs::canonicalize(&self.data_dir).unwrap_or_else(|_| self.data_dir.clone());
+        let data_dir = std::fs::canonicalize(&self.data_dir).unwrap_or_else(|_| self.data_dir.clone());
         cwd == data_dir
     }
 }
@@ -215,10 +182,7 @@ mod tests {
         let text = "pg_control version number:            1300\n\
                     Database system identifier:           7312395133209421981\n\
                     Database cluster state:               in production\n";
-        assert_eq!(
-            parse_system_id(text),
-            Some(SystemId(7_312_395_133_209_421_981))
-        );
+        assert_eq!(parse_system_id(text), Some(SystemId(7_312_395_133_209_421_981)));
         assert_eq!(parse_system_id("nothing"), None);
     }
 }

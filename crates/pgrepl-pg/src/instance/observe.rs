@@ -12,16 +12,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 impl Instance {
     /// A client connected over the Unix socket in `socket_dir` as `user` to `dbname` (trusted
     /// by `pg_hba.conf`, so no password). The connection runs on a spawned tokio task.
-    pub async fn connect(
-        &self,
-        user: &str,
-        dbname: &str,
-    ) -> Result<tokio_postgres::Client, PgError> {
-        let doing = format!(
-            "connect to postgres on {} port {} as {user}",
-            self.socket_dir.display(),
-            self.port
-        );
+    pub async fn connect(&self, user: &str, dbname: &str) -> Result<tokio_postgres::Client, PgError> {
+        let doing = format!("connect to postgres on {} port {} as {user}", self.socket_dir.display(), self.port);
         let mut config = tokio_postgres::Config::new();
         config
             .host_path(&self.socket_dir)
@@ -31,15 +23,9 @@ impl Instance {
             .application_name("pgrepl")
             .connect_timeout(CONNECT_TIMEOUT);
         let connecting = config.connect(tokio_postgres::NoTls);
-        let (client, connection) = match tokio::time::timeout(CONNECT_TIMEOUT * 2, connecting).await
-        {
+        let (client, connection) = match tokio::time::timeout(CONNECT_TIMEOUT * 2, connecting).await {
             Ok(result) => result.map_err(|e| PgError::sql(doing.clone(), e))?,
-            Err(_) => {
-                return Err(PgError::Timeout {
-                    doing,
-                    after: CONNECT_TIMEOUT * 2,
-                })
-            }
+            Err(_) => return Err(PgError::Timeout { doing, after: CONNECT_TIMEOUT * 2 }),
         };
         tokio::spawn(async move {
             if let Err(e) = connection.await {
@@ -73,28 +59,19 @@ impl Instance {
 /// callers that keep one connection open.
 pub async fn server_state(c: &tokio_postgres::Client) -> Result<Server, PgError> {
     let doing = "read the server's role";
-    let row = c
-        .query_one("SELECT pg_is_in_recovery()", &[])
-        .await
-        .map_err(|e| PgError::sql(doing, e))?;
+    let row = c.query_one("SELECT pg_is_in_recovery()", &[]).await.map_err(|e| PgError::sql(doing, e))?;
     let in_recovery: bool = row.try_get(0).map_err(|e| PgError::sql(doing, e))?;
     if !in_recovery {
         let doing = "read the primary's timeline and WAL position";
         let row = c
-            .query_one(
-                "SELECT pg_current_wal_lsn()::text, substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)",
-                &[],
-            )
+            .query_one("SELECT pg_current_wal_lsn()::text, substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)", &[])
             .await
             .map_err(|e| PgError::sql(doing, e))?;
         let lsn = parse_lsn(row.try_get(0).map_err(|e| PgError::sql(doing, e))?, doing)?;
         let tli_hex: String = row.try_get(1).map_err(|e| PgError::sql(doing, e))?;
         let timeline = u32::from_str_radix(&tli_hex, 16)
             .map_err(|_| PgError::Other(format!("{doing}: bad WAL file timeline {tli_hex:?}")))?;
-        return Ok(Server::Primary {
-            timeline: Timeline(timeline),
-            lsn,
-        });
+        return Ok(Server::Primary { timeline: Timeline(timeline), lsn });
     }
     let doing = "read the replica's WAL positions";
     let row = c
@@ -118,11 +95,7 @@ pub async fn server_state(c: &tokio_postgres::Client) -> Result<Server, PgError>
     let received_tli: Option<i32> = row.try_get(3).map_err(|e| PgError::sql(doing, e))?;
     let checkpoint_tli: Option<i32> = row.try_get(4).map_err(|e| PgError::sql(doing, e))?;
     let conninfo: String = row.try_get(5).map_err(|e| PgError::sql(doing, e))?;
-    let timeline = received_tli
-        .filter(|t| *t > 0)
-        .or(checkpoint_tli)
-        .and_then(|t| u32::try_from(t).ok())
-        .unwrap_or(0);
+    let timeline = received_tli.filter(|t| *t > 0).or(checkpoint_tli).and_then(|t| u32::try_from(t).ok()).unwrap_or(0);
     Ok(Server::Replica {
         timeline: Timeline(timeline),
         receive_lsn,
@@ -133,8 +106,7 @@ pub async fn server_state(c: &tokio_postgres::Client) -> Result<Server, PgError>
 }
 
 fn parse_lsn(text: String, doing: &str) -> Result<Lsn, PgError> {
-    text.parse()
-        .map_err(|e| PgError::Other(format!("{doing}: {e}")))
+    text.parse().map_err(|e| PgError::Other(format!("{doing}: {e}")))
 }
 
 /// `{:#}`-style rendering of an error and its causes, for log fields.

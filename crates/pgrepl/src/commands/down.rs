@@ -25,7 +25,11 @@ pub async fn run(dir: &Path, destroy: bool) -> anyhow::Result<()> {
         unsafe { libc::kill(pid, libc::SIGTERM) };
         let start = Instant::now();
         while running_pid(&cluster.layout.supervisor_pid()).is_some() {
-            anyhow::ensure!(start.elapsed() < STOP_LIMIT, "the supervisor (pid {pid}) did not stop within {}s", STOP_LIMIT.as_secs());
+            anyhow::ensure!(
+                start.elapsed() < STOP_LIMIT,
+                "the supervisor (pid {pid}) did not stop within {}s",
+                STOP_LIMIT.as_secs()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -46,7 +50,8 @@ pub async fn run(dir: &Path, destroy: bool) -> anyhow::Result<()> {
         }
     }
     if destroy {
-        let entries = std::fs::read_dir(&cluster.layout.dir).with_context(|| format!("read {}", cluster.layout.dir.display()))?;
+        let entries =
+            std::fs::read_dir(&cluster.layout.dir).with_context(|| format!("read {}", cluster.layout.dir.display()))?;
         for entry in entries {
             let path = entry?.path();
             let removed = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };

@@ -18,7 +18,8 @@ pub fn for_member(config: &Config, spec: &Spec, member: &MemberName) -> anyhow::
         return Ok(port);
     }
     for _ in 0..100 {
-        let listener = TcpListener::bind(SocketAddr::new(config.listen, 0)).with_context(|| format!("find a free port on {}", config.listen))?;
+        let listener = TcpListener::bind(SocketAddr::new(config.listen, 0))
+            .with_context(|| format!("find a free port on {}", config.listen))?;
         let port = listener.local_addr()?.port();
         if !taken(port) {
             return Ok(port);

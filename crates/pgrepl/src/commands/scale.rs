@@ -18,7 +18,11 @@ pub async fn run(dir: &Path, replicas: i64, wait_secs: u64) -> anyhow::Result<()
     let config = cluster.config.clone();
     let spec = cluster
         .update_spec(|view, spec| {
-            *spec = spec.scaled(replicas as usize, view.leader.as_ref(), |_| MemberSpec { host: String::new(), port: 0, stopped: false })?;
+            *spec = spec.scaled(replicas as usize, view.leader.as_ref(), |_| MemberSpec {
+                host: String::new(),
+                port: 0,
+                stopped: false,
+            })?;
             ports::assign_new(&config, spec)
         })
         .await?;

@@ -80,11 +80,20 @@ pub fn build(cluster_name: &str, view: &ClusterView) -> StatusJson {
         .map(|p| {
             p.replication
                 .iter()
-                .map(|r| ReplicationJson { member: r.application_name.clone(), client_addr: r.client_addr.clone(), state: r.state.clone() })
+                .map(|r| ReplicationJson {
+                    member: r.application_name.clone(),
+                    client_addr: r.client_addr.clone(),
+                    state: r.state.clone(),
+                })
                 .collect()
         })
         .unwrap_or_default();
-    StatusJson { cluster: cluster_name.to_string(), leader: view.leader.as_ref().map(MemberName::to_string), members, replication }
+    StatusJson {
+        cluster: cluster_name.to_string(),
+        leader: view.leader.as_ref().map(MemberName::to_string),
+        members,
+        replication,
+    }
 }
 
 fn dash<T: ToString>(v: &Option<T>) -> String {
@@ -100,7 +109,10 @@ pub async fn run(dir: &Path, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     println!("cluster {} ({}), leader {}", status.cluster, cluster.layout.dir.display(), dash(&status.leader));
-    println!("{:<8} {:<8} {:<10} {:<22} {:>3} {:<12} {:>10} {:>7}  DECISION", "MEMBER", "ROLE", "STATE", "ADDRESS", "TL", "LSN", "LAG_BYTES", "LAG_S");
+    println!(
+        "{:<8} {:<8} {:<10} {:<22} {:>3} {:<12} {:>10} {:>7}  DECISION",
+        "MEMBER", "ROLE", "STATE", "ADDRESS", "TL", "LSN", "LAG_BYTES", "LAG_S"
+    );
     for m in &status.members {
         println!(
             "{:<8} {:<8} {:<10} {:<22} {:>3} {:<12} {:>10} {:>7}  {}",

@@ -11,7 +11,8 @@ pub fn print(cluster: &Cluster, view: &ClusterView) {
             Role::Replica => "replica",
             Role::Unknown => "unknown",
         };
-        let state = serde_json::to_value(status.state).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+        let state =
+            serde_json::to_value(status.state).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
         println!("  {name:<8} {role:<8} {:<22} {state}", format!("{}:{}", status.host, status.port));
     }
     let (user, db) = match &cluster.config.names.app {

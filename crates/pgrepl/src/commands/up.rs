@@ -52,7 +52,11 @@ fn prepare_directory(layout: &Layout, config: &Config, existing: bool) -> anyhow
                 );
             }
         }
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&layout.dir).with_context(|| format!("create {}", layout.dir.display()))?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&layout.dir)
+            .with_context(|| format!("create {}", layout.dir.display()))?;
     }
     if layout.longest_socket_path() > 100 {
         bail!("the cluster directory path {} is too long for PostgreSQL's unix sockets (at most about 60 characters); choose a shorter --dir", layout.dir.display());
@@ -60,7 +64,8 @@ fn prepare_directory(layout: &Layout, config: &Config, existing: bool) -> anyhow
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         let (uid, gid) = pgrepl_pg::user_ids(&config.run_as)?;
-        std::os::unix::fs::chown(&layout.dir, Some(uid), Some(gid)).with_context(|| format!("give {} to OS user {}", layout.dir.display(), config.run_as))?;
+        std::os::unix::fs::chown(&layout.dir, Some(uid), Some(gid))
+            .with_context(|| format!("give {} to OS user {}", layout.dir.display(), config.run_as))?;
     }
     enter_as(&config.run_as, &layout.dir)
 }
@@ -70,7 +75,9 @@ fn prepare_directory(layout: &Layout, config: &Config, existing: bool) -> anyhow
 fn settle_secrets(layout: &Layout, config: &Config) -> anyhow::Result<Vec<PasswordKind>> {
     let old = if layout.secrets().exists() { Some(Secrets::load(&layout.secrets())?) } else { None };
     let given = &config.passwords;
-    let pick = |given: &Option<String>, old: Option<&str>| given.clone().or(old.map(str::to_string)).unwrap_or_else(generated_password);
+    let pick = |given: &Option<String>, old: Option<&str>| {
+        given.clone().or(old.map(str::to_string)).unwrap_or_else(generated_password)
+    };
     let secrets = Secrets {
         user: config.names.app.as_ref().map(|_| pick(&given.user, old.as_ref().and_then(|o| o.user.as_deref()))),
         admin: pick(&given.admin, old.as_ref().map(|o| o.admin.as_str())),
@@ -138,7 +145,11 @@ pub async fn run(dir: &Path, args: UpArgs) -> anyhow::Result<()> {
             cluster
                 .update_spec(|view, spec| {
                     if let Some(n) = args.replicas {
-                        *spec = spec.scaled(n as usize, view.leader.as_ref(), |_| MemberSpec { host: String::new(), port: 0, stopped: false })?;
+                        *spec = spec.scaled(n as usize, view.leader.as_ref(), |_| MemberSpec {
+                            host: String::new(),
+                            port: 0,
+                            stopped: false,
+                        })?;
                         ports::assign_new(&config, spec)?;
                     }
                     for kind in &changed {

@@ -7,7 +7,11 @@ use pgrepl_core::{ClusterView, MemberState};
 use std::time::{Duration, Instant};
 
 /// Polls the store until `check` returns `Ok`, for at most `limit`.
-pub async fn until<T>(cluster: &Cluster, limit: Duration, mut check: impl FnMut(&ClusterView) -> Result<T, String>) -> anyhow::Result<T> {
+pub async fn until<T>(
+    cluster: &Cluster,
+    limit: Duration,
+    mut check: impl FnMut(&ClusterView) -> Result<T, String>,
+) -> anyhow::Result<T> {
     let start = Instant::now();
     loop {
         let (_, view) = cluster.view().await?;

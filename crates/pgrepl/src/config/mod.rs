@@ -14,9 +14,13 @@ use std::path::Path;
 /// Reads a `pgrepl.toml`. A file that holds passwords must not be readable by others.
 pub fn read_file(path: &Path) -> anyhow::Result<RawConfig> {
     let text = std::fs::read_to_string(path).with_context(|| format!("read config file {}", path.display()))?;
-    let raw: RawConfig = toml::from_str(&text).map_err(|e| anyhow::anyhow!("config file {}: {}", path.display(), e.message()))
+    let raw: RawConfig = toml::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("config file {}: {}", path.display(), e.message()))
         .with_context(|| {
-            format!("parse config file {} (see the README's configuration reference for the keys pgrepl knows)", path.display())
+            format!(
+                "parse config file {} (see the README's configuration reference for the keys pgrepl knows)",
+                path.display()
+            )
         })?;
     if raw.has_passwords() {
         let mode = std::fs::metadata(path).with_context(|| format!("stat {}", path.display()))?.permissions().mode();

@@ -105,8 +105,6 @@ pub struct FromEnv {
 /// Reads the environment through `get` (so tests need not touch the process environment).
 pub fn read_env(get: impl Fn(&str) -> Option<String>) -> Vec<FromEnv> {
     ENV.iter()
-        .filter_map(|s| {
-            s.names.iter().find_map(|n| get(n).map(|v| FromEnv { variable: n, field: s.field, value: v }))
-        })
+        .filter_map(|s| s.names.iter().find_map(|n| get(n).map(|v| FromEnv { variable: n, field: s.field, value: v })))
         .collect()
 }

@@ -181,7 +181,8 @@ pub fn apply_env(raw: &mut RawConfig, env: &[FromEnv]) -> Result<(), ConfigError
             "listen" => raw.listen = Some(v.clone()),
             "allow" => raw.allow = Some(v.split([',', ' ']).filter(|s| !s.is_empty()).map(String::from).collect()),
             "destroy_on_restart" => {
-                let b = parse_bool(&v).ok_or_else(|| bad(&label, format!("{v:?} is not a boolean; use true or false")))?;
+                let b =
+                    parse_bool(&v).ok_or_else(|| bad(&label, format!("{v:?} is not a boolean; use true or false")))?;
                 raw.destroy_on_restart = Some(b);
             }
             "database.user" => raw.database.user = Some(v.clone()),
@@ -248,8 +249,14 @@ pub fn validate(raw: &RawConfig, env: &[FromEnv]) -> Result<Config, ConfigError>
     }
 
     let cluster = raw.cluster.clone().unwrap_or_else(|| "pgrepl".to_string());
-    if cluster.is_empty() || cluster.len() > 63 || !cluster.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-        return Err(bad(src.label("cluster"), format!("{cluster:?} is not allowed; use 1 to 63 letters, digits, '-' or '_'")));
+    if cluster.is_empty()
+        || cluster.len() > 63
+        || !cluster.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(bad(
+            src.label("cluster"),
+            format!("{cluster:?} is not allowed; use 1 to 63 letters, digits, '-' or '_'"),
+        ));
     }
     let replicas = match raw.replicas {
         None => 1,
@@ -258,12 +265,14 @@ pub fn validate(raw: &RawConfig, env: &[FromEnv]) -> Result<Config, ConfigError>
     };
     let run_as = raw.run_as.clone().unwrap_or_else(|| "postgres".to_string());
     if run_as.is_empty() || run_as == "root" {
-        return Err(bad(src.label("run_as"), format!("{run_as:?} is not allowed; PostgreSQL must run as an unprivileged OS user such as postgres")));
+        return Err(bad(
+            src.label("run_as"),
+            format!("{run_as:?} is not allowed; PostgreSQL must run as an unprivileged OS user such as postgres"),
+        ));
     }
     let listen_text = raw.listen.clone().unwrap_or_else(|| "127.0.0.1".to_string());
-    let listen: IpAddr = listen_text
-        .parse()
-        .map_err(|_| bad(src.label("listen"), format!("{listen_text:?} is not an IP address")))?;
+    let listen: IpAddr =
+        listen_text.parse().map_err(|_| bad(src.label("listen"), format!("{listen_text:?} is not an IP address")))?;
     let base_port = raw.base_port.map(|p| port("base_port", p)).transpose()?;
     let rw_port = port("port", raw.port.unwrap_or(5432))?;
     let ro_port = port("ro_port", raw.ro_port.unwrap_or(5433))?;
@@ -276,16 +285,19 @@ pub fn validate(raw: &RawConfig, env: &[FromEnv]) -> Result<Config, ConfigError>
             .iter()
             .map(|r| {
                 parse_cidr(r).ok_or_else(|| {
-                    bad(src.label("allow"), format!("{r:?} is not an address range; use CIDR form such as 10.0.0.0/8 or 0.0.0.0/0"))
+                    bad(
+                        src.label("allow"),
+                        format!("{r:?} is not an address range; use CIDR form such as 10.0.0.0/8 or 0.0.0.0/0"),
+                    )
                 })
             })
             .collect::<Result<_, _>>()?,
     };
     let duration = |field: &str, value: &Option<String>, default: &str| -> Result<Duration, ConfigError> {
         let text = value.clone().unwrap_or_else(|| default.to_string());
-        parse_duration(&text)
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| bad(src.label(field), format!("{text:?} is not a duration; use a number with ms, s, m or h, such as 1s")))
+        parse_duration(&text).filter(|d| !d.is_zero()).ok_or_else(|| {
+            bad(src.label(field), format!("{text:?} is not a duration; use a number with ms, s, m or h, such as 1s"))
+        })
     };
     let loop_wait = duration("loop_wait", &raw.loop_wait, "1s")?;
     let ttl = duration("ttl", &raw.ttl, "10s")?;

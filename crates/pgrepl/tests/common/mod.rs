@@ -14,11 +14,31 @@ use std::time::{Duration, Instant};
 
 /// Every variable pgrepl reads, cleared so the host's environment cannot leak into a test.
 const PGREPL_VARS: &[&str] = &[
-    "PGREPL_DIR", "PGREPL_CLUSTER", "PGREPL_REPLICAS", "PGREPL_RUN_AS", "PGREPL_PG_BIN_DIR", "PGREPL_LISTEN",
-    "PGREPL_ALLOW", "ALLOW_IP_RANGE", "PGREPL_DESTROY_ON_RESTART", "DESTROY_DATABASE_ON_RESTART", "PGREPL_USER",
-    "POSTGRESQL_USER", "POSTGRES_USER", "PGREPL_PASSWORD", "POSTGRESQL_PASSWORD", "POSTGRES_PASS", "PGREPL_DATABASE",
-    "POSTGRESQL_DATABASE", "POSTGRES_DBNAME", "PGREPL_ADMIN_PASSWORD", "POSTGRESQL_ADMIN_PASSWORD",
-    "PGREPL_REPLICATION_USER", "POSTGRESQL_MASTER_USER", "PGREPL_REPLICATION_PASSWORD", "POSTGRESQL_MASTER_PASSWORD",
+    "PGREPL_DIR",
+    "PGREPL_CLUSTER",
+    "PGREPL_REPLICAS",
+    "PGREPL_RUN_AS",
+    "PGREPL_PG_BIN_DIR",
+    "PGREPL_LISTEN",
+    "PGREPL_ALLOW",
+    "ALLOW_IP_RANGE",
+    "PGREPL_DESTROY_ON_RESTART",
+    "DESTROY_DATABASE_ON_RESTART",
+    "PGREPL_USER",
+    "POSTGRESQL_USER",
+    "POSTGRES_USER",
+    "PGREPL_PASSWORD",
+    "POSTGRESQL_PASSWORD",
+    "POSTGRES_PASS",
+    "PGREPL_DATABASE",
+    "POSTGRESQL_DATABASE",
+    "POSTGRES_DBNAME",
+    "PGREPL_ADMIN_PASSWORD",
+    "POSTGRESQL_ADMIN_PASSWORD",
+    "PGREPL_REPLICATION_USER",
+    "POSTGRESQL_MASTER_USER",
+    "PGREPL_REPLICATION_PASSWORD",
+    "POSTGRESQL_MASTER_PASSWORD",
 ];
 
 fn reachable_by_others(path: &Path) -> bool {
@@ -82,7 +102,13 @@ impl TestCluster {
     }
 
     pub fn run_stdin(&self, args: &[&str], input: &str) -> Output {
-        let mut child = self.command(args, &[]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut child = self
+            .command(args, &[])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
         child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
         child.wait_with_output().unwrap()
     }
@@ -153,9 +179,20 @@ pub fn describe(out: &Output) -> String {
     )
 }
 
-pub async fn connect(port: u16, user: &str, password: &str, db: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+pub async fn connect(
+    port: u16,
+    user: &str,
+    password: &str,
+    db: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
     let mut config = tokio_postgres::Config::new();
-    config.host("127.0.0.1").port(port).user(user).password(password).dbname(db).connect_timeout(Duration::from_secs(5));
+    config
+        .host("127.0.0.1")
+        .port(port)
+        .user(user)
+        .password(password)
+        .dbname(db)
+        .connect_timeout(Duration::from_secs(5));
     let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
     tokio::spawn(connection);
     Ok(client)
