@@ -144,7 +144,7 @@ impl Agent {
     fn configure(&mut self, seen: &Seen, leader: Option<&MemberName>) -> anyhow::Result<()> {
         self.write_passfile(seen)?;
         let primary_conninfo = match leader {
-            Some(l) if *l != self.s.member => Some(self.conninfo(seen, l, &self.s.replication_user.clone())?),
+            Some(l) if *l != self.s.member => Some(self.conninfo(seen, l, &self.s.replication_user)?),
             _ => None,
         };
         let primary_slot_name = primary_conninfo.as_ref().map(|_| self.s.member.slot_name());
@@ -193,7 +193,7 @@ impl Agent {
 
     async fn clone_from(&mut self, seen: &Seen, leader: &MemberName) -> anyhow::Result<()> {
         self.write_passfile(seen)?;
-        let from = self.conninfo(seen, leader, &self.s.replication_user.clone())?;
+        let from = self.conninfo(seen, leader, &self.s.replication_user)?;
         self.pg.basebackup(&from, &self.s.member.slot_name()).await?;
         self.configure(seen, Some(leader))?;
         self.pg.set_standby_signal(true)?;
@@ -206,7 +206,7 @@ impl Agent {
             self.pg.stop(StopMode::Fast, STOP_TIMEOUT).await?;
         }
         self.write_passfile(seen)?;
-        let from = self.conninfo(seen, leader, &self.s.admin_user.clone())?;
+        let from = self.conninfo(seen, leader, &self.s.admin_user)?;
         if let Err(e) = self.pg.rewind(&from).await {
             let aside = self.pg.move_aside("rewind-failed")?;
             warn!(

@@ -3,7 +3,7 @@
 //! and the TTL; otherwise agents waking on each other's writes would never settle.
 
 use crate::member::{Agent, Seen};
-use pgrepl_core::{keys, DataDir, Decision, MemberState, MemberStatus, PasswordVersions, Role, Server};
+use pgrepl_core::{keys, DataDir, Decision, MemberState, MemberStatus, PasswordVersions, ReplicationRow, Role, Server};
 use pgrepl_store::Condition;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -61,19 +61,7 @@ fn applied_passwords(agent: &Agent, role: Role) -> Option<PasswordVersions> {
 /// Writes `status` unless the same was written less than `loop_wait` ago.
 pub(crate) async fn write(agent: &mut Agent, status: MemberStatus) -> anyhow::Result<()> {
     if let Some((last, at)) = &agent.last_published {
-        let same = MemberStatus {
-            updated_ms: last.updated_ms,
-            lsn: last.lsn,
-            receive_lsn: last.receive_lsn,
-            replication: last.replication.clone(),
-            ..status.clone()
-        } == *last
-            && last
-                .replication
-                .iter()
-                .map(|r| (&r.application_name, &r.state))
-                .eq(status.replication.iter().map(|r| (&r.application_name, &r.state)));
-        if same && at.elapsed() < agent.s.loop_wait {
+        if what_readers_act_on(last) == what_readers_act_on(&status) && at.elapsed() < agent.s.loop_wait {
             return Ok(());
         }
     }
@@ -81,6 +69,17 @@ pub(crate) async fn write(agent: &mut Agent, status: MemberStatus) -> anyhow::Re
     agent.put(&keys::member(&agent.s.member), &value, Condition::Any, Some(agent.s.ttl)).await?;
     agent.last_published = Some((status, Instant::now()));
     Ok(())
+}
+
+/// A status without what moves all the time (WAL positions, lags, the clock): a change in
+/// what is left is worth a write at once.
+fn what_readers_act_on(status: &MemberStatus) -> MemberStatus {
+    let replication = status
+        .replication
+        .iter()
+        .map(|r| ReplicationRow { replay_lsn: None, replay_lag_ms: None, ..r.clone() })
+        .collect();
+    MemberStatus { lsn: None, receive_lsn: None, updated_ms: 0, replication, ..status.clone() }
 }
 
 /// Publishes the cycle's outcome: the decision's sentence, or the failure's.
