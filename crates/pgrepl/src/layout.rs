@@ -9,6 +9,7 @@
 //! DIR/members/NAME/member.log  the agent's and PostgreSQL's log
 //! DIR/members/NAME/run/      the member's unix socket directory (0700)
 //! DIR/members/NAME/pgpass    the member's libpq password file (0600)
+//! DIR/members/NAME/agent.lock  held by the member's running agent (its pid)
 //! ```
 
 use pgrepl_core::MemberName;
@@ -50,6 +51,9 @@ impl Layout {
     }
     pub fn socket_dir(&self, m: &MemberName) -> PathBuf {
         self.member(m).join("run")
+    }
+    pub fn agent_lock(&self, m: &MemberName) -> PathBuf {
+        self.member(m).join("agent.lock")
     }
     pub fn passfile(&self, m: &MemberName) -> PathBuf {
         self.member(m).join("pgpass")

@@ -1,6 +1,7 @@
 //! The `pgrepl` binary: parse the command line, set up logging, run the command, and turn an
 //! error into one message and a non-zero exit.
 
+mod agent_lock;
 mod cli;
 mod cluster;
 mod commands;
@@ -40,6 +41,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
+    // Die quietly on a closed pipe (`pgrepl status | head`), as Unix tools do.
+    // SAFETY: restoring a default signal disposition before any thread starts.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     init_logging(matches!(cli.command, Command::Supervise | Command::Agent { .. }));
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {

@@ -21,9 +21,19 @@ const STOP_GRACE: Duration = Duration::from_secs(90);
 /// The pid in a pid file, when that process is alive.
 pub fn running_pid(pid_file: &Path) -> Option<i32> {
     let pid: i32 = std::fs::read_to_string(pid_file).ok()?.trim().parse().ok()?;
+    is_alive(pid).then_some(pid)
+}
+
+/// True when `pid` runs. A zombie (dead, not yet reaped, as orphans stay where PID 1 does not
+/// reap them) counts as dead.
+pub fn is_alive(pid: i32) -> bool {
     // SAFETY: kill with signal 0 only checks that the process exists.
-    let alive = pid > 0 && unsafe { libc::kill(pid, 0) } == 0;
-    alive.then_some(pid)
+    if pid <= 0 || unsafe { libc::kill(pid, 0) } != 0 {
+        return false;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The state follows the parenthesised command name: "PID (comm) S ...".
+    stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next()).is_none_or(|state| state != 'Z' && state != 'X')
 }
 
 /// A pgrepl process of this same binary, with the secret-bearing variables removed from its

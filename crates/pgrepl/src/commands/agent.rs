@@ -1,6 +1,7 @@
 //! `pgrepl agent --member NAME` (internal): wires one member's `Settings` from the cluster
 //! directory and runs its agent until SIGTERM or SIGINT.
 
+use crate::agent_lock;
 use crate::cluster::Cluster;
 use crate::config::{Config, ADMIN_USER};
 use crate::layout::Layout;
@@ -36,6 +37,7 @@ pub fn settings(layout: &Layout, config: &Config, member: &MemberName) -> Settin
 pub async fn run(dir: &Path, member: &str) -> anyhow::Result<()> {
     let cluster = Cluster::open(dir)?;
     let member = MemberName::new(member)?;
+    let _lock = agent_lock::acquire(&cluster.layout.agent_lock(&member))?;
     let agent = Agent::new(settings(&cluster.layout, &cluster.config, &member), cluster.store.clone())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;

@@ -1,7 +1,9 @@
 //! `pgrepl down [--destroy]`: stop the supervisor (which stops every agent, which stops its
-//! PostgreSQL), stop any member PostgreSQL still running without an agent, and with
+//! PostgreSQL), then any agent that outlived its supervisor, then any member PostgreSQL still
+//! running without an agent, and with
 //! `--destroy` delete the cluster directory.
 
+use crate::agent_lock;
 use crate::cluster::Cluster;
 use crate::supervisor::running_pid;
 use anyhow::Context;
@@ -31,6 +33,20 @@ pub async fn run(dir: &Path, destroy: bool) -> anyhow::Result<()> {
                 STOP_LIMIT.as_secs()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // Agents that outlived their supervisor (killed with -9, say) are stopped too.
+    for member in member_dirs(&cluster) {
+        let lock = cluster.layout.agent_lock(&member);
+        if let Some(pid) = agent_lock::holder(&lock) {
+            eprintln!("stopping the agent of {member} (pid {pid}), which ran without a supervisor");
+            // SAFETY: signalling the process that holds this member's agent lock.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            let start = Instant::now();
+            while agent_lock::holder(&lock).is_some() {
+                anyhow::ensure!(start.elapsed() < STOP_LIMIT, "the agent of {member} (pid {pid}) did not stop");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
     }
     let bins = Binaries::find(cluster.config.bin_dir.as_deref())?;

@@ -41,9 +41,10 @@ pub fn assign_new(config: &Config, spec: &mut Spec) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Every member port of a cluster about to start must be free.
-pub fn check_free(config: &Config, spec: &Spec) -> anyhow::Result<()> {
-    for (member, m) in spec.members.iter().filter(|(_, m)| !m.stopped) {
+/// Every member port of a cluster about to start must be free, except those of members still
+/// running from before (`still_running`), which the new agents adopt.
+pub fn check_free(config: &Config, spec: &Spec, still_running: impl Fn(&MemberName) -> bool) -> anyhow::Result<()> {
+    for (member, m) in spec.members.iter().filter(|(n, m)| !m.stopped && !still_running(n)) {
         if let Err(e) = TcpListener::bind(SocketAddr::new(config.listen, m.port)) {
             bail!(
                 "port {} of {member} on {} is not free ({e}); stop whatever listens there (a PostgreSQL of this cluster left running is stopped by `pgrepl down`), or choose another --base-port for a new cluster",

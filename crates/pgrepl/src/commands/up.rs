@@ -2,13 +2,14 @@
 //! passwords, write the spec, start the supervisor, wait until the cluster is ready, and print
 //! how to connect.
 
+use crate::agent_lock;
 use crate::cli::UpArgs;
 use crate::cluster::{enter_as, read_dir_config, Cluster};
 use crate::commands::{ports, summary, wait};
 use crate::config::{self, Config, RawConfig};
 use crate::layout::Layout;
 use crate::readiness;
-use crate::supervisor::{pgrepl_command, running_pid};
+use crate::supervisor::{is_alive, pgrepl_command, running_pid};
 use anyhow::{bail, Context};
 use pgrepl_agent::Secrets;
 use pgrepl_core::{keys, MemberName, MemberSpec, PasswordKind, Spec};
@@ -110,6 +111,14 @@ fn write_config(layout: &Layout, raw: &RawConfig, config: &Config) -> anyhow::Re
     Ok(())
 }
 
+/// A member of this cluster still running from before: its agent (which outlived a
+/// supervisor) or its PostgreSQL (which outlived its agent).
+fn still_running(layout: &Layout, member: &MemberName) -> bool {
+    let postmaster = std::fs::read_to_string(layout.data(member).join("postmaster.pid")).unwrap_or_default();
+    let postmaster_pid = postmaster.lines().next().and_then(|l| l.trim().parse().ok());
+    agent_lock::holder(&layout.agent_lock(member)).is_some() || postmaster_pid.is_some_and(is_alive)
+}
+
 fn new_spec(config: &Config) -> anyhow::Result<Spec> {
     let mut spec = Spec { bootstrap: Some(MemberName::numbered(1)), ..Spec::default() };
     for n in 1..=(config.replicas as u32 + 1) {
@@ -137,7 +146,7 @@ pub async fn run(dir: &Path, args: UpArgs) -> anyhow::Result<()> {
     match &view.spec {
         None => {
             let spec = new_spec(&cluster.config)?;
-            ports::check_free(&cluster.config, &spec)?;
+            ports::check_free(&cluster.config, &spec, |_| false)?;
             cluster.store.put(keys::SPEC, &serde_json::to_vec(&spec)?, Condition::Absent, None).await?;
         }
         Some(_) if args.replicas.is_some() || !changed.is_empty() => {
@@ -164,7 +173,8 @@ pub async fn run(dir: &Path, args: UpArgs) -> anyhow::Result<()> {
 
     if running_pid(&cluster.layout.supervisor_pid()).is_none() {
         let (_, view) = cluster.view().await?;
-        ports::check_free(&cluster.config, view.spec.as_ref().context("no spec")?)?;
+        let layout = &cluster.layout;
+        ports::check_free(&cluster.config, view.spec.as_ref().context("no spec")?, |m| still_running(layout, m))?;
         let log = std::fs::OpenOptions::new().create(true).append(true).open(cluster.layout.supervisor_log())?;
         let mut cmd = pgrepl_command(&cluster.layout.dir)?;
         cmd.arg("supervise").stdout(log.try_clone()?).stderr(log);

@@ -1,0 +1,94 @@
+//! End-to-end: processes dying under a running cluster. A killed agent is restarted by the
+//! supervisor; a killed PostgreSQL is restarted in place by its agent; a killed supervisor's
+//! agents are adopted by the next `up` without a second agent per member, and `down` stops
+//! everything that is left.
+
+mod common;
+
+use common::{eventually, TestCluster};
+use std::time::Duration;
+
+/// Pids of processes whose command line mentions this cluster's directory and `needle`.
+fn pids(c: &TestCluster, needle: &str) -> Vec<i32> {
+    let dir = c.dir.to_string_lossy().to_string();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let zombie = stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z'));
+        if !zombie && cmdline.contains(&dir) && cmdline.contains(needle) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+fn kill9(pid: i32) {
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+}
+
+fn postmaster_pid(c: &TestCluster, member: &str) -> i32 {
+    let text = std::fs::read_to_string(c.dir.join(format!("members/{member}/data/postmaster.pid"))).unwrap();
+    text.lines().next().unwrap().trim().parse().unwrap()
+}
+
+async fn count_rows(c: &TestCluster, port: u16) -> Option<i64> {
+    let client = common::connect(port, "postgres", &c.secret("admin"), "postgres").await.ok()?;
+    client.query_one("SELECT count(*) FROM t", &[]).await.ok().map(|r| r.get(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_recover_from_killed_processes() {
+    let c = TestCluster::new();
+    c.ok(&["up"]);
+    let primary = c.primary_port();
+    c.admin(primary).await.batch_execute("CREATE TABLE t (x int); INSERT INTO t VALUES (1)").await.unwrap();
+
+    // An agent killed with -9: the supervisor starts a new one, which takes the member back.
+    let agents = pids(&c, "agent --member node-1");
+    assert_eq!(agents.len(), 1, "one agent for node-1");
+    kill9(agents[0]);
+    eventually(Duration::from_secs(10), "a new agent for node-1", || async {
+        let now = pids(&c, "agent --member node-1");
+        (now.len() == 1 && now[0] != agents[0]).then_some(())
+    })
+    .await;
+    c.admin(primary).await.batch_execute("INSERT INTO t VALUES (2)").await.unwrap();
+
+    // The primary's PostgreSQL killed with -9: its agent restarts it in place, still primary.
+    let old_postmaster = postmaster_pid(&c, "node-1");
+    kill9(old_postmaster);
+    eventually(Duration::from_secs(20), "node-1 writable again", || async {
+        let client = common::connect(primary, "postgres", &c.secret("admin"), "postgres").await.ok()?;
+        client.batch_execute("INSERT INTO t VALUES (3)").await.ok()
+    })
+    .await;
+    assert_ne!(postmaster_pid(&c, "node-1"), old_postmaster);
+    eventually(Duration::from_secs(10), "node-1 published as the running primary again", || async {
+        (c.members("primary", "running") == [("node-1".to_string(), primary)]).then_some(())
+    })
+    .await;
+    let replica = c.port_of("node-2");
+    eventually(Duration::from_secs(10), "all rows on the replica", || async {
+        (count_rows(&c, replica).await? == 3).then_some(())
+    })
+    .await;
+
+    // The supervisor killed with -9: its agents run on; `up` adopts them without doubling any.
+    let supervisor: i32 = std::fs::read_to_string(c.dir.join("supervisor.pid")).unwrap().trim().parse().unwrap();
+    kill9(supervisor);
+    let out = c.ok(&["up"]);
+    assert!(out.contains("is ready"), "{out}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for member in ["node-1", "node-2"] {
+        assert_eq!(pids(&c, &format!("agent --member {member}")).len(), 1, "{member} must have exactly one agent");
+    }
+    assert!(c.ok(&["logs", "node-1"]).contains("another agent"), "the second agent should have refused to start");
+
+    // `down` stops the old agents too, and every PostgreSQL.
+    c.ok(&["down"]);
+    assert_eq!(pids(&c, "pgrepl"), Vec::<i32>::new(), "pgrepl processes left after down");
+    assert!(pids(&c, "postgres").is_empty(), "PostgreSQL left running after down");
+}
