@@ -14,6 +14,7 @@
 #   BENCH_LOAD_MAX=1.0       wait before each trial until the 1-minute load average is below this...
 #   BENCH_LOAD_WAIT=60       ...for at most this many seconds, then go on (the load is recorded)
 #   BENCH_WRITE_DOC=1        0: only print the markdown, leave docs/benchmarks.md alone
+#   BENCH_BUILD=1            0: use target/release/pgrepl as it is (the recorded commit may then not match it)
 #   PG_BIN=/usr/lib/postgresql/15/bin
 # Passwords are read from the cluster's secrets.json into the environment of the one client
 # process that needs them; they are never printed or put on a command line.
@@ -35,9 +36,10 @@ die() { log "error: $*"; exit 1; }
 [ "$(id -u)" -eq 0 ] || die "run as root (pgrepl switches to the postgres OS user itself; the baseline runs pg_basebackup through runuser)"
 id postgres >/dev/null 2>&1 || die "no OS user postgres (run scripts/setup.sh)"
 for b in pgbench psql pg_basebackup postgres; do [ -x "$PG_BIN/$b" ] || die "$PG_BIN/$b not found (set PG_BIN)"; done
-if [ ! -x "$PGREPL" ]; then
+# Build (a no-op when the binary is up to date), so the commit recorded below is the one measured.
+if [ "${BENCH_BUILD:-1}" = 1 ] || [ ! -x "$PGREPL" ]; then
   log "building pgrepl (release)"
-  (cd "$ROOT" && cargo build --release --bin pgrepl)
+  (cd "$ROOT" && cargo build --release --bin pgrepl --quiet) || die "cargo build failed"
 fi
 
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
@@ -74,10 +76,12 @@ trap 'exit 143' TERM
 # ---- helpers ----------------------------------------------------------------------------------
 now() { date +%s.%N; }
 
-# Waits until the 1-minute load average is below LOAD_MAX, at most LOAD_WAIT seconds.
+# Before each timed trial: flush dirty pages left by the previous one (`sync`), then wait until
+# the 1-minute load average is below LOAD_MAX, at most LOAD_WAIT seconds.
 # Sets LOAD (the load when the trial starts) and LOAD_WAITED (seconds waited).
 wait_for_quiet() {
   local start=$SECONDS l
+  sync
   while :; do
     l=$(cut -d' ' -f1 /proc/loadavg)
     awk -v l="$l" -v m="$LOAD_MAX" 'BEGIN { exit !(l < m) }' && break
@@ -120,7 +124,7 @@ print(" ".join(x["name"] for x in reps))
   printf 'postgres\t%s\n' "$("$PG_BIN/postgres" --version)"
   printf 'fs_tmp\t%s\n' "$(df -PT /tmp | awk 'NR == 2 { print $2 " on " $1 }')"
   printf 'pgrepl_commit\t%s%s\n' "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
-    "$([ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ] && echo ' (with uncommitted changes)')"
+    "$([ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no -- crates Cargo.toml Cargo.lock 2>/dev/null)" ] && echo ' (with uncommitted changes to the sources)')"
   printf 'pgrepl_binary\t%s\n' "$(date -u -r "$PGREPL" '+built %Y-%m-%d %H:%M UTC')"
   printf 'load_at_start\t%s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$OUT/machine.tsv"
