@@ -1,6 +1,6 @@
-//! One agent per member: an agent holds an exclusive `flock` on its member's `agent.lock`
-//! (holding its pid) for as long as it runs, so a second agent for the same member refuses to
-//! start, and `down` can find an agent that outlived its supervisor.
+//! One process per role: an agent holds an exclusive `flock` on its member's `agent.lock`, the
+//! router on `router.lock` (each holding its pid), for as long as it runs, so a second one
+//! refuses to start, and `down` can find one that outlived its supervisor.
 
 use anyhow::{bail, Context};
 use std::fs::File;
@@ -29,7 +29,7 @@ pub fn acquire(path: &Path) -> anyhow::Result<File> {
     if !try_lock(&file) {
         let mut pid = String::new();
         let _ = file.read_to_string(&mut pid);
-        bail!("another agent (pid {}) already runs this member; not starting a second one", pid.trim());
+        bail!("another process (pid {}) already holds {}; not starting a second one", pid.trim(), path.display());
     }
     file.set_len(0)?;
     file.rewind()?;
@@ -60,7 +60,7 @@ mod tests {
         let held = acquire(&path).unwrap();
         // flock locks belong to open file descriptions, so a second open in this process conflicts.
         let err = acquire(&path).unwrap_err().to_string();
-        assert!(err.contains(&format!("pid {}", std::process::id())), "{err}");
+        assert!(err.contains(&format!("pid {}", std::process::id())) && err.contains("agent.lock"), "{err}");
         assert_eq!(holder(&path), Some(std::process::id() as i32));
         drop(held);
         assert_eq!(holder(&path), None);

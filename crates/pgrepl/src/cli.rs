@@ -58,8 +58,12 @@ pub enum Command {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// Where to connect: the primary's address, or with --ro the streaming replicas', one a line.
+    /// The read-write and read-only endpoints and where each routes now.
     Endpoints {
+        /// Print only the primary's address.
+        #[arg(long, conflicts_with = "ro")]
+        rw: bool,
+        /// Print only the addresses of the replicas serving reads, one a line.
         #[arg(long)]
         ro: bool,
     },
@@ -73,6 +77,9 @@ pub enum Command {
     Stop { member: String },
     /// Start a member stopped with `pgrepl stop`.
     Start { member: String },
+    /// Serve the read-write (--port) and read-only (--ro-port) endpoints of the cluster
+    /// (`up` runs one under its supervisor).
+    Router,
     /// (internal) Run the supervisor of a local cluster.
     #[command(hide = true)]
     Supervise,

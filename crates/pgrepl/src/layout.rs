@@ -5,6 +5,7 @@
 //! DIR/secrets.json           passwords, mode 0600
 //! DIR/store/                 the file store (cluster state)
 //! DIR/supervisor.pid|.log    the local supervisor
+//! DIR/router.lock|.log       the router (its lock holds its pid)
 //! DIR/members/NAME/data      the member's PostgreSQL data directory
 //! DIR/members/NAME/member.log  the agent's and PostgreSQL's log
 //! DIR/members/NAME/run/      the member's unix socket directory (0700)
@@ -54,6 +55,12 @@ impl Layout {
     }
     pub fn agent_lock(&self, m: &MemberName) -> PathBuf {
         self.member(m).join("agent.lock")
+    }
+    pub fn router_lock(&self) -> PathBuf {
+        self.dir.join("router.lock")
+    }
+    pub fn router_log(&self) -> PathBuf {
+        self.dir.join("router.log")
     }
     pub fn passfile(&self, m: &MemberName) -> PathBuf {
         self.member(m).join("pgpass")

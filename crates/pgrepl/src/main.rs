@@ -9,6 +9,7 @@ mod config;
 mod layout;
 mod readiness;
 mod supervisor;
+mod topology;
 
 use clap::Parser;
 use cli::{Cli, Command};
@@ -31,12 +32,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Passwd(args) => commands::passwd::run(dir, args).await,
         Command::Logs { member, follow } => commands::logs::run(dir, &member, follow).await,
         Command::Psql { member, ro, args } => commands::psql::run(dir, member, ro, args).await,
-        Command::Endpoints { ro } => commands::endpoints::run(dir, ro).await,
+        Command::Endpoints { rw, ro } => commands::endpoints::run(dir, rw, ro).await,
         Command::Promote { member, wait } => commands::promote::run(dir, &member, wait).await,
         Command::Stop { member } => commands::member_ctl::run(dir, &member, true).await,
         Command::Start { member } => commands::member_ctl::run(dir, &member, false).await,
         Command::Supervise => supervisor::run(dir).await,
         Command::Agent { member } => commands::agent::run(dir, &member).await,
+        Command::Router => commands::router::run(dir).await,
     }
 }
 
@@ -45,7 +47,7 @@ fn main() -> ExitCode {
     // SAFETY: restoring a default signal disposition before any thread starts.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
-    init_logging(matches!(cli.command, Command::Supervise | Command::Agent { .. }));
+    init_logging(matches!(cli.command, Command::Supervise | Command::Agent { .. } | Command::Router));
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -1,6 +1,7 @@
 //! The local supervisor behind `pgrepl up`: one background process per cluster directory that
-//! keeps one agent process per running member of the spec, restarts an agent that exits, stops
-//! agents of removed or stopped members, and on SIGTERM (`pgrepl down`) stops them all.
+//! keeps one agent process per running member of the spec and one router, restarts either when
+//! it exits, stops agents of removed or stopped members, and on SIGTERM (`pgrepl down`) stops
+//! them all.
 //! It reads the spec; it never writes cluster state.
 
 use crate::cluster::Cluster;
@@ -67,6 +68,43 @@ fn spawn_agent(cluster: &Cluster, member: &MemberName) -> anyhow::Result<Child> 
     cmd.spawn().with_context(|| format!("start the agent of {member}"))
 }
 
+fn spawn_router(cluster: &Cluster) -> anyhow::Result<Child> {
+    let log = append_to(&cluster.layout.router_log())?;
+    let mut cmd = pgrepl_command(&cluster.layout.dir)?;
+    cmd.arg("router").stdout(log.try_clone()?).stderr(log);
+    cmd.spawn().context("start the router")
+}
+
+/// The one router: started when missing, restarted after `RESTART_DELAY` when it exits.
+struct RouterProcess {
+    child: Option<Child>,
+    not_before: Instant,
+}
+
+impl RouterProcess {
+    fn keep(&mut self, cluster: &Cluster) {
+        if let Some(child) = &mut self.child {
+            if let Ok(Some(status)) = child.try_wait() {
+                warn!("router exited ({status}); restarting it in {RESTART_DELAY:?}");
+                self.child = None;
+                self.not_before = Instant::now() + RESTART_DELAY;
+            }
+        }
+        if self.child.is_none() && self.not_before <= Instant::now() {
+            match spawn_router(cluster) {
+                Ok(child) => {
+                    info!(pid = child.id(), "started the router");
+                    self.child = Some(child);
+                }
+                Err(e) => {
+                    warn!("{e:#}");
+                    self.not_before = Instant::now() + RESTART_DELAY;
+                }
+            }
+        }
+    }
+}
+
 fn terminate(child: &Child) {
     if let Some(pid) = child.id() {
         // SAFETY: sending SIGTERM to our own child.
@@ -87,7 +125,9 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     let mut agents: BTreeMap<MemberName, Child> = BTreeMap::new();
     let mut stopping: Vec<(MemberName, Child)> = Vec::new();
     let mut not_before: BTreeMap<MemberName, Instant> = BTreeMap::new();
+    let mut router = RouterProcess { child: None, not_before: Instant::now() };
     loop {
+        router.keep(&cluster);
         let desired: BTreeSet<MemberName> = match cluster.view().await {
             Ok((_, view)) => view
                 .spec
@@ -151,6 +191,10 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     let mut all: Vec<(MemberName, Child)> = agents.into_iter().chain(stopping).collect();
     for (_, child) in &all {
         terminate(child);
+    }
+    if let Some(mut child) = router.child.take() {
+        terminate(&child);
+        let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
     }
     let deadline = Instant::now() + STOP_GRACE;
     for (member, child) in &mut all {

@@ -58,7 +58,7 @@ async fn up_streams_to_two_replicas_that_serve_reads_and_refuse_writes() {
     let mut expected: Vec<String> = replicas.iter().map(|(_, p)| format!("127.0.0.1:{p}")).collect();
     expected.sort();
     assert_eq!(listed, expected);
-    assert_eq!(c.ok(&["endpoints"]).trim(), format!("127.0.0.1:{}", c.primary_port()));
+    assert_eq!(c.ok(&["endpoints", "--rw"]).trim(), format!("127.0.0.1:{}", c.primary_port()));
 
     // Status: the documented JSON fields.
     let status = c.status();

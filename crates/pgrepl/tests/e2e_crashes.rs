@@ -85,7 +85,7 @@ async fn members_recover_from_killed_processes() {
     for member in ["node-1", "node-2"] {
         assert_eq!(pids(&c, &format!("agent --member {member}")).len(), 1, "{member} must have exactly one agent");
     }
-    assert!(c.ok(&["logs", "node-1"]).contains("another agent"), "the second agent should have refused to start");
+    assert!(c.ok(&["logs", "node-1"]).contains("already holds"), "the second agent should have refused to start");
 
     // `down` stops the old agents too, and every PostgreSQL.
     c.ok(&["down"]);

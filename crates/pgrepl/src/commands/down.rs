@@ -35,16 +35,18 @@ pub async fn run(dir: &Path, destroy: bool) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    // Agents that outlived their supervisor (killed with -9, say) are stopped too.
-    for member in member_dirs(&cluster) {
-        let lock = cluster.layout.agent_lock(&member);
+    // Agents and a router that outlived their supervisor (killed with -9, say) are stopped too.
+    let mut orphans: Vec<(String, std::path::PathBuf)> =
+        member_dirs(&cluster).iter().map(|m| (format!("the agent of {m}"), cluster.layout.agent_lock(m))).collect();
+    orphans.push(("the router".to_string(), cluster.layout.router_lock()));
+    for (what, lock) in orphans {
         if let Some(pid) = agent_lock::holder(&lock) {
-            eprintln!("stopping the agent of {member} (pid {pid}), which ran without a supervisor");
-            // SAFETY: signalling the process that holds this member's agent lock.
+            eprintln!("stopping {what} (pid {pid}), which ran without a supervisor");
+            // SAFETY: signalling the process that holds this lock.
             unsafe { libc::kill(pid, libc::SIGTERM) };
             let start = Instant::now();
             while agent_lock::holder(&lock).is_some() {
-                anyhow::ensure!(start.elapsed() < STOP_LIMIT, "the agent of {member} (pid {pid}) did not stop");
+                anyhow::ensure!(start.elapsed() < STOP_LIMIT, "{what} (pid {pid}) did not stop");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }

@@ -1,23 +1,46 @@
-//! `pgrepl endpoints [--ro]`: the primary's address, or the streaming replicas' addresses, one
-//! a line (what the seed gets from `dig postgresql-slave A`).
+//! `pgrepl endpoints [--rw | --ro]`: the router's endpoints and where each routes now; with
+//! --rw the primary's address, with --ro the replicas' addresses that get read-only
+//! connections, one a line (what the seed gets from `dig postgresql-slave A`).
 
 use crate::cluster::Cluster;
+use crate::topology;
 use anyhow::bail;
-use pgrepl_core::MemberState;
 use std::path::Path;
 
-pub async fn run(dir: &Path, ro: bool) -> anyhow::Result<()> {
+pub async fn run(dir: &Path, rw: bool, ro: bool) -> anyhow::Result<()> {
     let cluster = Cluster::open(dir)?;
     let (_, view) = cluster.view().await?;
+    let routes = topology::from_view(&view, cluster.config.ro_max_lag);
+    let (listen, config) = (cluster.config.listen, &cluster.config);
     if ro {
-        for status in view.members.values().filter(|s| s.state == MemberState::Streaming) {
-            println!("{}:{}", status.host, status.port);
+        for b in &routes.ro {
+            println!("{}", b.addr);
         }
         return Ok(());
     }
-    match view.ready_leader() {
-        Some((_, status)) => println!("{}:{}", status.host, status.port),
-        None => bail!("no primary is running; see `pgrepl status`"),
+    if rw {
+        match &routes.rw {
+            Some(b) => println!("{}", b.addr),
+            None => bail!("no primary is running; see `pgrepl status`"),
+        }
+        return Ok(());
+    }
+    match &routes.rw {
+        Some(b) => println!("rw {listen}:{} -> {} {}", config.port, b.name, b.addr),
+        None => println!("rw {listen}:{} -> nobody (no primary is running)", config.port),
+    }
+    for b in &routes.ro {
+        println!("ro {listen}:{} -> {} {}", config.ro_port, b.name, b.addr);
+    }
+    if routes.ro.is_empty() {
+        println!("ro {listen}:{} -> no replica ({})", config.ro_port, fallback(config.ro_fallback));
     }
     Ok(())
+}
+
+pub fn fallback(f: pgrepl_router::RoFallback) -> &'static str {
+    match f {
+        pgrepl_router::RoFallback::Primary => "reads go to the primary",
+        pgrepl_router::RoFallback::Refuse => "reads are refused",
+    }
 }

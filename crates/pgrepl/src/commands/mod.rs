@@ -9,6 +9,7 @@ pub mod passwd;
 pub mod ports;
 pub mod promote;
 pub mod psql;
+pub mod router;
 pub mod scale;
 pub mod status;
 pub mod summary;

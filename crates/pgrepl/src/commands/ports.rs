@@ -41,6 +41,38 @@ pub fn assign_new(config: &Config, spec: &mut Spec) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The router's two ports must be free unless this cluster's router still holds them.
+pub fn check_router_free(config: &Config, router_running: bool) -> anyhow::Result<()> {
+    if router_running {
+        return Ok(());
+    }
+    for (what, port) in [("read-write (port, --port)", config.port), ("read-only (ro_port, --ro-port)", config.ro_port)]
+    {
+        if let Err(e) = TcpListener::bind(SocketAddr::new(config.listen, port)) {
+            bail!(
+                "the {what} endpoint's port {port} on {} is not free ({e}); choose another with --port/--ro-port",
+                config.listen
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Waits until both router endpoints accept connections.
+pub async fn wait_for_router(config: &Config, limit: std::time::Duration) -> anyhow::Result<()> {
+    let start = std::time::Instant::now();
+    for port in [config.port, config.ro_port] {
+        let addr = SocketAddr::new(config.listen, port);
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            if start.elapsed() > limit {
+                bail!("the router does not listen on {addr}; see router.log in the cluster directory");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    Ok(())
+}
+
 /// Every member port of a cluster about to start must be free, except those of members still
 /// running from before (`still_running`), which the new agents adopt.
 pub fn check_free(config: &Config, spec: &Spec, still_running: impl Fn(&MemberName) -> bool) -> anyhow::Result<()> {

@@ -1,8 +1,11 @@
 //! `pgrepl status [--json]`: one row per member of the spec, from the statuses the agents
 //! publish, plus the primary's `pg_stat_replication`. The JSON form is stable (README).
 
+use crate::agent_lock;
 use crate::cluster::Cluster;
+use crate::topology;
 use pgrepl_core::{ClusterView, MemberName, MemberState, Role};
+use pgrepl_router::{Backend, RoFallback};
 use serde::Serialize;
 use std::path::Path;
 
@@ -10,8 +13,24 @@ use std::path::Path;
 pub struct StatusJson {
     pub cluster: String,
     pub leader: Option<String>,
+    pub endpoints: EndpointsJson,
     pub members: Vec<MemberJson>,
     pub replication: Vec<ReplicationJson>,
+}
+
+#[derive(Serialize)]
+pub struct EndpointsJson {
+    /// Whether the router process runs.
+    pub router: bool,
+    pub rw: EndpointJson,
+    pub ro: EndpointJson,
+}
+
+#[derive(Serialize)]
+pub struct EndpointJson {
+    pub address: String,
+    /// Members new connections go to now.
+    pub routes_to: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -39,7 +58,26 @@ fn text<T: Serialize>(value: T) -> String {
     serde_json::to_value(value).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
 }
 
-pub fn build(cluster_name: &str, view: &ClusterView) -> StatusJson {
+fn endpoints(cluster: &Cluster, view: &ClusterView) -> EndpointsJson {
+    let config = &cluster.config;
+    let routes = topology::from_view(view, config.ro_max_lag);
+    let names = |v: Vec<&Backend>| v.into_iter().map(|b| b.name.clone()).collect();
+    let ro_fallback = if routes.ro.is_empty() && config.ro_fallback == RoFallback::Primary {
+        routes.rw.iter().collect()
+    } else {
+        routes.ro.iter().collect()
+    };
+    EndpointsJson {
+        router: agent_lock::holder(&cluster.layout.router_lock()).is_some(),
+        rw: EndpointJson {
+            address: format!("{}:{}", config.listen, config.port),
+            routes_to: names(routes.rw.iter().collect()),
+        },
+        ro: EndpointJson { address: format!("{}:{}", config.listen, config.ro_port), routes_to: names(ro_fallback) },
+    }
+}
+
+pub fn build(cluster_name: &str, view: &ClusterView, endpoints: EndpointsJson) -> StatusJson {
     let primary = view.ready_leader().map(|(_, s)| s);
     let mut members = Vec::new();
     for (name, spec) in view.spec.iter().flat_map(|s| s.members.iter()) {
@@ -91,6 +129,7 @@ pub fn build(cluster_name: &str, view: &ClusterView) -> StatusJson {
     StatusJson {
         cluster: cluster_name.to_string(),
         leader: view.leader.as_ref().map(MemberName::to_string),
+        endpoints,
         members,
         replication,
     }
@@ -103,7 +142,7 @@ fn dash<T: ToString>(v: &Option<T>) -> String {
 pub async fn run(dir: &Path, json: bool) -> anyhow::Result<()> {
     let cluster = Cluster::open(dir)?;
     let (_, view) = cluster.view().await?;
-    let status = build(&cluster.config.cluster, &view);
+    let status = build(&cluster.config.cluster, &view, endpoints(&cluster, &view));
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
         return Ok(());
@@ -127,6 +166,11 @@ pub async fn run(dir: &Path, json: bool) -> anyhow::Result<()> {
             dash(&m.decision)
         );
     }
+    let e = &status.endpoints;
+    let to = |v: &Vec<String>| if v.is_empty() { "nobody".to_string() } else { v.join(", ") };
+    println!("\nendpoints (router {}):", if e.router { "running" } else { "not running" });
+    println!("  rw {:<22} -> {}", e.rw.address, to(&e.rw.routes_to));
+    println!("  ro {:<22} -> {}", e.ro.address, to(&e.ro.routes_to));
     if !status.replication.is_empty() {
         println!("\npg_stat_replication on {}:", dash(&status.leader));
         println!("  {:<10} {:<16} STATE", "MEMBER", "CLIENT_ADDR");

@@ -1,10 +1,22 @@
-//! What `up`, `scale` and `promote` print when the cluster is ready: the members and how to
-//! connect. Never prints a password; says where the passwords are.
+//! What `up`, `scale` and `promote` print when the cluster is ready: the endpoints and where they
+//! route, the members, and how to connect. Never prints a password; says where they are.
 
 use crate::cluster::Cluster;
-use pgrepl_core::{ClusterView, MemberState, Role};
+use crate::topology;
+use pgrepl_core::{ClusterView, Role};
 
 pub fn print(cluster: &Cluster, view: &ClusterView) {
+    let config = &cluster.config;
+    let (user, db) = match &config.names.app {
+        Some(app) => (app.user.as_str(), app.database.as_str()),
+        None => (crate::config::ADMIN_USER, "postgres"),
+    };
+    let routes = topology::from_view(view, config.ro_max_lag);
+    let rw_to = routes.rw.as_ref().map_or_else(|| "nobody yet".to_string(), |b| b.name.clone());
+    let ro_to: Vec<&str> = routes.ro.iter().map(|b| b.name.as_str()).collect();
+    let ro_to = if ro_to.is_empty() { "no replica yet".to_string() } else { ro_to.join(", ") };
+    println!("read-write: postgresql://{user}@{}:{}/{db}  (routes to {rw_to})", config.listen, config.port);
+    println!("read-only:  postgresql://{user}@{}:{}/{db}  (routes to {ro_to})", config.listen, config.ro_port);
     for (name, status) in &view.members {
         let role = match status.role {
             Role::Primary => "primary",
@@ -14,17 +26,6 @@ pub fn print(cluster: &Cluster, view: &ClusterView) {
         let state =
             serde_json::to_value(status.state).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
         println!("  {name:<8} {role:<8} {:<22} {state}", format!("{}:{}", status.host, status.port));
-    }
-    let (user, db) = match &cluster.config.names.app {
-        Some(app) => (app.user.as_str(), app.database.as_str()),
-        None => (crate::config::ADMIN_USER, "postgres"),
-    };
-    let url = |host: &str, port: u16| format!("postgresql://{user}@{host}:{port}/{db}");
-    if let Some((_, primary)) = view.ready_leader() {
-        println!("read-write: {}", url(&primary.host, primary.port));
-    }
-    for (_, status) in view.members.iter().filter(|(_, s)| s.state == MemberState::Streaming) {
-        println!("read-only:  {}", url(&status.host, status.port));
     }
     println!("passwords:  {} (mode 0600; `pgrepl passwd` changes them)", cluster.layout.secrets().display());
     println!("shell:      pgrepl --dir {} psql", cluster.layout.dir.display());

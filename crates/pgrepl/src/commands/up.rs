@@ -27,7 +27,7 @@ fn generated_password() -> String {
 /// Configuration of this `up`: the directory's file (or `--config` for a new cluster), then
 /// the environment, then the flags.
 fn settle_config(layout: &Layout, args: &UpArgs, existing: bool) -> anyhow::Result<(RawConfig, Config)> {
-    let env = config::read_env(|name| std::env::var(name).ok());
+    let mut env = config::read_env(|name| std::env::var(name).ok());
     let mut raw = match (&args.config, existing) {
         (_, true) => read_dir_config(layout)?,
         (Some(file), false) => config::read_file(file)?,
@@ -38,6 +38,9 @@ fn settle_config(layout: &Layout, args: &UpArgs, existing: bool) -> anyhow::Resu
     raw.port = args.port.or(raw.port);
     raw.ro_port = args.ro_port.or(raw.ro_port);
     raw.base_port = args.base_port.or(raw.base_port);
+    // A setting given by a flag is named as such in errors, not after a variable it overrode.
+    let flagged = [("replicas", args.replicas), ("port", args.port), ("ro_port", args.ro_port)];
+    env.retain(|e| !flagged.iter().any(|(field, given)| *field == e.field && given.is_some()));
     let config = config::validate(&raw, &env)?;
     Ok((raw, config))
 }
@@ -147,6 +150,7 @@ pub async fn run(dir: &Path, args: UpArgs) -> anyhow::Result<()> {
         None => {
             let spec = new_spec(&cluster.config)?;
             ports::check_free(&cluster.config, &spec, |_| false)?;
+            ports::check_router_free(&cluster.config, false)?;
             cluster.store.put(keys::SPEC, &serde_json::to_vec(&spec)?, Condition::Absent, None).await?;
         }
         Some(_) if args.replicas.is_some() || !changed.is_empty() => {
@@ -175,6 +179,7 @@ pub async fn run(dir: &Path, args: UpArgs) -> anyhow::Result<()> {
         let (_, view) = cluster.view().await?;
         let layout = &cluster.layout;
         ports::check_free(&cluster.config, view.spec.as_ref().context("no spec")?, |m| still_running(layout, m))?;
+        ports::check_router_free(&cluster.config, agent_lock::holder(&layout.router_lock()).is_some())?;
         let log = std::fs::OpenOptions::new().create(true).append(true).open(cluster.layout.supervisor_log())?;
         let mut cmd = pgrepl_command(&cluster.layout.dir)?;
         cmd.arg("supervise").stdout(log.try_clone()?).stderr(log);
@@ -197,6 +202,7 @@ pub async fn run(dir: &Path, args: UpArgs) -> anyhow::Result<()> {
     } else {
         wait::until(&cluster, Duration::from_secs(args.wait), readiness::check).await?;
     }
+    ports::wait_for_router(&cluster.config, Duration::from_secs(10)).await?;
     let (_, view) = cluster.view().await?;
     println!(
         "cluster {:?} is ready in {:.1} s ({})",

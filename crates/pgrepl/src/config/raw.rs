@@ -26,6 +26,15 @@ pub struct RawConfig {
     pub port: Option<i64>,
     /// Read-only endpoint port (default 5433), served by the router.
     pub ro_port: Option<i64>,
+    /// Most a replica may lag and still get read-only connections: bytes (`16MB`) or time
+    /// (`10s`) (default `16MB`).
+    pub ro_max_lag: Option<String>,
+    /// Where read-only connections go when no replica qualifies: `primary` or `refuse`
+    /// (default `primary`).
+    pub ro_fallback: Option<String>,
+    /// How long a new read-write connection waits for a primary before it gets an error
+    /// (default `5s`; `0s` refuses at once).
+    pub rw_wait: Option<String>,
     /// Client address ranges allowed to connect, in CIDR form (default loopback only).
     pub allow: Option<Vec<String>>,
     /// Wipe and re-clone a replica's data each time its agent starts (default false).
@@ -80,7 +89,12 @@ pub const ENV: &[EnvSetting] = &[
     EnvSetting { names: &["PGREPL_RUN_AS"], field: "run_as" },
     EnvSetting { names: &["PGREPL_PG_BIN_DIR"], field: "bin_dir" },
     EnvSetting { names: &["PGREPL_LISTEN"], field: "listen" },
+    EnvSetting { names: &["PGREPL_PORT"], field: "port" },
+    EnvSetting { names: &["PGREPL_RO_PORT"], field: "ro_port" },
     EnvSetting { names: &["PGREPL_ALLOW", "ALLOW_IP_RANGE"], field: "allow" },
+    EnvSetting { names: &["PGREPL_RO_MAX_LAG"], field: "ro_max_lag" },
+    EnvSetting { names: &["PGREPL_RO_FALLBACK"], field: "ro_fallback" },
+    EnvSetting { names: &["PGREPL_RW_WAIT"], field: "rw_wait" },
     EnvSetting { names: &["PGREPL_DESTROY_ON_RESTART", "DESTROY_DATABASE_ON_RESTART"], field: "destroy_on_restart" },
     EnvSetting { names: &["PGREPL_USER", "POSTGRESQL_USER", "POSTGRES_USER"], field: "database.user" },
     EnvSetting { names: &["PGREPL_PASSWORD", "POSTGRESQL_PASSWORD", "POSTGRES_PASS"], field: "database.password" },

@@ -28,12 +28,38 @@ pub struct Config {
     pub port: u16,
     pub ro_port: u16,
     pub allow: Vec<String>,
+    pub ro_max_lag: MaxLag,
+    pub ro_fallback: pgrepl_router::RoFallback,
+    pub rw_wait: Duration,
     pub destroy_on_restart: bool,
     pub loop_wait: Duration,
     pub ttl: Duration,
     pub names: Names,
     pub passwords: GivenPasswords,
     pub parameters: BTreeMap<String, String>,
+}
+
+/// How far behind a replica may be and still serve reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MaxLag {
+    Bytes(u64),
+    Time(Duration),
+}
+
+/// Parses a byte size: `16MB`, `512kB`, `1GB`, `1048576` (bytes), as PostgreSQL writes them.
+pub fn parse_bytes(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let factor: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "kB" | "KB" => 1 << 10,
+        "MB" => 1 << 20,
+        "GB" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(factor)
 }
 
 /// Role and database names.
@@ -179,6 +205,11 @@ pub fn apply_env(raw: &mut RawConfig, env: &[FromEnv]) -> Result<(), ConfigError
             "run_as" => raw.run_as = Some(v.clone()),
             "bin_dir" => raw.bin_dir = Some(v.clone()),
             "listen" => raw.listen = Some(v.clone()),
+            "port" => raw.port = Some(int()?),
+            "ro_port" => raw.ro_port = Some(int()?),
+            "ro_max_lag" => raw.ro_max_lag = Some(v.clone()),
+            "ro_fallback" => raw.ro_fallback = Some(v.clone()),
+            "rw_wait" => raw.rw_wait = Some(v.clone()),
             "allow" => raw.allow = Some(v.split([',', ' ']).filter(|s| !s.is_empty()).map(String::from).collect()),
             "destroy_on_restart" => {
                 let b =
@@ -274,8 +305,8 @@ pub fn validate(raw: &RawConfig, env: &[FromEnv]) -> Result<Config, ConfigError>
     let listen: IpAddr =
         listen_text.parse().map_err(|_| bad(src.label("listen"), format!("{listen_text:?} is not an IP address")))?;
     let base_port = raw.base_port.map(|p| port("base_port", p)).transpose()?;
-    let rw_port = port("port", raw.port.unwrap_or(5432))?;
-    let ro_port = port("ro_port", raw.ro_port.unwrap_or(5433))?;
+    let rw_port = port(&src.label("port"), raw.port.unwrap_or(5432))?;
+    let ro_port = port(&src.label("ro_port"), raw.ro_port.unwrap_or(5433))?;
     if rw_port == ro_port {
         return Err(bad("ro_port", format!("{ro_port} is also the read-write port; use two different ports")));
     }
@@ -299,6 +330,26 @@ pub fn validate(raw: &RawConfig, env: &[FromEnv]) -> Result<Config, ConfigError>
             bad(src.label(field), format!("{text:?} is not a duration; use a number with ms, s, m or h, such as 1s"))
         })
     };
+    let ro_max_lag_text = raw.ro_max_lag.clone().unwrap_or_else(|| "16MB".to_string());
+    let ro_max_lag = match (parse_bytes(&ro_max_lag_text), parse_duration(&ro_max_lag_text)) {
+        (Some(bytes), _) => MaxLag::Bytes(bytes),
+        (None, Some(time)) => MaxLag::Time(time),
+        (None, None) => return Err(bad(
+            src.label("ro_max_lag"),
+            format!(
+                "{ro_max_lag_text:?} is neither a size nor a duration; use bytes such as 16MB or a time such as 10s"
+            ),
+        )),
+    };
+    let ro_fallback = match raw.ro_fallback.as_deref().unwrap_or("primary") {
+        "primary" => pgrepl_router::RoFallback::Primary,
+        "refuse" => pgrepl_router::RoFallback::Refuse,
+        other => return Err(bad(src.label("ro_fallback"), format!("{other:?} is not allowed; use primary or refuse"))),
+    };
+    let rw_wait_text = raw.rw_wait.clone().unwrap_or_else(|| "5s".to_string());
+    let rw_wait = parse_duration(&rw_wait_text).filter(|d| *d <= Duration::from_secs(600)).ok_or_else(|| {
+        bad(src.label("rw_wait"), format!("{rw_wait_text:?} is not allowed; use a duration from 0s to 10m, such as 5s"))
+    })?;
     let loop_wait = duration("loop_wait", &raw.loop_wait, "1s")?;
     let ttl = duration("ttl", &raw.ttl, "10s")?;
     if loop_wait * 3 > ttl {
@@ -333,6 +384,9 @@ pub fn validate(raw: &RawConfig, env: &[FromEnv]) -> Result<Config, ConfigError>
         port: rw_port,
         ro_port,
         allow,
+        ro_max_lag,
+        ro_fallback,
+        rw_wait,
         destroy_on_restart: raw.destroy_on_restart.unwrap_or(false),
         loop_wait,
         ttl,
@@ -440,6 +494,25 @@ mod tests {
         assert_eq!(parse_cidr("10.1.2.3"), Some("10.1.2.3/32".into()));
         assert_eq!(parse_cidr("::1/128"), Some("::1/128".into()));
         assert_eq!(parse_cidr("example.com/8"), None);
+    }
+
+    #[test]
+    fn router_settings_parse_and_bad_ones_are_named() {
+        let c = env_config(&[]).unwrap();
+        assert_eq!(c.ro_max_lag, MaxLag::Bytes(16 << 20));
+        assert_eq!(c.rw_wait, Duration::from_secs(5));
+        let c = env_config(&[("PGREPL_RO_MAX_LAG", "10s"), ("PGREPL_RO_FALLBACK", "refuse"), ("PGREPL_RW_WAIT", "0s")])
+            .unwrap();
+        assert_eq!(c.ro_max_lag, MaxLag::Time(Duration::from_secs(10)));
+        assert_eq!(c.ro_fallback, pgrepl_router::RoFallback::Refuse);
+        assert_eq!(c.rw_wait, Duration::ZERO);
+        let err = env_config(&[("PGREPL_RO_MAX_LAG", "lots")]).unwrap_err();
+        assert_eq!(err.setting, "ro_max_lag (PGREPL_RO_MAX_LAG)");
+        let err = env_config(&[("PGREPL_RO_FALLBACK", "random")]).unwrap_err();
+        assert!(err.to_string().contains("use primary or refuse"), "{err}");
+        assert_eq!(parse_bytes("512kB"), Some(512 << 10));
+        assert_eq!(parse_bytes("7"), Some(7));
+        assert_eq!(parse_bytes("7 parsecs"), None);
     }
 
     #[test]

@@ -39,7 +39,16 @@ const PGREPL_VARS: &[&str] = &[
     "POSTGRESQL_MASTER_USER",
     "PGREPL_REPLICATION_PASSWORD",
     "POSTGRESQL_MASTER_PASSWORD",
+    "PGREPL_PORT",
+    "PGREPL_RO_PORT",
+    "PGREPL_RO_MAX_LAG",
+    "PGREPL_RO_FALLBACK",
+    "PGREPL_RW_WAIT",
 ];
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
 
 fn reachable_by_others(path: &Path) -> bool {
     path.ancestors().skip(1).all(|dir| std::fs::metadata(dir).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
@@ -69,6 +78,9 @@ pub fn pgrepl_bin() -> &'static Path {
 pub struct TestCluster {
     tmp: tempfile::TempDir,
     pub dir: PathBuf,
+    /// The router's endpoints: free ports of this test's own (never 5432/5433).
+    pub rw_port: u16,
+    pub ro_port: u16,
 }
 
 impl TestCluster {
@@ -76,7 +88,7 @@ impl TestCluster {
         let tmp = tempfile::Builder::new().prefix("pgrepl-e2e-").tempdir_in("/tmp").unwrap();
         std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let dir = tmp.path().join("c");
-        TestCluster { tmp, dir }
+        TestCluster { tmp, dir, rw_port: free_port(), ro_port: free_port() }
     }
 
     /// A second directory beside the cluster's, for tests that need one.
@@ -89,6 +101,7 @@ impl TestCluster {
         for v in PGREPL_VARS {
             cmd.env_remove(v);
         }
+        cmd.env("PGREPL_PORT", self.rw_port.to_string()).env("PGREPL_RO_PORT", self.ro_port.to_string());
         cmd.arg("--dir").arg(&self.dir).args(args).envs(env.iter().copied());
         cmd
     }
