@@ -4,6 +4,8 @@
 DIR      ?= $(CURDIR)/.cluster
 REPLICAS ?= 2
 N        ?= 2
+RW_PORT  ?= 5432
+RO_PORT  ?= 5433
 PGREPL   := ./target/release/pgrepl --dir $(DIR)
 
 .PHONY: setup build up down destroy status scale test bench logs master-log slave-log master-shell slave-shell
@@ -15,7 +17,7 @@ build: setup
 	cargo build --release --bin pgrepl
 
 up: build
-	$(PGREPL) up --replicas $(REPLICAS)
+	$(PGREPL) up --replicas $(REPLICAS) --port $(RW_PORT) --ro-port $(RO_PORT)
 
 down:
 	$(PGREPL) down
