@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 /// One server the router may send connections to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,7 +68,7 @@ impl std::fmt::Display for Endpoint {
     }
 }
 
-/// Serves one endpoint until the listener fails: one task per client connection.
+/// Serves one endpoint for ever: one task per client connection.
 pub async fn serve(
     endpoint: Endpoint,
     listener: TcpListener,
@@ -78,7 +78,15 @@ pub async fn serve(
     let next = Arc::new(AtomicUsize::new(0));
     info!(%endpoint, addr = %listener.local_addr()?, "router endpoint listening");
     loop {
-        let (client, peer) = listener.accept().await?;
+        let (client, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of descriptors, say: the listener itself is fine, so wait and go on.
+                warn!(%endpoint, "accept a connection: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
         let _ = client.set_nodelay(true);
         let topology = topology.clone();
         let settings = settings.clone();

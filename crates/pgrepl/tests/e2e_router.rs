@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{connect, describe, TestCluster};
+use common::{connect, describe, eventually, TestCluster};
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
@@ -47,7 +47,7 @@ async fn endpoints_route_reads_and_writes_and_follow_the_primary() {
     let config = c.scratch("pgrepl.toml");
     std::fs::write(
         &config,
-        format!("rw_wait = \"1s\"\n[parameters]\nssl = \"on\"\nssl_cert_file = \"{crt}\"\nssl_key_file = \"{key}\"\n"),
+        format!("rw_wait = \"1s\"\nro_max_lag = \"1MB\"\n[parameters]\nssl = \"on\"\nssl_cert_file = \"{crt}\"\nssl_key_file = \"{key}\"\n"),
     )
     .unwrap();
     let out = c.run(&["up", "--replicas", "2", "--config", config.to_str().unwrap()]);
@@ -97,6 +97,26 @@ async fn endpoints_route_reads_and_writes_and_follow_the_primary() {
         .unwrap();
     assert!(psql.status.success(), "psql over TLS: {}", String::from_utf8_lossy(&psql.stderr));
     assert_eq!(String::from_utf8_lossy(&psql.stdout).trim(), "t");
+
+    // A replica that falls behind by more than ro_max_lag gets no new reads, then again once
+    // it catches up.
+    let node3 = connect(c.port_of("node-3"), "postgres", &c.secret("admin"), "postgres").await.unwrap();
+    node3.batch_execute("SELECT pg_wal_replay_pause()").await.unwrap();
+    app.batch_execute("CREATE TABLE bulk AS SELECT g, repeat('x', 100) AS pad FROM generate_series(1, 50000) g").await.unwrap();
+    eventually(Duration::from_secs(5), "ro to leave the lagging node-3", || async {
+        let routes = c.status()["endpoints"]["ro"]["routes_to"].clone();
+        (routes == serde_json::json!(["node-2"])).then_some(())
+    })
+    .await;
+    for _ in 0..4 {
+        assert_eq!(lands_on(&c, ro).await, (c.port_of("node-2"), true), "a lagging replica got a read");
+    }
+    node3.batch_execute("SELECT pg_wal_replay_resume()").await.unwrap();
+    eventually(Duration::from_secs(5), "ro to take node-3 back", || async {
+        let routes = c.status()["endpoints"]["ro"]["routes_to"].clone();
+        (routes == serde_json::json!(["node-2", "node-3"])).then_some(())
+    })
+    .await;
 
     // A stopped replica gets no new read-only connection.
     c.ok(&["stop", "node-3"]);
