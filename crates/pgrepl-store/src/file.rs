@@ -154,14 +154,48 @@ impl Store for FileStore {
 
     async fn wait_change(&self, after: Revision, timeout: Duration) -> Result<Revision, StoreError> {
         let deadline = tokio::time::Instant::now() + timeout;
+        // Every write replaces state.json by rename, so an unchanged identity means an unchanged
+        // store: only a changed one is worth the lock and a parse.
+        let mut known: Option<(FileIdentity, Revision)> = None;
         loop {
-            let revision = self.locked(LockMode::Shared, |paths| Ok(paths.read()?.revision)).await?;
+            let identity = FileIdentity::of(&self.paths.state);
+            let revision = match &known {
+                Some((seen, revision)) if identity.as_ref() == Some(seen) => *revision,
+                _ => {
+                    let revision = self.locked(LockMode::Shared, |paths| Ok(paths.read()?.revision)).await?;
+                    known = identity.map(|i| (i, revision));
+                    revision
+                }
+            };
             let now = tokio::time::Instant::now();
             if revision > after || now >= deadline {
                 return Ok(revision);
             }
             tokio::time::sleep_until(deadline.min(now + POLL_INTERVAL)).await;
         }
+    }
+}
+
+/// What tells one version of state.json from another without reading it: a rename gives a
+/// new inode and change time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct FileIdentity {
+    inode: u64,
+    len: u64,
+    ctime: (i64, i64),
+    mtime: (i64, i64),
+}
+
+impl FileIdentity {
+    fn of(path: &Path) -> Option<FileIdentity> {
+        use std::os::unix::fs::MetadataExt;
+        let m = fs::metadata(path).ok()?;
+        Some(FileIdentity {
+            inode: m.ino(),
+            len: m.len(),
+            ctime: (m.ctime(), m.ctime_nsec()),
+            mtime: (m.mtime(), m.mtime_nsec()),
+        })
     }
 }
 

@@ -102,7 +102,9 @@ async fn endpoints_route_reads_and_writes_and_follow_the_primary() {
     // it catches up.
     let node3 = connect(c.port_of("node-3"), "postgres", &c.secret("admin"), "postgres").await.unwrap();
     node3.batch_execute("SELECT pg_wal_replay_pause()").await.unwrap();
-    app.batch_execute("CREATE TABLE bulk AS SELECT g, repeat('x', 100) AS pad FROM generate_series(1, 50000) g").await.unwrap();
+    app.batch_execute("CREATE TABLE bulk AS SELECT g, repeat('x', 100) AS pad FROM generate_series(1, 50000) g")
+        .await
+        .unwrap();
     eventually(Duration::from_secs(5), "ro to leave the lagging node-3", || async {
         let routes = c.status()["endpoints"]["ro"]["routes_to"].clone();
         (routes == serde_json::json!(["node-2"])).then_some(())

@@ -334,12 +334,14 @@ pub fn validate(raw: &RawConfig, env: &[FromEnv]) -> Result<Config, ConfigError>
     let ro_max_lag = match (parse_bytes(&ro_max_lag_text), parse_duration(&ro_max_lag_text)) {
         (Some(bytes), _) => MaxLag::Bytes(bytes),
         (None, Some(time)) => MaxLag::Time(time),
-        (None, None) => return Err(bad(
-            src.label("ro_max_lag"),
-            format!(
+        (None, None) => {
+            return Err(bad(
+                src.label("ro_max_lag"),
+                format!(
                 "{ro_max_lag_text:?} is neither a size nor a duration; use bytes such as 16MB or a time such as 10s"
             ),
-        )),
+            ))
+        }
     };
     let ro_fallback = match raw.ro_fallback.as_deref().unwrap_or("primary") {
         "primary" => pgrepl_router::RoFallback::Primary,
