@@ -133,18 +133,9 @@ fn new_spec(config: &Config) -> anyhow::Result<Spec> {
     Ok(spec)
 }
 
-pub async fn run(dir: &Path, args: UpArgs) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let layout = Layout::new(dir);
-    let existing = layout.config().exists();
-    let (raw, config) = settle_config(&layout, &args, existing)?;
-    pgrepl_pg::Binaries::find(config.bin_dir.as_deref())?;
-    prepare_directory(&layout, &config, existing)?;
-    let changed = settle_secrets(&layout, &config)?;
-    write_config(&layout, &raw, &config)?;
-    let store = Arc::new(FileStore::open(&layout.store())?);
-    let cluster = Cluster { layout, config, store };
-
+/// The spec of this start: a new cluster's, or the existing one scaled to `--replicas` and with
+/// changed passwords' versions bumped (so running agents apply them).
+async fn settle_spec(cluster: &Cluster, args: &UpArgs, changed: &[PasswordKind]) -> anyhow::Result<()> {
     let (_, view) = cluster.view().await?;
     match &view.spec {
         None => {
@@ -158,14 +149,11 @@ pub async fn run(dir: &Path, args: UpArgs) -> anyhow::Result<()> {
             cluster
                 .update_spec(|view, spec| {
                     if let Some(n) = args.replicas {
-                        *spec = spec.scaled(n as usize, view.leader.as_ref(), |_| MemberSpec {
-                            host: String::new(),
-                            port: 0,
-                            stopped: false,
-                        })?;
+                        let unplaced = |_: &MemberName| MemberSpec { host: String::new(), port: 0, stopped: false };
+                        *spec = spec.scaled(n as usize, view.leader.as_ref(), unplaced)?;
                         ports::assign_new(&config, spec)?;
                     }
-                    for kind in &changed {
+                    for kind in changed {
                         spec.passwords.bump(*kind);
                     }
                     Ok(())
@@ -174,33 +162,61 @@ pub async fn run(dir: &Path, args: UpArgs) -> anyhow::Result<()> {
         }
         Some(_) => {}
     }
+    Ok(())
+}
 
-    if running_pid(&cluster.layout.supervisor_pid()).is_none() {
-        let (_, view) = cluster.view().await?;
-        let layout = &cluster.layout;
-        ports::check_free(&cluster.config, view.spec.as_ref().context("no spec")?, |m| still_running(layout, m))?;
-        ports::check_router_free(&cluster.config, agent_lock::holder(&layout.router_lock()).is_some())?;
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(cluster.layout.supervisor_log())?;
-        let mut cmd = pgrepl_command(&cluster.layout.dir)?;
-        cmd.arg("supervise").stdout(log.try_clone()?).stderr(log);
-        // SAFETY: setsid in the child before exec detaches it from this terminal's session.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::setsid();
-                Ok(())
-            });
+/// Starts the supervisor, detached from this terminal, after checking that the ports of the
+/// members and the router are free (or held by this cluster's processes still running).
+async fn start_supervisor(cluster: &Cluster) -> anyhow::Result<tokio::process::Child> {
+    let (_, view) = cluster.view().await?;
+    let layout = &cluster.layout;
+    ports::check_free(&cluster.config, view.spec.as_ref().context("no spec")?, |m| still_running(layout, m))?;
+    ports::check_router_free(&cluster.config, agent_lock::holder(&layout.router_lock()).is_some())?;
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(layout.supervisor_log())?;
+    let mut cmd = pgrepl_command(&layout.dir)?;
+    cmd.arg("supervise").stdout(log.try_clone()?).stderr(log);
+    // SAFETY: setsid in the child before exec detaches it from this terminal's session.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    cmd.spawn().context("start the supervisor")
+}
+
+pub async fn run(dir: &Path, args: UpArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let layout = Layout::new(dir);
+    let existing = layout.config().exists();
+    let before = if existing { read_dir_config(&layout).ok() } else { None };
+    let (raw, config) = settle_config(&layout, &args, existing)?;
+    pgrepl_pg::Binaries::find(config.bin_dir.as_deref())?;
+    prepare_directory(&layout, &config, existing)?;
+    let changed = settle_secrets(&layout, &config)?;
+    write_config(&layout, &raw, &config)?;
+    let store = Arc::new(FileStore::open(&layout.store())?);
+    let cluster = Cluster { layout, config, store };
+    settle_spec(&cluster, &args, &changed).await?;
+
+    let limit = Duration::from_secs(args.wait);
+    if running_pid(&cluster.layout.supervisor_pid()).is_some() {
+        if before.is_some_and(|b| read_dir_config(&cluster.layout).is_ok_and(|now| now != b)) {
+            eprintln!(
+                "note: the cluster is running; new passwords and --replicas apply now, other settings at its next start (`pgrepl down`, then `pgrepl up`)"
+            );
         }
-        let mut supervisor = cmd.spawn().context("start the supervisor")?;
+        wait::until(&cluster, limit, readiness::check).await?;
+    } else {
+        let mut supervisor = start_supervisor(&cluster).await?;
         tokio::select! {
-            ready = wait::until(&cluster, Duration::from_secs(args.wait), readiness::check) => { ready?; }
+            ready = wait::until(&cluster, limit, readiness::check) => { ready?; }
             exit = supervisor.wait() => {
                 let log = std::fs::read_to_string(cluster.layout.supervisor_log()).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
                 bail!("the supervisor exited ({}) before the cluster was ready; its log ends:\n{}", exit?, tail.join("\n"));
             }
         }
-    } else {
-        wait::until(&cluster, Duration::from_secs(args.wait), readiness::check).await?;
     }
     ports::wait_for_router(&cluster.config, Duration::from_secs(10)).await?;
     let (_, view) = cluster.view().await?;
