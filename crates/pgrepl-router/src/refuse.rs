@@ -40,11 +40,8 @@ pub(crate) fn error_response(message: &str) -> Vec<u8> {
 pub(crate) async fn with_error(mut client: TcpStream, why: &str) {
     let message = format!("pgrepl router: {why}");
     let answer = async {
-        loop {
-            match read_startup_packet(&mut client).await? {
-                SSL_REQUEST | GSSENC_REQUEST => client.write_all(b"N").await?,
-                _ => break,
-            }
+        while let SSL_REQUEST | GSSENC_REQUEST = read_startup_packet(&mut client).await? {
+            client.write_all(b"N").await?;
         }
         client.write_all(&error_response(&message)).await?;
         client.shutdown().await
