@@ -156,11 +156,15 @@ impl ClusterView {
         self.members.get(member).is_some_and(|s| s.state == MemberState::Streaming)
     }
 
-    /// Bytes `member` has still to replay to reach the primary's position, when both are known.
+    /// Bytes `member` has still to replay to reach the primary's position, when known. Both
+    /// positions come from the primary's own status (its WAL position and the member's
+    /// `replay_lsn` in its `pg_stat_replication`, read in the same cycle); the member's own,
+    /// separately published position is the fallback.
     pub fn lag_bytes(&self, member: &MemberName) -> Option<u64> {
         let (_, primary) = self.ready_leader()?;
-        let status = self.members.get(member)?;
-        Some(primary.lsn?.bytes_after(status.lsn?))
+        let from_primary = primary.replication.iter().find(|r| r.application_name == member.as_str());
+        let replayed = from_primary.and_then(|r| r.replay_lsn).or_else(|| self.members.get(member)?.lsn)?;
+        Some(primary.lsn?.bytes_after(replayed))
     }
 }
 
@@ -185,6 +189,33 @@ mod tests {
         assert_eq!(view.system_id, Some(SystemId(7_312_395_133_209_421_981)));
         assert!(view.is_streaming(&MemberName::numbered(2)));
         assert!(view.ready_leader().is_none(), "the leader published no status");
+    }
+
+    #[test]
+    fn lag_is_measured_from_the_primarys_own_view_when_it_has_one() {
+        let status = |role: &str, lsn: &str, replication: &str| {
+            format!(
+                r#"{{"role":"{role}","state":"running","host":"h","port":1,"timeline":1,"lsn":"{lsn}",
+                "decision":"","updated_ms":1,"replication":[{replication}]}}"#
+            )
+        };
+        let row = r#"{"application_name":"node-2","client_addr":null,"state":"streaming","replay_lsn":"0/2FFFF00","replay_lag_ms":null}"#;
+        let primary = status("primary", "0/3000000", row);
+        let stale_replica = status("replica", "0/1000000", "");
+        let lonely = status("replica", "0/2000000", "");
+        let view = ClusterView::from_entries([
+            ("leader", &br#"{"member":"node-1"}"#[..]),
+            ("members/node-1", primary.as_bytes()),
+            ("members/node-2", stale_replica.as_bytes()),
+            ("members/node-3", lonely.as_bytes()),
+        ])
+        .unwrap();
+        assert_eq!(
+            view.lag_bytes(&MemberName::numbered(2)),
+            Some(0x100),
+            "from pg_stat_replication, not the stale status"
+        );
+        assert_eq!(view.lag_bytes(&MemberName::numbered(3)), Some(0x1000000), "fallback: the member's own position");
     }
 
     #[test]
