@@ -48,7 +48,17 @@ fn main() -> ExitCode {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     init_logging(matches!(cli.command, Command::Supervise | Command::Agent { .. } | Command::Router));
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    // The router moves every byte of every client: one thread, one event loop, no hand-offs
+    // between workers (measured in docs/benchmarks.md). Everything else may use two.
+    let mut builder = match cli.command {
+        Command::Router => tokio::runtime::Builder::new_current_thread(),
+        _ => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(2);
+            b
+        }
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: start the async runtime: {e}");
