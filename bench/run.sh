@@ -2,7 +2,9 @@
 # pgrepl benchmarks (see docs/benchmarks.md):
 #   1. time to ready: `pgrepl up --replicas 2` on a fresh directory, until it returns;
 #   2. adding a replica to a primary holding ~1 GB: `pgrepl scale 1` against a plain
-#      `pg_basebackup -X stream -c fast` of the same primary, alternated.
+#      `pg_basebackup -X stream -c fast` of the same primary, alternated;
+#   then, unless BENCH_ROUTER=0, bench/router.sh (the router against direct and HAProxy), which
+#   keeps its own raw results and section of docs/benchmarks.md.
 # Raw results go to bench/results/<UTC timestamp>/; the figures replace the results section of
 # docs/benchmarks.md (between the bench:results markers) and are printed.
 #
@@ -15,6 +17,7 @@
 #   BENCH_LOAD_WAIT=60       ...for at most this many seconds, then go on (the load is recorded)
 #   BENCH_WRITE_DOC=1        0: only print the markdown, leave docs/benchmarks.md alone
 #   BENCH_BUILD=1            0: use target/release/pgrepl as it is (the recorded commit may then not match it)
+#   BENCH_ROUTER=1           0: skip bench/router.sh (its own knobs: see its header)
 #   PG_BIN=/usr/lib/postgresql/15/bin
 # Passwords are read from the cluster's secrets.json into the environment of the one client
 # process that needs them; they are never printed or put on a command line.
@@ -155,8 +158,9 @@ done
 d=$WORK/scale
 log "scale benchmark: creating a primary without replicas"
 "$PGREPL" --dir "$d" up --replicas 0 >"$OUT/scale-up.out" 2>&1 || die "up --replicas 0 failed; see $OUT/scale-up.out"
-primary=$("$PGREPL" --dir "$d" endpoints)
+primary=$("$PGREPL" --dir "$d" endpoints --rw)
 port=${primary##*:}
+[[ $port =~ ^[0-9]+$ ]] || die "unexpected output of endpoints --rw: $primary"
 primary_name=$(sed -n 's/^ *\(node-[0-9]*\) *primary .*/\1/p' "$OUT/scale-up.out" | head -1)
 [ -n "$primary_name" ] || primary_name=node-1
 log "loading pgbench scale $PGBENCH_SCALE into the primary at 127.0.0.1:$port (database postgres)"
@@ -230,3 +234,8 @@ doc_args=()
 [ "$WRITE_DOC" = 1 ] && doc_args=(--doc "$ROOT/docs/benchmarks.md")
 python3 "$ROOT/bench/report.py" "$OUT" "${doc_args[@]}"
 log "done; raw results in $OUT"
+
+# ---- 3. the router (its own script, raw results and doc section) ------------------------------------
+if [ "${BENCH_ROUTER:-1}" = 1 ]; then
+  BENCH_BUILD=0 bash "$ROOT/bench/router.sh"
+fi
