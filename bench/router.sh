@@ -103,25 +103,8 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # ---- helpers ----------------------------------------------------------------------------------
-now() { date +%s.%N; }
-
-# Wait until the 1-minute load average is below LOAD_MAX, at most LOAD_WAIT seconds.
-# Sets LOAD (the load when it stops waiting) and LOAD_WAITED (seconds waited).
-wait_for_quiet() {
-  local start=$SECONDS l
-  sync
-  while :; do
-    l=$(cut -d' ' -f1 /proc/loadavg)
-    awk -v l="$l" -v m="$LOAD_MAX" 'BEGIN { exit !(l < m) }' && break
-    if (( SECONDS - start >= LOAD_WAIT )); then
-      log "load average still $l after ${LOAD_WAIT}s; going on (recorded)"
-      break
-    fi
-    sleep 2
-  done
-  LOAD=$l
-  LOAD_WAITED=$((SECONDS - start))
-}
+# now, wait_for_quiet: shared with the other benchmark scripts.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # cpu_window SECONDS: "busy% steal%" of all CPUs over the next SECONDS (busy: neither idle,
 # iowait nor stolen).

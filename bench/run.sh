@@ -77,26 +77,8 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # ---- helpers ----------------------------------------------------------------------------------
-now() { date +%s.%N; }
-
-# Before each timed trial: flush dirty pages left by the previous one (`sync`), then wait until
-# the 1-minute load average is below LOAD_MAX, at most LOAD_WAIT seconds.
-# Sets LOAD (the load when the trial starts) and LOAD_WAITED (seconds waited).
-wait_for_quiet() {
-  local start=$SECONDS l
-  sync
-  while :; do
-    l=$(cut -d' ' -f1 /proc/loadavg)
-    awk -v l="$l" -v m="$LOAD_MAX" 'BEGIN { exit !(l < m) }' && break
-    if (( SECONDS - start >= LOAD_WAIT )); then
-      log "load average still $l after ${LOAD_WAIT}s; going on (recorded)"
-      break
-    fi
-    sleep 2
-  done
-  LOAD=$l
-  LOAD_WAITED=$((SECONDS - start))
-}
+# now, wait_for_quiet: shared with the other benchmark scripts.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # secret DIR KIND: a password from DIR/secrets.json (for an environment variable only).
 secret() { python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1/secrets.json" "$2"; }
