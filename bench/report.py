@@ -63,6 +63,24 @@ def first(events, needle, after=None):
     return None
 
 
+def publish(text, out_dir, doc_path, begin, end, heading):
+    """Write `text` to out_dir/results.md, print it, and put it between `begin` and `end` in
+    `doc_path` (appended under `heading` when the markers are not there yet)."""
+    with open(os.path.join(out_dir, "results.md"), "w") as f:
+        f.write(text)
+    print(text)
+    if not doc_path:
+        return
+    doc = open(doc_path).read() if os.path.exists(doc_path) else ""
+    if begin in doc and end in doc:
+        doc = doc[: doc.index(begin)] + text.rstrip("\n") + doc[doc.index(end) + len(end):]
+    else:
+        doc = doc.rstrip("\n") + ("\n\n" if doc else "") + heading + "\n\n" + text
+    with open(doc_path, "w") as f:
+        f.write(doc)
+    print(f"updated {doc_path}", file=sys.stderr)
+
+
 def fmt(x, digits=2):
     return "–" if x is None else f"{x:.{digits}f}"
 
@@ -247,20 +265,7 @@ def main():
     if os.path.exists(os.path.join(out_dir, "scale.tsv")):
         md += report_scale(out_dir) + [""]
     md.append(END)
-    text = "\n".join(md) + "\n"
-    with open(os.path.join(out_dir, "results.md"), "w") as f:
-        f.write(text)
-    print(text)
-    if a.doc:
-        doc = open(a.doc).read() if os.path.exists(a.doc) else ""
-        if BEGIN in doc and END in doc:
-            doc = doc[: doc.index(BEGIN)] + text.rstrip("\n") + doc[doc.index(END) + len(END):]
-        else:
-            doc = doc.rstrip("\n") + ("\n\n" if doc else "") + "## Results\n\n" + text
-        with open(a.doc, "w") as f:
-            f.write(doc)
-        print(f"updated {a.doc}", file=sys.stderr)
-
+    publish("\n".join(md) + "\n", out_dir, a.doc, BEGIN, END, "## Results")
 
 if __name__ == "__main__":
     main()

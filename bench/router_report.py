@@ -9,27 +9,18 @@ Usage: python3 bench/router_report.py bench/results/<stamp>-router [--doc docs/b
 """
 
 import argparse
-import csv
 import json
 import os
 import statistics
 import sys
+
+from report import publish, read_kv, read_tsv  # shared with the other benchmark report
 
 BEGIN = "<!-- bench:router:begin -->"
 END = "<!-- bench:router:end -->"
 TARGETS = ("direct", "pgrepl", "haproxy")
 PROXY_OF = {"pgrepl": "router", "haproxy": "haproxy"}  # the process whose CPU is the proxy's
 ISSUE_HAPROXY = "HAProxy reached 0.66 of direct TPS (select-only, 8 clients) when the issue was written"
-
-
-def read_tsv(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f, delimiter="\t"))
-
-
-def read_kv(path):
-    with open(path) as f:
-        return dict(line.rstrip("\n").split("\t", 1) for line in f if "\t" in line)
 
 
 def num(s):
@@ -248,20 +239,7 @@ def main():
                   f"{r['txns']} | {fmt(proxy_s)} | {fmt(per_1000(proxy_s, r['txns_n']))} | {fmt(busy, 0)} | {fmt(steal, 1)} | {r.get('idle_before', '–')}, {r.get('idle_waited_s', '–')} | {r['ok']} |")
     md += ["", "</details>", "", END]
 
-    text = "\n".join(md) + "\n"
-    with open(os.path.join(out_dir, "results.md"), "w") as f:
-        f.write(text)
-    print(text)
-    if a.doc:
-        doc = open(a.doc).read() if os.path.exists(a.doc) else ""
-        if BEGIN in doc and END in doc:
-            doc = doc[: doc.index(BEGIN)] + text.rstrip("\n") + doc[doc.index(END) + len(END):]
-        else:
-            doc = doc.rstrip("\n") + ("\n\n" if doc else "") + "## Router overhead: results\n\n" + text
-        with open(a.doc, "w") as f:
-            f.write(doc)
-        print(f"updated {a.doc}", file=sys.stderr)
-
+    publish("\n".join(md) + "\n", out_dir, a.doc, BEGIN, END, "## Router overhead: results")
 
 if __name__ == "__main__":
     main()
