@@ -2,7 +2,8 @@
 //! Pure: the observation is the only input, so every rule is a scenario test away.
 
 use crate::decision::{Action, Decision, Reason, SpecWork};
-use crate::local::{DataDir, Server, Slot, Upstream};
+use crate::failover;
+use crate::local::{DataDir, ReplicationRow, Server, Slot, Upstream};
 use crate::names::MemberName;
 use crate::spec::{PasswordKind, PasswordVersions, Spec};
 use crate::view::ClusterView;
@@ -26,8 +27,15 @@ pub struct Observation {
     /// The data directory carries the mark of a bootstrap that has not yet recorded the
     /// cluster in the store (so it is this cluster's own, to be resumed, not foreign data).
     pub bootstrap_unfinished: bool,
+    /// This member holds the lease but its PostgreSQL has failed to start as primary for longer
+    /// than `primary_start_timeout`: it gives way to a failover.
+    pub start_overdue: bool,
     /// Physical slots on this server (primary only).
     pub slots: Vec<Slot>,
+    /// This server's `pg_stat_replication` (primary only).
+    pub replication: Vec<ReplicationRow>,
+    /// This server's `synchronous_standby_names` (primary only).
+    pub standby_names: Option<String>,
     pub cluster: ClusterView,
 }
 
@@ -57,7 +65,7 @@ pub fn decide(o: &Observation) -> Decision {
     match &c.leader {
         Some(leader) if *leader == o.me => as_leader(o, spec),
         Some(leader) => as_follower(o, spec, leader),
-        None => without_leader(o),
+        None => without_leader(o, spec),
     }
 }
 
@@ -104,7 +112,14 @@ fn as_leader(o: &Observation, spec: &Spec) -> Decision {
             }
         }
         (_, Some(t)) => Decision::new(Action::ReleaseLease, Reason::GiveWayTo(t.clone())),
-        (Server::Replica { .. }, None) => Decision::new(Action::Promote, Reason::HoldsLeaseAsReplica),
+        (Server::Replica { .. }, None) => Decision::new(
+            Action::Promote {
+                create_slots: slots_for_others(o, spec),
+                claim_sync: spec.failover.synchronous != crate::SyncMode::Off,
+            },
+            Reason::HoldsLeaseAsReplica,
+        ),
+        (Server::Stopped, None) if o.start_overdue => Decision::new(Action::ReleaseLease, Reason::CannotStart),
         (Server::Stopped, None) => match o.data {
             DataDir::Standby { .. } => Decision::new(Action::StartAsReplica { leader: None }, Reason::StartLeader),
             _ => Decision::new(Action::StartAsPrimary, Reason::StartLeader),
@@ -112,10 +127,18 @@ fn as_leader(o: &Observation, spec: &Spec) -> Decision {
     }
 }
 
+/// The slot names of every other member of the spec.
+fn slots_for_others(o: &Observation, spec: &Spec) -> Vec<String> {
+    spec.members.keys().filter(|m| **m != o.me).map(MemberName::slot_name).collect()
+}
+
 /// What a primary holding the lease still has to do to match the spec.
 fn primary_work(o: &Observation, spec: &Spec) -> SpecWork {
     let c = &o.cluster;
-    let wanted: Vec<String> = spec.members.keys().filter(|m| **m != o.me).map(MemberName::slot_name).collect();
+    let wanted = slots_for_others(o, spec);
+    let sync = failover::wanted_sync(o, spec, &o.replication);
+    let sync_done =
+        c.sync.as_ref() == Some(&sync) && o.standby_names.as_deref() == Some(&failover::standby_names(&sync));
     let timeline = match o.server {
         Server::Primary { timeline, .. } => Some(timeline),
         _ => None,
@@ -127,6 +150,7 @@ fn primary_work(o: &Observation, spec: &Spec) -> SpecWork {
         drop_slots: o.slots.iter().filter(|s| !s.active && !wanted.contains(&s.name)).map(|s| s.name.clone()).collect(),
         record_leader: !recorded,
         clear_target: c.target.as_ref() == Some(&o.me),
+        sync: (!sync_done).then_some(sync),
     }
 }
 
@@ -175,7 +199,7 @@ fn as_follower(o: &Observation, spec: &Spec, leader: &MemberName) -> Decision {
     }
 }
 
-fn without_leader(o: &Observation) -> Decision {
+fn without_leader(o: &Observation, spec: &Spec) -> Decision {
     let c = &o.cluster;
     let last = c.last_leader.as_ref().map(|r| r.member.clone());
     let is_primary = matches!(o.server, Server::Primary { .. });
@@ -185,8 +209,16 @@ fn without_leader(o: &Observation) -> Decision {
             Decision::new(Action::Demote { release_lease: false }, Reason::WaitingForTarget(t.clone()))
         }
         Some(t) => Decision::wait(Reason::WaitingForTarget(t.clone())),
-        None if last.as_ref() == Some(&o.me) => Decision::new(Action::AcquireLease, Reason::ResumeLeadership),
+        None if last.as_ref() == Some(&o.me) && !o.start_overdue => {
+            Decision::new(Action::AcquireLease, Reason::ResumeLeadership)
+        }
         None if is_primary => Decision::new(Action::Demote { release_lease: false }, Reason::PrimaryWithoutLease(last)),
-        None => Decision::wait(Reason::NoLeaderManual(last)),
+        None if o.server == Server::Stopped && matches!(o.data, DataDir::Standby { .. }) => {
+            Decision::new(Action::StartAsReplica { leader: None }, Reason::StartWithoutLeader)
+        }
+        None => match failover::may_race(o, spec) {
+            Ok(lost) => Decision::new(Action::AcquireLease, Reason::FailoverRace(lost)),
+            Err(reason) => Decision::wait(reason),
+        },
     }
 }

@@ -1,7 +1,7 @@
 //! What `decide()` returns: one `Action` for the agent to carry out, and the `Reason` for it,
 //! whose `Display` is the one sentence the agent logs for the cycle and `pgrepl status` shows.
 
-use crate::names::{MemberName, SystemId};
+use crate::names::{MemberName, SystemId, Timeline};
 use crate::spec::PasswordKind;
 use std::fmt;
 
@@ -21,8 +21,10 @@ pub enum Action {
     Follow { leader: MemberName },
     /// Take the free leader lease.
     AcquireLease,
-    /// `pg_ctl promote` this replica (it holds the lease).
-    Promote,
+    /// `pg_ctl promote` this replica (it holds the lease), then create the other members'
+    /// slots at once so they can follow. With `claim_sync` (synchronous mode) first record in
+    /// the store that nobody else is known to hold this leader's commits, before it acks any.
+    Promote { create_slots: Vec<String>, claim_sync: bool },
     /// Keep the lease; nothing else to do.
     RenewLease,
     /// Keep the lease (when held) and bring the server in line with the spec.
@@ -54,6 +56,9 @@ pub struct SpecWork {
     pub record_leader: bool,
     /// Remove the `target` request: this member is the leader it asked for.
     pub clear_target: bool,
+    /// Bring the `sync` record and `synchronous_standby_names` to this record, safely: through
+    /// their union first, the final record only once its members hold what was acknowledged.
+    pub sync: Option<crate::view::SyncRecord>,
 }
 
 impl SpecWork {
@@ -80,6 +85,14 @@ impl fmt::Display for SpecWork {
         }
         if self.clear_target {
             parts.push("clear the fulfilled promote request".to_string());
+        }
+        if let Some(sync) = &self.sync {
+            let names = crate::failover::standby_names(sync);
+            parts.push(if names.is_empty() {
+                "wait for no synchronous replica".to_string()
+            } else {
+                format!("wait for synchronous replica(s) {names}")
+            });
         }
         f.write_str(&parts.join(", "))
     }
@@ -120,6 +133,16 @@ pub enum Reason {
     ResumeLeadership,
     PrimaryWithoutLease(Option<MemberName>),
     NoLeaderManual(Option<MemberName>),
+    CannotStart,
+    StartWithoutLeader,
+    FailoverRace(Option<MemberName>),
+    NotACandidate(Option<MemberName>),
+    OlderTimeline { mine: Timeline, theirs: Timeline },
+    TooFarBehind { lag: u64, max: u64 },
+    NotSynchronous(Option<MemberName>),
+    AwaitingPosition(MemberName),
+    PeerAhead(MemberName),
+    TooFewReports { reported: usize, needed: usize },
 }
 
 fn or_nobody(m: &Option<MemberName>) -> String {
@@ -162,6 +185,16 @@ impl fmt::Display for Reason {
             ResumeLeadership => write!(f, "taking the free leader lease: this member was the last leader"),
             PrimaryWithoutLease(l) => write!(f, "demoting: nobody holds the leader lease and the last leader was {}", or_nobody(l)),
             NoLeaderManual(l) => write!(f, "waiting: nobody holds the leader lease; the last leader was {}, automatic failover is off (use `pgrepl promote`)", or_nobody(l)),
+            CannotStart => write!(f, "releasing the leader lease: PostgreSQL has not started as primary within primary_start_timeout, so a replica may take over"),
+            StartWithoutLeader => write!(f, "starting as a replica: nobody holds the leader lease, and a running replica can take over"),
+            FailoverRace(l) => write!(f, "taking the free leader lease: the leader {} is lost and no replica is ahead of this one", or_nobody(l)),
+            NotACandidate(l) => write!(f, "waiting: nobody holds the leader lease (the last leader was {}) and this member is not a running replica that could take over", or_nobody(l)),
+            OlderTimeline { mine, theirs } => write!(f, "waiting: this replica is on timeline {mine}, behind the lost leader's timeline {theirs}, so it may not take over"),
+            TooFarBehind { lag, max } => write!(f, "waiting: this replica is {lag} bytes behind the lost leader, more than maximum_lag_on_failover ({max}), so it may not take over"),
+            NotSynchronous(l) => write!(f, "waiting: synchronous mode is on and this replica is not recorded as holding every commit the lost leader {} acknowledged, so it may not take over", or_nobody(l)),
+            AwaitingPosition(m) => write!(f, "waiting for {m} to report its position before racing for the free leader lease"),
+            PeerAhead(m) => write!(f, "waiting: {m} is further ahead and may take the free leader lease"),
+            TooFewReports { reported, needed } => write!(f, "waiting: {reported} of the synchronous replicas reported their position, {needed} are needed to prove who holds every acknowledged commit"),
         }
     }
 }

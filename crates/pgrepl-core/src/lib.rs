@@ -3,6 +3,7 @@
 
 pub mod decide;
 pub mod decision;
+pub mod failover;
 pub mod local;
 pub mod names;
 pub mod spec;
@@ -12,5 +13,5 @@ pub use decide::{decide, Observation};
 pub use decision::{Action, Decision, Reason, SpecWork};
 pub use local::{DataDir, ReplicationRow, Server, Slot, Upstream};
 pub use names::{BadLsn, BadMemberName, Lsn, MemberName, SystemId, Timeline};
-pub use spec::{MemberSpec, PasswordKind, PasswordVersions, Spec};
-pub use view::{keys, ClusterView, Initialized, LeaderRecord, MemberState, MemberStatus, Role};
+pub use spec::{FailoverSpec, MemberSpec, PasswordKind, PasswordVersions, Spec, SyncMode};
+pub use view::{keys, ClusterView, Initialized, LeaderRecord, MemberState, MemberStatus, Role, SyncRecord};

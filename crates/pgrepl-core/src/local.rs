@@ -63,6 +63,9 @@ pub struct ReplicationRow {
     pub application_name: String,
     pub client_addr: Option<String>,
     pub state: String,
+    /// Last position the replica reported flushed to its disk (what a synchronous commit waits for).
+    #[serde(default)]
+    pub flush_lsn: Option<Lsn>,
     pub replay_lsn: Option<Lsn>,
     /// `replay_lag` in milliseconds, when PostgreSQL reports one.
     pub replay_lag_ms: Option<u64>,

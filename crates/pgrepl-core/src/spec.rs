@@ -18,6 +18,49 @@ pub struct Spec {
     /// (nor its data directory, which removal keeps).
     #[serde(default)]
     pub last_member_number: u32,
+    /// How the cluster replaces a lost leader.
+    #[serde(default)]
+    pub failover: FailoverSpec,
+}
+
+/// How the cluster replaces a lost leader, and what a commit waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailoverSpec {
+    /// When off, only `pgrepl promote`/`switchover`/`failover` choose a new leader.
+    pub automatic: bool,
+    /// A replica further behind the lost leader's last known position may not take the lease.
+    pub maximum_lag_bytes: u64,
+    pub synchronous: SyncMode,
+}
+
+impl Default for FailoverSpec {
+    fn default() -> Self {
+        FailoverSpec { automatic: true, maximum_lag_bytes: 1024 * 1024, synchronous: SyncMode::Off }
+    }
+}
+
+/// What an acknowledged commit waits for (`synchronous_standby_names`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    /// Commits wait for nobody; a failover may lose the last commits (at most the lag bound).
+    #[default]
+    Off,
+    /// Commits wait for one named replica (`FIRST 1`), which alone may take over.
+    On,
+    /// Commits wait for any one of the streaming replicas (`ANY 1`); the most advanced of
+    /// them, once all have reported, may take over.
+    Quorum,
+}
+
+impl std::fmt::Display for SyncMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SyncMode::Off => "off",
+            SyncMode::On => "on",
+            SyncMode::Quorum => "quorum",
+        })
+    }
 }
 
 /// Desired state of one member.

@@ -21,6 +21,8 @@ pub mod keys {
     pub const TARGET: &str = "target";
     /// The desired state: `Spec`.
     pub const SPEC: &str = "spec";
+    /// Who may take over without losing an acknowledged commit, in synchronous mode: `SyncRecord`.
+    pub const SYNC: &str = "sync";
     /// Prefix of the members' published statuses (TTL keys): `MemberStatus`.
     pub const MEMBERS: &str = "members/";
 
@@ -41,6 +43,29 @@ pub struct LeaderRecord {
     pub member: MemberName,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeline: Option<Timeline>,
+}
+
+/// Value of `sync`, written by the leader in synchronous mode: every commit it has acknowledged
+/// is on at least `quorum` of `members` (WAL is one line, so a member holding a commit holds all
+/// before it). Hence among any `members.len() - quorum + 1` of them, the most advanced holds every
+/// acknowledged commit. `quorum` 0 with no members: nobody is known to, so nobody may take over.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncRecord {
+    pub leader: Option<MemberName>,
+    pub members: std::collections::BTreeSet<MemberName>,
+    pub quorum: usize,
+}
+
+impl SyncRecord {
+    /// How many of `members` must report their position before the most advanced of them is
+    /// known to hold every acknowledged commit (more than there are: nobody can be).
+    pub fn reports_needed(&self) -> usize {
+        if self.quorum == 0 {
+            self.members.len() + 1
+        } else {
+            self.members.len() + 1 - self.quorum.min(self.members.len())
+        }
+    }
 }
 
 /// The role a member's PostgreSQL has now (observed).
@@ -94,8 +119,23 @@ pub struct MemberStatus {
     /// Password versions this member's agent has applied since it started.
     #[serde(default)]
     pub applied_passwords: Option<crate::spec::PasswordVersions>,
+    /// The leader this member saw when it published (`None`: the lease was free), so others
+    /// know whether its position was reported after the leader was lost.
+    #[serde(default)]
+    pub leader: Option<MemberName>,
     /// Wall-clock time of publication, in milliseconds since the Unix epoch.
     pub updated_ms: u64,
+}
+
+impl MemberStatus {
+    /// The furthest WAL position this member holds (received or replayed), with its timeline.
+    pub fn position(&self) -> Option<(Timeline, Lsn)> {
+        let lsn = match (self.receive_lsn, self.lsn) {
+            (Some(r), Some(l)) => r.max(l),
+            (r, l) => r.or(l)?,
+        };
+        Some((self.timeline?, lsn))
+    }
 }
 
 /// The whole cluster from one store snapshot. Absent keys are `None` (unknown), not errors.
@@ -105,6 +145,7 @@ pub struct ClusterView {
     pub leader: Option<MemberName>,
     pub last_leader: Option<LeaderRecord>,
     pub target: Option<MemberName>,
+    pub sync: Option<SyncRecord>,
     pub spec: Option<Spec>,
     pub members: BTreeMap<MemberName, MemberStatus>,
 }
@@ -132,6 +173,7 @@ impl ClusterView {
                 keys::LAST_LEADER => view.last_leader = Some(parse(key, value)?),
                 keys::TARGET => view.target = Some(parse::<LeaderRecord>(key, value)?.member),
                 keys::SPEC => view.spec = Some(parse(key, value)?),
+                keys::SYNC => view.sync = Some(parse(key, value)?),
                 _ => {
                     if let Some(name) = key.strip_prefix(keys::MEMBERS) {
                         let name = MemberName::new(name)

@@ -40,6 +40,7 @@ fn status(n: u32, role: Role, state: MemberState) -> MemberStatus {
         replication: vec![],
         slots: vec![],
         applied_passwords: None,
+        leader: None,
         updated_ms: 0,
     }
 }
@@ -63,7 +64,10 @@ impl Scenario {
             applied_passwords: Some(PasswordVersions::default()),
             passfile_password: Some(0),
             bootstrap_unfinished: false,
+            start_overdue: false,
             slots: vec![],
+            replication: vec![],
+            standby_names: Some(String::new()),
             cluster: ClusterView { system_id: Some(SYSTEM), spec: Some(spec), ..ClusterView::default() },
         })
     }
@@ -124,8 +128,13 @@ fn healthy_leader() -> Scenario {
         .ready_leader(1)
         .last_leader(1)
         .with(|o| {
-            o.slots = vec![Slot { name: "node_2".into(), active: true }, Slot { name: "node_3".into(), active: true }]
+            o.slots = vec![Slot { name: "node_2".into(), active: true }, Slot { name: "node_3".into(), active: true }];
+            o.cluster.sync = Some(SyncRecord { leader: Some(m(1)), ..SyncRecord::default() });
         })
+}
+
+fn promote() -> Action {
+    Action::Promote { create_slots: vec!["node_1".into(), "node_3".into()], claim_sync: false }
 }
 
 #[test]
@@ -211,7 +220,10 @@ fn destroy_on_restart_never_wipes_a_primary_or_the_leader() {
         o.data = DataDir::Standby { system_id: SYSTEM };
         o.server = replica_of(None, false);
     });
-    assert_eq!(d.decide().action, Action::Promote);
+    assert_eq!(
+        d.decide().action,
+        Action::Promote { create_slots: vec!["node_2".into(), "node_3".into()], claim_sync: false }
+    );
     let d = Scenario::new().ready_leader(1).data(DataDir::Primary { system_id: SYSTEM }).with(|o| {
         o.first_cycle = true;
         o.destroy_on_restart = true;
@@ -297,7 +309,7 @@ fn a_stopped_leader_starts_its_server() {
 #[test]
 fn a_replica_holding_the_lease_promotes() {
     let d = Scenario::new().leader(2).server(replica_of(Some(1), true)).decide();
-    assert_eq!(d, Decision::new(Action::Promote, Reason::HoldsLeaseAsReplica));
+    assert_eq!(d, Decision::new(promote(), Reason::HoldsLeaseAsReplica));
 }
 
 #[test]
@@ -327,8 +339,12 @@ fn the_last_leader_takes_back_the_free_lease() {
 }
 
 #[test]
-fn without_a_leader_and_without_failover_replicas_wait() {
-    let d = Scenario::new().server(replica_of(Some(1), false)).last_leader(1).decide();
+fn without_a_leader_and_without_automatic_failover_replicas_wait() {
+    let d = Scenario::new()
+        .server(replica_of(Some(1), false))
+        .last_leader(1)
+        .with(|o| o.cluster.spec.as_mut().unwrap().failover.automatic = false)
+        .decide();
     assert_eq!(d, Decision::wait(Reason::NoLeaderManual(Some(m(1)))));
 }
 
@@ -423,4 +439,186 @@ fn a_replica_ignores_user_and_admin_password_changes() {
 fn a_leader_that_lost_its_data_releases_the_lease() {
     let d = Scenario::new().data(DataDir::Missing).leader(2).decide();
     assert_eq!(d, Decision::new(Action::ReleaseLease, Reason::LeaseWithoutData));
+}
+
+// ---- automatic failover: the race for a free lease ----
+
+/// A replica that reported its position (`lsn`) after the lease fell free.
+fn reported(n: u32, lsn: u64) -> MemberStatus {
+    MemberStatus { lsn: Some(Lsn(lsn)), ..status(n, Role::Replica, MemberState::Recovering) }
+}
+
+fn replica_at(lsn: u64) -> Server {
+    Server::Replica {
+        timeline: Timeline(1),
+        receive_lsn: Lsn(lsn),
+        replay_lsn: Lsn(lsn),
+        upstream: Some(Upstream { host: "127.0.0.1".into(), port: port(1) }),
+        streaming: false,
+    }
+}
+
+/// `node-1` led and is gone; seen from `node-2`, a running replica at `lsn`.
+fn leader_lost(lsn: u64) -> Scenario {
+    Scenario::new().server(replica_at(lsn)).last_leader(1)
+}
+
+fn sync_mode(mode: SyncMode) -> impl FnOnce(&mut Observation) {
+    move |o| o.cluster.spec.as_mut().unwrap().failover.synchronous = mode
+}
+
+fn sync_record(members: &[u32], quorum: usize) -> impl FnOnce(&mut Observation) {
+    let members = members.iter().map(|n| m(*n)).collect();
+    move |o| o.cluster.sync = Some(SyncRecord { leader: Some(m(1)), members, quorum })
+}
+
+#[test]
+fn the_most_advanced_replica_takes_the_lease_of_a_lost_leader() {
+    let s = leader_lost(0x3000100).with(|o| {
+        o.cluster.members.insert(m(3), reported(3, 0x3000000));
+    });
+    assert_eq!(s.decide(), Decision::new(Action::AcquireLease, Reason::FailoverRace(Some(m(1)))));
+    let behind = leader_lost(0x3000000).with(|o| {
+        o.cluster.members.insert(m(3), reported(3, 0x3000100));
+    });
+    assert_eq!(behind.decide(), Decision::wait(Reason::PeerAhead(m(3))));
+}
+
+#[test]
+fn replicas_at_the_same_position_both_race_and_the_store_picks_one() {
+    let s = leader_lost(0x3000000).with(|o| {
+        o.cluster.members.insert(m(3), reported(3, 0x3000000));
+    });
+    assert_eq!(s.decide().action, Action::AcquireLease);
+}
+
+#[test]
+fn a_replica_waits_for_peers_to_report_since_the_lease_fell_free() {
+    let s = leader_lost(0x3000100).with(|o| {
+        o.cluster.members.insert(m(3), MemberStatus { leader: Some(m(1)), ..reported(3, 0x3000000) });
+    });
+    assert_eq!(s.decide(), Decision::wait(Reason::AwaitingPosition(m(3))));
+}
+
+#[test]
+fn the_dead_primarys_stale_status_does_not_hold_up_the_race() {
+    let s = leader_lost(0x3000000).with(|o| {
+        o.cluster
+            .members
+            .insert(m(1), MemberStatus { leader: Some(m(1)), ..status(1, Role::Primary, MemberState::Running) });
+    });
+    assert_eq!(s.decide().action, Action::AcquireLease);
+}
+
+#[test]
+fn a_replica_too_far_behind_the_lost_leader_may_not_take_over() {
+    let s = leader_lost(0x1000000).with(|o| {
+        o.cluster.members.insert(m(1), status(1, Role::Primary, MemberState::Running));
+    });
+    assert_eq!(s.decide(), Decision::wait(Reason::TooFarBehind { lag: 0x2000000, max: 1024 * 1024 }));
+}
+
+#[test]
+fn a_replica_on_an_older_timeline_may_not_take_over() {
+    let s = leader_lost(0x3000000)
+        .with(|o| o.cluster.last_leader = Some(LeaderRecord { member: m(1), timeline: Some(Timeline(2)) }));
+    assert_eq!(s.decide(), Decision::wait(Reason::OlderTimeline { mine: Timeline(1), theirs: Timeline(2) }));
+}
+
+#[test]
+fn a_stopped_replica_starts_without_a_leader_so_it_can_take_over() {
+    let d = Scenario::new().last_leader(1).decide();
+    assert_eq!(d, Decision::new(Action::StartAsReplica { leader: None }, Reason::StartWithoutLeader));
+}
+
+#[test]
+fn a_leader_whose_server_will_not_start_gives_way() {
+    let d = healthy_leader().server(Server::Stopped).with(|o| o.start_overdue = true).decide();
+    assert_eq!(d, Decision::new(Action::ReleaseLease, Reason::CannotStart));
+    let d = Scenario::new()
+        .me(1)
+        .data(DataDir::Primary { system_id: SYSTEM })
+        .last_leader(1)
+        .with(|o| o.start_overdue = true)
+        .decide();
+    assert_eq!(d, Decision::wait(Reason::NotACandidate(Some(m(1)))), "it does not take the lease back");
+}
+
+#[test]
+fn in_synchronous_mode_only_a_recorded_replica_may_take_over() {
+    let outside = leader_lost(0x3000100).with(sync_mode(SyncMode::On)).with(sync_record(&[3], 1));
+    assert_eq!(outside.decide(), Decision::wait(Reason::NotSynchronous(Some(m(1)))));
+    let inside = leader_lost(0x3000000).with(sync_mode(SyncMode::On)).with(sync_record(&[2], 1)).with(|o| {
+        o.cluster.members.insert(m(3), reported(3, 0x3000100));
+    });
+    assert_eq!(
+        inside.decide().action,
+        Action::AcquireLease,
+        "node-3 is ahead but holds no acknowledged commit node-2 lacks"
+    );
+    let unrecorded = leader_lost(0x3000000).with(sync_mode(SyncMode::On));
+    assert_eq!(unrecorded.decide(), Decision::wait(Reason::NotSynchronous(Some(m(1)))));
+}
+
+#[test]
+fn in_quorum_mode_the_winner_needs_reports_from_enough_members() {
+    let alone = leader_lost(0x3000000).with(sync_mode(SyncMode::Quorum)).with(sync_record(&[2, 3], 1));
+    assert_eq!(alone.decide(), Decision::wait(Reason::TooFewReports { reported: 1, needed: 2 }));
+    let both = alone.with(|o| {
+        o.cluster.members.insert(m(3), reported(3, 0x2000000));
+    });
+    assert_eq!(both.decide().action, Action::AcquireLease);
+    let nobody = leader_lost(0x3000000).with(sync_mode(SyncMode::Quorum)).with(sync_record(&[2, 3], 0)).with(|o| {
+        o.cluster.members.insert(m(3), reported(3, 0x2000000));
+    });
+    assert_eq!(nobody.decide(), Decision::wait(Reason::TooFewReports { reported: 2, needed: 3 }));
+}
+
+#[test]
+fn a_synchronous_primary_waits_for_a_streaming_replica() {
+    let row = |n: u32| ReplicationRow {
+        application_name: m(n).to_string(),
+        client_addr: None,
+        state: "streaming".into(),
+        flush_lsn: None,
+        replay_lsn: None,
+        replay_lag_ms: None,
+    };
+    let s = healthy_leader().with(sync_mode(SyncMode::On)).with(|o| o.replication = vec![row(3), row(2)]);
+    let want = SyncRecord { leader: Some(m(1)), members: [m(2)].into(), quorum: 1 };
+    let d = s.decide();
+    assert_eq!(d.action, Action::ApplySpec(SpecWork { sync: Some(want.clone()), ..SpecWork::default() }));
+    assert_eq!(d.to_string(), "applying the spec: wait for synchronous replica(s) FIRST 1 (\"node-2\")");
+    let done = s.with(|o| {
+        o.cluster.sync = Some(want);
+        o.standby_names = Some("FIRST 1 (\"node-2\")".into());
+    });
+    assert_eq!(done.decide().action, Action::RenewLease);
+    let quorum = healthy_leader().with(sync_mode(SyncMode::Quorum)).with(|o| o.replication = vec![row(2), row(3)]);
+    let Action::ApplySpec(work) = quorum.decide().action else { panic!("expected sync work") };
+    assert_eq!(work.sync.unwrap().members, [m(2), m(3)].into());
+}
+
+#[test]
+fn a_synchronous_replica_that_stops_streaming_is_replaced() {
+    let row = ReplicationRow {
+        application_name: "node-3".into(),
+        client_addr: None,
+        state: "streaming".into(),
+        flush_lsn: None,
+        replay_lsn: None,
+        replay_lag_ms: None,
+    };
+    let s = healthy_leader().with(sync_mode(SyncMode::On)).with(sync_record(&[2], 1)).with(|o| {
+        o.replication = vec![row];
+        o.standby_names = Some("FIRST 1 (\"node-2\")".into());
+    });
+    let Action::ApplySpec(work) = s.decide().action else { panic!("expected sync work") };
+    assert_eq!(work.sync.unwrap().members, [m(3)].into());
+}
+
+#[test]
+fn a_promotion_in_synchronous_mode_first_claims_the_sync_record() {
+    let d = Scenario::new().leader(2).server(replica_of(Some(1), true)).with(sync_mode(SyncMode::On)).decide();
+    assert_eq!(d.action, Action::Promote { create_slots: vec!["node_1".into(), "node_3".into()], claim_sync: true });
 }

@@ -1,0 +1,152 @@
+//! The rules of automatic failover: which replica may race for a free leader lease, and which
+//! replicas a primary in synchronous mode waits for (so that only a member holding every
+//! acknowledged commit can ever win that race). Pure functions of one `Observation`.
+
+use crate::decide::Observation;
+use crate::decision::Reason;
+use crate::local::Server;
+use crate::names::MemberName;
+use crate::spec::{Spec, SyncMode};
+use crate::view::{Role, SyncRecord};
+
+/// Whether this member may race for the free lease now: `Ok` with the lost leader's name, or
+/// the reason to wait. The rules:
+/// 1. automatic failover is on and this member runs as a replica;
+/// 2. it is on the lost leader's timeline (or later) and within `maximum_lag_bytes` of the
+///    leader's last published position;
+/// 3. in synchronous mode, it is in the leader's `sync` record;
+/// 4. every other live replica that counts (all of them; in synchronous mode those in the
+///    record) has published its position since the lease fell free, and none is ahead of it;
+/// 5. in synchronous mode, enough of the record's members have reported a position that the
+///    most advanced of them holds every acknowledged commit.
+///
+/// Replicas at the same position may all race: the store lets exactly one take the lease.
+pub(crate) fn may_race(o: &Observation, spec: &Spec) -> Result<Option<MemberName>, Reason> {
+    let c = &o.cluster;
+    let last = c.last_leader.as_ref();
+    let lost = last.map(|r| r.member.clone());
+    if !spec.failover.automatic {
+        return Err(Reason::NoLeaderManual(lost));
+    }
+    let Server::Replica { timeline, receive_lsn, replay_lsn, .. } = &o.server else {
+        return Err(Reason::NotACandidate(lost));
+    };
+    let mine = (*timeline, (*receive_lsn).max(*replay_lsn));
+    if let Some(theirs) = last.and_then(|r| r.timeline).filter(|t| t > timeline) {
+        return Err(Reason::OlderTimeline { mine: *timeline, theirs });
+    }
+    let leader_lsn =
+        lost.as_ref().and_then(|l| c.members.get(l)).filter(|s| s.role == Role::Primary).and_then(|s| s.lsn);
+    if let Some(lag) = leader_lsn.map(|l| l.bytes_after(mine.1)).filter(|lag| *lag > spec.failover.maximum_lag_bytes) {
+        return Err(Reason::TooFarBehind { lag, max: spec.failover.maximum_lag_bytes });
+    }
+    let sync = match (spec.failover.synchronous, &c.sync) {
+        (SyncMode::Off, _) => None,
+        (_, Some(record)) if record.members.contains(&o.me) => Some(record),
+        (_, _) => return Err(Reason::NotSynchronous(lost)),
+    };
+    let mut reported = 1;
+    for (name, status) in &c.members {
+        let counts = *name != o.me
+            && status.role == Role::Replica
+            && spec.members.contains_key(name)
+            && sync.is_none_or(|s| s.members.contains(name));
+        if !counts {
+            continue;
+        }
+        if status.leader.is_some() {
+            return Err(Reason::AwaitingPosition(name.clone()));
+        }
+        if let Some(theirs) = status.position() {
+            if theirs > mine {
+                return Err(Reason::PeerAhead(name.clone()));
+            }
+            reported += 1;
+        }
+    }
+    if let Some(record) = sync {
+        if reported < record.reports_needed() {
+            return Err(Reason::TooFewReports { reported, needed: record.reports_needed() });
+        }
+    }
+    Ok(lost)
+}
+
+/// The synchronous replicas a primary should wait for now, given the mode, the current record
+/// and which replicas stream from it (its `pg_stat_replication`). In `on` mode the current
+/// synchronous replica is kept while it streams, else the streaming one with the lowest name; in
+/// `quorum` mode any one of all streaming replicas. With none (or mode `off`): nobody.
+pub fn wanted_sync(o: &Observation, spec: &Spec, replication: &[crate::ReplicationRow]) -> SyncRecord {
+    let streaming: Vec<MemberName> = replication
+        .iter()
+        .filter(|r| r.state == "streaming")
+        .filter_map(|r| MemberName::new(&r.application_name).ok())
+        .filter(|m| *m != o.me && spec.members.contains_key(m))
+        .collect();
+    let members: std::collections::BTreeSet<MemberName> = match spec.failover.synchronous {
+        SyncMode::Off => Default::default(),
+        SyncMode::On => {
+            let current = o.cluster.sync.as_ref().map(|s| &s.members);
+            let kept = streaming.iter().find(|m| current.is_some_and(|c| c.contains(*m)));
+            kept.or(streaming.iter().min()).into_iter().cloned().collect()
+        }
+        SyncMode::Quorum => streaming.into_iter().collect(),
+    };
+    let quorum = usize::from(!members.is_empty());
+    SyncRecord { leader: Some(o.me.clone()), members, quorum }
+}
+
+/// A record that holds both before and after switching from `current` to `wanted`: the union
+/// of their members with the smaller quorum. An absent record counts as "nobody".
+pub fn sync_union(current: Option<&SyncRecord>, wanted: &SyncRecord) -> SyncRecord {
+    let nobody = SyncRecord::default();
+    let current = current.unwrap_or(&nobody);
+    SyncRecord {
+        leader: wanted.leader.clone(),
+        members: current.members.union(&wanted.members).cloned().collect(),
+        quorum: current.quorum.min(wanted.quorum),
+    }
+}
+
+/// `synchronous_standby_names` for a record: empty for nobody, `FIRST 1 ("node-2")` for one
+/// member, `ANY k ("node-2", "node-3")` for several.
+pub fn standby_names(record: &SyncRecord) -> String {
+    let quoted: Vec<String> = record.members.iter().map(|m| format!("\"{m}\"")).collect();
+    match (record.quorum, quoted.len()) {
+        (0, _) | (_, 0) => String::new(),
+        (_, 1) => format!("FIRST 1 ({})", quoted[0]),
+        (k, _) => format!("ANY {k} ({})", quoted.join(", ")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(members: &[u32], quorum: usize) -> SyncRecord {
+        SyncRecord { leader: None, members: members.iter().map(|n| MemberName::numbered(*n)).collect(), quorum }
+    }
+
+    #[test]
+    fn standby_names_render_each_shape() {
+        assert_eq!(standby_names(&rec(&[], 0)), "");
+        assert_eq!(standby_names(&rec(&[2, 3], 0)), "");
+        assert_eq!(standby_names(&rec(&[2], 1)), "FIRST 1 (\"node-2\")");
+        assert_eq!(standby_names(&rec(&[2, 3], 1)), "ANY 1 (\"node-2\", \"node-3\")");
+    }
+
+    #[test]
+    fn the_union_holds_under_both_records() {
+        assert_eq!(sync_union(Some(&rec(&[2], 1)), &rec(&[3], 1)), rec(&[2, 3], 1));
+        assert_eq!(sync_union(None, &rec(&[3], 1)), rec(&[3], 0), "no record: nobody was known to hold commits");
+        assert_eq!(sync_union(Some(&rec(&[2], 1)), &rec(&[], 0)), rec(&[2], 0));
+    }
+
+    #[test]
+    fn reports_needed_follow_the_pigeonhole() {
+        assert_eq!(rec(&[2], 1).reports_needed(), 1);
+        assert_eq!(rec(&[2, 3], 1).reports_needed(), 2);
+        assert_eq!(rec(&[2, 3, 4], 2).reports_needed(), 2);
+        assert_eq!(rec(&[2, 3], 0).reports_needed(), 3, "quorum 0: nobody can be proven");
+    }
+}
