@@ -7,7 +7,8 @@ use crate::publish;
 use crate::secrets::Secrets;
 use anyhow::{bail, Context};
 use pgrepl_core::{
-    keys, Action, DataDir, Decision, Initialized, LeaderRecord, MemberName, PasswordKind, Server, SpecWork,
+    failover, keys, Action, DataDir, Decision, Initialized, LeaderRecord, MemberName, PasswordKind, Server, SpecWork,
+    SyncRecord,
 };
 use pgrepl_pg::sql::{self, RoleKind};
 use pgrepl_pg::{Conninfo, HbaRules, PassEntry, ServerConf, StopMode};
@@ -33,7 +34,8 @@ impl Agent {
             Action::StartAsPrimary => {
                 self.configure(seen, None)?;
                 self.pg.set_standby_signal(false)?;
-                self.pg.start(START_TIMEOUT).await?;
+                let (pg, timeout) = (self.pg.clone(), self.s.primary_start_timeout);
+                self.keeping_lease(async move { pg.start(timeout).await }).await?;
                 Ok(())
             }
             Action::StartAsReplica { leader } => {
@@ -49,23 +51,20 @@ impl Agent {
             }
             Action::AcquireLease => {
                 let value = serde_json::to_vec(&LeaderRecord { member: self.s.member.clone(), timeline: None })?;
-                self.put(keys::LEADER, &value, Condition::Absent, Some(self.s.ttl))
-                    .await
-                    .context("take the leader lease")?;
+                self.renew(&value, Condition::Absent).await.context("take the leader lease")?;
                 info!("took the leader lease");
                 Ok(())
             }
-            Action::Promote => {
-                self.pg.promote(START_TIMEOUT).await?;
-                // The new timeline reaches the control file only at a checkpoint, and pg_rewind
-                // of a former primary reads it from there: checkpoint now, as Patroni does.
-                let client = self.pg.connect(&self.s.admin_user, "postgres").await?;
-                sql::checkpoint(&client).await?;
-                info!("promoted to primary");
-                Ok(())
-            }
+            Action::Promote { create_slots, claim_sync } => self.promote(create_slots, *claim_sync).await,
             Action::ApplySpec(work) => self.apply_spec(seen, work).await,
             Action::Demote { release_lease } => {
+                if *release_lease {
+                    // A planned handover: checkpoint while still serving, so the shutdown
+                    // checkpoint (during which nobody can write) has little left to do.
+                    if let Ok(client) = self.pg.connect(&self.s.admin_user, "postgres").await {
+                        let _ = sql::checkpoint(&client).await;
+                    }
+                }
                 self.pg.stop(StopMode::Fast, STOP_TIMEOUT).await?;
                 if *release_lease {
                     self.release_lease(seen).await?;
@@ -91,7 +90,80 @@ impl Agent {
     async fn release_lease(&mut self, seen: &Seen) -> anyhow::Result<()> {
         if let Some(entry) = seen.snapshot.get(keys::LEADER) {
             self.delete(keys::LEADER, Condition::Revision(entry.revision)).await.context("release the leader lease")?;
+            self.fence.disarm();
             info!("released the leader lease");
+        }
+        Ok(())
+    }
+
+    /// Promotes this replica, which holds the lease: claims the sync record first (synchronous
+    /// mode), creates the other members' slots so they can follow at once, promotes while
+    /// keeping the lease, and checkpoints in the background (pg_rewind of the former primary
+    /// reads the new timeline from the control file, which a checkpoint updates).
+    async fn promote(&mut self, create_slots: &[String], claim_sync: bool) -> anyhow::Result<()> {
+        if claim_sync {
+            let nobody = SyncRecord { leader: Some(self.s.member.clone()), ..SyncRecord::default() };
+            self.put(keys::SYNC, &serde_json::to_vec(&nobody)?, Condition::Any, None)
+                .await
+                .context("record that no other member holds this leader's commits yet")?;
+        }
+        let client = self.pg.connect(&self.s.admin_user, "postgres").await?;
+        for slot in create_slots {
+            sql::create_slot(&client, slot).await?;
+        }
+        let pg = self.pg.clone();
+        self.keeping_lease(async move { pg.promote(START_TIMEOUT).await }).await?;
+        self.standby_names = Some(String::new());
+        info!("promoted to primary");
+        tokio::spawn(async move {
+            if let Err(e) = sql::checkpoint(&client).await {
+                warn!("checkpoint after promotion: {e:#}");
+            }
+        });
+        Ok(())
+    }
+
+    /// Moves the `sync` record and `synchronous_standby_names` to `wanted` without a moment in
+    /// which the record promises more than holds: the record becomes the union of old and new
+    /// first, then the server waits for the new set, and the record narrows to `wanted` only
+    /// once enough of its members have flushed past the switch (else a later cycle retries).
+    async fn apply_sync(
+        &mut self,
+        seen: &Seen,
+        client: &tokio_postgres::Client,
+        wanted: &SyncRecord,
+    ) -> anyhow::Result<()> {
+        let current = seen.obs.cluster.sync.as_ref();
+        let union = failover::sync_union(current, wanted);
+        if current != Some(&union) {
+            self.put(keys::SYNC, &serde_json::to_vec(&union)?, Condition::Any, None).await?;
+        }
+        let names = failover::standby_names(wanted);
+        if seen.obs.standby_names.as_deref() != Some(names.as_str()) {
+            self.standby_names = Some(names.clone());
+            self.configure(seen, None)?;
+            self.pg.reload().await?;
+            info!(synchronous_standby_names = %names, "changed the synchronous replicas");
+        }
+        if union != *wanted {
+            let switched_at = sql::current_lsn(client).await?;
+            let deadline = std::time::Instant::now() + self.s.loop_wait;
+            loop {
+                let rows = sql::replication_rows(client).await?;
+                let caught_up = rows
+                    .iter()
+                    .filter(|r| wanted.members.iter().any(|m| m.as_str() == r.application_name))
+                    .filter(|r| r.flush_lsn.is_some_and(|f| f >= switched_at))
+                    .count();
+                if caught_up >= wanted.quorum {
+                    break;
+                }
+                if std::time::Instant::now() > deadline {
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            self.put(keys::SYNC, &serde_json::to_vec(wanted)?, Condition::Any, None).await?;
         }
         Ok(())
     }
@@ -148,10 +220,18 @@ impl Agent {
             _ => None,
         };
         let primary_slot_name = primary_conninfo.as_ref().map(|_| self.s.member.slot_name());
+        // Only a leader's commits wait; it starts waiting for what its sync record promises.
+        let synchronous_standby_names = if seen.obs.cluster.leader.as_ref() == Some(&self.s.member) {
+            let recorded = || seen.obs.cluster.sync.as_ref().map(failover::standby_names).unwrap_or_default();
+            self.standby_names.clone().unwrap_or_else(recorded)
+        } else {
+            String::new()
+        };
         self.pg.write_conf(&ServerConf {
             parameters: self.s.parameters.clone(),
             primary_conninfo,
             primary_slot_name,
+            synchronous_standby_names,
         })?;
         self.pg.write_hba(&HbaRules {
             admin_user: self.s.admin_user.clone(),
@@ -185,7 +265,7 @@ impl Agent {
             .context("record the new cluster in the store")?;
         std::fs::remove_file(self.bootstrap_mark()).context("clear the unfinished-bootstrap mark")?;
         let leader = serde_json::to_vec(&LeaderRecord { member: self.s.member.clone(), timeline: None })?;
-        self.put(keys::LEADER, &leader, Condition::Absent, Some(self.s.ttl)).await.context("take the leader lease")?;
+        self.renew(&leader, Condition::Absent).await.context("take the leader lease")?;
         self.applied = seen.obs.cluster.spec.as_ref().map(|s| s.passwords);
         info!(%system_id, "bootstrapped a new cluster and took the leader lease");
         Ok(())
@@ -260,6 +340,9 @@ impl Agent {
         }
         if work.clear_target {
             self.delete(keys::TARGET, Condition::Any).await?;
+        }
+        if let Some(wanted) = &work.sync {
+            self.apply_sync(seen, &client, wanted).await?;
         }
         Ok(())
     }

@@ -3,6 +3,7 @@
 //! `Action` through `pgrepl-pg` and the store; `publish` writes the member's status.
 
 mod act;
+mod fence;
 mod member;
 mod publish;
 pub mod secrets;

@@ -3,6 +3,7 @@
 //! sentence is logged when it changes. Runs until told to shut down, then stops PostgreSQL and
 //! gives up the lease.
 
+use crate::fence::Fence;
 use crate::publish;
 use crate::settings::Settings;
 use anyhow::Context;
@@ -16,6 +17,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{info, info_span, warn, Instrument};
 
+/// How long after another member's lease could expire this agent looks again.
+const LEASE_EXPIRY_SLACK: Duration = Duration::from_millis(20);
+
 pub struct Agent {
     pub(crate) s: Settings,
     pub(crate) store: Arc<dyn Store>,
@@ -26,6 +30,12 @@ pub struct Agent {
     /// Replication password version in the password file, once this agent wrote it.
     pub(crate) passfile_version: Option<u64>,
     stalled_since: Option<Instant>,
+    /// Since when this leader's server has been stopped (for `primary_start_timeout`).
+    down_since: Option<Instant>,
+    /// Stops PostgreSQL if the lease this member holds is about to expire unrenewed.
+    pub(crate) fence: Fence,
+    /// `synchronous_standby_names` this agent last set (`None`: from the store's record).
+    pub(crate) standby_names: Option<String>,
     cycle: u64,
     last_sentence: String,
     /// The store revision of this agent's last write: waking for it would only wake the agent
@@ -41,7 +51,13 @@ pub struct Agent {
 pub(crate) struct Seen {
     pub snapshot: Snapshot,
     pub obs: Observation,
-    pub replication: Vec<pgrepl_core::ReplicationRow>,
+}
+
+impl Seen {
+    /// How long the leader lease seen in this snapshot has left, when it has a TTL.
+    pub fn lease_left(&self) -> Option<Duration> {
+        self.snapshot.get(keys::LEADER)?.expires_in
+    }
 }
 
 impl Agent {
@@ -57,9 +73,13 @@ impl Agent {
             log_file: s.log_file.clone(),
             name: s.member.to_string(),
         };
+        let fence = Fence::spawn(pg.clone());
         Ok(Agent {
             s,
             store,
+            fence,
+            down_since: None,
+            standby_names: None,
             pg,
             first_cycle: true,
             applied: None,
@@ -80,15 +100,16 @@ impl Agent {
         loop {
             self.cycle += 1;
             let span = info_span!("cycle", member = %self.s.member, n = self.cycle);
-            let (seen_revision, again_now) = self.run_cycle().instrument(span).await;
+            let (seen_revision, again_now, lease_left) = self.run_cycle().instrument(span).await;
             let revision = seen_revision.max(self.own_revision);
             let store = self.store.clone();
-            let loop_wait = self.s.loop_wait;
+            // Wake when another member's lease could expire, so a lost leader is replaced at once.
+            let wait = lease_left.map_or(self.s.loop_wait, |left| self.s.loop_wait.min(left + LEASE_EXPIRY_SLACK));
             let pause = async move {
                 if again_now {
                     tokio::task::yield_now().await;
-                } else if store.wait_change(revision, loop_wait).await.is_err() {
-                    tokio::time::sleep(loop_wait).await;
+                } else if store.wait_change(revision, wait).await.is_err() {
+                    tokio::time::sleep(wait).await;
                 }
             };
             tokio::select! {
@@ -100,19 +121,22 @@ impl Agent {
         self.shut_down().await
     }
 
-    /// One observe -> decide -> act -> publish. Returns the store revision seen and whether
-    /// to run again at once (an action was taken, so the world has changed).
-    async fn run_cycle(&mut self) -> (u64, bool) {
+    /// One observe -> decide -> act -> publish. Returns the store revision seen, whether
+    /// to run again at once (an action was taken, so the world has changed), and the time left
+    /// on another member's lease.
+    async fn run_cycle(&mut self) -> (u64, bool, Option<Duration>) {
         let seen = match self.observe().await {
             Ok(seen) => seen,
             Err(e) => {
                 self.say(&format!("cannot observe the cluster: {e:#}"));
                 // Nothing to wait for a change after: pause a whole cycle instead of spinning.
                 tokio::time::sleep(self.s.loop_wait).await;
-                return (0, false);
+                return (0, false, None);
             }
         };
         let revision = seen.snapshot.revision;
+        let leader = seen.obs.cluster.leader.as_ref();
+        let others_lease_left = seen.lease_left().filter(|_| leader.is_some_and(|l| *l != self.s.member));
         let decision = decide(&seen.obs);
         self.say(&decision.to_string());
         self.first_cycle = false;
@@ -136,7 +160,7 @@ impl Agent {
         if let Err(e) = publish::status(self, &seen, &decision, failed.as_deref()).await {
             warn!("publish member status: {e:#}");
         }
-        (revision, !quiet && failed.is_none())
+        (revision, !quiet && failed.is_none(), others_lease_left)
     }
 
     fn say(&mut self, sentence: &str) {
@@ -147,6 +171,7 @@ impl Agent {
     }
 
     async fn observe(&mut self) -> anyhow::Result<Seen> {
+        let at = Instant::now();
         let snapshot = self.store.snapshot().await.context("read the store")?;
         let cluster =
             ClusterView::from_entries(snapshot.entries.iter().map(|(k, e)| (k.as_str(), e.value.as_slice())))?;
@@ -155,12 +180,26 @@ impl Agent {
         }
         let data = self.pg.data_dir_state().context("inspect the data directory")?;
         let server = if data == DataDir::Missing { Server::Stopped } else { self.observe_server().await };
-        let (slots, replication) = match (&server, &self.client) {
-            (Server::Primary { .. }, Some(client)) => {
-                (pgrepl_pg::sql::slots(client).await?, pgrepl_pg::sql::replication_rows(client).await?)
-            }
-            _ => (vec![], vec![]),
+        let (slots, replication, standby_names) = match (&server, &self.client) {
+            (Server::Primary { .. }, Some(client)) => (
+                pgrepl_pg::sql::slots(client).await?,
+                pgrepl_pg::sql::replication_rows(client).await?,
+                Some(pgrepl_pg::sql::standby_names(client).await?),
+            ),
+            _ => (vec![], vec![], None),
         };
+        let holds_lease = cluster.leader.as_ref() == Some(&self.s.member);
+        if holds_lease {
+            // A lease seen held with time left holds at least that long after the read was sent.
+            if let Some(left) = snapshot.get(keys::LEADER).and_then(|e| e.expires_in) {
+                self.fence.arm(at + left);
+            }
+        } else {
+            self.fence.disarm();
+        }
+        let leader_down = holds_lease && server == Server::Stopped;
+        self.down_since = if leader_down { Some(self.down_since.unwrap_or_else(Instant::now)) } else { None };
+        let start_overdue = self.down_since.is_some_and(|t| t.elapsed() > self.s.primary_start_timeout);
         let leader_endpoint = cluster
             .leader
             .as_ref()
@@ -179,10 +218,13 @@ impl Agent {
             applied_passwords: self.applied,
             passfile_password: self.passfile_version,
             bootstrap_unfinished: self.bootstrap_mark().exists(),
+            start_overdue,
             slots,
+            replication,
+            standby_names,
             cluster,
         };
-        Ok(Seen { snapshot, obs, replication })
+        Ok(Seen { snapshot, obs })
     }
 
     /// The file that marks a data directory whose bootstrap has not recorded the cluster yet.
@@ -214,14 +256,49 @@ impl Agent {
             return Ok(());
         }
         let entry = seen.snapshot.get(keys::LEADER).context("leader key vanished")?;
-        // Renewing is a store write that wakes every agent: do it once per loop_wait, not per cycle.
-        if entry.expires_in.is_some_and(|left| left + self.s.loop_wait > self.s.ttl) {
+        // Renewing is a store write that wakes every agent: about once per loop_wait, not per cycle.
+        if entry.expires_in.is_some_and(|left| left + self.s.loop_wait / 2 > self.s.ttl) {
             return Ok(());
         }
         let value = entry.value.clone();
-        self.put(keys::LEADER, &value, Condition::Revision(entry.revision), Some(self.s.ttl))
-            .await
-            .context("renew the leader lease")?;
+        self.renew(&value, Condition::Revision(entry.revision)).await.context("renew the leader lease")
+    }
+
+    /// Writes the leader key with the lease's TTL and arms the fence for it.
+    pub(crate) async fn renew(&mut self, value: &[u8], cond: Condition) -> Result<(), StoreError> {
+        let sent = Instant::now();
+        self.put(keys::LEADER, value, cond, Some(self.s.ttl)).await?;
+        self.fence.arm(sent + self.s.ttl);
+        Ok(())
+    }
+
+    /// Keeps the lease renewed while `work` runs (a start or promotion that may outlast the
+    /// TTL); the work itself is bounded by its own timeout.
+    pub(crate) async fn keeping_lease<T>(&mut self, work: impl Future<Output = T>) -> T {
+        tokio::pin!(work);
+        let mut tick = tokio::time::interval(self.s.loop_wait);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                _ = tick.tick() => {
+                    if let Err(e) = self.renew_current().await {
+                        warn!("renew the leader lease during a long action: {e:#}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Renews the lease from a fresh read of the store, if this member still holds it.
+    async fn renew_current(&mut self) -> anyhow::Result<()> {
+        let snapshot = self.store.snapshot().await?;
+        let Some(entry) = snapshot.get(keys::LEADER) else { return Ok(()) };
+        let holder: pgrepl_core::LeaderRecord = serde_json::from_slice(&entry.value)?;
+        if holder.member == self.s.member {
+            let value = entry.value.clone();
+            self.renew(&value, Condition::Revision(entry.revision)).await?;
+        }
         Ok(())
     }
 
@@ -247,6 +324,7 @@ impl Agent {
 
     /// Stop PostgreSQL, give up the lease and withdraw the member's status.
     async fn shut_down(self) -> anyhow::Result<()> {
+        self.fence.disarm();
         info!(member = %self.s.member, "agent stopping: stopping PostgreSQL and releasing the lease");
         if self.pg.postmaster_running() {
             self.pg.stop(StopMode::Fast, Duration::from_secs(60)).await.context("stop PostgreSQL")?;

@@ -42,9 +42,10 @@ pub(crate) fn build(agent: &Agent, seen: &Seen, sentence: String, state: Option<
         lsn,
         receive_lsn,
         decision: sentence,
-        replication: seen.replication.clone(),
+        replication: seen.obs.replication.clone(),
         slots: seen.obs.slots.iter().map(|s| s.name.clone()).collect(),
         applied_passwords: applied_passwords(agent, role),
+        leader: seen.obs.cluster.leader.clone(),
         updated_ms: now_ms(),
     }
 }

@@ -30,6 +30,8 @@ pub struct Settings {
     pub loop_wait: Duration,
     pub ttl: Duration,
     pub destroy_on_restart: bool,
+    /// How long a leader whose PostgreSQL is down may try to start it before giving way.
+    pub primary_start_timeout: Duration,
     /// How long a replica may fail to stream from the running leader before it rewinds.
     pub stall_timeout: Duration,
 }

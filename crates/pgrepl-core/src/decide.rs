@@ -216,9 +216,6 @@ fn without_leader(o: &Observation, spec: &Spec) -> Decision {
         None if o.server == Server::Stopped && matches!(o.data, DataDir::Standby { .. }) => {
             Decision::new(Action::StartAsReplica { leader: None }, Reason::StartWithoutLeader)
         }
-        None => match failover::may_race(o, spec) {
-            Ok(lost) => Decision::new(Action::AcquireLease, Reason::FailoverRace(lost)),
-            Err(reason) => Decision::wait(reason),
-        },
+        None => failover::race(o, spec),
     }
 }

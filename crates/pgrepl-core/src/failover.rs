@@ -3,14 +3,13 @@
 //! acknowledged commit can ever win that race). Pure functions of one `Observation`.
 
 use crate::decide::Observation;
-use crate::decision::Reason;
+use crate::decision::{Action, Decision, Reason};
 use crate::local::Server;
 use crate::names::MemberName;
 use crate::spec::{Spec, SyncMode};
 use crate::view::{Role, SyncRecord};
 
-/// Whether this member may race for the free lease now: `Ok` with the lost leader's name, or
-/// the reason to wait. The rules:
+/// Whether this member races for the free lease now (`AcquireLease`) or waits, and why. The rules:
 /// 1. automatic failover is on and this member runs as a replica;
 /// 2. it is on the lost leader's timeline (or later) and within `maximum_lag_bytes` of the
 ///    leader's last published position;
@@ -21,29 +20,36 @@ use crate::view::{Role, SyncRecord};
 ///    most advanced of them holds every acknowledged commit.
 ///
 /// Replicas at the same position may all race: the store lets exactly one take the lease.
-pub(crate) fn may_race(o: &Observation, spec: &Spec) -> Result<Option<MemberName>, Reason> {
+pub(crate) fn race(o: &Observation, spec: &Spec) -> Decision {
+    match may_race(o, spec) {
+        Ok(lost) => Decision::new(Action::AcquireLease, Reason::FailoverRace(lost)),
+        Err(reason) => Decision::wait(*reason),
+    }
+}
+
+fn may_race(o: &Observation, spec: &Spec) -> Result<Option<MemberName>, Box<Reason>> {
     let c = &o.cluster;
     let last = c.last_leader.as_ref();
     let lost = last.map(|r| r.member.clone());
     if !spec.failover.automatic {
-        return Err(Reason::NoLeaderManual(lost));
+        return Err(Box::new(Reason::NoLeaderManual(lost)));
     }
     let Server::Replica { timeline, receive_lsn, replay_lsn, .. } = &o.server else {
-        return Err(Reason::NotACandidate(lost));
+        return Err(Box::new(Reason::NotACandidate(lost)));
     };
     let mine = (*timeline, (*receive_lsn).max(*replay_lsn));
     if let Some(theirs) = last.and_then(|r| r.timeline).filter(|t| t > timeline) {
-        return Err(Reason::OlderTimeline { mine: *timeline, theirs });
+        return Err(Box::new(Reason::OlderTimeline { mine: *timeline, theirs }));
     }
     let leader_lsn =
         lost.as_ref().and_then(|l| c.members.get(l)).filter(|s| s.role == Role::Primary).and_then(|s| s.lsn);
     if let Some(lag) = leader_lsn.map(|l| l.bytes_after(mine.1)).filter(|lag| *lag > spec.failover.maximum_lag_bytes) {
-        return Err(Reason::TooFarBehind { lag, max: spec.failover.maximum_lag_bytes });
+        return Err(Box::new(Reason::TooFarBehind { lag, max: spec.failover.maximum_lag_bytes }));
     }
     let sync = match (spec.failover.synchronous, &c.sync) {
         (SyncMode::Off, _) => None,
         (_, Some(record)) if record.members.contains(&o.me) => Some(record),
-        (_, _) => return Err(Reason::NotSynchronous(lost)),
+        (_, _) => return Err(Box::new(Reason::NotSynchronous(lost))),
     };
     let mut reported = 1;
     for (name, status) in &c.members {
@@ -55,18 +61,18 @@ pub(crate) fn may_race(o: &Observation, spec: &Spec) -> Result<Option<MemberName
             continue;
         }
         if status.leader.is_some() {
-            return Err(Reason::AwaitingPosition(name.clone()));
+            return Err(Box::new(Reason::AwaitingPosition(name.clone())));
         }
         if let Some(theirs) = status.position() {
             if theirs > mine {
-                return Err(Reason::PeerAhead(name.clone()));
+                return Err(Box::new(Reason::PeerAhead(name.clone())));
             }
             reported += 1;
         }
     }
     if let Some(record) = sync {
         if reported < record.reports_needed() {
-            return Err(Reason::TooFewReports { reported, needed: record.reports_needed() });
+            return Err(Box::new(Reason::TooFewReports { reported, needed: record.reports_needed() }));
         }
     }
     Ok(lost)

@@ -14,7 +14,7 @@ pub async fn replication_rows(c: &Client) -> Result<Vec<ReplicationRow>, PgError
     let rows = c
         .query(
             "SELECT application_name, host(client_addr), state, replay_lsn::text, \
-                    (extract(epoch FROM replay_lag) * 1000)::float8 \
+                    (extract(epoch FROM replay_lag) * 1000)::float8, flush_lsn::text \
              FROM pg_stat_replication ORDER BY application_name",
             &[],
         )
@@ -24,6 +24,7 @@ pub async fn replication_rows(c: &Client) -> Result<Vec<ReplicationRow>, PgError
         .map(|r| {
             let replay_lsn: Option<String> = r.try_get(3).map_err(|e| PgError::sql(doing, e))?;
             let lag: Option<f64> = r.try_get(4).map_err(|e| PgError::sql(doing, e))?;
+            let flush_lsn: Option<String> = r.try_get(5).map_err(|e| PgError::sql(doing, e))?;
             Ok(ReplicationRow {
                 application_name: r
                     .try_get::<_, Option<String>>(0)
@@ -31,6 +32,7 @@ pub async fn replication_rows(c: &Client) -> Result<Vec<ReplicationRow>, PgError
                     .unwrap_or_default(),
                 client_addr: r.try_get(1).map_err(|e| PgError::sql(doing, e))?,
                 state: r.try_get::<_, Option<String>>(2).map_err(|e| PgError::sql(doing, e))?.unwrap_or_default(),
+                flush_lsn: flush_lsn.and_then(|t| t.parse::<Lsn>().ok()),
                 replay_lsn: replay_lsn.and_then(|t| t.parse::<Lsn>().ok()),
                 replay_lag_ms: lag.filter(|ms| ms.is_finite() && *ms >= 0.0).map(|ms| ms.round() as u64),
             })
@@ -175,6 +177,23 @@ pub fn quote_literal(s: &str) -> String {
     } else {
         format!("'{doubled}'")
     }
+}
+
+/// The server's `synchronous_standby_names`.
+pub async fn standby_names(c: &Client) -> Result<String, PgError> {
+    let row = c
+        .query_one("SHOW synchronous_standby_names", &[])
+        .await
+        .map_err(|e| PgError::sql("show synchronous_standby_names", e))?;
+    row.try_get(0).map_err(|e| PgError::sql("show synchronous_standby_names", e))
+}
+
+/// The primary's current WAL write position.
+pub async fn current_lsn(c: &Client) -> Result<Lsn, PgError> {
+    let doing = "read pg_current_wal_lsn()";
+    let row = c.query_one("SELECT pg_current_wal_lsn()::text", &[]).await.map_err(|e| PgError::sql(doing, e))?;
+    let text: String = row.try_get(0).map_err(|e| PgError::sql(doing, e))?;
+    text.parse().map_err(|_| PgError::Other(format!("{doing}: bad LSN {text:?}")))
 }
 
 #[cfg(test)]

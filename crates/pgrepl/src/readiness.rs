@@ -60,6 +60,7 @@ mod tests {
             replication: vec![],
             slots: vec![],
             applied_passwords: None,
+            leader: None,
             updated_ms: 0,
         }
     }
@@ -76,6 +77,7 @@ mod tests {
             application_name: "node-2".into(),
             client_addr: Some("127.0.0.1".into()),
             state: "streaming".into(),
+            flush_lsn: None,
             replay_lsn: None,
             replay_lag_ms: None,
         }];

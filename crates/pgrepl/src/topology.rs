@@ -64,6 +64,7 @@ mod tests {
             replication: vec![],
             slots: vec![],
             applied_passwords: None,
+            leader: None,
             updated_ms: 0,
         }
     }
@@ -75,6 +76,7 @@ mod tests {
             application_name: "node-3".into(),
             client_addr: None,
             state: "streaming".into(),
+            flush_lsn: None,
             replay_lsn: None,
             replay_lag_ms: Some(20_000),
         }];

@@ -19,6 +19,8 @@ pub struct ServerConf {
     pub primary_conninfo: Option<Conninfo>,
     /// `None` writes `primary_slot_name = ''`.
     pub primary_slot_name: Option<String>,
+    /// What a commit on this server waits for (empty: nobody).
+    pub synchronous_standby_names: String,
 }
 
 /// Who may connect, written into `pg_hba.conf`.
@@ -98,6 +100,7 @@ fn render_conf(inst: &Instance, conf: &ServerConf) -> Result<String, String> {
         ("logging_collector", "off".into()),
         ("primary_conninfo", conninfo),
         ("primary_slot_name", conf.primary_slot_name.clone().unwrap_or_default()),
+        ("synchronous_standby_names", conf.synchronous_standby_names.clone()),
     ];
     let mut text = String::from(
         "# Written by pgrepl and replaced whenever it applies its configuration: do not edit.\n\

@@ -30,6 +30,7 @@ pub fn settings(layout: &Layout, config: &Config, member: &MemberName) -> Settin
         loop_wait: config.loop_wait,
         ttl: config.ttl,
         destroy_on_restart: config.destroy_on_restart,
+        primary_start_timeout: config.primary_start_timeout,
         stall_timeout: Duration::from_secs(30),
     }
 }

@@ -123,7 +123,7 @@ fn still_running(layout: &Layout, member: &MemberName) -> bool {
 }
 
 fn new_spec(config: &Config) -> anyhow::Result<Spec> {
-    let mut spec = Spec { bootstrap: Some(MemberName::numbered(1)), ..Spec::default() };
+    let mut spec = Spec { bootstrap: Some(MemberName::numbered(1)), failover: config.failover, ..Spec::default() };
     for n in 1..=(config.replicas as u32 + 1) {
         let name = MemberName::numbered(n);
         let port = ports::for_member(config, &spec, &name)?;
@@ -144,7 +144,7 @@ async fn settle_spec(cluster: &Cluster, args: &UpArgs, changed: &[PasswordKind])
             ports::check_router_free(&cluster.config, false)?;
             cluster.store.put(keys::SPEC, &serde_json::to_vec(&spec)?, Condition::Absent, None).await?;
         }
-        Some(_) if args.replicas.is_some() || !changed.is_empty() => {
+        Some(spec) if args.replicas.is_some() || !changed.is_empty() || spec.failover != cluster.config.failover => {
             let config = cluster.config.clone();
             cluster
                 .update_spec(|view, spec| {
@@ -156,6 +156,7 @@ async fn settle_spec(cluster: &Cluster, args: &UpArgs, changed: &[PasswordKind])
                     for kind in changed {
                         spec.passwords.bump(*kind);
                     }
+                    spec.failover = config.failover;
                     Ok(())
                 })
                 .await?;

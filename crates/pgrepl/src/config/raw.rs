@@ -41,8 +41,20 @@ pub struct RawConfig {
     pub destroy_on_restart: Option<bool>,
     /// Pause between two agent cycles when nothing changes (default `1s`).
     pub loop_wait: Option<String>,
-    /// Lifetime of the leader lease and of member status keys (default `10s`).
+    /// Lifetime of the leader lease and of member status keys (default `4s`). A lost leader
+    /// is replaced about this long after it was last heard from.
     pub ttl: Option<String>,
+    /// Replace a lost leader by the most advanced healthy replica (default true); when false
+    /// only `pgrepl promote`/`switchover`/`failover` change the leader.
+    pub automatic_failover: Option<bool>,
+    /// A replica further behind the lost leader than this may not replace it (default `1MB`).
+    pub maximum_lag_on_failover: Option<String>,
+    /// What a commit waits for: `off`, `on` (one synchronous replica) or `quorum` (any one of
+    /// the streaming replicas) (default `off`).
+    pub synchronous: Option<String>,
+    /// How long a leader may try to restart its crashed PostgreSQL before a replica takes
+    /// over (default `30s`).
+    pub primary_start_timeout: Option<String>,
     /// Names and passwords of the roles pgrepl creates.
     #[serde(default)]
     pub database: RawDatabase,
@@ -95,6 +107,12 @@ pub const ENV: &[EnvSetting] = &[
     EnvSetting { names: &["PGREPL_RO_MAX_LAG"], field: "ro_max_lag" },
     EnvSetting { names: &["PGREPL_RO_FALLBACK"], field: "ro_fallback" },
     EnvSetting { names: &["PGREPL_RW_WAIT"], field: "rw_wait" },
+    EnvSetting { names: &["PGREPL_LOOP_WAIT"], field: "loop_wait" },
+    EnvSetting { names: &["PGREPL_TTL"], field: "ttl" },
+    EnvSetting { names: &["PGREPL_AUTOMATIC_FAILOVER"], field: "automatic_failover" },
+    EnvSetting { names: &["PGREPL_MAXIMUM_LAG_ON_FAILOVER"], field: "maximum_lag_on_failover" },
+    EnvSetting { names: &["PGREPL_SYNCHRONOUS"], field: "synchronous" },
+    EnvSetting { names: &["PGREPL_PRIMARY_START_TIMEOUT"], field: "primary_start_timeout" },
     EnvSetting { names: &["PGREPL_DESTROY_ON_RESTART", "DESTROY_DATABASE_ON_RESTART"], field: "destroy_on_restart" },
     EnvSetting { names: &["PGREPL_USER", "POSTGRESQL_USER", "POSTGRES_USER"], field: "database.user" },
     EnvSetting { names: &["PGREPL_PASSWORD", "POSTGRESQL_PASSWORD", "POSTGRES_PASS"], field: "database.password" },

@@ -34,6 +34,8 @@ pub struct Config {
     pub destroy_on_restart: bool,
     pub loop_wait: Duration,
     pub ttl: Duration,
+    pub failover: pgrepl_core::FailoverSpec,
+    pub primary_start_timeout: Duration,
     pub names: Names,
     pub passwords: GivenPasswords,
     pub parameters: BTreeMap<String, String>,
@@ -210,6 +212,16 @@ pub fn apply_env(raw: &mut RawConfig, env: &[FromEnv]) -> Result<(), ConfigError
             "ro_max_lag" => raw.ro_max_lag = Some(v.clone()),
             "ro_fallback" => raw.ro_fallback = Some(v.clone()),
             "rw_wait" => raw.rw_wait = Some(v.clone()),
+            "loop_wait" => raw.loop_wait = Some(v.clone()),
+            "ttl" => raw.ttl = Some(v.clone()),
+            "maximum_lag_on_failover" => raw.maximum_lag_on_failover = Some(v.clone()),
+            "synchronous" => raw.synchronous = Some(v.clone()),
+            "primary_start_timeout" => raw.primary_start_timeout = Some(v.clone()),
+            "automatic_failover" => {
+                let b =
+                    parse_bool(&v).ok_or_else(|| bad(&label, format!("{v:?} is not a boolean; use true or false")))?;
+                raw.automatic_failover = Some(b);
+            }
             "allow" => raw.allow = Some(v.split([',', ' ']).filter(|s| !s.is_empty()).map(String::from).collect()),
             "destroy_on_restart" => {
                 let b =
@@ -353,13 +365,29 @@ pub fn validate(raw: &RawConfig, env: &[FromEnv]) -> Result<Config, ConfigError>
         bad(src.label("rw_wait"), format!("{rw_wait_text:?} is not allowed; use a duration from 0s to 10m, such as 5s"))
     })?;
     let loop_wait = duration("loop_wait", &raw.loop_wait, "1s")?;
-    let ttl = duration("ttl", &raw.ttl, "10s")?;
+    let ttl = duration("ttl", &raw.ttl, "4s")?;
     if loop_wait * 3 > ttl {
         return Err(bad(
-            "ttl",
+            src.label("ttl"),
             format!("{ttl:?} is too short for loop_wait {loop_wait:?}: the lease must outlive three cycles (ttl >= 3 * loop_wait)"),
         ));
     }
+    let primary_start_timeout = duration("primary_start_timeout", &raw.primary_start_timeout, "30s")?;
+    let lag_text = raw.maximum_lag_on_failover.clone().unwrap_or_else(|| "1MB".to_string());
+    let maximum_lag_bytes = parse_bytes(&lag_text).ok_or_else(|| {
+        bad(
+            src.label("maximum_lag_on_failover"),
+            format!("{lag_text:?} is not a size; use bytes such as 1MB or 1048576"),
+        )
+    })?;
+    let synchronous = match raw.synchronous.as_deref().unwrap_or("off") {
+        "off" => pgrepl_core::SyncMode::Off,
+        "on" => pgrepl_core::SyncMode::On,
+        "quorum" => pgrepl_core::SyncMode::Quorum,
+        other => return Err(bad(src.label("synchronous"), format!("{other:?} is not allowed; use off, on or quorum"))),
+    };
+    let failover =
+        pgrepl_core::FailoverSpec { automatic: raw.automatic_failover.unwrap_or(true), maximum_lag_bytes, synchronous };
     let parameters = raw
         .parameters
         .iter()
@@ -392,6 +420,8 @@ pub fn validate(raw: &RawConfig, env: &[FromEnv]) -> Result<Config, ConfigError>
         destroy_on_restart: raw.destroy_on_restart.unwrap_or(false),
         loop_wait,
         ttl,
+        failover,
+        primary_start_timeout,
         names: Names { app, replication_user },
         passwords: GivenPasswords {
             user: d.password.clone(),
