@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
 # Installs what pgrepl needs to build, run and test, when it is missing: PostgreSQL's server
-# binaries (Debian's postgresql-15) and an unprivileged `postgres` OS user. Idempotent and quiet
-# when everything is there. Called by `make up`, `make test` and `make bench`.
+# binaries (Debian's postgresql-15), etcd (etcd-server: the etcd store backend's tests start their
+# own), protoc (protobuf-compiler, with libprotobuf-dev for the well-known .proto files it
+# imports: the etcd client's build script needs both) and an unprivileged `postgres` OS user.
+# Idempotent and quiet when everything is there. Called by `make up`, `make test` and
+# `make bench`.
 #
 # Debian's postgresql package normally creates and starts a `main` cluster on port 5432; pgrepl
 # neither needs nor wants it, so before installing we tell postgresql-common not to create it.
+# Likewise etcd-server enables and starts a system etcd on 2379/2380 (where the init system lets
+# it); pgrepl's tests start their own on free ports, so right after installing we stop and
+# disable it.
 set -euo pipefail
 
 PG_MAJOR="${PG_MAJOR:-15}"
-want_packages=("postgresql-$PG_MAJOR" "postgresql-client-$PG_MAJOR")
-[ "${PGREPL_BENCH:-}" = 1 ] && want_packages+=(haproxy hyperfine)
+want_packages=("postgresql-$PG_MAJOR" "postgresql-client-$PG_MAJOR" etcd-server protobuf-compiler libprotobuf-dev)
+# For the benchmarks: haproxy (bench/router.sh, bench/failover.sh), hyperfine, and for
+# bench/failover.sh Patroni (with the local etcd above) and the writer's psycopg2.
+[ "${PGREPL_BENCH:-}" = 1 ] && want_packages+=(haproxy hyperfine patroni python3-psycopg2)
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 
@@ -47,6 +55,15 @@ if [ "${#missing[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if [[ " ${missing[*]} " == *" etcd-server "* ]]; then
+    log "stopping and disabling the system etcd service that etcd-server installs"
+    if [ -d /run/systemd/system ]; then
+      $SUDO systemctl disable --now etcd.service >/dev/null 2>&1 || true
+    else
+      $SUDO update-rc.d etcd disable >/dev/null 2>&1 || true
+      $SUDO /etc/init.d/etcd stop >/dev/null 2>&1 || true
+    fi
+  fi
 fi
 
 bindir=$(pg_bindir)
@@ -60,4 +77,7 @@ if ! id postgres >/dev/null 2>&1; then
   fi
 fi
 command -v cargo >/dev/null 2>&1 || { log "cargo not found: install the Rust toolchain (rustup) first"; exit 1; }
-log "ok: PostgreSQL binaries in $bindir"
+for tool in etcd protoc; do
+  command -v "$tool" >/dev/null 2>&1 || { log "$tool not found on PATH after installing etcd-server and protobuf-compiler"; exit 1; }
+done
+log "ok: PostgreSQL binaries in $bindir; $(command -v etcd); $(command -v protoc)"

@@ -2,6 +2,7 @@
 //! revisions and keys with a TTL (the shape of etcd), its error type, and its backends:
 //!
 //! - [`FileStore`]: one machine; several processes share one directory (`file` module).
+//! - [`EtcdStore`]: several hosts; the keys live under one prefix in etcd (`etcd` module).
 //! - [`MemoryStore`]: in-process, for tests elsewhere (`memory` module).
 //! - [`contract`]: the one test suite every backend must pass.
 //!
@@ -25,9 +26,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub mod contract;
+pub mod etcd;
 pub mod file;
 pub mod memory;
 
+pub use etcd::EtcdStore;
 pub use file::FileStore;
 pub use memory::MemoryStore;
 

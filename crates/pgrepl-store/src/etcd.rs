@@ -1,0 +1,384 @@
+//! The etcd store: the `Store` semantics over an etcd v3 cluster, for members on several hosts.
+//!
+//! Every key lives under one prefix (say `/pgrepl/<cluster>/`, ending in `/` so that one
+//! cluster's prefix is never the start of another's); `snapshot` returns keys with it stripped.
+//! How the semantics map onto etcd:
+//! - The store revision is etcd's revision. It counts writes to the whole etcd keyspace, so
+//!   writes outside the prefix raise it too (the trait only promises that it increases).
+//!   An entry's revision is the key's `mod_revision`.
+//! - A condition is the compare of the one transaction that does the write: `Absent` is
+//!   `create_revision == 0`, `Revision(r)` is `mod_revision == r`.
+//! - A TTL is a lease granted for that one write and attached to the key (rounded up to whole
+//!   seconds: see [`lease_seconds`]). Every lease this module grants holds exactly one key, and
+//!   a put revokes the lease the key had before, so keys under the prefix must be written only
+//!   through this module. Expiry is a delete in etcd: it raises the revision and wakes
+//!   `wait_change`, which the trait allows.
+//!
+//! Every call is bounded by the timeout given to [`EtcdStore::connect`]; an etcd that does not
+//! answer within it, or any error from etcd, is `StoreError::Unavailable`, never a hang (an
+//! agent fences its primary on store errors, so a hang would be worse than an error). Calls
+//! ask for a leader (`require_leader`), so a member cut off from its cluster fails them instead
+//! of serving stale data. This module must not cache anything read from etcd: etcd is the truth.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, PutOptions, ResponseHeader, Txn, TxnOp,
+    TxnOpResponse, TxnResponse, WatchOptions,
+};
+use tokio::task::JoinSet;
+
+use crate::{Condition, Entry, Revision, Snapshot, Store, StoreError};
+
+/// A store in etcd under one key prefix. Cheap to clone (clones share the connection); any
+/// number of handles, in any number of processes and hosts, may share the prefix.
+#[derive(Clone)]
+pub struct EtcdStore {
+    client: Client,
+    prefix: String,
+    timeout: Duration,
+    /// The endpoints, comma-separated, for error messages.
+    endpoints: String,
+}
+
+impl fmt::Debug for EtcdStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EtcdStore")
+            .field("endpoints", &self.endpoints)
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EtcdStore {
+    /// A store on the etcd cluster at `endpoints` (`host:port` or `http://host:port`), with
+    /// every key under `prefix`; each later call gives up after `timeout`. Does not wait for
+    /// etcd to answer (connections are made on first use), so an agent can start while etcd is
+    /// down: an unreachable etcd shows as `Unavailable` from each call instead. Fails only on
+    /// arguments it cannot use (no endpoint, an endpoint that is not a URL).
+    pub async fn connect(endpoints: &[String], prefix: &str, timeout: Duration) -> Result<EtcdStore, StoreError> {
+        let joined = endpoints.join(",");
+        if endpoints.is_empty() {
+            return Err(StoreError::Unavailable("connect to etcd: no endpoints given".to_owned()));
+        }
+        let options = ConnectOptions::new().with_connect_timeout(timeout).with_require_leader(true);
+        let client = match tokio::time::timeout(timeout, Client::connect(endpoints, Some(options))).await {
+            Ok(Ok(client)) => client,
+            Ok(Err(e)) => return Err(StoreError::Unavailable(format!("connect to etcd at {joined}: {e}"))),
+            Err(_elapsed) => {
+                return Err(StoreError::Unavailable(format!(
+                    "connect to etcd at {joined}: no answer within {timeout:?}"
+                )))
+            }
+        };
+        Ok(EtcdStore { client, prefix: prefix.to_owned(), timeout, endpoints: joined })
+    }
+
+    /// The prefix every key is stored under.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn full_key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    /// Run `op` (one call's talk with etcd) within the store timeout.
+    async fn within<T>(&self, doing: &str, op: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.timeout, op).await {
+            Ok(result) => result,
+            Err(_elapsed) => Err(StoreError::Unavailable(format!(
+                "{doing}: etcd at {} did not answer within {:?}",
+                self.endpoints, self.timeout
+            ))),
+        }
+    }
+
+    fn failed(&self, doing: &str, e: etcd_client::Error) -> StoreError {
+        StoreError::Unavailable(format!("{doing}: etcd at {}: {e}", self.endpoints))
+    }
+
+    /// The time left on each lease, all asked concurrently: one request per lease, one round
+    /// trip of latency however many there are. etcd answers in whole seconds, rounded down, so
+    /// a value is at most 1 s short and never long: a leader reading its own lease renews early
+    /// rather than late. A lease that is gone (expired, or revoked by a write after the range
+    /// read) has zero left.
+    async fn time_left(&self, leases: BTreeSet<i64>) -> Result<BTreeMap<i64, Duration>, StoreError> {
+        let mut lookups = JoinSet::new();
+        for lease in leases {
+            let mut client = self.client.clone();
+            lookups.spawn(async move { (lease, client.lease_time_to_live(lease, None).await) });
+        }
+        let mut left = BTreeMap::new();
+        while let Some(joined) = lookups.join_next().await {
+            let (lease, answer) = joined
+                .map_err(|e| StoreError::Unavailable(format!("read the time left on a lease: lookup task: {e}")))?;
+            let seconds = match answer {
+                Ok(response) => u64::try_from(response.ttl()).unwrap_or(0),
+                Err(e) if lease_not_found(&e) => 0,
+                Err(e) => return Err(self.failed(&format!("read the time left on lease {lease:x}"), e)),
+            };
+            left.insert(lease, Duration::from_secs(seconds));
+        }
+        Ok(left)
+    }
+
+    /// Revoke `lease` without waiting, ignoring failures: used only for a lease no key is
+    /// attached to any more, which etcd drops by itself when its TTL runs out anyway.
+    fn revoke_in_background(&self, lease: i64) {
+        if lease == 0 {
+            return;
+        }
+        // Calls run on a tokio runtime (the etcd client needs one); without one, leave the lease.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let mut client = self.client.clone();
+        let timeout = self.timeout;
+        runtime.spawn(async move {
+            let _ = tokio::time::timeout(timeout, client.lease_revoke(lease)).await;
+        });
+    }
+
+    /// The current store revision (a count-only read of one key).
+    async fn current_revision(&self) -> Result<Revision, StoreError> {
+        let doing = "read the etcd revision";
+        self.within(doing, async {
+            let mut client = self.client.clone();
+            let response = client
+                .get(self.prefix.as_bytes(), Some(GetOptions::new().with_count_only()))
+                .await
+                .map_err(|e| self.failed(doing, e))?;
+            header_revision(response.header(), doing)
+        })
+        .await
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for EtcdStore {
+    /// One range read over the prefix (one revision), then one concurrent round of lease
+    /// lookups for the keys that have a TTL.
+    async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        let doing = format!("read {}", self.prefix);
+        self.within(&doing, async {
+            let mut client = self.client.clone();
+            let mut response = client
+                .get(self.prefix.as_bytes(), Some(GetOptions::new().with_prefix()))
+                .await
+                .map_err(|e| self.failed(&doing, e))?;
+            let revision = header_revision(response.header(), &doing)?;
+            let kvs = response.take_kvs();
+            let left = self.time_left(kvs.iter().map(|kv| kv.lease()).filter(|&lease| lease != 0).collect()).await?;
+            let mut entries = BTreeMap::new();
+            for kv in kvs {
+                let (lease, mod_revision) = (kv.lease(), kv.mod_revision());
+                let (key, value) = kv.into_key_value();
+                // Keys this module did not write (not UTF-8) are not part of the store.
+                let Some(key) =
+                    key.strip_prefix(self.prefix.as_bytes()).and_then(|k| String::from_utf8(k.to_vec()).ok())
+                else {
+                    continue;
+                };
+                let expires_in = (lease != 0).then(|| left.get(&lease).copied().unwrap_or(Duration::ZERO));
+                let entry = Entry { key: key.clone(), value, revision: revision_of(mod_revision), expires_in };
+                entries.insert(key, entry);
+            }
+            Ok(Snapshot { revision, entries })
+        })
+        .await
+    }
+
+    /// One transaction: the condition's compare, then the put (with a new lease when there is a
+    /// `ttl`, granted first). After it, the lease the key had before is revoked in the
+    /// background; after a failed compare, the new one is. After an error the new lease is left
+    /// to expire: the put may have happened, and revoking would delete the key early.
+    async fn put(
+        &self,
+        key: &str,
+        value: &[u8],
+        cond: Condition,
+        ttl: Option<Duration>,
+    ) -> Result<Revision, StoreError> {
+        let full = self.full_key(key);
+        let Some(compares) = compares(&full, cond) else { return Err(conflict(key, cond)) };
+        let doing = format!("write {full}");
+        self.within(&doing, async {
+            let mut client = self.client.clone();
+            let lease = match ttl {
+                None => 0,
+                Some(ttl) => {
+                    let granted = client
+                        .lease_grant(lease_seconds(ttl), None)
+                        .await
+                        .map_err(|e| self.failed(&format!("{doing}: grant a lease"), e))?;
+                    if !granted.error().is_empty() {
+                        return Err(StoreError::Unavailable(format!("{doing}: grant a lease: {}", granted.error())));
+                    }
+                    granted.id()
+                }
+            };
+            let put = TxnOp::put(full.as_bytes(), value, Some(PutOptions::new().with_lease(lease).with_prev_key()));
+            let response =
+                client.txn(Txn::new().when(compares).and_then([put])).await.map_err(|e| self.failed(&doing, e))?;
+            if !response.succeeded() {
+                self.revoke_in_background(lease);
+                return Err(conflict(key, cond));
+            }
+            let previous = previous_lease(&response);
+            if previous != lease {
+                self.revoke_in_background(previous);
+            }
+            header_revision(response.header(), &doing)
+        })
+        .await
+    }
+
+    /// One transaction: the condition's compare, then the delete (of nothing, when the key is
+    /// absent: etcd then leaves the revision as it is). The deleted key's lease is revoked in
+    /// the background.
+    async fn delete(&self, key: &str, cond: Condition) -> Result<Revision, StoreError> {
+        let full = self.full_key(key);
+        let Some(compares) = compares(&full, cond) else { return Err(conflict(key, cond)) };
+        let doing = format!("delete {full}");
+        self.within(&doing, async {
+            let mut client = self.client.clone();
+            let delete = TxnOp::delete(full.as_bytes(), Some(DeleteOptions::new().with_prev_key()));
+            let response =
+                client.txn(Txn::new().when(compares).and_then([delete])).await.map_err(|e| self.failed(&doing, e))?;
+            if !response.succeeded() {
+                return Err(conflict(key, cond));
+            }
+            self.revoke_in_background(previous_lease(&response));
+            header_revision(response.header(), &doing)
+        })
+        .await
+    }
+
+    /// A watch on the prefix from revision `after + 1`, so writes already made since `after`
+    /// answer at once. Returns the revision reported with the first event; at `timeout`, the
+    /// current revision (one more read). Only writes under the prefix wake it. Starting the
+    /// watch and the final read are each bounded by the store timeout, so an unreachable etcd
+    /// is `Unavailable` promptly, whatever `timeout` is.
+    async fn wait_change(&self, after: Revision, timeout: Duration) -> Result<Revision, StoreError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let doing = format!("watch {}", self.prefix);
+        let start = i64::try_from(after.saturating_add(1)).unwrap_or(i64::MAX);
+        let options = WatchOptions::new().with_prefix().with_start_revision(start);
+        let mut stream = self
+            .within(&doing, async {
+                let mut client = self.client.clone();
+                client.watch(self.prefix.as_bytes(), Some(options)).await.map_err(|e| self.failed(&doing, e))
+            })
+            .await?;
+        loop {
+            let message = match tokio::time::timeout_at(deadline, stream.message()).await {
+                Err(_elapsed) => return self.current_revision().await,
+                Ok(Ok(Some(message))) => message,
+                Ok(Ok(None)) => return Err(StoreError::Unavailable(format!("{doing}: etcd ended the watch"))),
+                Ok(Err(e)) => return Err(self.failed(&doing, e)),
+            };
+            if message.canceled() {
+                // A start revision already compacted away: the store has certainly moved past
+                // `after`, and the header has the current revision.
+                if message.compact_revision() > 0 {
+                    let current = header_revision(message.header(), &doing)?;
+                    return Ok(current.max(revision_of(message.compact_revision())));
+                }
+                return Err(StoreError::Unavailable(format!(
+                    "{doing}: etcd cancelled the watch: {}",
+                    message.cancel_reason()
+                )));
+            }
+            if let Some(last) = message.events().last() {
+                let current = header_revision(message.header(), &doing)?;
+                return Ok(current.max(last.kv().map_or(0, |kv| revision_of(kv.mod_revision()))));
+            }
+            // The watch's creation or a progress report: keep waiting.
+        }
+    }
+}
+
+/// The lease for a `ttl`, in whole seconds as etcd grants them: rounded UP, at least 1 s.
+///
+/// Never shorter than asked, because shorter is the unsafe direction: callers count on a key
+/// outliving `ttl` from the moment they called `put` (the lease is granted before the write, so
+/// its clock starts no earlier than that). A leader fences itself within `ttl` of its last
+/// renewal while the others wait for the leader key to vanish; a lease cut short could let a
+/// member take the lease while the old leader still runs as primary. Longer only delays a
+/// failover, by under a second here (and etcd itself may grant more: its minimum lease TTL,
+/// 2 s with the default election timeout, and its expiry check every 500 ms).
+pub fn lease_seconds(ttl: Duration) -> i64 {
+    let seconds = ttl.as_secs().saturating_add(u64::from(ttl.subsec_nanos() > 0)).max(1);
+    i64::try_from(seconds).unwrap_or(i64::MAX)
+}
+
+/// The compares for `cond` on `key`; `None` when it can never hold (no live key has revision
+/// 0, while etcd reads the `mod_revision` of an absent key as 0).
+fn compares(key: &str, cond: Condition) -> Option<Vec<Compare>> {
+    match cond {
+        Condition::Any => Some(Vec::new()),
+        Condition::Absent => Some(vec![Compare::create_revision(key, CompareOp::Equal, 0)]),
+        Condition::Revision(0) => None,
+        Condition::Revision(r) => Some(vec![Compare::mod_revision(key, CompareOp::Equal, i64::try_from(r).ok()?)]),
+    }
+}
+
+fn conflict(key: &str, cond: Condition) -> StoreError {
+    StoreError::Conflict { key: key.to_owned(), expected: cond.to_string() }
+}
+
+/// The lease the key had before the transaction's one put or delete (0: none).
+fn previous_lease(response: &TxnResponse) -> i64 {
+    response
+        .op_responses()
+        .iter()
+        .find_map(|op| match op {
+            TxnOpResponse::Put(put) => put.prev_key().map(|kv| kv.lease()),
+            TxnOpResponse::Delete(delete) => delete.prev_kvs().first().map(|kv| kv.lease()),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
+fn header_revision(header: Option<&ResponseHeader>, doing: &str) -> Result<Revision, StoreError> {
+    header
+        .map(|h| revision_of(h.revision()))
+        .ok_or_else(|| StoreError::Unavailable(format!("{doing}: etcd answered without a response header")))
+}
+
+/// etcd revisions are positive `i64`s.
+fn revision_of(revision: i64) -> Revision {
+    u64::try_from(revision).unwrap_or(0)
+}
+
+/// Whether etcd said the lease does not exist (expired or revoked): `ErrGRPCLeaseNotFound`.
+fn lease_not_found(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(status) if status.message().contains("requested lease not found"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leases_are_whole_seconds_never_shorter_than_the_ttl() {
+        assert_eq!(lease_seconds(Duration::ZERO), 1);
+        assert_eq!(lease_seconds(Duration::from_millis(300)), 1);
+        assert_eq!(lease_seconds(Duration::from_secs(1)), 1);
+        assert_eq!(lease_seconds(Duration::from_millis(1001)), 2);
+        assert_eq!(lease_seconds(Duration::from_secs(30)), 30);
+        assert_eq!(lease_seconds(Duration::from_nanos(30_000_000_001)), 31);
+        assert_eq!(lease_seconds(Duration::MAX), i64::MAX);
+    }
+
+    #[test]
+    fn a_revision_condition_of_zero_never_holds() {
+        assert!(compares("k", Condition::Revision(0)).is_none());
+        assert!(compares("k", Condition::Revision(u64::MAX)).is_none());
+        assert_eq!(compares("k", Condition::Any).map(|c| c.len()), Some(0));
+        assert_eq!(compares("k", Condition::Revision(7)).map(|c| c.len()), Some(1));
+    }
+}
