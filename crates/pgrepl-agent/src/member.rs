@@ -197,7 +197,10 @@ impl Agent {
         } else {
             self.fence.disarm();
         }
-        let leader_down = holds_lease && server == Server::Stopped;
+        // The clock runs while this member leads, or led last, with its server down: a leader
+        // that gave its lease up for failing to start must not take it straight back.
+        let led_last = cluster.last_leader.as_ref().is_some_and(|r| r.member == self.s.member);
+        let leader_down = (holds_lease || led_last) && server == Server::Stopped;
         self.down_since = if leader_down { Some(self.down_since.unwrap_or_else(Instant::now)) } else { None };
         let start_overdue = self.down_since.is_some_and(|t| t.elapsed() > self.s.primary_start_timeout);
         let leader_endpoint = cluster

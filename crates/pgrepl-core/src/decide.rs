@@ -99,7 +99,7 @@ fn as_leader(o: &Observation, spec: &Spec) -> Decision {
     let c = &o.cluster;
     let handover = c.target.as_ref().filter(|t| **t != o.me);
     match (&o.server, handover) {
-        (Server::Primary { .. }, Some(t)) if c.is_streaming(t) => {
+        (Server::Primary { .. }, Some(t)) if c.is_streaming(t) || c.force_target => {
             Decision::new(Action::Demote { release_lease: true }, Reason::HandOver(t.clone()))
         }
         (Server::Primary { .. }, Some(t)) => Decision::new(Action::RenewLease, Reason::TargetNotReady(t.clone())),

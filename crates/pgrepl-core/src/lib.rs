@@ -14,4 +14,6 @@ pub use decision::{Action, Decision, Reason, SpecWork};
 pub use local::{DataDir, ReplicationRow, Server, Slot, Upstream};
 pub use names::{BadLsn, BadMemberName, Lsn, MemberName, SystemId, Timeline};
 pub use spec::{FailoverSpec, MemberSpec, PasswordKind, PasswordVersions, Spec, SyncMode};
-pub use view::{keys, ClusterView, Initialized, LeaderRecord, MemberState, MemberStatus, Role, SyncRecord};
+pub use view::{
+    keys, ClusterView, Initialized, LeaderRecord, MemberState, MemberStatus, Role, SyncRecord, TargetRecord,
+};

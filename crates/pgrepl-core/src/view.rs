@@ -17,7 +17,7 @@ pub mod keys {
     pub const LEADER: &str = "leader";
     /// The last member that held the lease and its timeline (no TTL): `LeaderRecord`.
     pub const LAST_LEADER: &str = "last_leader";
-    /// A promote request from `pgrepl promote`: `LeaderRecord` naming the desired leader.
+    /// A request from `pgrepl promote`/`switchover`/`failover`: `TargetRecord`.
     pub const TARGET: &str = "target";
     /// The desired state: `Spec`.
     pub const SPEC: &str = "spec";
@@ -66,6 +66,15 @@ impl SyncRecord {
             self.members.len() + 1 - self.quorum.min(self.members.len())
         }
     }
+}
+
+/// Value of `target`: the member asked to become the leader.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetRecord {
+    pub member: MemberName,
+    /// `pgrepl failover --to`: the leader gives way even if the target is not streaming.
+    #[serde(default)]
+    pub force: bool,
 }
 
 /// The role a member's PostgreSQL has now (observed).
@@ -145,6 +154,8 @@ pub struct ClusterView {
     pub leader: Option<MemberName>,
     pub last_leader: Option<LeaderRecord>,
     pub target: Option<MemberName>,
+    /// The target was forced (`pgrepl failover --to`).
+    pub force_target: bool,
     pub sync: Option<SyncRecord>,
     pub spec: Option<Spec>,
     pub members: BTreeMap<MemberName, MemberStatus>,
@@ -171,7 +182,11 @@ impl ClusterView {
                 keys::INITIALIZE => view.system_id = Some(parse::<Initialized>(key, value)?.system_id),
                 keys::LEADER => view.leader = Some(parse::<LeaderRecord>(key, value)?.member),
                 keys::LAST_LEADER => view.last_leader = Some(parse(key, value)?),
-                keys::TARGET => view.target = Some(parse::<LeaderRecord>(key, value)?.member),
+                keys::TARGET => {
+                    let target: TargetRecord = parse(key, value)?;
+                    view.target = Some(target.member);
+                    view.force_target = target.force;
+                }
                 keys::SPEC => view.spec = Some(parse(key, value)?),
                 keys::SYNC => view.sync = Some(parse(key, value)?),
                 _ => {

@@ -622,3 +622,11 @@ fn a_promotion_in_synchronous_mode_first_claims_the_sync_record() {
     let d = Scenario::new().leader(2).server(replica_of(Some(1), true)).with(sync_mode(SyncMode::On)).decide();
     assert_eq!(d.action, Action::Promote { create_slots: vec!["node_1".into(), "node_3".into()], claim_sync: true });
 }
+
+#[test]
+fn a_forced_target_gets_the_lease_even_when_not_streaming() {
+    let d = healthy_leader().target(2).decide();
+    assert_eq!(d.action, Action::RenewLease, "a planned switchover waits for the target to stream");
+    let d = healthy_leader().target(2).with(|o| o.cluster.force_target = true).decide();
+    assert_eq!(d, Decision::new(Action::Demote { release_lease: true }, Reason::HandOver(m(2))));
+}

@@ -73,6 +73,24 @@ pub enum Command {
         #[arg(long, default_value_t = 120)]
         wait: u64,
     },
+    /// Planned change of primary with no committed transaction lost: the primary checkpoints,
+    /// stops cleanly and hands the lease to a streaming replica (default: the least lagging).
+    Switchover {
+        /// The member to hand over to.
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long, default_value_t = 120)]
+        wait: u64,
+    },
+    /// Forced change of primary: MEMBER takes over even if it is not streaming or lags
+    /// (writes it had not received are lost).
+    Failover {
+        /// The member to make the primary.
+        #[arg(long)]
+        to: String,
+        #[arg(long, default_value_t = 120)]
+        wait: u64,
+    },
     /// Stop one member and keep it stopped (its data is kept).
     Stop { member: String },
     /// Start a member stopped with `pgrepl stop`.

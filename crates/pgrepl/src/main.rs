@@ -33,7 +33,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logs { member, follow } => commands::logs::run(dir, &member, follow).await,
         Command::Psql { member, ro, args } => commands::psql::run(dir, member, ro, args).await,
         Command::Endpoints { rw, ro } => commands::endpoints::run(dir, rw, ro).await,
-        Command::Promote { member, wait } => commands::promote::run(dir, &member, wait).await,
+        Command::Promote { member, wait } => commands::promote::run(dir, Request::Promote(member), wait).await,
+        Command::Switchover { to, wait } => commands::promote::run(dir, Request::Switchover(to), wait).await,
+        Command::Failover { to, wait } => commands::promote::run(dir, Request::Failover(to), wait).await,
         Command::Stop { member } => commands::member_ctl::run(dir, &member, true).await,
         Command::Start { member } => commands::member_ctl::run(dir, &member, false).await,
         Command::Supervise => supervisor::run(dir).await,
@@ -41,6 +43,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Router => commands::router::run(dir).await,
     }
 }
+
+use commands::promote::Request;
 
 fn main() -> ExitCode {
     // Die quietly on a closed pipe (`pgrepl status | head`), as Unix tools do.

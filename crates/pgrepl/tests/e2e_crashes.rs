@@ -5,34 +5,8 @@
 
 mod common;
 
-use common::{eventually, TestCluster};
+use common::{eventually, kill9, pids, postmaster_pid, TestCluster};
 use std::time::Duration;
-
-/// Pids of processes whose command line mentions this cluster's directory and `needle`.
-fn pids(c: &TestCluster, needle: &str) -> Vec<i32> {
-    let dir = c.dir.to_string_lossy().to_string();
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-        let zombie = stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z'));
-        if !zombie && cmdline.contains(&dir) && cmdline.contains(needle) {
-            found.push(pid);
-        }
-    }
-    found
-}
-
-fn kill9(pid: i32) {
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
-}
-
-fn postmaster_pid(c: &TestCluster, member: &str) -> i32 {
-    let text = std::fs::read_to_string(c.dir.join(format!("members/{member}/data/postmaster.pid"))).unwrap();
-    text.lines().next().unwrap().trim().parse().unwrap()
-}
 
 async fn count_rows(c: &TestCluster, port: u16) -> Option<i64> {
     let client = common::connect(port, "postgres", &c.secret("admin"), "postgres").await.ok()?;

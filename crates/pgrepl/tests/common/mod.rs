@@ -4,6 +4,8 @@
 //! `pgrepl down`, so a failing test leaves no process behind.
 #![allow(dead_code)]
 
+pub mod writer;
+
 use serde_json::Value;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -44,6 +46,12 @@ const PGREPL_VARS: &[&str] = &[
     "PGREPL_RO_MAX_LAG",
     "PGREPL_RO_FALLBACK",
     "PGREPL_RW_WAIT",
+    "PGREPL_LOOP_WAIT",
+    "PGREPL_TTL",
+    "PGREPL_AUTOMATIC_FAILOVER",
+    "PGREPL_MAXIMUM_LAG_ON_FAILOVER",
+    "PGREPL_SYNCHRONOUS",
+    "PGREPL_PRIMARY_START_TIMEOUT",
 ];
 
 fn free_port() -> u16 {
@@ -225,4 +233,30 @@ where
         assert!(start.elapsed() < limit, "gave up after {limit:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Pids of processes whose command line mentions this cluster's directory and `needle`.
+pub fn pids(c: &TestCluster, needle: &str) -> Vec<i32> {
+    let dir = c.dir.to_string_lossy().to_string();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let zombie = stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z'));
+        if !zombie && cmdline.contains(&dir) && cmdline.contains(needle) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+pub fn kill9(pid: i32) {
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+}
+
+pub fn postmaster_pid(c: &TestCluster, member: &str) -> i32 {
+    let text = std::fs::read_to_string(c.dir.join(format!("members/{member}/data/postmaster.pid"))).unwrap();
+    text.lines().next().unwrap().trim().parse().unwrap()
 }

@@ -1,0 +1,150 @@
+//! End-to-end: automatic failover, switchover and rejoin on one machine (file store), with a
+//! writer inserting acknowledged rows through the rw endpoint and a checker proving none is lost
+//! (synchronous mode) and that no two servers were ever writable at once.
+
+mod common;
+
+use common::writer::{missing, PrimaryWatch, Writer};
+use common::{eventually, kill9, pids, postmaster_pid, TestCluster};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+fn leader(c: &TestCluster) -> String {
+    c.status()["leader"].as_str().unwrap_or_default().to_string()
+}
+
+fn member_ports(c: &TestCluster) -> Vec<u16> {
+    c.status()["members"].as_array().unwrap().iter().map(|m| m["port"].as_u64().unwrap() as u16).collect()
+}
+
+fn member<'a>(status: &'a Value, name: &str) -> &'a Value {
+    status["members"].as_array().unwrap().iter().find(|m| m["name"] == name).unwrap()
+}
+
+/// One running primary and every other member streaming, as `status` shows it.
+fn converged(c: &TestCluster) -> Option<String> {
+    let status = c.status();
+    let members = status["members"].as_array()?;
+    let primaries: Vec<_> = members.iter().filter(|m| m["role"] == "primary" && m["state"] == "running").collect();
+    let streaming = members.iter().filter(|m| m["state"] == "streaming").count();
+    (primaries.len() == 1 && streaming == members.len() - 1).then(|| primaries[0]["name"].as_str().unwrap().to_string())
+}
+
+async fn wait_for_acks(w: &Writer, at_least: usize, what: &str) {
+    eventually(Duration::from_secs(60), what, || async { (w.acked() >= at_least).then_some(()) }).await;
+}
+
+#[tokio::test]
+async fn losing_the_primarys_member_fails_over_without_losing_an_acknowledged_row_in_synchronous_mode() {
+    let c = TestCluster::new();
+    let out = c.run_env(&["up", "--replicas", "2"], &[("PGREPL_SYNCHRONOUS", "on")]);
+    assert!(out.status.success(), "{}", common::describe(&out));
+    let old = leader(&c);
+    let password = c.secret("admin");
+    eventually(Duration::from_secs(30), "a synchronous replica", || async {
+        let client = c.admin(c.primary_port()).await;
+        let row = client.query_one("SHOW synchronous_standby_names", &[]).await.ok()?;
+        (!row.get::<_, String>(0).is_empty()).then_some(())
+    })
+    .await;
+    let watch = PrimaryWatch::start(member_ports(&c), password.clone());
+    let writer = Writer::start(c.rw_port, password.clone()).await;
+    wait_for_acks(&writer, 50, "50 rows before the fault").await;
+
+    // The member is lost: nothing may restart it (the supervisor goes first), then its agent
+    // and its PostgreSQL die together.
+    kill9(std::fs::read_to_string(c.dir.join("supervisor.pid")).unwrap().trim().parse().unwrap());
+    let agent = pids(&c, &format!("agent --member {old}"));
+    assert_eq!(agent.len(), 1);
+    kill9(agent[0]);
+    kill9(postmaster_pid(&c, &old));
+    let killed = Instant::now();
+    let before = writer.acked();
+    wait_for_acks(&writer, before + 50, "writes through rw after the failover").await;
+    let took = killed.elapsed();
+    let acked = writer.stop().await;
+    let new = leader(&c);
+    assert_ne!(new, old, "another member leads");
+    let status = c.status();
+    assert_eq!(member(&status, &new)["role"], "primary");
+    assert_eq!(missing(c.primary_port(), &password, &acked).await, Vec::<i64>::new(), "acknowledged rows lost");
+    eprintln!("writes came back {took:?} after the kill; {} rows acknowledged", acked.len());
+
+    // The lost member comes back (`up` restarts the supervisor) and rejoins as a replica of the
+    // new primary, rewound onto its timeline.
+    c.ok(&["up"]);
+    let primary =
+        eventually(Duration::from_secs(60), "one primary, every other member streaming", || async { converged(&c) })
+            .await;
+    assert_eq!(primary, new);
+    let status = c.status();
+    assert_eq!(member(&status, &old)["timeline"], member(&status, &new)["timeline"]);
+    assert_eq!(
+        missing(c.port_of(&old), &password, &acked).await,
+        Vec::<i64>::new(),
+        "the rejoined member has every row"
+    );
+    assert_eq!(watch.stop().await, 1, "never two writable primaries at once");
+}
+
+#[tokio::test]
+async fn a_primary_that_cannot_restart_gives_way_after_primary_start_timeout_then_rejoins() {
+    let c = TestCluster::new();
+    let out = c.run_env(&["up", "--replicas", "1"], &[("PGREPL_PRIMARY_START_TIMEOUT", "3s")]);
+    assert!(out.status.success(), "{}", common::describe(&out));
+    let old = leader(&c);
+    let password = c.secret("admin");
+    let writer = Writer::start(c.rw_port, password.clone()).await;
+    wait_for_acks(&writer, 20, "20 rows before the fault").await;
+
+    // PostgreSQL crashes and will not start again (a setting it refuses); its agent lives on.
+    let auto_conf = c.dir.join(format!("members/{old}/data/postgresql.auto.conf"));
+    let good = std::fs::read_to_string(&auto_conf).unwrap();
+    std::fs::write(&auto_conf, format!("{good}no_such_setting = 1\n")).unwrap();
+    kill9(postmaster_pid(&c, &old));
+    let before = writer.acked();
+    wait_for_acks(&writer, before + 20, "writes through rw after the failover").await;
+    let acked = writer.stop().await;
+    assert_ne!(leader(&c), old);
+    let log = std::fs::read_to_string(c.dir.join(format!("members/{old}/member.log"))).unwrap();
+    assert!(log.contains("has not started as primary within primary_start_timeout"), "{log}");
+
+    // Repaired, it rejoins as a replica.
+    std::fs::write(&auto_conf, good).unwrap();
+    eventually(Duration::from_secs(60), "the old primary to rejoin", || async { converged(&c) }).await;
+    let new = leader(&c);
+    let missing_rows = missing(c.port_of(&new), &password, &acked).await;
+    // Asynchronous mode: rows acknowledged in the instant before the crash may be lost, but
+    // no more than the writes in flight (the replica was streaming).
+    assert!(missing_rows.len() <= 2, "lost {missing_rows:?}");
+}
+
+#[tokio::test]
+async fn switchover_hands_over_to_the_least_lagging_replica_losing_nothing() {
+    let c = TestCluster::new();
+    c.ok(&["up", "--replicas", "2"]);
+    let old = leader(&c);
+    let password = c.secret("admin");
+    let watch = PrimaryWatch::start(member_ports(&c), password.clone());
+    let writer = Writer::start(c.rw_port, password.clone()).await;
+    wait_for_acks(&writer, 30, "30 rows before the switchover").await;
+    let out = c.ok(&["switchover"]);
+    let new = leader(&c);
+    assert_ne!(new, old);
+    assert!(out.contains(&format!("{new} is the primary")), "{out}");
+    let before = writer.acked();
+    wait_for_acks(&writer, before + 30, "writes after the switchover").await;
+    let acked = writer.stop().await;
+    assert_eq!(missing(c.primary_port(), &password, &acked).await, Vec::<i64>::new(), "a switchover loses nothing");
+    eventually(Duration::from_secs(60), "the old primary to stream from the new", || async { converged(&c) }).await;
+    assert_eq!(watch.stop().await, 1, "never two writable primaries at once");
+
+    // A switchover to a member that does not stream is refused; a forced failover is not.
+    c.ok(&["stop", &old]);
+    let out = c.run(&["switchover", "--to", &old]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("stopped"), "{}", common::describe(&out));
+    c.ok(&["start", &old]);
+    c.ok(&["failover", "--to", &old]);
+    assert_eq!(leader(&c), old);
+}
