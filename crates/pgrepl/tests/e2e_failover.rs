@@ -148,3 +148,41 @@ async fn switchover_hands_over_to_the_least_lagging_replica_losing_nothing() {
     c.ok(&["failover", "--to", &old]);
     assert_eq!(leader(&c), old);
 }
+
+/// Whether PostgreSQL of `member` runs (its postmaster.pid names a live process).
+fn postgres_runs(c: &TestCluster, member: &str) -> bool {
+    let pid_file = c.dir.join(format!("members/{member}/data/postmaster.pid"));
+    let pid = std::fs::read_to_string(pid_file).ok().and_then(|t| t.lines().next()?.trim().parse::<i32>().ok());
+    pid.is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
+}
+
+#[tokio::test]
+async fn losing_the_store_fences_the_primary_before_its_lease_could_expire_and_the_cluster_recovers() {
+    use std::os::unix::fs::PermissionsExt;
+    let c = TestCluster::new();
+    c.ok(&["up", "--replicas", "1"]);
+    let old = leader(&c);
+    let store = c.dir.join("store");
+    let mode = std::fs::metadata(&store).unwrap().permissions().mode();
+
+    // The store becomes unreachable for every agent (they run as the unprivileged user).
+    std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let lost = Instant::now();
+    eventually(Duration::from_secs(10), "the primary to be fenced", || async {
+        (!postgres_runs(&c, &old)).then_some(())
+    })
+    .await;
+    let fenced = lost.elapsed();
+    // ttl is 4 s and the lease was renewed at most about a second before the loss.
+    assert!(fenced < Duration::from_secs(4), "fenced only after {fenced:?}");
+    let log = std::fs::read_to_string(c.dir.join(format!("members/{old}/member.log"))).unwrap();
+    assert!(log.contains("fencing: the leader lease was not renewed"), "{log}");
+
+    // The store comes back: the cluster converges on one primary again and takes writes.
+    std::fs::set_permissions(&store, std::fs::Permissions::from_mode(mode)).unwrap();
+    eventually(Duration::from_secs(60), "one primary, every other member streaming", || async { converged(&c) })
+        .await;
+    let client = common::connect(c.rw_port, "postgres", &c.secret("admin"), "postgres").await.unwrap();
+    client.batch_execute("CREATE TABLE after_store_loss (id int)").await.unwrap();
+    eprintln!("fenced {fenced:?} after the store was lost");
+}
