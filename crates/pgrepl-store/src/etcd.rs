@@ -12,7 +12,11 @@
 //!   seconds: see [`lease_seconds`]). Every lease this module grants holds exactly one key, and
 //!   a put revokes the lease the key had before, so keys under the prefix must be written only
 //!   through this module. Expiry is a delete in etcd: it raises the revision and wakes
-//!   `wait_change`, which the trait allows.
+//!   `wait_change`, which the trait allows. etcd gives every lease its full TTL again when it
+//!   elects a leader, as it does when it starts: after etcd was down, a TTL key written before
+//!   lives up to its TTL beyond the outage. Longer, never shorter (the safe direction for a
+//!   lease), but readers see, say, member statuses from before the outage until they are
+//!   rewritten.
 //!
 //! Every call is bounded by the timeout given to [`EtcdStore::connect`]; an etcd that does not
 //! answer within it, or any error from etcd, is `StoreError::Unavailable`, never a hang (an

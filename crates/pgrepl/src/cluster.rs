@@ -1,19 +1,49 @@
 //! An existing cluster directory opened for a command: its configuration, its store, the
 //! current view, and the few read-modify-write steps commands share (spec updates).
-//! Opening switches a root process to the cluster's OS user first.
+//! Opening switches a root process to the cluster's OS user first. `open_store` is the one
+//! place a store backend is chosen.
 
-use crate::config::{self, Config};
+use crate::config::{self, Config, StoreConfig};
 use crate::layout::Layout;
 use anyhow::{bail, Context};
 use pgrepl_core::{keys, ClusterView, MemberName, Spec};
-use pgrepl_store::{Condition, FileStore, Snapshot, Store};
+use pgrepl_store::{Condition, EtcdStore, FileStore, Snapshot, Store};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub struct Cluster {
     pub layout: Layout,
     pub config: Config,
-    pub store: Arc<FileStore>,
+    pub store: Arc<dyn Store>,
+}
+
+/// How long one call to a networked store (etcd) may take before it fails. Well under the
+/// lease TTL (4 s by default): the agent's fence stops a primary that has not renewed its lease
+/// within ttl - 0.5 s, so a renewal must fail quickly and be tried again in the next cycle
+/// rather than hang until the fence fires (at 1 s a 4 s lease gets three tries).
+pub const STORE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Where a cluster's keys live in etcd: one prefix per cluster name, ending in `/` so that one
+/// cluster's prefix never starts another's, and several clusters can share one etcd.
+pub fn etcd_prefix(cluster: &str) -> String {
+    format!("/pgrepl/{cluster}/")
+}
+
+/// The store `config` names: the file store in the cluster directory, or etcd under the
+/// cluster's prefix. Opening etcd does not wait for it to answer; each call does, up to
+/// `STORE_TIMEOUT`.
+pub async fn open_store(layout: &Layout, config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match &config.store {
+        StoreConfig::File => Arc::new(FileStore::open(&layout.store())?),
+        StoreConfig::Etcd { endpoints } => {
+            let prefix = etcd_prefix(&config.cluster);
+            let store = EtcdStore::connect(endpoints, &prefix, STORE_TIMEOUT)
+                .await
+                .with_context(|| format!("open the store {}", config.store))?;
+            Arc::new(store)
+        }
+    })
 }
 
 /// When running as root, become `run_as` for good, then check the directory is reachable.
@@ -49,7 +79,7 @@ pub fn read_dir_config(layout: &Layout) -> anyhow::Result<config::RawConfig> {
 
 impl Cluster {
     /// Opens the cluster in `dir`; an error when it is not a pgrepl cluster directory.
-    pub fn open(dir: &Path) -> anyhow::Result<Cluster> {
+    pub async fn open(dir: &Path) -> anyhow::Result<Cluster> {
         let layout = Layout::new(dir);
         if !layout.config().exists() {
             bail!(
@@ -60,7 +90,7 @@ impl Cluster {
         }
         let config = load_config(&layout)?;
         enter_as(&config.run_as, &layout.dir)?;
-        let store = Arc::new(FileStore::open(&layout.store())?);
+        let store = open_store(&layout, &config).await?;
         Ok(Cluster { layout, config, store })
     }
 

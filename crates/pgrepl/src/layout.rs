@@ -3,7 +3,7 @@
 //! ```text
 //! DIR/pgrepl.toml            configuration (no passwords)
 //! DIR/secrets.json           passwords, mode 0600
-//! DIR/store/                 the file store (cluster state)
+//! DIR/store/                 the file store (cluster state; with `store = etcd://...` it is in etcd)
 //! DIR/supervisor.pid|.log    the local supervisor
 //! DIR/router.lock|.log       the router (its lock holds its pid)
 //! DIR/members/NAME/data      the member's PostgreSQL data directory

@@ -113,7 +113,7 @@ fn terminate(child: &Child) {
 }
 
 pub async fn run(dir: &Path) -> anyhow::Result<()> {
-    let cluster = Cluster::open(dir)?;
+    let cluster = Cluster::open(dir).await?;
     let pid_file = cluster.layout.supervisor_pid();
     if let Some(pid) = running_pid(&pid_file) {
         bail!("a supervisor (pid {pid}) already runs this cluster");

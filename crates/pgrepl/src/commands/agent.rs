@@ -36,7 +36,7 @@ pub fn settings(layout: &Layout, config: &Config, member: &MemberName) -> Settin
 }
 
 pub async fn run(dir: &Path, member: &str) -> anyhow::Result<()> {
-    let cluster = Cluster::open(dir)?;
+    let cluster = Cluster::open(dir).await?;
     let member = MemberName::new(member)?;
     let _lock = agent_lock::acquire(&cluster.layout.agent_lock(&member))?;
     let agent = Agent::new(settings(&cluster.layout, &cluster.config, &member), cluster.store.clone())?;

@@ -1,14 +1,17 @@
 //! `pgrepl down [--destroy]`: stop the supervisor (which stops every agent, which stops its
 //! PostgreSQL), then any agent that outlived its supervisor, then any member PostgreSQL still
 //! running without an agent, and with
-//! `--destroy` delete the cluster directory.
+//! `--destroy` delete the cluster's keys in etcd (those under its prefix only, when its store
+//! is etcd) and the cluster directory.
 
 use crate::agent_lock;
-use crate::cluster::Cluster;
+use crate::cluster::{etcd_prefix, Cluster};
+use crate::config::StoreConfig;
 use crate::supervisor::running_pid;
-use anyhow::Context;
+use anyhow::{bail, Context};
 use pgrepl_core::MemberName;
 use pgrepl_pg::{Binaries, Instance, StopMode};
+use pgrepl_store::Condition;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -20,8 +23,28 @@ fn member_dirs(cluster: &Cluster) -> Vec<MemberName> {
     entries.filter_map(|e| MemberName::new(e.ok()?.file_name().to_string_lossy().to_string()).ok()).collect()
 }
 
+/// Deletes every key of an etcd cluster: those its store shows, which are exactly the keys under
+/// its prefix (other clusters sharing the etcd are not touched). Its processes are stopped, so
+/// nothing writes meanwhile; a few rounds cover a key that was being written as they stopped.
+/// The file store goes with the directory.
+async fn remove_etcd_keys(cluster: &Cluster) -> anyhow::Result<()> {
+    if cluster.config.store == StoreConfig::File {
+        return Ok(());
+    }
+    for _ in 0..3 {
+        let snapshot = cluster.store.snapshot().await.context("read the cluster's keys")?;
+        if snapshot.entries.is_empty() {
+            return Ok(());
+        }
+        for key in snapshot.entries.keys() {
+            cluster.store.delete(key, Condition::Any).await.with_context(|| format!("delete {key}"))?;
+        }
+    }
+    bail!("keys kept appearing under {} while they were deleted", etcd_prefix(&cluster.config.cluster))
+}
+
 pub async fn run(dir: &Path, destroy: bool) -> anyhow::Result<()> {
-    let cluster = Cluster::open(dir)?;
+    let cluster = Cluster::open(dir).await?;
     if let Some(pid) = running_pid(&cluster.layout.supervisor_pid()) {
         // SAFETY: signalling the supervisor whose pid file this cluster holds.
         unsafe { libc::kill(pid, libc::SIGTERM) };
@@ -68,6 +91,15 @@ pub async fn run(dir: &Path, destroy: bool) -> anyhow::Result<()> {
         }
     }
     if destroy {
+        // First, while the directory still says where the keys are: a failure leaves all to retry.
+        remove_etcd_keys(&cluster).await.with_context(|| {
+            format!(
+                "remove the cluster's keys under {} from the store {} (the cluster is stopped and its directory kept: \
+                 run `pgrepl down --destroy` again once etcd answers)",
+                etcd_prefix(&cluster.config.cluster),
+                cluster.config.store
+            )
+        })?;
         let entries =
             std::fs::read_dir(&cluster.layout.dir).with_context(|| format!("read {}", cluster.layout.dir.display()))?;
         for entry in entries {

@@ -8,7 +8,7 @@ use anyhow::bail;
 use std::path::Path;
 
 pub async fn run(dir: &Path, rw: bool, ro: bool) -> anyhow::Result<()> {
-    let cluster = Cluster::open(dir)?;
+    let cluster = Cluster::open(dir).await?;
     let (_, view) = cluster.view().await?;
     let routes = topology::from_view(&view, cluster.config.ro_max_lag);
     let (listen, config) = (cluster.config.listen, &cluster.config);

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 pub async fn run(dir: &Path, member: &str, follow: bool) -> anyhow::Result<()> {
-    let cluster = Cluster::open(dir)?;
+    let cluster = Cluster::open(dir).await?;
     let path = match MemberName::new(member) {
         Ok(m) if cluster.layout.log(&m).exists() => cluster.layout.log(&m),
         _ => {

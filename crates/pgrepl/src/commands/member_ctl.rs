@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 pub async fn run(dir: &Path, name: &str, stopped: bool) -> anyhow::Result<()> {
-    let cluster = Cluster::open(dir)?;
+    let cluster = Cluster::open(dir).await?;
     let (_, view) = cluster.view().await?;
     let member = Cluster::member(&view, name)?;
     cluster

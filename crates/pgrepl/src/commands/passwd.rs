@@ -45,7 +45,7 @@ pub async fn run(dir: &Path, args: PasswdArgs) -> anyhow::Result<()> {
     if password.is_empty() {
         bail!("the new {kind} password read from standard input is empty; give a non-empty password on one line");
     }
-    let cluster = Cluster::open(dir)?;
+    let cluster = Cluster::open(dir).await?;
     if kind == PasswordKind::User && cluster.config.names.app.is_none() {
         bail!("this cluster has no application user (database.user is not set), so it has no user password");
     }

@@ -15,7 +15,7 @@ use crate::commands::{summary, wait};
 use crate::readiness;
 use anyhow::{bail, Context};
 use pgrepl_core::{keys, ClusterView, MemberName, SyncMode, TargetRecord};
-use pgrepl_store::{Condition, Store};
+use pgrepl_store::Condition;
 use std::path::Path;
 use std::time::Duration;
 
@@ -28,7 +28,7 @@ pub enum Request {
 }
 
 pub async fn run(dir: &Path, request: Request, wait_secs: u64) -> anyhow::Result<()> {
-    let cluster = Cluster::open(dir)?;
+    let cluster = Cluster::open(dir).await?;
     let (_, view) = cluster.view().await?;
     let (member, force) = match &request {
         Request::Promote(name) => (Cluster::member(&view, name)?, false),

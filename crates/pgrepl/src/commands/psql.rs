@@ -9,7 +9,7 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 
 pub async fn run(dir: &Path, member: Option<String>, ro: bool, args: Vec<String>) -> anyhow::Result<()> {
-    let cluster = Cluster::open(dir)?;
+    let cluster = Cluster::open(dir).await?;
     let (_, view) = cluster.view().await?;
     let member = match (member, ro) {
         (Some(name), _) => Cluster::member(&view, &name)?,

@@ -6,7 +6,6 @@ use crate::cluster::Cluster;
 use crate::topology;
 use anyhow::Context;
 use pgrepl_router::{serve, Endpoint, Settings, Topology};
-use pgrepl_store::Store;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -24,7 +23,7 @@ async fn bind(endpoint: Endpoint, addr: SocketAddr) -> anyhow::Result<TcpListene
 }
 
 pub async fn run(dir: &Path) -> anyhow::Result<()> {
-    let cluster = Cluster::open(dir)?;
+    let cluster = Cluster::open(dir).await?;
     let _lock = agent_lock::acquire(&cluster.layout.router_lock())?;
     let config = &cluster.config;
     let rw = bind(Endpoint::Rw, SocketAddr::new(config.listen, config.port)).await?;

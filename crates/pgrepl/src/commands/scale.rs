@@ -14,7 +14,7 @@ pub async fn run(dir: &Path, replicas: i64, wait_secs: u64) -> anyhow::Result<()
     if !(0..=MAX_REPLICAS).contains(&replicas) {
         bail!("replicas: {replicas} is not allowed; use a number of replicas from 0 to {MAX_REPLICAS} (the primary is not counted and cannot be scaled)");
     }
-    let cluster = Cluster::open(dir)?;
+    let cluster = Cluster::open(dir).await?;
     let config = cluster.config.clone();
     let spec = cluster
         .update_spec(|view, spec| {

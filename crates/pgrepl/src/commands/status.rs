@@ -140,7 +140,7 @@ fn dash<T: ToString>(v: &Option<T>) -> String {
 }
 
 pub async fn run(dir: &Path, json: bool) -> anyhow::Result<()> {
-    let cluster = Cluster::open(dir)?;
+    let cluster = Cluster::open(dir).await?;
     let (_, view) = cluster.view().await?;
     let status = build(&cluster.config.cluster, &view, endpoints(&cluster, &view));
     if json {

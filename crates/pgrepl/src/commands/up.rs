@@ -4,20 +4,19 @@
 
 use crate::agent_lock;
 use crate::cli::UpArgs;
-use crate::cluster::{enter_as, read_dir_config, Cluster};
+use crate::cluster::{enter_as, etcd_prefix, open_store, read_dir_config, Cluster};
 use crate::commands::{ports, summary, wait};
-use crate::config::{self, Config, RawConfig};
+use crate::config::{self, Config, RawConfig, StoreConfig};
 use crate::layout::Layout;
 use crate::readiness;
 use crate::supervisor::{is_alive, pgrepl_command, running_pid};
 use anyhow::{bail, Context};
 use pgrepl_agent::Secrets;
 use pgrepl_core::{keys, MemberName, MemberSpec, PasswordKind, Spec};
-use pgrepl_store::{Condition, FileStore, Store};
+use pgrepl_store::{Condition, Store};
 use rand::distributions::{Alphanumeric, DistString};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn generated_password() -> String {
@@ -25,13 +24,15 @@ fn generated_password() -> String {
 }
 
 /// Configuration of this `up`: the directory's file (or `--config` for a new cluster), then
-/// the environment, then the flags.
+/// the environment, then the flags. An existing cluster's fixed settings (its store) must not
+/// change.
 fn settle_config(layout: &Layout, args: &UpArgs, existing: bool) -> anyhow::Result<(RawConfig, Config)> {
     let mut env = config::read_env(|name| std::env::var(name).ok());
-    let mut raw = match (&args.config, existing) {
-        (_, true) => read_dir_config(layout)?,
-        (Some(file), false) => config::read_file(file)?,
-        (None, false) => RawConfig::default(),
+    let before = if existing { Some(read_dir_config(layout)?) } else { None };
+    let mut raw = match (&args.config, &before) {
+        (_, Some(before)) => before.clone(),
+        (Some(file), None) => config::read_file(file)?,
+        (None, None) => RawConfig::default(),
     };
     config::apply_env(&mut raw, &env)?;
     raw.replicas = args.replicas.or(raw.replicas);
@@ -42,7 +43,33 @@ fn settle_config(layout: &Layout, args: &UpArgs, existing: bool) -> anyhow::Resu
     let flagged = [("replicas", args.replicas), ("port", args.port), ("ro_port", args.ro_port)];
     env.retain(|e| !flagged.iter().any(|(field, given)| *field == e.field && given.is_some()));
     let config = config::validate(&raw, &env)?;
+    if let Some(before) = &before {
+        config::check_unchanged(before, &config, &env)?;
+    }
     Ok((raw, config))
+}
+
+/// A new cluster's store must be empty: in etcd, a cluster of the same name (another directory's)
+/// may already keep its state under the prefix, and this one must not take it over. Also shows
+/// that the store answers before anything is written to the new directory.
+async fn check_store_unused(store: &dyn Store, config: &Config) -> anyhow::Result<()> {
+    let snapshot = store.snapshot().await.with_context(|| format!("read the store {}", config.store))?;
+    if snapshot.entries.is_empty() {
+        return Ok(());
+    }
+    match &config.store {
+        StoreConfig::Etcd { .. } => {
+            let prefix = etcd_prefix(&config.cluster);
+            bail!(
+                "the store {} already holds a cluster named {:?} (keys under {prefix}); give this one another name \
+                 (`cluster` or PGREPL_CLUSTER), or remove that one with `pgrepl down --destroy` in its directory \
+                 (if its directory is gone: `etcdctl del --prefix {prefix}`)",
+                config.store,
+                config.cluster,
+            )
+        }
+        StoreConfig::File => bail!("the new cluster's store already holds state; choose another --dir"),
+    }
 }
 
 /// Creates the directory, owned by the cluster's OS user, and becomes that user.
@@ -194,9 +221,13 @@ pub async fn run(dir: &Path, args: UpArgs) -> anyhow::Result<()> {
     let (raw, config) = settle_config(&layout, &args, existing)?;
     pgrepl_pg::Binaries::find(config.bin_dir.as_deref())?;
     prepare_directory(&layout, &config, existing)?;
+    let store = open_store(&layout, &config).await?;
+    if !existing {
+        // Before the directory gets its configuration: a failed first `up` leaves it new.
+        check_store_unused(store.as_ref(), &config).await?;
+    }
     let changed = settle_secrets(&layout, &config)?;
     write_config(&layout, &raw, &config)?;
-    let store = Arc::new(FileStore::open(&layout.store())?);
     let cluster = Cluster { layout, config, store };
     settle_spec(&cluster, &args, &changed).await?;
 

@@ -9,8 +9,12 @@ use std::collections::BTreeMap;
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
-    /// Name of the cluster, shown by `pgrepl status`.
+    /// Name of the cluster, shown by `pgrepl status`; in etcd its keys live under
+    /// `/pgrepl/<cluster>/`. Fixed once the cluster exists when its store is etcd.
     pub cluster: Option<String>,
+    /// Where the cluster's state lives: `file` (default; `DIR/store`, members on this machine)
+    /// or `etcd://HOST:PORT[,HOST:PORT...]` (an etcd cluster). Fixed once the cluster exists.
+    pub store: Option<String>,
     /// Number of replicas `up` creates for a new cluster (default 1).
     pub replicas: Option<i64>,
     /// OS user PostgreSQL runs as when pgrepl is started as root (default `postgres`).
@@ -97,6 +101,7 @@ pub struct EnvSetting {
 /// Every environment variable pgrepl reads, with the config field each one sets.
 pub const ENV: &[EnvSetting] = &[
     EnvSetting { names: &["PGREPL_CLUSTER"], field: "cluster" },
+    EnvSetting { names: &["PGREPL_STORE"], field: "store" },
     EnvSetting { names: &["PGREPL_REPLICAS"], field: "replicas" },
     EnvSetting { names: &["PGREPL_RUN_AS"], field: "run_as" },
     EnvSetting { names: &["PGREPL_PG_BIN_DIR"], field: "bin_dir" },

@@ -20,6 +20,7 @@ pub const ADMIN_USER: &str = "postgres";
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     pub cluster: String,
+    pub store: StoreConfig,
     pub replicas: usize,
     pub run_as: String,
     pub bin_dir: Option<PathBuf>,
@@ -39,6 +40,70 @@ pub struct Config {
     pub names: Names,
     pub passwords: GivenPasswords,
     pub parameters: BTreeMap<String, String>,
+}
+
+/// Where the cluster's state lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// `DIR/store`: members on this one machine.
+    File,
+    /// An etcd cluster reached at any of these `HOST:PORT` endpoints.
+    Etcd { endpoints: Vec<String> },
+}
+
+impl fmt::Display for StoreConfig {
+    /// As it is written in the configuration: `file` or `etcd://HOST:PORT[,HOST:PORT...]`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreConfig::File => f.write_str("file"),
+            StoreConfig::Etcd { endpoints } => write!(f, "etcd://{}", endpoints.join(",")),
+        }
+    }
+}
+
+const STORE_FORMS: &str = "use file or etcd://HOST:PORT[,HOST:PORT...], such as etcd://127.0.0.1:2379";
+
+/// Parses the `store` setting; the error says what is wrong with it.
+pub fn parse_store(text: &str) -> Result<StoreConfig, String> {
+    let text = text.trim();
+    if text == "file" {
+        return Ok(StoreConfig::File);
+    }
+    let Some(list) = text.strip_prefix("etcd://") else {
+        return Err(format!("{text:?} is not allowed; {STORE_FORMS}"));
+    };
+    let endpoints = list
+        .split(',')
+        .map(|endpoint| {
+            let endpoint = endpoint.trim();
+            check_endpoint(endpoint)
+                .map(|()| endpoint.to_string())
+                .map_err(|why| format!("{text:?} is not allowed: {why}; {STORE_FORMS}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(StoreConfig::Etcd { endpoints })
+}
+
+/// One etcd endpoint: `HOST:PORT`, the host a name, an IPv4 address or a bracketed IPv6 one.
+fn check_endpoint(endpoint: &str) -> Result<(), String> {
+    let Some((host, port)) = endpoint.rsplit_once(':') else {
+        return Err(if endpoint.is_empty() {
+            "an endpoint is empty".to_string()
+        } else {
+            format!("endpoint {endpoint:?} has no port")
+        });
+    };
+    if !port.parse::<u16>().is_ok_and(|p| p >= 1) {
+        return Err(format!("endpoint {endpoint:?} has no port from 1 to 65535"));
+    }
+    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_'),
+    };
+    if !host_ok {
+        return Err(format!("endpoint {endpoint:?} does not start with a host name or address"));
+    }
+    Ok(())
 }
 
 /// How far behind a replica may be and still serve reads.
@@ -203,6 +268,7 @@ pub fn apply_env(raw: &mut RawConfig, env: &[FromEnv]) -> Result<(), ConfigError
         let int = || v.trim().parse::<i64>().map_err(|_| bad(&label, format!("{v:?} is not a whole number")));
         match e.field {
             "cluster" => raw.cluster = Some(v.clone()),
+            "store" => raw.store = Some(v.clone()),
             "replicas" => raw.replicas = Some(int()?),
             "run_as" => raw.run_as = Some(v.clone()),
             "bin_dir" => raw.bin_dir = Some(v.clone()),
@@ -301,6 +367,8 @@ pub fn validate(raw: &RawConfig, env: &[FromEnv]) -> Result<Config, ConfigError>
             format!("{cluster:?} is not allowed; use 1 to 63 letters, digits, '-' or '_'"),
         ));
     }
+    let store =
+        parse_store(raw.store.as_deref().unwrap_or("file")).map_err(|problem| bad(src.label("store"), problem))?;
     let replicas = match raw.replicas {
         None => 1,
         Some(n) if (0..=MAX_REPLICAS).contains(&n) => n as usize,
@@ -406,6 +474,7 @@ pub fn validate(raw: &RawConfig, env: &[FromEnv]) -> Result<Config, ConfigError>
 
     Ok(Config {
         cluster,
+        store,
         replicas,
         run_as,
         bin_dir: raw.bin_dir.as_ref().map(PathBuf::from),
@@ -430,6 +499,37 @@ pub fn validate(raw: &RawConfig, env: &[FromEnv]) -> Result<Config, ConfigError>
         },
         parameters,
     })
+}
+
+/// Refuses a change to a setting that cannot change once the cluster exists: `store` (the
+/// cluster's state lives there; another store would hold a second, empty cluster) and, on etcd,
+/// `cluster` (the name places the keys, `/pgrepl/<cluster>/`). `before` is the cluster
+/// directory's configuration as written, `now` this start's.
+pub fn check_unchanged(before: &RawConfig, now: &Config, env: &[FromEnv]) -> Result<(), ConfigError> {
+    let src = Sources(env);
+    let before_store = before.store.clone().unwrap_or_else(|| "file".to_string());
+    if parse_store(&before_store).as_ref() != Ok(&now.store) {
+        return Err(bad(
+            src.label("store"),
+            format!(
+                "\"{}\" is not this cluster's store {before_store:?}; the store is chosen when a cluster is created and \
+                 cannot change (its state lives there): leave store as it was, or create a new cluster in another --dir",
+                now.store
+            ),
+        ));
+    }
+    let before_cluster = before.cluster.clone().unwrap_or_else(|| "pgrepl".to_string());
+    if matches!(now.store, StoreConfig::Etcd { .. }) && before_cluster != now.cluster {
+        return Err(bad(
+            src.label("cluster"),
+            format!(
+                "{:?} is not this cluster's name {before_cluster:?}; on etcd the name places the cluster's keys \
+                 (/pgrepl/{before_cluster}/) and cannot change: leave cluster as it was, or create a new cluster in another --dir",
+                now.cluster
+            ),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -552,6 +652,78 @@ mod tests {
         let raw = RawConfig { loop_wait: Some("5s".into()), ttl: Some("10s".into()), ..RawConfig::default() };
         let err = validate(&raw, &[]).unwrap_err();
         assert_eq!(err.setting, "ttl");
+    }
+
+    #[test]
+    fn the_store_is_the_file_by_default_or_one_or_more_etcd_endpoints() {
+        assert_eq!(env_config(&[]).unwrap().store, StoreConfig::File);
+        assert_eq!(env_config(&[("PGREPL_STORE", "file")]).unwrap().store, StoreConfig::File);
+        let c = env_config(&[("PGREPL_STORE", "etcd://127.0.0.1:2379")]).unwrap();
+        assert_eq!(c.store, StoreConfig::Etcd { endpoints: vec!["127.0.0.1:2379".into()] });
+        let c = env_config(&[("PGREPL_STORE", "etcd://etcd-1.example:2379, 10.0.0.2:2379,[::1]:2379")]).unwrap();
+        assert_eq!(
+            c.store,
+            StoreConfig::Etcd {
+                endpoints: vec!["etcd-1.example:2379".into(), "10.0.0.2:2379".into(), "[::1]:2379".into()]
+            }
+        );
+        assert_eq!(c.store.to_string(), "etcd://etcd-1.example:2379,10.0.0.2:2379,[::1]:2379");
+        let raw = RawConfig { store: Some("etcd://h:1".into()), ..RawConfig::default() };
+        assert_eq!(validate(&raw, &[]).unwrap().store, StoreConfig::Etcd { endpoints: vec!["h:1".into()] });
+    }
+
+    #[test]
+    fn a_bad_store_names_the_setting_the_value_and_the_forms_allowed() {
+        for (value, why) in [
+            ("consul://127.0.0.1:8500", "is not allowed; use file"),
+            ("etcd://", "an endpoint is empty"),
+            ("etcd://127.0.0.1", "endpoint \"127.0.0.1\" has no port"),
+            ("etcd://127.0.0.1:0", "no port from 1 to 65535"),
+            ("etcd://127.0.0.1:2379,", "an endpoint is empty"),
+            ("etcd://http://127.0.0.1:2379", "does not start with a host name"),
+            ("etcd://[::1:2379", "does not start with a host name"),
+        ] {
+            let err = env_config(&[("PGREPL_STORE", value)]).unwrap_err();
+            assert_eq!(err.setting, "store (PGREPL_STORE)", "{value}");
+            assert!(err.problem.contains(&format!("{value:?}")), "{err}");
+            assert!(err.problem.contains(why), "{value}: {err}");
+            assert!(err.problem.contains("etcd://HOST:PORT[,HOST:PORT...]"), "{err}");
+        }
+        let raw = RawConfig { store: Some("etcd".into()), ..RawConfig::default() };
+        assert_eq!(validate(&raw, &[]).unwrap_err().setting, "store");
+    }
+
+    #[test]
+    fn the_store_cannot_change_once_the_cluster_exists_nor_on_etcd_its_name() {
+        let etcd = RawConfig { store: Some("etcd://127.0.0.1:2379".into()), ..RawConfig::default() };
+        let file = RawConfig::default();
+        let env = |vars: &[(&str, &str)]| read_env(|n| vars.iter().find(|(k, _)| *k == n).map(|(_, v)| v.to_string()));
+        let now = |before: &RawConfig, vars: &[(&str, &str)]| {
+            let env = env(vars);
+            let mut raw = before.clone();
+            apply_env(&mut raw, &env).unwrap();
+            let config = validate(&raw, &env).unwrap();
+            check_unchanged(before, &config, &env)
+        };
+        now(&file, &[]).unwrap();
+        now(&file, &[("PGREPL_STORE", "file")]).unwrap();
+        now(&etcd, &[]).unwrap();
+        now(&etcd, &[("PGREPL_STORE", " etcd://127.0.0.1:2379 ")]).unwrap();
+        // A file cluster may be renamed: the name only labels it.
+        now(&file, &[("PGREPL_CLUSTER", "other")]).unwrap();
+
+        let err = now(&file, &[("PGREPL_STORE", "etcd://127.0.0.1:2379")]).unwrap_err();
+        assert_eq!(err.setting, "store (PGREPL_STORE)");
+        assert!(err.problem.starts_with("\"etcd://127.0.0.1:2379\" is not this cluster's store \"file\""), "{err}");
+        assert!(err.problem.contains("cannot change"), "{err}");
+        let err = now(&etcd, &[("PGREPL_STORE", "file")]).unwrap_err();
+        assert!(err.to_string().contains("\"file\" is not this cluster's store \"etcd://127.0.0.1:2379\""), "{err}");
+        let err = now(&etcd, &[("PGREPL_STORE", "etcd://127.0.0.1:2380")]).unwrap_err();
+        assert_eq!(err.setting, "store (PGREPL_STORE)");
+        let err = now(&etcd, &[("PGREPL_CLUSTER", "other")]).unwrap_err();
+        assert_eq!(err.setting, "cluster (PGREPL_CLUSTER)");
+        assert!(err.problem.contains("\"other\" is not this cluster's name \"pgrepl\""), "{err}");
+        assert!(err.problem.contains("/pgrepl/pgrepl/"), "{err}");
     }
 
     #[test]

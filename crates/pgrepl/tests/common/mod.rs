@@ -4,6 +4,7 @@
 //! `pgrepl down`, so a failing test leaves no process behind.
 #![allow(dead_code)]
 
+pub mod etcd;
 pub mod writer;
 
 use serde_json::Value;
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 const PGREPL_VARS: &[&str] = &[
     "PGREPL_DIR",
     "PGREPL_CLUSTER",
+    "PGREPL_STORE",
     "PGREPL_REPLICAS",
     "PGREPL_RUN_AS",
     "PGREPL_PG_BIN_DIR",
