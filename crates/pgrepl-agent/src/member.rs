@@ -141,7 +141,13 @@ impl Agent {
         self.say(&decision.to_string());
         self.first_cycle = false;
         let quiet = matches!(decision.action, Action::Wait | Action::Nothing | Action::RenewLease);
-        let outcome = match self.renew_lease_if_held(&seen, &decision).await {
+        let renewed = self.renew_lease_if_held(&seen, &decision).await;
+        // What this cycle observed is published before its action runs, so that readers (the
+        // router first) see, say, a new primary at once rather than after its spec work.
+        if let Err(e) = publish::status(self, &seen, &decision, None).await {
+            warn!("publish member status: {e:#}");
+        }
+        let outcome = match renewed {
             Ok(()) => self.act(&seen, &decision).await,
             Err(e) => Err(e),
         };
@@ -149,18 +155,15 @@ impl Agent {
             // A re-pointed or restarted replica gets the whole stall bound again.
             self.stalled_since = None;
         }
-        let failed = match outcome {
-            Ok(()) => None,
-            Err(e) => {
-                let sentence = format!("{decision} failed: {e:#}");
-                warn!("{sentence}");
-                Some(sentence)
+        let failed = outcome.is_err();
+        if let Err(e) = outcome {
+            let sentence = format!("{decision} failed: {e:#}");
+            warn!("{sentence}");
+            if let Err(e) = publish::status(self, &seen, &decision, Some(&sentence)).await {
+                warn!("publish member status: {e:#}");
             }
-        };
-        if let Err(e) = publish::status(self, &seen, &decision, failed.as_deref()).await {
-            warn!("publish member status: {e:#}");
         }
-        (revision, !quiet && failed.is_none(), others_lease_left)
+        (revision, !quiet && !failed, others_lease_left)
     }
 
     fn say(&mut self, sentence: &str) {

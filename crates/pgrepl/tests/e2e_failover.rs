@@ -180,8 +180,7 @@ async fn losing_the_store_fences_the_primary_before_its_lease_could_expire_and_t
 
     // The store comes back: the cluster converges on one primary again and takes writes.
     std::fs::set_permissions(&store, std::fs::Permissions::from_mode(mode)).unwrap();
-    eventually(Duration::from_secs(60), "one primary, every other member streaming", || async { converged(&c) })
-        .await;
+    eventually(Duration::from_secs(60), "one primary, every other member streaming", || async { converged(&c) }).await;
     let client = common::connect(c.rw_port, "postgres", &c.secret("admin"), "postgres").await.unwrap();
     client.batch_execute("CREATE TABLE after_store_loss (id int)").await.unwrap();
     eprintln!("fenced {fenced:?} after the store was lost");
