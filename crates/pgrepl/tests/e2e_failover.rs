@@ -51,13 +51,7 @@ async fn losing_the_primarys_member_fails_over_without_losing_an_acknowledged_ro
     let writer = Writer::start(c.rw_port, password.clone()).await;
     wait_for_acks(&writer, 50, "50 rows before the fault").await;
 
-    // The member is lost: nothing may restart it (the supervisor goes first), then its agent
-    // and its PostgreSQL die together.
-    kill9(std::fs::read_to_string(c.dir.join("supervisor.pid")).unwrap().trim().parse().unwrap());
-    let agent = pids(&c, &format!("agent --member {old}"));
-    assert_eq!(agent.len(), 1);
-    kill9(agent[0]);
-    kill9(postmaster_pid(&c, &old));
+    lose_member(&c, &old);
     let killed = Instant::now();
     let before = writer.acked();
     wait_for_acks(&writer, before + 50, "writes through rw after the failover").await;
@@ -84,7 +78,30 @@ async fn losing_the_primarys_member_fails_over_without_losing_an_acknowledged_ro
         Vec::<i64>::new(),
         "the rejoined member has every row"
     );
+
+    // A second failover in a row: the replicas now follow timeline 2 and must still qualify.
+    let writer = Writer::start(c.rw_port, password.clone()).await;
+    wait_for_acks(&writer, 20, "rows before the second fault").await;
+    lose_member(&c, &new);
+    let before = writer.acked();
+    wait_for_acks(&writer, before + 20, "writes through rw after the second failover").await;
+    let acked = writer.stop().await;
+    let third = leader(&c);
+    assert_ne!(third, new, "another member leads again");
+    assert_eq!(missing(c.primary_port(), &password, &acked).await, Vec::<i64>::new(), "acknowledged rows lost");
+    c.ok(&["up"]);
+    eventually(Duration::from_secs(60), "convergence after the second failover", || async { converged(&c) }).await;
     assert_eq!(watch.stop().await, 1, "never two writable primaries at once");
+}
+
+/// Loses `member`: nothing may restart it (the supervisor goes first), then its agent and its
+/// PostgreSQL die together.
+fn lose_member(c: &TestCluster, member: &str) {
+    kill9(std::fs::read_to_string(c.dir.join("supervisor.pid")).unwrap().trim().parse().unwrap());
+    let agent = pids(c, &format!("agent --member {member}"));
+    assert_eq!(agent.len(), 1);
+    kill9(agent[0]);
+    kill9(postmaster_pid(c, member));
 }
 
 #[tokio::test]

@@ -80,7 +80,9 @@ pub async fn server_state(c: &tokio_postgres::Client) -> Result<Server, PgError>
                     (SELECT status FROM pg_stat_wal_receiver), \
                     (SELECT received_tli FROM pg_stat_wal_receiver), \
                     (SELECT timeline_id FROM pg_control_checkpoint()), \
-                    current_setting('primary_conninfo')",
+                    current_setting('primary_conninfo'), \
+                    (SELECT max(('x' || substr(name, 1, 8))::bit(32)::int) FROM pg_ls_waldir() \
+                      WHERE name ~ '^[0-9A-F]{8}\\.history$')",
             &[],
         )
         .await
@@ -95,7 +97,16 @@ pub async fn server_state(c: &tokio_postgres::Client) -> Result<Server, PgError>
     let received_tli: Option<i32> = row.try_get(3).map_err(|e| PgError::sql(doing, e))?;
     let checkpoint_tli: Option<i32> = row.try_get(4).map_err(|e| PgError::sql(doing, e))?;
     let conninfo: String = row.try_get(5).map_err(|e| PgError::sql(doing, e))?;
-    let timeline = received_tli.filter(|t| *t > 0).or(checkpoint_tli).and_then(|t| u32::try_from(t).ok()).unwrap_or(0);
+    let history_tli: Option<i32> = row.try_get(6).map_err(|e| PgError::sql(doing, e))?;
+    // The control file's timeline moves only at a restartpoint, and the WAL receiver's only
+    // while it streams; the newest timeline history file in pg_wal is the timeline recovery
+    // follows (`recovery_target_timeline = latest`), also after the upstream is gone.
+    let timeline = [received_tli, checkpoint_tli, history_tli]
+        .into_iter()
+        .flatten()
+        .max()
+        .and_then(|t| u32::try_from(t).ok())
+        .unwrap_or(0);
     Ok(Server::Replica {
         timeline: Timeline(timeline),
         receive_lsn,
