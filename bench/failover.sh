@@ -16,6 +16,8 @@
 #                     restart a killed agent in place, so the fault also kills the supervisor (first),
 #                     then the primary's agent and PostgreSQL; the member is brought back by
 #                     `pgrepl up` (a new supervisor that adopts the running members).
+#   pgrepl-sync       the same with `synchronous = on` (PGREPL_SYNCHRONOUS=on): no acknowledged row
+#                     may be lost.
 #   patroni-defaults  Debian's patroni with ttl 30, loop_wait 10, retry_timeout 10 (its defaults);
 #   patroni-tuned     the same with ttl 10, loop_wait 1, retry_timeout 4.
 #                     Both: one local etcd (Debian's etcd-server, v3 API, as the postgres user),
@@ -35,7 +37,7 @@
 # Knobs (environment):
 #   BENCH_FAILOVER_TRIALS=5          unplanned failovers per system
 #   BENCH_FAILOVER_SWITCHOVERS=3     planned switchovers per system
-#   BENCH_FAILOVER_SYSTEMS="pgrepl patroni-defaults patroni-tuned"
+#   BENCH_FAILOVER_SYSTEMS="pgrepl pgrepl-sync patroni-defaults patroni-tuned"
 #   BENCH_FAILOVER_TIMEOUT=60        seconds after the fault without a write = "no failover"
 #   BENCH_FAILOVER_INTERVAL_MS=10    the writer's pace (see bench/failover_writer.py for why)
 #   BENCH_FAILOVER_WARMUP=3          seconds of writes before the fault
@@ -71,7 +73,7 @@ PATRONI=${PATRONI:-/usr/bin/patroni}
 PATRONICTL=${PATRONICTL:-/usr/bin/patronictl}
 TRIALS=${BENCH_FAILOVER_TRIALS:-5}
 SWITCHOVERS=${BENCH_FAILOVER_SWITCHOVERS:-3}
-SYSTEMS=${BENCH_FAILOVER_SYSTEMS:-pgrepl patroni-defaults patroni-tuned}
+SYSTEMS=${BENCH_FAILOVER_SYSTEMS:-pgrepl pgrepl-sync patroni-defaults patroni-tuned}
 TIMEOUT=${BENCH_FAILOVER_TIMEOUT:-60}
 INTERVAL_MS=${BENCH_FAILOVER_INTERVAL_MS:-10}
 WARMUP=${BENCH_FAILOVER_WARMUP:-3}
@@ -94,20 +96,20 @@ for b in psql postgres pg_ctl; do [ -x "$PG_BIN/$b" ] || die "$PG_BIN/$b not fou
 "$PY" -c 'import psycopg2' 2>/dev/null || die "$PY has no psycopg2 (PGREPL_BENCH=1 bash scripts/setup.sh installs python3-psycopg2; set BENCH_PYTHON)"
 for s in $SYSTEMS; do
   case $s in
-    pgrepl) ;;
+    pgrepl|pgrepl-sync) ;;
     patroni-defaults|patroni-tuned)
       for b in "$HAPROXY" "$ETCD" "$PATRONI" "$PATRONICTL"; do
         [ -x "$b" ] || die "$b not found (PGREPL_BENCH=1 bash scripts/setup.sh installs haproxy, etcd-server and patroni)"
       done ;;
-    *) die "unknown system $s in BENCH_FAILOVER_SYSTEMS (pgrepl, patroni-defaults, patroni-tuned)" ;;
+    *) die "unknown system $s in BENCH_FAILOVER_SYSTEMS (pgrepl, pgrepl-sync, patroni-defaults, patroni-tuned)" ;;
   esac
 done
-if [[ " $SYSTEMS " == *" pgrepl "* ]] && { [ "${BENCH_BUILD:-1}" = 1 ] || [ ! -x "$PGREPL" ]; }; then
+if [[ " $SYSTEMS " == *" pgrepl"* ]] && { [ "${BENCH_BUILD:-1}" = 1 ] || [ ! -x "$PGREPL" ]; }; then
   log "building pgrepl (release)"
   (cd "$ROOT" && cargo build --release --bin pgrepl --quiet) || die "cargo build failed"
 fi
 
-if [[ " $SYSTEMS " == *" pgrepl "* ]] && [ -z "$PGREPL_SWITCHOVER" ]; then
+if [[ " $SYSTEMS " == *" pgrepl"* ]] && [ -z "$PGREPL_SWITCHOVER" ]; then
   if "$PGREPL" switchover --help >/dev/null 2>&1; then PGREPL_SWITCHOVER="switchover --to %s"; else PGREPL_SWITCHOVER="promote %s"; fi
 fi
 
@@ -289,7 +291,7 @@ pgrepl_setup() {
   local rw ro
   read -r rw ro <<<"$(free_ports 2)"
   log "pgrepl: starting a primary and 2 replicas; rw endpoint 127.0.0.1:$rw"
-  "$PGREPL" --dir "$PD" up --replicas 2 --port "$rw" --ro-port "$ro" >"$OUT/pgrepl-up.out" 2>&1 3>&- \
+  PGREPL_SYNCHRONOUS=$PGREPL_SYNC "$PGREPL" --dir "$PD" up --replicas 2 --port "$rw" --ro-port "$ro" >"$OUT/pgrepl-up.out" 2>&1 3>&- \
     || die "pgrepl up failed; see $OUT/pgrepl-up.out"
   DSN="host=127.0.0.1 port=$rw user=postgres dbname=postgres"
   DB_PASSWORD=$(secret "$PD" admin)
@@ -297,7 +299,7 @@ pgrepl_setup() {
   CONFIG_DESC=$("$PY" -c '
 import sys, tomllib
 c = tomllib.load(open(sys.argv[1], "rb"))
-print(" ".join(f"{k}={c.get(k, d)}" for k, d in (("ttl", "10s"), ("loop_wait", "1s"), ("rw_wait", "5s"))))' "$PD/pgrepl.toml")
+print(" ".join(f"{k}={c.get(k, d)}" for k, d in (("ttl", "4s"), ("loop_wait", "1s"), ("rw_wait", "5s"), ("synchronous", "off"))))' "$PD/pgrepl.toml")
   printf 'pgrepl_config\t%s\n' "$CONFIG_DESC" >>"$OUT/machine.tsv"
 }
 
@@ -679,7 +681,7 @@ run_system() {
   printf 'timeout_s\t%s\n' "$TIMEOUT"
   printf 'interval_ms\t%s\n' "$INTERVAL_MS"
   printf 'pgrepl_switchover\t%s\n' "$PGREPL_SWITCHOVER"
-  if [[ " $SYSTEMS " == *" pgrepl "* ]]; then
+  if [[ " $SYSTEMS " == *" pgrepl"* ]]; then
     printf 'pgrepl_commit\t%s%s\n' "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
       "$([ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no -- crates Cargo.toml Cargo.lock 2>/dev/null)" ] && echo ' (with uncommitted changes to the sources)')"
     printf 'pgrepl_binary\t%s\n' "$(date -u -r "$PGREPL" '+built %Y-%m-%d %H:%M UTC')"
@@ -698,8 +700,10 @@ for s in $SYSTEMS; do
   SYSNAME=$s
   LABEL=$s
   case $s in
-    pgrepl)
+    pgrepl|pgrepl-sync)
       SYS=pgrepl
+      PGREPL_SYNC=off
+      [ "$s" = pgrepl-sync ] && PGREPL_SYNC=on
       pgrepl_setup
       run_system
       pgrepl_teardown ;;

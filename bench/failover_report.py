@@ -67,7 +67,7 @@ def main():
         knobs.append(f"BENCH_FAILOVER_TRIALS={machine.get('trials')}")
     if machine.get("switchovers") != "3":
         knobs.append(f"BENCH_FAILOVER_SWITCHOVERS={machine.get('switchovers')}")
-    if machine.get("systems") != "pgrepl patroni-defaults patroni-tuned":
+    if machine.get("systems") != "pgrepl pgrepl-sync patroni-defaults patroni-tuned":
         knobs.append(f"BENCH_FAILOVER_SYSTEMS=\"{machine.get('systems')}\"")
     command = " ".join(knobs + ["bash bench/failover.sh"])
 
