@@ -7,8 +7,8 @@ use crate::publish;
 use crate::secrets::Secrets;
 use anyhow::{bail, Context};
 use pgrepl_core::{
-    failover, keys, Action, DataDir, Decision, Initialized, LeaderRecord, MemberName, PasswordKind, Server, SpecWork,
-    SyncRecord,
+    failover, keys, Action, DataDir, Decision, Initialized, LeaderRecord, MemberName, PasswordKind, Server, Spec,
+    SpecWork, SyncRecord,
 };
 use pgrepl_pg::sql::{self, RoleKind};
 use pgrepl_pg::{Conninfo, HbaRules, PassEntry, ServerConf, StopMode};
@@ -233,12 +233,36 @@ impl Agent {
             primary_slot_name,
             synchronous_standby_names,
         })?;
-        self.pg.write_hba(&HbaRules {
+        let rules = self.hba_rules(seen);
+        self.pg.write_hba(&rules)?;
+        self.hba = Some(rules);
+        Ok(())
+    }
+
+    /// Who may connect: the configured member ranges and every spec member's host (members on
+    /// other hosts replicate and rewind from this one), then the clients.
+    fn hba_rules(&self, seen: &Seen) -> HbaRules {
+        HbaRules {
             admin_user: self.s.admin_user.clone(),
             replication_user: self.s.replication_user.clone(),
-            members: self.s.member_cidrs.clone(),
+            members: member_cidrs(&self.s.member_cidrs, seen.obs.cluster.spec.as_ref()),
             allow: self.s.allow.clone(),
-        })?;
+        }
+    }
+
+    /// Rewrites `pg_hba.conf` (and reloads a running server) when the spec's member hosts
+    /// changed since it was last written, say a member joined from another host.
+    pub(crate) async fn refresh_hba(&mut self, seen: &Seen) -> anyhow::Result<()> {
+        let rules = self.hba_rules(seen);
+        if seen.obs.data == DataDir::Missing || self.hba.as_ref() == Some(&rules) {
+            return Ok(());
+        }
+        self.pg.write_hba(&rules)?;
+        self.hba = Some(rules);
+        if seen.obs.server != Server::Stopped {
+            self.pg.reload().await?;
+            info!("allowed the members' hosts in pg_hba.conf");
+        }
         Ok(())
     }
 
@@ -282,11 +306,19 @@ impl Agent {
     }
 
     async fn rewind(&mut self, seen: &Seen, leader: &MemberName) -> anyhow::Result<()> {
+        let from = self.conninfo(seen, leader, &self.s.admin_user)?;
+        // A leader that cannot be reached (its status is stale, or the network has only just
+        // healed) is no reason to move this data aside: rewind in a later cycle instead.
+        let reach = tokio::net::TcpStream::connect((from.host.as_str(), from.port));
+        match tokio::time::timeout(Duration::from_secs(2), reach).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => bail!("{leader} at {}:{} is not reachable ({e}); rewinding later", from.host, from.port),
+            Err(_) => bail!("{leader} at {}:{} did not answer within 2s; rewinding later", from.host, from.port),
+        }
         if self.pg.postmaster_running() {
             self.pg.stop(StopMode::Fast, STOP_TIMEOUT).await?;
         }
         self.write_passfile(seen)?;
-        let from = self.conninfo(seen, leader, &self.s.admin_user)?;
         if let Err(e) = self.pg.rewind(&from).await {
             let aside = self.pg.move_aside("rewind-failed")?;
             warn!(
@@ -345,5 +377,36 @@ impl Agent {
             self.apply_sync(seen, &client, wanted).await?;
         }
         Ok(())
+    }
+}
+
+/// The member ranges of `pg_hba.conf`: the configured ones first, then each spec member's host
+/// that is an IP address as a single-host range, without repeats.
+fn member_cidrs(configured: &[String], spec: Option<&Spec>) -> Vec<String> {
+    let hosts = spec.iter().flat_map(|s| s.members.values()).filter_map(|m| m.host.parse::<std::net::IpAddr>().ok());
+    let mut cidrs = configured.to_vec();
+    for ip in hosts {
+        let cidr = format!("{ip}/{}", if ip.is_ipv4() { 32 } else { 128 });
+        if !cidrs.contains(&cidr) {
+            cidrs.push(cidr);
+        }
+    }
+    cidrs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pgrepl_core::MemberSpec;
+
+    #[test]
+    fn every_spec_members_host_may_replicate_after_the_configured_ranges() {
+        let mut spec = Spec::default();
+        for (n, host) in [(1, "10.0.0.1"), (2, "10.0.0.2"), (3, "10.0.0.1"), (4, "fd00::4"), (5, "")] {
+            spec.members.insert(MemberName::numbered(n), MemberSpec { host: host.into(), port: 5432, stopped: false });
+        }
+        let configured = vec!["10.0.0.1/32".to_string()];
+        assert_eq!(member_cidrs(&configured, Some(&spec)), ["10.0.0.1/32", "10.0.0.2/32", "fd00::4/128"]);
+        assert_eq!(member_cidrs(&configured, None), ["10.0.0.1/32"]);
     }
 }

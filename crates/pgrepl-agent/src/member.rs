@@ -36,6 +36,8 @@ pub struct Agent {
     pub(crate) fence: Fence,
     /// `synchronous_standby_names` this agent last set (`None`: from the store's record).
     pub(crate) standby_names: Option<String>,
+    /// What this agent last wrote into `pg_hba.conf` (`None`: nothing yet).
+    pub(crate) hba: Option<pgrepl_pg::HbaRules>,
     cycle: u64,
     last_sentence: String,
     /// The store revision of this agent's last write: waking for it would only wake the agent
@@ -80,6 +82,7 @@ impl Agent {
             fence,
             down_since: None,
             standby_names: None,
+            hba: None,
             pg,
             first_cycle: true,
             applied: None,
@@ -154,6 +157,12 @@ impl Agent {
         if matches!(decision.action, Action::Rewind { .. } | Action::Follow { .. } | Action::StartAsReplica { .. }) {
             // A re-pointed or restarted replica gets the whole stall bound again.
             self.stalled_since = None;
+        }
+        // After a quiet cycle `seen` still holds; a busy one runs again at once.
+        if quiet && outcome.is_ok() {
+            if let Err(e) = self.refresh_hba(&seen).await {
+                warn!("allow the members' hosts in pg_hba.conf: {e:#}");
+            }
         }
         let failed = outcome.is_err();
         if let Err(e) = outcome {

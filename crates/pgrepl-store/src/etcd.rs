@@ -23,10 +23,19 @@
 //! agent fences its primary on store errors, so a hang would be worse than an error). Calls
 //! ask for a leader (`require_leader`), so a member cut off from its cluster fails them instead
 //! of serving stale data. This module must not cache anything read from etcd: etcd is the truth.
+//!
+//! With several endpoints, calls go to one of them until a call there fails, then to the next
+//! (as etcd's own Go client does). etcd-client's balanced channel would instead spread calls
+//! over every endpoint, and one that is cut off (its packets dropped, so its connection is not
+//! seen to fail) would then time out a share of all calls for as long as the cut lasts. A read
+//! that fails for want of etcd is tried again on each other endpoint, each try bounded by the
+//! timeout; a write is not (it may have landed), so its caller sees the error.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{
@@ -41,7 +50,10 @@ use crate::{Condition, Entry, Revision, Snapshot, Store, StoreError};
 /// number of handles, in any number of processes and hosts, may share the prefix.
 #[derive(Clone)]
 pub struct EtcdStore {
-    client: Client,
+    /// One client per endpoint, in the order given.
+    clients: Arc<[Client]>,
+    /// The index in `clients` that calls go to now.
+    current: Arc<AtomicUsize>,
     prefix: String,
     timeout: Duration,
     /// The endpoints, comma-separated, for error messages.
@@ -69,17 +81,27 @@ impl EtcdStore {
         if endpoints.is_empty() {
             return Err(StoreError::Unavailable("connect to etcd: no endpoints given".to_owned()));
         }
-        let options = ConnectOptions::new().with_connect_timeout(timeout).with_require_leader(true);
-        let client = match tokio::time::timeout(timeout, Client::connect(endpoints, Some(options))).await {
-            Ok(Ok(client)) => client,
-            Ok(Err(e)) => return Err(StoreError::Unavailable(format!("connect to etcd at {joined}: {e}"))),
-            Err(_elapsed) => {
-                return Err(StoreError::Unavailable(format!(
-                    "connect to etcd at {joined}: no answer within {timeout:?}"
-                )))
-            }
-        };
-        Ok(EtcdStore { client, prefix: prefix.to_owned(), timeout, endpoints: joined })
+        let mut clients = Vec::new();
+        for endpoint in endpoints {
+            let options = ConnectOptions::new().with_connect_timeout(timeout).with_require_leader(true);
+            let client = match tokio::time::timeout(timeout, Client::connect([endpoint], Some(options))).await {
+                Ok(Ok(client)) => client,
+                Ok(Err(e)) => return Err(StoreError::Unavailable(format!("connect to etcd at {endpoint}: {e}"))),
+                Err(_elapsed) => {
+                    return Err(StoreError::Unavailable(format!(
+                        "connect to etcd at {endpoint}: no answer within {timeout:?}"
+                    )))
+                }
+            };
+            clients.push(client);
+        }
+        Ok(EtcdStore {
+            clients: clients.into(),
+            current: Arc::new(AtomicUsize::new(0)),
+            prefix: prefix.to_owned(),
+            timeout,
+            endpoints: joined,
+        })
     }
 
     /// The prefix every key is stored under.
@@ -91,14 +113,42 @@ impl EtcdStore {
         format!("{}{key}", self.prefix)
     }
 
-    /// Run `op` (one call's talk with etcd) within the store timeout.
-    async fn within<T>(&self, doing: &str, op: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.timeout, op).await {
+    /// Run `op` (one call's talk with etcd, through the client it is given) within the store
+    /// timeout. When it fails for want of etcd, later calls go to the next endpoint.
+    async fn within<T, F, Fut>(&self, doing: &str, op: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(Client) -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        let used = self.current.load(Ordering::Relaxed) % self.clients.len();
+        let result = match tokio::time::timeout(self.timeout, op(self.clients[used].clone())).await {
             Ok(result) => result,
             Err(_elapsed) => Err(StoreError::Unavailable(format!(
                 "{doing}: etcd at {} did not answer within {:?}",
                 self.endpoints, self.timeout
             ))),
+        };
+        if matches!(result, Err(StoreError::Unavailable(_))) {
+            // Only from the endpoint this call used: concurrent failures move on once.
+            let next = (used + 1) % self.clients.len();
+            let _ = self.current.compare_exchange(used, next, Ordering::Relaxed, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// `within` for a read: when etcd is wanting, tried again on each other endpoint in turn.
+    async fn read_within<T, F, Fut>(&self, doing: &str, op: F) -> Result<T, StoreError>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        let mut tries = self.clients.len();
+        loop {
+            tries -= 1;
+            match self.within(doing, &op).await {
+                Err(StoreError::Unavailable(_)) if tries > 0 => continue,
+                done => return done,
+            }
         }
     }
 
@@ -111,10 +161,10 @@ impl EtcdStore {
     /// a value is at most 1 s short and never long: a leader reading its own lease renews early
     /// rather than late. A lease that is gone (expired, or revoked by a write after the range
     /// read) has zero left.
-    async fn time_left(&self, leases: BTreeSet<i64>) -> Result<BTreeMap<i64, Duration>, StoreError> {
+    async fn time_left(&self, client: &Client, leases: BTreeSet<i64>) -> Result<BTreeMap<i64, Duration>, StoreError> {
         let mut lookups = JoinSet::new();
         for lease in leases {
-            let mut client = self.client.clone();
+            let mut client = client.clone();
             lookups.spawn(async move { (lease, client.lease_time_to_live(lease, None).await) });
         }
         let mut left = BTreeMap::new();
@@ -139,7 +189,7 @@ impl EtcdStore {
         }
         // Calls run on a tokio runtime (the etcd client needs one); without one, leave the lease.
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-        let mut client = self.client.clone();
+        let mut client = self.clients[self.current.load(Ordering::Relaxed) % self.clients.len()].clone();
         let timeout = self.timeout;
         runtime.spawn(async move {
             let _ = tokio::time::timeout(timeout, client.lease_revoke(lease)).await;
@@ -149,8 +199,7 @@ impl EtcdStore {
     /// The current store revision (a count-only read of one key).
     async fn current_revision(&self) -> Result<Revision, StoreError> {
         let doing = "read the etcd revision";
-        self.within(doing, async {
-            let mut client = self.client.clone();
+        self.read_within(doing, |mut client| async move {
             let response = client
                 .get(self.prefix.as_bytes(), Some(GetOptions::new().with_count_only()))
                 .await
@@ -167,15 +216,16 @@ impl Store for EtcdStore {
     /// lookups for the keys that have a TTL.
     async fn snapshot(&self) -> Result<Snapshot, StoreError> {
         let doing = format!("read {}", self.prefix);
-        self.within(&doing, async {
-            let mut client = self.client.clone();
+        let doing = doing.as_str();
+        self.read_within(doing, |mut client| async move {
             let mut response = client
                 .get(self.prefix.as_bytes(), Some(GetOptions::new().with_prefix()))
                 .await
-                .map_err(|e| self.failed(&doing, e))?;
-            let revision = header_revision(response.header(), &doing)?;
+                .map_err(|e| self.failed(doing, e))?;
+            let revision = header_revision(response.header(), doing)?;
             let kvs = response.take_kvs();
-            let left = self.time_left(kvs.iter().map(|kv| kv.lease()).filter(|&lease| lease != 0).collect()).await?;
+            let left =
+                self.time_left(&client, kvs.iter().map(|kv| kv.lease()).filter(|&lease| lease != 0).collect()).await?;
             let mut entries = BTreeMap::new();
             for kv in kvs {
                 let (lease, mod_revision) = (kv.lease(), kv.mod_revision());
@@ -209,8 +259,8 @@ impl Store for EtcdStore {
         let full = self.full_key(key);
         let Some(compares) = compares(&full, cond) else { return Err(conflict(key, cond)) };
         let doing = format!("write {full}");
-        self.within(&doing, async {
-            let mut client = self.client.clone();
+        let doing = doing.as_str();
+        self.within(doing, |mut client| async move {
             let lease = match ttl {
                 None => 0,
                 Some(ttl) => {
@@ -226,7 +276,7 @@ impl Store for EtcdStore {
             };
             let put = TxnOp::put(full.as_bytes(), value, Some(PutOptions::new().with_lease(lease).with_prev_key()));
             let response =
-                client.txn(Txn::new().when(compares).and_then([put])).await.map_err(|e| self.failed(&doing, e))?;
+                client.txn(Txn::new().when(compares).and_then([put])).await.map_err(|e| self.failed(doing, e))?;
             if !response.succeeded() {
                 self.revoke_in_background(lease);
                 return Err(conflict(key, cond));
@@ -235,7 +285,7 @@ impl Store for EtcdStore {
             if previous != lease {
                 self.revoke_in_background(previous);
             }
-            header_revision(response.header(), &doing)
+            header_revision(response.header(), doing)
         })
         .await
     }
@@ -247,16 +297,16 @@ impl Store for EtcdStore {
         let full = self.full_key(key);
         let Some(compares) = compares(&full, cond) else { return Err(conflict(key, cond)) };
         let doing = format!("delete {full}");
-        self.within(&doing, async {
-            let mut client = self.client.clone();
+        let doing = doing.as_str();
+        self.within(doing, |mut client| async move {
             let delete = TxnOp::delete(full.as_bytes(), Some(DeleteOptions::new().with_prev_key()));
             let response =
-                client.txn(Txn::new().when(compares).and_then([delete])).await.map_err(|e| self.failed(&doing, e))?;
+                client.txn(Txn::new().when(compares).and_then([delete])).await.map_err(|e| self.failed(doing, e))?;
             if !response.succeeded() {
                 return Err(conflict(key, cond));
             }
             self.revoke_in_background(previous_lease(&response));
-            header_revision(response.header(), &doing)
+            header_revision(response.header(), doing)
         })
         .await
     }
@@ -264,17 +314,20 @@ impl Store for EtcdStore {
     /// A watch on the prefix from revision `after + 1`, so writes already made since `after`
     /// answer at once. Returns the revision reported with the first event; at `timeout`, the
     /// current revision (one more read). Only writes under the prefix wake it. Starting the
-    /// watch and the final read are each bounded by the store timeout, so an unreachable etcd
-    /// is `Unavailable` promptly, whatever `timeout` is.
+    /// watch and the final read are each bounded by the store timeout (per endpoint tried), so
+    /// an unreachable etcd is `Unavailable` promptly, whatever `timeout` is.
     async fn wait_change(&self, after: Revision, timeout: Duration) -> Result<Revision, StoreError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let doing = format!("watch {}", self.prefix);
         let start = i64::try_from(after.saturating_add(1)).unwrap_or(i64::MAX);
         let options = WatchOptions::new().with_prefix().with_start_revision(start);
+        let watching = doing.as_str();
         let mut stream = self
-            .within(&doing, async {
-                let mut client = self.client.clone();
-                client.watch(self.prefix.as_bytes(), Some(options)).await.map_err(|e| self.failed(&doing, e))
+            .read_within(watching, |mut client| {
+                let options = options.clone();
+                async move {
+                    client.watch(self.prefix.as_bytes(), Some(options)).await.map_err(|e| self.failed(watching, e))
+                }
             })
             .await?;
         loop {

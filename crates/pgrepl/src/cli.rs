@@ -1,6 +1,7 @@
 //! The command line: clap definitions only. Each subcommand is carried out in `commands/`.
 
 use clap::{Args, Parser, Subcommand};
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 /// pgrepl: a replicated PostgreSQL cluster (one primary, streaming replicas) from one command.
@@ -98,6 +99,10 @@ pub enum Command {
     /// Serve the read-write (--port) and read-only (--ro-port) endpoints of the cluster
     /// (`up` runs one under its supervisor).
     Router,
+    /// Run one member of a cluster whose members are on several hosts (store = etcd://...), in
+    /// the foreground until SIGTERM: register it in the cluster (creating the cluster when it is
+    /// new), then keep it running.
+    Node(NodeArgs),
     /// (internal) Run the supervisor of a local cluster.
     #[command(hide = true)]
     Supervise,
@@ -143,4 +148,20 @@ pub struct PasswdArgs {
     /// The replication role's password.
     #[arg(long)]
     pub replication: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct NodeArgs {
+    /// This member's name, unique in the cluster: lowercase letters, digits and '-'.
+    #[arg(long)]
+    pub member: String,
+    /// The address other members reach this member's PostgreSQL at (default: `listen`).
+    #[arg(long)]
+    pub host: Option<IpAddr>,
+    /// This member's PostgreSQL port (on `listen`).
+    #[arg(long, default_value_t = 5432, value_parser = clap::value_parser!(u16).range(1..))]
+    pub pg_port: u16,
+    /// Also serve the read-write and read-only endpoints (`port` and `ro_port` on `listen`).
+    #[arg(long)]
+    pub router: bool,
 }

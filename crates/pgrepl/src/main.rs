@@ -22,7 +22,20 @@ fn init_logging(daemon: bool) {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false).init();
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+/// The settings `pgrepl node` takes from the environment, which it then removes from its own
+/// environment so that no child (PostgreSQL) inherits a password (invariant 4). Called before
+/// any thread starts.
+fn take_env() -> Vec<config::raw::FromEnv> {
+    let env = config::read_env(|name| std::env::var(name).ok());
+    for setting in config::raw::ENV {
+        for name in setting.names {
+            std::env::remove_var(name);
+        }
+    }
+    env
+}
+
+async fn run(cli: Cli, env: Vec<config::raw::FromEnv>) -> anyhow::Result<()> {
     let dir = cli.dir.as_path();
     match cli.command {
         Command::Up(args) => commands::up::run(dir, args).await,
@@ -41,6 +54,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Supervise => supervisor::run(dir).await,
         Command::Agent { member } => commands::agent::run(dir, &member).await,
         Command::Router => commands::router::run(dir).await,
+        Command::Node(args) => commands::node::run(dir, args, env).await,
     }
 }
 
@@ -51,7 +65,11 @@ fn main() -> ExitCode {
     // SAFETY: restoring a default signal disposition before any thread starts.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
-    init_logging(matches!(cli.command, Command::Supervise | Command::Agent { .. } | Command::Router));
+    let env = if matches!(cli.command, Command::Node(_)) { take_env() } else { Vec::new() };
+    init_logging(matches!(
+        cli.command,
+        Command::Supervise | Command::Agent { .. } | Command::Router | Command::Node(_)
+    ));
     // The router moves every byte of every client: one thread, one event loop, no hand-offs
     // between workers (measured in docs/benchmarks.md). Everything else may use two.
     let mut builder = match cli.command {
@@ -69,7 +87,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, env)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -5,6 +5,7 @@ pub mod down;
 pub mod endpoints;
 pub mod logs;
 pub mod member_ctl;
+pub mod node;
 pub mod passwd;
 pub mod ports;
 pub mod promote;

@@ -73,7 +73,7 @@ async fn check_store_unused(store: &dyn Store, config: &Config) -> anyhow::Resul
 }
 
 /// Creates the directory, owned by the cluster's OS user, and becomes that user.
-fn prepare_directory(layout: &Layout, config: &Config, existing: bool) -> anyhow::Result<()> {
+pub(crate) fn prepare_directory(layout: &Layout, config: &Config, existing: bool) -> anyhow::Result<()> {
     if !existing {
         if let Ok(mut entries) = std::fs::read_dir(&layout.dir) {
             if entries.next().is_some() {
@@ -103,7 +103,7 @@ fn prepare_directory(layout: &Layout, config: &Config, existing: bool) -> anyhow
 
 /// The passwords of this start: given ones win, earlier ones are kept, missing ones generated.
 /// Returns the kinds that changed from the earlier ones.
-fn settle_secrets(layout: &Layout, config: &Config) -> anyhow::Result<Vec<PasswordKind>> {
+pub(crate) fn settle_secrets(layout: &Layout, config: &Config) -> anyhow::Result<Vec<PasswordKind>> {
     let old = if layout.secrets().exists() { Some(Secrets::load(&layout.secrets())?) } else { None };
     let given = &config.passwords;
     let pick = |given: &Option<String>, old: Option<&str>| {
@@ -124,7 +124,8 @@ fn settle_secrets(layout: &Layout, config: &Config) -> anyhow::Result<Vec<Passwo
 
 /// Writes `pgrepl.toml` without any password (those live in the secrets file), with the role
 /// names made explicit so the directory's configuration reads the same on every later load.
-fn write_config(layout: &Layout, raw: &RawConfig, config: &Config) -> anyhow::Result<()> {
+/// `by` names the command in the file's first line.
+pub(crate) fn write_config(layout: &Layout, raw: &RawConfig, config: &Config, by: &str) -> anyhow::Result<()> {
     let mut stored = raw.clone();
     stored.database.user = config.names.app.as_ref().map(|a| a.user.clone());
     stored.database.name = config.names.app.as_ref().map(|a| a.database.clone());
@@ -133,7 +134,7 @@ fn write_config(layout: &Layout, raw: &RawConfig, config: &Config) -> anyhow::Re
     stored.database.admin_password = None;
     stored.database.replication_password = None;
     let text = format!(
-        "# pgrepl cluster configuration, written by `pgrepl up` (passwords live in secrets.json).\n{}",
+        "# pgrepl cluster configuration, written by `{by}` (passwords live in secrets.json).\n{}",
         toml::to_string_pretty(&stored)?
     );
     let path = layout.config();
@@ -227,7 +228,7 @@ pub async fn run(dir: &Path, args: UpArgs) -> anyhow::Result<()> {
         check_store_unused(store.as_ref(), &config).await?;
     }
     let changed = settle_secrets(&layout, &config)?;
-    write_config(&layout, &raw, &config)?;
+    write_config(&layout, &raw, &config, "pgrepl up")?;
     let cluster = Cluster { layout, config, store };
     settle_spec(&cluster, &args, &changed).await?;
 

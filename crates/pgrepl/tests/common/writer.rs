@@ -1,8 +1,10 @@
 //! The test kit's writer and checker: the writer inserts ids 1, 2, 3, ... one per transaction
 //! through a port (the rw endpoint), reconnecting after any error and retrying the same id until
 //! it is acknowledged; the checker proves that every acknowledged id is on a server. A watcher
-//! samples every member's port and records the most servers ever writable at once.
+//! samples every member's port (or any probes) and records the most servers ever writable at once.
 
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,11 +18,21 @@ pub struct Writer {
 impl Writer {
     /// Creates table `acked(id bigint primary key)` through `port` and starts writing.
     pub async fn start(port: u16, password: String) -> Writer {
-        let client = super::connect(port, "postgres", &password, "postgres").await.unwrap();
+        Writer::start_at(loopback(port), password).await
+    }
+
+    /// As `start`, through `addr`.
+    pub async fn start_at(addr: SocketAddr, password: String) -> Writer {
+        Writer::start_from(addr, password, 1).await
+    }
+
+    /// As `start_at`, writing ids from `first` on (a second writer on the same table).
+    pub async fn start_from(addr: SocketAddr, password: String, first: i64) -> Writer {
+        let client = connect_at(addr, &password).await.unwrap();
         client.batch_execute("CREATE TABLE IF NOT EXISTS acked (id bigint PRIMARY KEY)").await.unwrap();
         let acked = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let task = tokio::spawn(write(port, password, acked.clone(), stop.clone()));
+        let task = tokio::spawn(write(addr, password, first, acked.clone(), stop.clone()));
         Writer { acked, stop, task }
     }
 
@@ -36,12 +48,31 @@ impl Writer {
     }
 }
 
-async fn write(port: u16, password: String, acked: Arc<Mutex<Vec<i64>>>, stop: Arc<AtomicBool>) {
-    let mut next = 1i64;
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)
+}
+
+/// The admin user at `addr`, as `super::connect` does on loopback.
+async fn connect_at(addr: SocketAddr, password: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(addr.ip().to_string())
+        .port(addr.port())
+        .user("postgres")
+        .password(password)
+        .dbname("postgres")
+        .connect_timeout(Duration::from_secs(5));
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+async fn write(addr: SocketAddr, password: String, first: i64, acked: Arc<Mutex<Vec<i64>>>, stop: Arc<AtomicBool>) {
+    let mut next = first;
     let mut client = None;
     while !stop.load(Ordering::SeqCst) {
         if client.is_none() {
-            client = super::connect(port, "postgres", &password, "postgres").await.ok();
+            client = connect_at(addr, &password).await.ok();
             if client.is_none() {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
@@ -68,14 +99,19 @@ async fn write(port: u16, password: String, acked: Arc<Mutex<Vec<i64>>>, stop: A
 
 /// Acknowledged ids missing from the server at `port`.
 pub async fn missing(port: u16, password: &str, acked: &[i64]) -> Vec<i64> {
-    let client = super::connect(port, "postgres", password, "postgres").await.unwrap();
+    missing_at(loopback(port), password, acked).await
+}
+
+/// Acknowledged ids missing from the server at `addr`.
+pub async fn missing_at(addr: SocketAddr, password: &str, acked: &[i64]) -> Vec<i64> {
+    let client = connect_at(addr, password).await.unwrap();
     let rows = client.query("SELECT id FROM acked", &[]).await.unwrap();
     let present: std::collections::HashSet<i64> = rows.iter().map(|r| r.get(0)).collect();
     acked.iter().copied().filter(|id| !present.contains(id)).collect()
 }
 
-/// Samples the given ports every 50 ms and remembers the most that were writable primaries
-/// (answering `pg_is_in_recovery() = false`) in one sample.
+/// Samples the given ports (or probes) every 50 ms and remembers the most that were writable
+/// primaries (answering `pg_is_in_recovery() = false`) in one sample.
 pub struct PrimaryWatch {
     most: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
@@ -84,19 +120,32 @@ pub struct PrimaryWatch {
 
 impl PrimaryWatch {
     pub fn start(ports: Vec<u16>, password: String) -> PrimaryWatch {
+        let count = ports.len();
+        PrimaryWatch::start_probing(count, move |i| {
+            let (port, password) = (ports[i], password.clone());
+            async move {
+                let c = super::connect(port, "postgres", &password, "postgres").await.ok()?;
+                let row = c.query_one("SELECT pg_is_in_recovery()", &[]).await.ok()?;
+                Some(!row.get::<_, bool>(0))
+            }
+        })
+    }
+
+    /// Samples servers `0..count` through `probe`, which answers whether server `i` is a
+    /// writable primary (`None`: unreachable).
+    pub fn start_probing<P, F>(count: usize, probe: P) -> PrimaryWatch
+    where
+        P: Fn(usize) -> F + Send + 'static,
+        F: Future<Output = Option<bool>> + Send,
+    {
         let most = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (m, s) = (most.clone(), stop.clone());
         let task = tokio::spawn(async move {
             while !s.load(Ordering::SeqCst) {
                 let mut writable = 0;
-                for port in &ports {
-                    let probe = async {
-                        let c = super::connect(*port, "postgres", &password, "postgres").await.ok()?;
-                        let row = c.query_one("SELECT pg_is_in_recovery()", &[]).await.ok()?;
-                        Some(!row.get::<_, bool>(0))
-                    };
-                    if tokio::time::timeout(Duration::from_millis(500), probe).await.ok().flatten() == Some(true) {
+                for i in 0..count {
+                    if tokio::time::timeout(Duration::from_millis(500), probe(i)).await.ok().flatten() == Some(true) {
                         writable += 1;
                     }
                 }

@@ -1,0 +1,240 @@
+//! `pgrepl node --member NAME`: one member of a cluster whose members run on several hosts and
+//! share an etcd store. Settles this host's directory (configuration, the given passwords),
+//! registers the member in the spec (creating the spec, with this member as the bootstrap one,
+//! when the cluster is new), then runs the member's agent in the foreground, and with
+//! `--router` the endpoints too, until SIGTERM or SIGINT. Starts no supervisor: whatever runs
+//! `pgrepl node` (systemd, a container runtime) restarts it.
+
+use crate::agent_lock;
+use crate::cli::NodeArgs;
+use crate::cluster::{open_store, read_dir_config, Cluster};
+use crate::commands::{agent, router, up};
+use crate::config::raw::FromEnv;
+use crate::config::{self, Config, RawConfig, StoreConfig};
+use crate::layout::Layout;
+use crate::supervisor::is_alive;
+use anyhow::{anyhow, bail, Context};
+use pgrepl_agent::Agent;
+use pgrepl_core::{keys, MemberName, MemberSpec, Spec};
+use pgrepl_store::{Condition, StoreError};
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{error, info, warn};
+
+/// How long a starting member keeps trying to register while etcd does not answer (the hosts
+/// of a new cluster may start before their etcd has a quorum).
+const REGISTER_PATIENCE: Duration = Duration::from_secs(60);
+
+/// How a setting is named in errors: its key, and the variable when it came from one.
+fn label(env: &[FromEnv], field: &str) -> String {
+    match env.iter().find(|e| e.field == field) {
+        Some(e) => format!("{field} ({})", e.variable),
+        None => field.to_string(),
+    }
+}
+
+/// The directory's `pgrepl.toml` (hand-written, or written by an earlier start) and the
+/// secrets of an earlier start, then the environment. Once the member has started here (its
+/// secrets file exists), the store and on etcd the cluster name may not change.
+fn settle_config(layout: &Layout, env: &[FromEnv]) -> anyhow::Result<(RawConfig, Config)> {
+    let before = if layout.config().exists() { read_dir_config(layout)? } else { RawConfig::default() };
+    let mut raw = before.clone();
+    config::apply_env(&mut raw, env)?;
+    let config = config::validate(&raw, env)?;
+    if layout.secrets().exists() {
+        config::check_unchanged(&before, &config, env)?;
+    }
+    Ok((raw, config))
+}
+
+/// A member on several hosts needs the shared store, and the same passwords as every other
+/// host: they are given, never generated here.
+fn check_for_hosts(config: &Config, env: &[FromEnv]) -> anyhow::Result<()> {
+    if config.store == StoreConfig::File {
+        bail!(
+            "{}: \"file\" keeps the cluster's state in one directory, which members on other hosts cannot share; \
+             `pgrepl node` needs store = etcd://HOST:PORT[,HOST:PORT...] (or PGREPL_STORE), the etcd cluster every host reaches",
+            label(env, "store")
+        );
+    }
+    let given = &config.passwords;
+    let mut missing = Vec::new();
+    if given.admin.is_none() {
+        missing.push("database.admin_password (PGREPL_ADMIN_PASSWORD)");
+    }
+    if given.replication.is_none() {
+        missing.push("database.replication_password (PGREPL_REPLICATION_PASSWORD)");
+    }
+    if config.names.app.is_some() && given.user.is_none() {
+        missing.push("database.password (PGREPL_PASSWORD)");
+    }
+    if !missing.is_empty() {
+        bail!(
+            "{} not set: `pgrepl node` never generates a password, since every host of the cluster must use the same ones; \
+             give them in pgrepl.toml (mode 0600) or in the environment, the same on every host",
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// This member's entry in the spec: the spec is created with it (as the bootstrap member) when
+/// the cluster is new; else the entry is added, or brought up to date when it differs.
+async fn register(cluster: &Cluster, member: &MemberName, wanted: &MemberSpec) -> anyhow::Result<()> {
+    let (_, view) = cluster.view().await?;
+    let Some(spec) = &view.spec else {
+        let spec = Spec {
+            members: [(member.clone(), wanted.clone())].into(),
+            bootstrap: Some(member.clone()),
+            last_member_number: member.number().unwrap_or(0),
+            failover: cluster.config.failover,
+            ..Spec::default()
+        };
+        match cluster.store.put(keys::SPEC, &serde_json::to_vec(&spec)?, Condition::Absent, None).await {
+            Ok(_) => {
+                info!(%member, host = %wanted.host, port = wanted.port, "created the cluster spec with this member first");
+                return Ok(());
+            }
+            // Another host created it first: join that one.
+            Err(StoreError::Conflict { .. }) => return Box::pin(register(cluster, member, wanted)).await,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    if spec.members.get(member) == Some(wanted) {
+        return Ok(());
+    }
+    cluster
+        .update_spec(|_, spec| {
+            let clash =
+                spec.members.iter().find(|(n, m)| *n != member && m.host == wanted.host && m.port == wanted.port);
+            if let Some((other, _)) = clash {
+                bail!(
+                    "member {other} is already at {}:{}; give this member another --host or --pg-port",
+                    wanted.host,
+                    wanted.port
+                );
+            }
+            spec.members.insert(member.clone(), wanted.clone());
+            spec.last_member_number = spec.last_member_number.max(member.number().unwrap_or(0));
+            Ok(())
+        })
+        .await?;
+    info!(%member, host = %wanted.host, port = wanted.port, "registered this member in the cluster spec");
+    Ok(())
+}
+
+/// Registers, retrying while the store does not answer (up to `REGISTER_PATIENCE`).
+async fn register_patiently(cluster: &Cluster, member: &MemberName, wanted: &MemberSpec) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        match register(cluster, member, wanted).await {
+            Ok(()) => return Ok(()),
+            Err(e) if started.elapsed() < REGISTER_PATIENCE && is_unavailable(&e) => {
+                warn!("register this member in the store {} (retrying): {e:#}", cluster.config.store);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e.context(format!("register {member} in the store {}", cluster.config.store))),
+        }
+    }
+}
+
+fn is_unavailable(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| matches!(cause.downcast_ref::<StoreError>(), Some(StoreError::Unavailable(_))))
+}
+
+/// The member's port must not be one of the router's when this node serves the endpoints.
+fn check_router_ports(config: &Config, port: u16, with_router: bool) -> anyhow::Result<()> {
+    if with_router && (port == config.port || port == config.ro_port) {
+        bail!(
+            "--pg-port {port} is also the router's {} port on {}; give the member another --pg-port, or the router other \
+             ports (port and ro_port, or PGREPL_PORT and PGREPL_RO_PORT)",
+            if port == config.port { "read-write" } else { "read-only" },
+            config.listen
+        );
+    }
+    Ok(())
+}
+
+/// The member's port must be free on `listen`, unless its own PostgreSQL still runs from before
+/// (its node was killed), which the agent adopts.
+fn check_port_free(layout: &Layout, config: &Config, member: &MemberName, port: u16) -> anyhow::Result<()> {
+    let postmaster = std::fs::read_to_string(layout.data(member).join("postmaster.pid")).unwrap_or_default();
+    let running = postmaster.lines().next().and_then(|l| l.trim().parse().ok()).is_some_and(is_alive);
+    if !running {
+        if let Err(e) = TcpListener::bind(SocketAddr::new(config.listen, port)) {
+            bail!("port {port} on {} is not free ({e}); choose another --pg-port", config.listen);
+        }
+    }
+    Ok(())
+}
+
+pub async fn run(dir: &Path, args: NodeArgs, env: Vec<FromEnv>) -> anyhow::Result<()> {
+    let layout = Layout::new(dir);
+    let (raw, config) = settle_config(&layout, &env)?;
+    check_for_hosts(&config, &env)?;
+    check_router_ports(&config, args.pg_port, args.router)?;
+    let member = MemberName::new(args.member.as_str())?;
+    let host = args.host.unwrap_or(config.listen);
+    if host.is_loopback() {
+        warn!(%host, "this member's address is a loopback one, which members on other hosts cannot reach: set `listen` (PGREPL_LISTEN) or --host");
+    }
+    pgrepl_pg::Binaries::find(config.bin_dir.as_deref())?;
+    up::prepare_directory(&layout, &config, layout.config().exists())?;
+    let member_dir = layout.member(&member);
+    std::fs::create_dir_all(&member_dir).with_context(|| format!("create {}", member_dir.display()))?;
+    let _agent_lock = agent_lock::acquire(&layout.agent_lock(&member))?;
+    check_port_free(&layout, &config, &member, args.pg_port)?;
+    let store = open_store(&layout, &config).await?;
+    up::settle_secrets(&layout, &config)?;
+    up::write_config(&layout, &raw, &config, "pgrepl node")?;
+    let cluster = Cluster { layout, config, store };
+    let wanted = MemberSpec { host: host.to_string(), port: args.pg_port, stopped: false };
+    register_patiently(&cluster, &member, &wanted).await?;
+
+    let (_router_lock, mut router_task) = if args.router {
+        let lock = agent_lock::acquire(&cluster.layout.router_lock())?;
+        let listeners = router::bind(&cluster.config).await?;
+        let serving =
+            Cluster { layout: cluster.layout.clone(), config: cluster.config.clone(), store: cluster.store.clone() };
+        info!(listen = %cluster.config.listen, port = cluster.config.port, ro_port = cluster.config.ro_port, "serving the endpoints");
+        (Some(lock), Some(tokio::spawn(async move { router::serve(&serving, listeners).await })))
+    } else {
+        (None, None)
+    };
+
+    let agent = Agent::new(agent::settings(&cluster.layout, &cluster.config, &member), cluster.store.clone())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut router_failure = None;
+    let shutdown = async {
+        let router_ended = async {
+            match &mut router_task {
+                Some(task) => match task.await {
+                    Ok(Ok(())) => anyhow!("the router stopped"),
+                    Ok(Err(e)) => e,
+                    Err(e) => anyhow!("the router task: {e}"),
+                },
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+            e = router_ended => {
+                error!("the router failed, so this member stops too: {e:#}");
+                router_failure = Some(e);
+            }
+        }
+    };
+    let ran = agent.run(shutdown).await;
+    if let Some(task) = &router_task {
+        task.abort();
+    }
+    ran?;
+    match router_failure {
+        Some(e) => Err(e.context("serve the endpoints")),
+        None => Ok(()),
+    }
+}
