@@ -135,8 +135,12 @@ impl Agent {
     ) -> anyhow::Result<()> {
         let current = seen.obs.cluster.sync.as_ref();
         let union = failover::sync_union(current, wanted);
+        // Compare-and-swap on the record as this cycle read it: a leader deposed meanwhile (whose
+        // successor has claimed the record) must not overwrite it.
+        let mut expect = seen.snapshot.get(keys::SYNC).map_or(Condition::Absent, |e| Condition::Revision(e.revision));
         if current != Some(&union) {
-            self.put(keys::SYNC, &serde_json::to_vec(&union)?, Condition::Any, None).await?;
+            let revision = self.put(keys::SYNC, &serde_json::to_vec(&union)?, expect, None).await?;
+            expect = Condition::Revision(revision);
         }
         let names = failover::standby_names(wanted);
         if seen.obs.standby_names.as_deref() != Some(names.as_str()) {
@@ -163,7 +167,7 @@ impl Agent {
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            self.put(keys::SYNC, &serde_json::to_vec(wanted)?, Condition::Any, None).await?;
+            self.put(keys::SYNC, &serde_json::to_vec(wanted)?, expect, None).await?;
         }
         Ok(())
     }

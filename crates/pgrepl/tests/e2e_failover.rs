@@ -202,3 +202,38 @@ async fn losing_the_store_fences_the_primary_before_its_lease_could_expire_and_t
     client.batch_execute("CREATE TABLE after_store_loss (id int)").await.unwrap();
     eprintln!("fenced {fenced:?} after the store was lost");
 }
+
+async fn standby_names(c: &TestCluster) -> Option<String> {
+    let client = common::connect(c.primary_port(), "postgres", &c.secret("admin"), "postgres").await.ok()?;
+    client.query_one("SHOW synchronous_standby_names", &[]).await.ok().map(|r| r.get(0))
+}
+
+#[tokio::test]
+async fn quorum_mode_keeps_synchronous_standby_names_right_as_replicas_come_and_go() {
+    let c = TestCluster::new();
+    let out = c.run_env(&["up", "--replicas", "2"], &[("PGREPL_SYNCHRONOUS", "quorum")]);
+    assert!(out.status.success(), "{}", common::describe(&out));
+    let all = "ANY 1 (\"node-2\", \"node-3\")".to_string();
+    eventually(Duration::from_secs(30), "both replicas in the quorum", || async {
+        (standby_names(&c).await? == all).then_some(())
+    })
+    .await;
+
+    // A synchronous replica dies: commits must not wait for it, and the record must not count it.
+    kill9(postmaster_pid(&c, "node-3"));
+    c.ok(&["stop", "node-3"]);
+    let one = "FIRST 1 (\"node-2\")".to_string();
+    eventually(Duration::from_secs(30), "the quorum without node-3", || async {
+        (standby_names(&c).await? == one).then_some(())
+    })
+    .await;
+    let client = c.admin(c.rw_port).await;
+    client.batch_execute("CREATE TABLE quorum_write (id int); INSERT INTO quorum_write VALUES (1)").await.unwrap();
+
+    // It comes back: the quorum grows again.
+    c.ok(&["start", "node-3"]);
+    eventually(Duration::from_secs(60), "node-3 back in the quorum", || async {
+        (standby_names(&c).await? == all).then_some(())
+    })
+    .await;
+}
