@@ -47,7 +47,8 @@ async fn endpoints_route_reads_and_writes_and_follow_the_primary() {
     let config = c.scratch("pgrepl.toml");
     std::fs::write(
         &config,
-        format!("rw_wait = \"1s\"\nro_max_lag = \"1MB\"\n[parameters]\nssl = \"on\"\nssl_cert_file = \"{crt}\"\nssl_key_file = \"{key}\"\n"),
+        // Failover is manual here, so that stopping the primary leaves the cluster without one.
+        format!("rw_wait = \"1s\"\nro_max_lag = \"1MB\"\nautomatic_failover = false\n[parameters]\nssl = \"on\"\nssl_cert_file = \"{crt}\"\nssl_key_file = \"{key}\"\n"),
     )
     .unwrap();
     let out = c.run(&["up", "--replicas", "2", "--config", config.to_str().unwrap()]);
