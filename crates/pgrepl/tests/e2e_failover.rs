@@ -219,7 +219,9 @@ async fn quorum_mode_keeps_synchronous_standby_names_right_as_replicas_come_and_
     })
     .await;
 
-    // A synchronous replica dies: commits must not wait for it, and the record must not count it.
+    // A synchronous replica dies: commits must not wait for it, and the record must not count it;
+    // nothing else changes (the leader stays).
+    let before = leader(&c);
     kill9(postmaster_pid(&c, "node-3"));
     c.ok(&["stop", "node-3"]);
     let one = "FIRST 1 (\"node-2\")".to_string();
@@ -229,6 +231,7 @@ async fn quorum_mode_keeps_synchronous_standby_names_right_as_replicas_come_and_
     .await;
     let client = c.admin(c.rw_port).await;
     client.batch_execute("CREATE TABLE quorum_write (id int); INSERT INTO quorum_write VALUES (1)").await.unwrap();
+    assert_eq!(leader(&c), before, "losing a replica does not move the leader");
 
     // It comes back: the quorum grows again.
     c.ok(&["start", "node-3"]);
