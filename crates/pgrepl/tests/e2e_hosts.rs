@@ -437,5 +437,10 @@ async fn three_hosts_on_etcd_survive_a_lost_member_and_a_partitioned_primary() {
     })
     .await;
     assert_eq!(watch.stop().await, 1, "never two writable primaries at once");
+
+    // `up` in a node's directory would run every member on this one host: refused.
+    let out = c.pgrepl(0).arg("up").stdout(Stdio::piped()).stderr(Stdio::piped()).output().unwrap();
+    assert!(!out.status.success(), "up in a node directory must fail");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("run `pgrepl node` on each host"), "{out:?}");
     eprintln!("healed: converged {converged:?} after healing; whole test {:?}", started.elapsed());
 }

@@ -165,6 +165,14 @@ fn new_spec(config: &Config) -> anyhow::Result<Spec> {
 /// changed passwords' versions bumped (so running agents apply them).
 async fn settle_spec(cluster: &Cluster, args: &UpArgs, changed: &[PasswordKind]) -> anyhow::Result<()> {
     let (_, view) = cluster.view().await?;
+    let listen = cluster.config.listen.to_string();
+    let elsewhere = view.spec.iter().flat_map(|s| &s.members).find(|(_, m)| !m.host.is_empty() && m.host != listen);
+    if let Some((name, m)) = elsewhere {
+        bail!(
+            "this cluster has members on other hosts ({name} at {}, this host listens on {listen}); `up` would run every member here: run `pgrepl node` on each host instead",
+            m.host
+        );
+    }
     match &view.spec {
         None => {
             let spec = new_spec(&cluster.config)?;
