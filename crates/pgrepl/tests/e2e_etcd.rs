@@ -10,41 +10,10 @@ use common::etcd::Etcd;
 use common::writer::{missing, PrimaryWatch, Writer};
 use common::{eventually, kill9, pids, postmaster_pid, TestCluster};
 use pgrepl_store::{Condition, Store};
-use serde_json::Value;
 use std::time::{Duration, Instant};
 
 /// Where the cluster of the default name (`pgrepl`) keeps its keys.
 const PREFIX: &str = "/pgrepl/pgrepl/";
-
-fn leader(c: &TestCluster) -> String {
-    c.status()["leader"].as_str().unwrap_or_default().to_string()
-}
-
-fn member_ports(c: &TestCluster) -> Vec<u16> {
-    c.status()["members"].as_array().unwrap().iter().map(|m| m["port"].as_u64().unwrap() as u16).collect()
-}
-
-fn member<'a>(status: &'a Value, name: &str) -> &'a Value {
-    status["members"].as_array().unwrap().iter().find(|m| m["name"] == name).unwrap()
-}
-
-/// One running primary and every other member streaming, as `status` shows it (`None` also
-/// while `status` cannot read the store).
-fn converged(c: &TestCluster) -> Option<String> {
-    let out = c.run(&["status", "--json"]);
-    let status: Value = serde_json::from_slice(&out.stdout).ok().filter(|_| out.status.success())?;
-    let members = status["members"].as_array()?;
-    let primaries: Vec<_> = members.iter().filter(|m| m["role"] == "primary" && m["state"] == "running").collect();
-    let streaming = members.iter().filter(|m| m["state"] == "streaming").count();
-    (primaries.len() == 1 && streaming == members.len() - 1).then(|| primaries[0]["name"].as_str().unwrap().to_string())
-}
-
-/// Whether PostgreSQL of `member` runs (its postmaster.pid names a live process).
-fn postgres_runs(c: &TestCluster, member: &str) -> bool {
-    let pid_file = c.dir.join(format!("members/{member}/data/postmaster.pid"));
-    let pid = std::fs::read_to_string(pid_file).ok().and_then(|t| t.lines().next()?.trim().parse::<i32>().ok());
-    pid.is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
-}
 
 async fn wait_for_acks(w: &Writer, at_least: usize, what: &str) {
     eventually(Duration::from_secs(60), what, || async { (w.acked() >= at_least).then_some(()) }).await;
@@ -86,9 +55,9 @@ async fn a_cluster_on_etcd_fails_over_survives_losing_etcd_and_is_destroyed_with
 
     // 2. The primary's member is lost (supervisor first, so nothing restarts it): another
     // member takes over and writes come back through rw; `up` brings the lost one back.
-    let old = leader(&c);
+    let old = c.leader();
     let password = c.secret("admin");
-    let watch = PrimaryWatch::start(member_ports(&c), password.clone());
+    let watch = PrimaryWatch::start(c.member_ports(), password.clone());
     let writer = Writer::start(c.rw_port, password.clone()).await;
     wait_for_acks(&writer, 30, "30 rows before the fault").await;
     kill9(std::fs::read_to_string(c.dir.join("supervisor.pid")).unwrap().trim().parse().unwrap());
@@ -101,15 +70,15 @@ async fn a_cluster_on_etcd_fails_over_survives_losing_etcd_and_is_destroyed_with
     wait_for_acks(&writer, before + 30, "writes through rw after the failover").await;
     let failover = killed.elapsed();
     let acked = writer.stop().await;
-    let new = leader(&c);
+    let new = c.leader();
     assert_ne!(new, old, "another member leads");
-    assert_eq!(member(&c.status(), &new)["role"], "primary");
+    assert_eq!(common::member(&c.status(), &new)["role"], "primary");
     // Asynchronous mode: at most the writes in flight at the kill may be lost.
     let lost = missing(c.primary_port(), &password, &acked).await;
     assert!(lost.len() <= 2, "lost {lost:?}");
     c.ok(&["up"]);
     let primary =
-        eventually(Duration::from_secs(60), "one primary, every other member streaming", || async { converged(&c) })
+        eventually(Duration::from_secs(60), "one primary, every other member streaming", || async { c.converged() })
             .await;
     assert_eq!(primary, new);
     assert_eq!(watch.stop().await, 1, "never two writable primaries at once");
@@ -117,11 +86,11 @@ async fn a_cluster_on_etcd_fails_over_survives_losing_etcd_and_is_destroyed_with
 
     // 3. etcd dies: the primary cannot renew its lease and is fenced before the lease (ttl 4 s)
     // could expire. etcd comes back on the same data: the cluster converges and takes writes.
-    let primary = leader(&c);
+    let primary = c.leader();
     etcd.stop();
     let lost_at = Instant::now();
     eventually(Duration::from_secs(10), "the primary to be fenced", || async {
-        (!postgres_runs(&c, &primary)).then_some(())
+        (!c.postgres_runs(&primary)).then_some(())
     })
     .await;
     let fenced = lost_at.elapsed();
@@ -134,7 +103,7 @@ async fn a_cluster_on_etcd_fails_over_survives_losing_etcd_and_is_destroyed_with
     // the loss live on until each agent rewrites its own: converged only counts with the
     // primary's server really running.
     eventually(Duration::from_secs(60), "one primary, every other member streaming after etcd returned", || async {
-        converged(&c).filter(|p| postgres_runs(&c, p))
+        c.converged().filter(|p| c.postgres_runs(p))
     })
     .await;
     let recovered = restarted.elapsed();

@@ -5,30 +5,8 @@
 mod common;
 
 use common::writer::{missing, PrimaryWatch, Writer};
-use common::{eventually, kill9, pids, postmaster_pid, TestCluster};
-use serde_json::Value;
+use common::{eventually, kill9, postmaster_pid, TestCluster};
 use std::time::{Duration, Instant};
-
-fn leader(c: &TestCluster) -> String {
-    c.status()["leader"].as_str().unwrap_or_default().to_string()
-}
-
-fn member_ports(c: &TestCluster) -> Vec<u16> {
-    c.status()["members"].as_array().unwrap().iter().map(|m| m["port"].as_u64().unwrap() as u16).collect()
-}
-
-fn member<'a>(status: &'a Value, name: &str) -> &'a Value {
-    status["members"].as_array().unwrap().iter().find(|m| m["name"] == name).unwrap()
-}
-
-/// One running primary and every other member streaming, as `status` shows it.
-fn converged(c: &TestCluster) -> Option<String> {
-    let status = c.status();
-    let members = status["members"].as_array()?;
-    let primaries: Vec<_> = members.iter().filter(|m| m["role"] == "primary" && m["state"] == "running").collect();
-    let streaming = members.iter().filter(|m| m["state"] == "streaming").count();
-    (primaries.len() == 1 && streaming == members.len() - 1).then(|| primaries[0]["name"].as_str().unwrap().to_string())
-}
 
 async fn wait_for_acks(w: &Writer, at_least: usize, what: &str) {
     eventually(Duration::from_secs(60), what, || async { (w.acked() >= at_least).then_some(()) }).await;
@@ -39,7 +17,7 @@ async fn losing_the_primarys_member_fails_over_without_losing_an_acknowledged_ro
     let c = TestCluster::new();
     let out = c.run_env(&["up", "--replicas", "2"], &[("PGREPL_SYNCHRONOUS", "on")]);
     assert!(out.status.success(), "{}", common::describe(&out));
-    let old = leader(&c);
+    let old = c.leader();
     let password = c.secret("admin");
     eventually(Duration::from_secs(30), "a synchronous replica", || async {
         let client = c.admin(c.primary_port()).await;
@@ -47,20 +25,20 @@ async fn losing_the_primarys_member_fails_over_without_losing_an_acknowledged_ro
         (!row.get::<_, String>(0).is_empty()).then_some(())
     })
     .await;
-    let watch = PrimaryWatch::start(member_ports(&c), password.clone());
+    let watch = PrimaryWatch::start(c.member_ports(), password.clone());
     let writer = Writer::start(c.rw_port, password.clone()).await;
     wait_for_acks(&writer, 50, "50 rows before the fault").await;
 
-    lose_member(&c, &old);
+    c.lose_member(&old);
     let killed = Instant::now();
     let before = writer.acked();
     wait_for_acks(&writer, before + 50, "writes through rw after the failover").await;
     let took = killed.elapsed();
     let acked = writer.stop().await;
-    let new = leader(&c);
+    let new = c.leader();
     assert_ne!(new, old, "another member leads");
     let status = c.status();
-    assert_eq!(member(&status, &new)["role"], "primary");
+    assert_eq!(common::member(&status, &new)["role"], "primary");
     assert_eq!(missing(c.primary_port(), &password, &acked).await, Vec::<i64>::new(), "acknowledged rows lost");
     eprintln!("writes came back {took:?} after the kill; {} rows acknowledged", acked.len());
 
@@ -68,11 +46,11 @@ async fn losing_the_primarys_member_fails_over_without_losing_an_acknowledged_ro
     // new primary, rewound onto its timeline.
     c.ok(&["up"]);
     let primary =
-        eventually(Duration::from_secs(60), "one primary, every other member streaming", || async { converged(&c) })
+        eventually(Duration::from_secs(60), "one primary, every other member streaming", || async { c.converged() })
             .await;
     assert_eq!(primary, new);
     let status = c.status();
-    assert_eq!(member(&status, &old)["timeline"], member(&status, &new)["timeline"]);
+    assert_eq!(common::member(&status, &old)["timeline"], common::member(&status, &new)["timeline"]);
     assert_eq!(
         missing(c.port_of(&old), &password, &acked).await,
         Vec::<i64>::new(),
@@ -82,26 +60,16 @@ async fn losing_the_primarys_member_fails_over_without_losing_an_acknowledged_ro
     // A second failover in a row: the replicas now follow timeline 2 and must still qualify.
     let writer = Writer::start(c.rw_port, password.clone()).await;
     wait_for_acks(&writer, 20, "rows before the second fault").await;
-    lose_member(&c, &new);
+    c.lose_member(&new);
     let before = writer.acked();
     wait_for_acks(&writer, before + 20, "writes through rw after the second failover").await;
     let acked = writer.stop().await;
-    let third = leader(&c);
+    let third = c.leader();
     assert_ne!(third, new, "another member leads again");
     assert_eq!(missing(c.primary_port(), &password, &acked).await, Vec::<i64>::new(), "acknowledged rows lost");
     c.ok(&["up"]);
-    eventually(Duration::from_secs(60), "convergence after the second failover", || async { converged(&c) }).await;
+    eventually(Duration::from_secs(60), "convergence after the second failover", || async { c.converged() }).await;
     assert_eq!(watch.stop().await, 1, "never two writable primaries at once");
-}
-
-/// Loses `member`: nothing may restart it (the supervisor goes first), then its agent and its
-/// PostgreSQL die together.
-fn lose_member(c: &TestCluster, member: &str) {
-    kill9(std::fs::read_to_string(c.dir.join("supervisor.pid")).unwrap().trim().parse().unwrap());
-    let agent = pids(c, &format!("agent --member {member}"));
-    assert_eq!(agent.len(), 1);
-    kill9(agent[0]);
-    kill9(postmaster_pid(c, member));
 }
 
 #[tokio::test]
@@ -109,7 +77,7 @@ async fn a_primary_that_cannot_restart_gives_way_after_primary_start_timeout_the
     let c = TestCluster::new();
     let out = c.run_env(&["up", "--replicas", "1"], &[("PGREPL_PRIMARY_START_TIMEOUT", "3s")]);
     assert!(out.status.success(), "{}", common::describe(&out));
-    let old = leader(&c);
+    let old = c.leader();
     let password = c.secret("admin");
     let writer = Writer::start(c.rw_port, password.clone()).await;
     wait_for_acks(&writer, 20, "20 rows before the fault").await;
@@ -122,14 +90,14 @@ async fn a_primary_that_cannot_restart_gives_way_after_primary_start_timeout_the
     let before = writer.acked();
     wait_for_acks(&writer, before + 20, "writes through rw after the failover").await;
     let acked = writer.stop().await;
-    assert_ne!(leader(&c), old);
+    assert_ne!(c.leader(), old);
     let log = std::fs::read_to_string(c.dir.join(format!("members/{old}/member.log"))).unwrap();
     assert!(log.contains("has not started as primary within primary_start_timeout"), "{log}");
 
     // Repaired, it rejoins as a replica.
     std::fs::write(&auto_conf, good).unwrap();
-    eventually(Duration::from_secs(60), "the old primary to rejoin", || async { converged(&c) }).await;
-    let new = leader(&c);
+    eventually(Duration::from_secs(60), "the old primary to rejoin", || async { c.converged() }).await;
+    let new = c.leader();
     let missing_rows = missing(c.port_of(&new), &password, &acked).await;
     // Asynchronous mode: rows acknowledged in the instant before the crash may be lost, but
     // no more than the writes in flight (the replica was streaming).
@@ -140,20 +108,20 @@ async fn a_primary_that_cannot_restart_gives_way_after_primary_start_timeout_the
 async fn switchover_hands_over_to_the_least_lagging_replica_losing_nothing() {
     let c = TestCluster::new();
     c.ok(&["up", "--replicas", "2"]);
-    let old = leader(&c);
+    let old = c.leader();
     let password = c.secret("admin");
-    let watch = PrimaryWatch::start(member_ports(&c), password.clone());
+    let watch = PrimaryWatch::start(c.member_ports(), password.clone());
     let writer = Writer::start(c.rw_port, password.clone()).await;
     wait_for_acks(&writer, 30, "30 rows before the switchover").await;
     let out = c.ok(&["switchover"]);
-    let new = leader(&c);
+    let new = c.leader();
     assert_ne!(new, old);
     assert!(out.contains(&format!("{new} is the primary")), "{out}");
     let before = writer.acked();
     wait_for_acks(&writer, before + 30, "writes after the switchover").await;
     let acked = writer.stop().await;
     assert_eq!(missing(c.primary_port(), &password, &acked).await, Vec::<i64>::new(), "a switchover loses nothing");
-    eventually(Duration::from_secs(60), "the old primary to stream from the new", || async { converged(&c) }).await;
+    eventually(Duration::from_secs(60), "the old primary to stream from the new", || async { c.converged() }).await;
     assert_eq!(watch.stop().await, 1, "never two writable primaries at once");
 
     // A switchover to a member that does not stream is refused; a forced failover is not.
@@ -163,14 +131,7 @@ async fn switchover_hands_over_to_the_least_lagging_replica_losing_nothing() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("stopped"), "{}", common::describe(&out));
     c.ok(&["start", &old]);
     c.ok(&["failover", "--to", &old]);
-    assert_eq!(leader(&c), old);
-}
-
-/// Whether PostgreSQL of `member` runs (its postmaster.pid names a live process).
-fn postgres_runs(c: &TestCluster, member: &str) -> bool {
-    let pid_file = c.dir.join(format!("members/{member}/data/postmaster.pid"));
-    let pid = std::fs::read_to_string(pid_file).ok().and_then(|t| t.lines().next()?.trim().parse::<i32>().ok());
-    pid.is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
+    assert_eq!(c.leader(), old);
 }
 
 #[tokio::test]
@@ -178,7 +139,7 @@ async fn losing_the_store_fences_the_primary_before_its_lease_could_expire_and_t
     use std::os::unix::fs::PermissionsExt;
     let c = TestCluster::new();
     c.ok(&["up", "--replicas", "1"]);
-    let old = leader(&c);
+    let old = c.leader();
     let store = c.dir.join("store");
     let mode = std::fs::metadata(&store).unwrap().permissions().mode();
 
@@ -186,7 +147,7 @@ async fn losing_the_store_fences_the_primary_before_its_lease_could_expire_and_t
     std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o000)).unwrap();
     let lost = Instant::now();
     eventually(Duration::from_secs(10), "the primary to be fenced", || async {
-        (!postgres_runs(&c, &old)).then_some(())
+        (!c.postgres_runs(&old)).then_some(())
     })
     .await;
     let fenced = lost.elapsed();
@@ -197,7 +158,7 @@ async fn losing_the_store_fences_the_primary_before_its_lease_could_expire_and_t
 
     // The store comes back: the cluster converges on one primary again and takes writes.
     std::fs::set_permissions(&store, std::fs::Permissions::from_mode(mode)).unwrap();
-    eventually(Duration::from_secs(60), "one primary, every other member streaming", || async { converged(&c) }).await;
+    eventually(Duration::from_secs(60), "one primary, every other member streaming", || async { c.converged() }).await;
     let client = common::connect(c.rw_port, "postgres", &c.secret("admin"), "postgres").await.unwrap();
     client.batch_execute("CREATE TABLE after_store_loss (id int)").await.unwrap();
     eprintln!("fenced {fenced:?} after the store was lost");
@@ -221,7 +182,7 @@ async fn quorum_mode_keeps_synchronous_standby_names_right_as_replicas_come_and_
 
     // A synchronous replica dies: commits must not wait for it, and the record must not count it;
     // nothing else changes (the leader stays).
-    let before = leader(&c);
+    let before = c.leader();
     kill9(postmaster_pid(&c, "node-3"));
     c.ok(&["stop", "node-3"]);
     let one = "FIRST 1 (\"node-2\")".to_string();
@@ -231,7 +192,7 @@ async fn quorum_mode_keeps_synchronous_standby_names_right_as_replicas_come_and_
     .await;
     let client = c.admin(c.rw_port).await;
     client.batch_execute("CREATE TABLE quorum_write (id int); INSERT INTO quorum_write VALUES (1)").await.unwrap();
-    assert_eq!(leader(&c), before, "losing a replica does not move the leader");
+    assert_eq!(c.leader(), before, "losing a replica does not move the leader");
 
     // It comes back: the quorum grows again.
     c.ok(&["start", "node-3"]);

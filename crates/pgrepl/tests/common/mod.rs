@@ -186,6 +186,53 @@ impl TestCluster {
     }
 }
 
+/// What the failover tests ask of a running cluster.
+impl TestCluster {
+    /// The member holding the leader lease ("" when none does).
+    pub fn leader(&self) -> String {
+        self.status()["leader"].as_str().unwrap_or_default().to_string()
+    }
+
+    /// Every member's PostgreSQL port.
+    pub fn member_ports(&self) -> Vec<u16> {
+        self.status()["members"].as_array().unwrap().iter().map(|m| m["port"].as_u64().unwrap() as u16).collect()
+    }
+
+    /// One running primary and every other member streaming, as `status` shows it (`None` also
+    /// while `status` cannot read the store).
+    pub fn converged(&self) -> Option<String> {
+        let out = self.run(&["status", "--json"]);
+        let status: Value = serde_json::from_slice(&out.stdout).ok().filter(|_| out.status.success())?;
+        let members = status["members"].as_array()?;
+        let primaries: Vec<_> = members.iter().filter(|m| m["role"] == "primary" && m["state"] == "running").collect();
+        let streaming = members.iter().filter(|m| m["state"] == "streaming").count();
+        (primaries.len() == 1 && streaming == members.len() - 1)
+            .then(|| primaries[0]["name"].as_str().unwrap().to_string())
+    }
+
+    /// Whether PostgreSQL of `member` runs (its postmaster.pid names a live process).
+    pub fn postgres_runs(&self, member: &str) -> bool {
+        let pid_file = self.dir.join(format!("members/{member}/data/postmaster.pid"));
+        let pid = std::fs::read_to_string(pid_file).ok().and_then(|t| t.lines().next()?.trim().parse::<i32>().ok());
+        pid.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
+    }
+
+    /// Loses `member`: nothing may restart it (the supervisor goes first), then its agent and
+    /// its PostgreSQL die together.
+    pub fn lose_member(&self, member: &str) {
+        kill9(std::fs::read_to_string(self.dir.join("supervisor.pid")).unwrap().trim().parse().unwrap());
+        let agent = pids(self, &format!("agent --member {member}"));
+        assert_eq!(agent.len(), 1);
+        kill9(agent[0]);
+        kill9(postmaster_pid(self, member));
+    }
+}
+
+/// The entry of `name` in `status --json`'s members.
+pub fn member<'a>(status: &'a Value, name: &str) -> &'a Value {
+    status["members"].as_array().unwrap().iter().find(|m| m["name"] == name).unwrap()
+}
+
 impl Drop for TestCluster {
     fn drop(&mut self) {
         if self.dir.join("pgrepl.toml").exists() {
