@@ -29,6 +29,7 @@ pub mod contract;
 pub mod etcd;
 pub mod file;
 pub mod memory;
+pub mod testing;
 
 pub use etcd::EtcdStore;
 pub use file::FileStore;

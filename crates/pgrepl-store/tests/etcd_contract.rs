@@ -5,164 +5,33 @@
 //! etcd is gone or silent fails with `Unavailable` within its timeout, then works again (the
 //! same client) once etcd is back.
 
-use std::fs::{self, File};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pgrepl_store::contract::Contract;
+use pgrepl_store::testing::Etcd;
 use pgrepl_store::{Condition, EtcdStore, Store, StoreError};
-use tempfile::TempDir;
 
 /// The store timeout of the clients under test.
 const TIMEOUT: Duration = Duration::from_secs(2);
-/// How long a fresh etcd may take to answer.
-const STARTUP: Duration = Duration::from_secs(20);
 const PREFIX: &str = "/pgrepl/test/";
 
-/// A single-member etcd in a temporary directory; killed when dropped.
-struct Etcd {
-    binary: PathBuf,
-    dir: TempDir,
-    client_port: u16,
-    peer_port: u16,
-    child: Option<Child>,
+/// A store client on `etcd` under this file's prefix.
+async fn connect(etcd: &Etcd, timeout: Duration) -> EtcdStore {
+    EtcdStore::connect(&[etcd.endpoint()], PREFIX, timeout).await.expect("connect to etcd")
 }
 
-impl Etcd {
-    /// Start etcd on free ports and wait until it answers.
-    async fn start() -> Etcd {
-        let binary = etcd_binary();
-        let dir = tempfile::tempdir().expect("create temporary directory");
-        // Hold both listeners until both ports are known, so they differ.
-        let client = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-        let peer = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-        let client_port = client.local_addr().expect("local address").port();
-        let peer_port = peer.local_addr().expect("local address").port();
-        drop((client, peer));
-        let mut etcd = Etcd { binary, dir, client_port, peer_port, child: None };
-        etcd.restart().await;
-        etcd
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
-    }
-
-    fn log_path(&self) -> PathBuf {
-        self.dir.path().join("etcd.log")
-    }
-
-    /// Start etcd (again) on the same data directory and ports, and wait until it answers.
-    async fn restart(&mut self) {
-        assert!(self.child.is_none(), "etcd is already running");
-        let client_url = self.endpoint();
-        let peer_url = format!("http://127.0.0.1:{}", self.peer_port);
-        let log = File::options().create(true).append(true).open(self.log_path()).expect("open etcd.log");
-        let mut command = Command::new(&self.binary);
-        command
-            .args(["--name", "pgrepl-test", "--data-dir"])
-            .arg(self.dir.path().join("data"))
-            .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
-            .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("pgrepl-test={peer_url}"), "--initial-cluster-state", "new"])
-            .args(["--logger", "zap", "--log-outputs", "stderr", "--log-level", "warn"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone etcd.log"))
-            .stderr(log);
-        // etcd reads ETCD_* variables as flags: keep the environment's out.
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("ETCD_") {
-                command.env_remove(name);
-            }
-        }
-        kill_with_parent(&mut command);
-        self.child = Some(command.spawn().unwrap_or_else(|e| panic!("start {}: {e}", self.binary.display())));
-        self.wait_ready().await;
-    }
-
-    async fn wait_ready(&mut self) {
-        let probe = self.connect(Duration::from_secs(1)).await;
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("etcd exited with {status} while starting; its log:\n{}", self.log());
-            }
-            match probe.snapshot().await {
-                Ok(_) => return,
-                Err(e) if started.elapsed() > STARTUP => {
-                    panic!("etcd did not answer within {STARTUP:?} ({e}); its log:\n{}", self.log())
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-    }
-
-    /// Kill etcd (SIGKILL: no goodbye to its clients) and reap it.
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    async fn connect(&self, timeout: Duration) -> EtcdStore {
-        EtcdStore::connect(&[self.endpoint()], PREFIX, timeout).await.expect("connect to etcd")
-    }
-
-    async fn raw_client(&self) -> etcd_client::Client {
-        etcd_client::Client::connect([self.endpoint()], None).await.expect("connect raw etcd client")
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.log_path()).unwrap_or_else(|e| format!("(cannot read etcd.log: {e})"))
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// The `etcd` binary on PATH, else Debian's.
-fn etcd_binary() -> PathBuf {
-    let on_path = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).map(|dir| dir.join("etcd")).collect::<Vec<_>>())
-        .unwrap_or_default();
-    on_path.into_iter().chain([PathBuf::from("/usr/bin/etcd")]).find(|path| is_executable(path)).unwrap_or_else(|| {
-        panic!("etcd not found on PATH nor at /usr/bin/etcd: run scripts/setup.sh (it installs etcd-server)")
-    })
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-/// Have the kernel kill etcd if this test's thread dies without dropping its guard (a test
-/// binary killed by a timeout), so no etcd outlives its test.
-fn kill_with_parent(command: &mut Command) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: prctl is async-signal-safe and touches only the child's own process attributes.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+async fn raw_client(etcd: &Etcd) -> etcd_client::Client {
+    etcd_client::Client::connect([etcd.endpoint()], None).await.expect("connect raw etcd client")
 }
 
 /// A fresh etcd and the contract bound to two separate clients on it. etcd grants leases in
 /// whole seconds, at least 2 s with its default election timeout: the TTL properties use 2 s.
 async fn etcd_contract() -> (Contract, Etcd) {
     let etcd = Etcd::start().await;
-    let a = etcd.connect(TIMEOUT).await;
-    let b = etcd.connect(TIMEOUT).await;
+    let a = connect(&etcd, TIMEOUT).await;
+    let b = connect(&etcd, TIMEOUT).await;
     (Contract::new(Arc::new(a), Arc::new(b)).ttl(Duration::from_secs(2)), etcd)
 }
 
@@ -208,7 +77,7 @@ async fn keys_live_under_the_prefix() {
     assert_eq!(snap.entries.keys().collect::<Vec<_>>(), ["leader"]);
     assert_eq!(snap.get("leader").map(|e| (e.value.as_slice(), e.revision)), Some((&b"node-1"[..], revision)));
 
-    let mut raw = etcd.raw_client().await;
+    let mut raw = raw_client(&etcd).await;
     let stored = raw.get("/pgrepl/one/leader", None).await.expect("raw get");
     assert_eq!(stored.kvs().first().map(|kv| kv.value()), Some(&b"node-1"[..]), "the key is not under its prefix");
 }
@@ -218,8 +87,8 @@ async fn keys_live_under_the_prefix() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ttl_leases_round_up_to_whole_seconds() {
     let etcd = Etcd::start().await;
-    let store = etcd.connect(TIMEOUT).await;
-    let mut raw = etcd.raw_client().await;
+    let store = connect(&etcd, TIMEOUT).await;
+    let mut raw = raw_client(&etcd).await;
     for (ttl, seconds) in [(Duration::from_millis(2100), 3), (Duration::from_secs(3), 3), (Duration::from_secs(5), 5)] {
         let asked = Instant::now();
         store.put("leader", b"v", Condition::Any, Some(ttl)).await.expect("put with ttl");
@@ -243,8 +112,8 @@ async fn ttl_leases_round_up_to_whole_seconds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leases_do_not_leak() {
     let etcd = Etcd::start().await;
-    let store = etcd.connect(TIMEOUT).await;
-    let mut raw = etcd.raw_client().await;
+    let store = connect(&etcd, TIMEOUT).await;
+    let mut raw = raw_client(&etcd).await;
     let ttl = Some(Duration::from_secs(30));
 
     let r = store.put("a", b"1", Condition::Absent, ttl).await.expect("put");
@@ -314,7 +183,7 @@ async fn expect_unavailable<T: std::fmt::Debug>(
 async fn stopped_etcd_is_unavailable_promptly_and_the_same_client_recovers() {
     let timeout = Duration::from_secs(1);
     let mut etcd = Etcd::start().await;
-    let store = etcd.connect(timeout).await;
+    let store = connect(&etcd, timeout).await;
     let written = store.put("kept", b"v", Condition::Absent, None).await.expect("put");
 
     let waiting = {

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::etcd::Etcd;
+use common::etcd::{Etcd, EtcdExt};
 use common::writer::{missing, PrimaryWatch, Writer};
 use common::{eventually, kill9, pids, postmaster_pid, TestCluster};
 use pgrepl_store::{Condition, Store};
