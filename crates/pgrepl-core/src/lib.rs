@@ -7,6 +7,7 @@ pub mod failover;
 pub mod local;
 pub mod names;
 pub mod spec;
+pub mod testing;
 pub mod view;
 
 pub use decide::{decide, Observation};

@@ -28,21 +28,7 @@ fn replica_of(n: Option<u32>, streaming: bool) -> Server {
 }
 
 fn status(n: u32, role: Role, state: MemberState) -> MemberStatus {
-    MemberStatus {
-        role,
-        state,
-        host: "127.0.0.1".into(),
-        port: port(n),
-        timeline: Some(Timeline(1)),
-        lsn: Some(Lsn(0x3000000)),
-        receive_lsn: None,
-        decision: String::new(),
-        replication: vec![],
-        slots: vec![],
-        applied_passwords: None,
-        leader: None,
-        updated_ms: 0,
-    }
+    pgrepl_core::testing::status(role, state, port(n), Lsn(0x3000000))
 }
 
 /// A three-member cluster, initialized, seen from `node-2`, a stopped standby; nobody leads.

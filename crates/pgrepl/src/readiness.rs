@@ -48,21 +48,7 @@ mod tests {
     use pgrepl_core::*;
 
     fn status(role: Role, state: MemberState) -> MemberStatus {
-        MemberStatus {
-            role,
-            state,
-            host: "127.0.0.1".into(),
-            port: 1,
-            timeline: Some(Timeline(1)),
-            lsn: Some(Lsn(1)),
-            receive_lsn: None,
-            decision: String::new(),
-            replication: vec![],
-            slots: vec![],
-            applied_passwords: None,
-            leader: None,
-            updated_ms: 0,
-        }
+        pgrepl_core::testing::status(role, state, 1, Lsn(1))
     }
 
     fn two_member_view() -> ClusterView {

@@ -48,25 +48,11 @@ pub fn describe(t: &Topology) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pgrepl_core::{Lsn, ReplicationRow, Timeline};
+    use pgrepl_core::{Lsn, ReplicationRow};
     use std::time::Duration;
 
     fn status(role: Role, state: MemberState, port: u16, lsn: u64) -> MemberStatus {
-        MemberStatus {
-            role,
-            state,
-            host: "127.0.0.1".into(),
-            port,
-            timeline: Some(Timeline(1)),
-            lsn: Some(Lsn(lsn)),
-            receive_lsn: None,
-            decision: String::new(),
-            replication: vec![],
-            slots: vec![],
-            applied_passwords: None,
-            leader: None,
-            updated_ms: 0,
-        }
+        pgrepl_core::testing::status(role, state, port, Lsn(lsn))
     }
 
     fn view() -> ClusterView {

@@ -1,0 +1,23 @@
+//! Test support: small values for tests of this crate and of the crates above it.
+
+use crate::names::{Lsn, Timeline};
+use crate::view::{MemberState, MemberStatus, Role};
+
+/// A member's status on 127.0.0.1:`port`, timeline 1, at `lsn`, with nothing else set.
+pub fn status(role: Role, state: MemberState, port: u16, lsn: Lsn) -> MemberStatus {
+    MemberStatus {
+        role,
+        state,
+        host: "127.0.0.1".into(),
+        port,
+        timeline: Some(Timeline(1)),
+        lsn: Some(lsn),
+        receive_lsn: None,
+        decision: String::new(),
+        replication: vec![],
+        slots: vec![],
+        applied_passwords: None,
+        leader: None,
+        updated_ms: 0,
+    }
+}
