@@ -27,8 +27,8 @@ pub struct Observation {
     /// The data directory carries the mark of a bootstrap that has not yet recorded the
     /// cluster in the store (so it is this cluster's own, to be resumed, not foreign data).
     pub bootstrap_unfinished: bool,
-    /// This member holds the lease but its PostgreSQL has failed to start as primary for longer
-    /// than `primary_start_timeout`: it gives way to a failover.
+    /// This member leads (or led last) and its PostgreSQL has been down for longer than
+    /// `primary_start_timeout`: it gives way to a failover and does not take the lease back.
     pub start_overdue: bool,
     /// Physical slots on this server (primary only).
     pub slots: Vec<Slot>,
