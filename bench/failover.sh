@@ -159,6 +159,9 @@ stop_patroni() {
   done
 }
 
+# now, wait_for_quiet, destroy_cluster: shared with the other benchmark scripts.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
 cleanup() {
   local rc=$? keep=0
   trap - EXIT INT TERM
@@ -166,15 +169,7 @@ cleanup() {
   stop_haproxy
   if [ -n "${PAT_DIR}" ] || [ "${#PAT_PID[@]}" -gt 0 ]; then log "cleanup: stopping Patroni"; stop_patroni; fi
   if [ -n "$ETCD_PID" ]; then log "cleanup: stopping etcd"; stop_pid "$ETCD_PID" 10; fi
-  if [ -e "$PD/pgrepl.toml" ]; then
-    log "cleanup: destroying the pgrepl cluster $PD"
-    if ! "$PGREPL" --dir "$PD" down --destroy >/dev/null 2>>"$OUT/cleanup.err"; then
-      if ! "$PGREPL" --dir "$PD" down >/dev/null 2>>"$OUT/cleanup.err"; then
-        log "cleanup: could not stop the cluster in $PD; left in place (see $OUT/cleanup.err)"
-        keep=1
-      fi
-    fi
-  fi
+  if [ -e "$PD/pgrepl.toml" ]; then destroy_cluster "$PD" || keep=1; fi
   if [ "$keep" -eq 0 ]; then rm -rf "$WORK"; fi
   [ "$rc" -eq 0 ] || log "failed (exit $rc); partial raw results in $OUT"
   exit "$rc"
@@ -184,8 +179,6 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # ---- helpers ----------------------------------------------------------------------------------
-# now, wait_for_quiet: shared with the other benchmark scripts.
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # free_ports N: N TCP ports free on 127.0.0.1 right now (never 5432 or 5433).
 free_ports() {

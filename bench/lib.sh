@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Helpers shared by the benchmark scripts (sourced, not run). They expect `log`, LOAD_MAX and
-# LOAD_WAIT from the script that sources them.
+# LOAD_WAIT (wait_for_quiet), PGREPL and OUT (destroy_cluster) from the script that sources them.
 
 now() { date +%s.%N; }
 
@@ -21,4 +21,14 @@ wait_for_quiet() {
   done
   LOAD=$l
   LOAD_WAITED=$((SECONDS - start))
+}
+
+# destroy_cluster DIR: `pgrepl down --destroy` the cluster in DIR, or at least stop it; fails
+# (leaving DIR in place, so the caller keeps its scratch directory) when neither works.
+destroy_cluster() {
+  log "cleanup: destroying cluster $1"
+  "$PGREPL" --dir "$1" down --destroy >/dev/null 2>>"$OUT/cleanup.err" && return 0
+  "$PGREPL" --dir "$1" down >/dev/null 2>>"$OUT/cleanup.err" && return 0
+  log "cleanup: could not stop the cluster in $1; left in place (see $OUT/cleanup.err)"
+  return 1
 }

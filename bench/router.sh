@@ -76,6 +76,9 @@ D=$WORK/cluster
 HAPROXY_PID=
 log "raw results: $OUT; scratch: $WORK"
 
+# now, wait_for_quiet, destroy_cluster: shared with the other benchmark scripts.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
 # ---- cleanup, also on failure or interrupt ---------------------------------------------------
 cleanup() {
   local rc=$? keep=0
@@ -85,15 +88,7 @@ cleanup() {
     kill "$HAPROXY_PID" 2>/dev/null || true
     wait "$HAPROXY_PID" 2>/dev/null || true
   fi
-  if [ -e "$D/pgrepl.toml" ]; then
-    log "cleanup: destroying cluster $D"
-    if ! "$PGREPL" --dir "$D" down --destroy >/dev/null 2>>"$OUT/cleanup.err"; then
-      if ! "$PGREPL" --dir "$D" down >/dev/null 2>>"$OUT/cleanup.err"; then
-        log "cleanup: could not stop the cluster in $D; left in place (see $OUT/cleanup.err)"
-        keep=1
-      fi
-    fi
-  fi
+  if [ -e "$D/pgrepl.toml" ]; then destroy_cluster "$D" || keep=1; fi
   if [ "$keep" -eq 0 ]; then rm -rf "$WORK"; fi
   [ "$rc" -eq 0 ] || log "failed (exit $rc); partial raw results in $OUT"
   exit "$rc"
@@ -103,8 +98,6 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # ---- helpers ----------------------------------------------------------------------------------
-# now, wait_for_quiet: shared with the other benchmark scripts.
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # cpu_window SECONDS: "busy% steal%" of all CPUs over the next SECONDS (busy: neither idle,
 # iowait nor stolen).

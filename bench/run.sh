@@ -54,19 +54,16 @@ chown postgres:postgres "$WORK"
 chmod 0755 "$WORK"
 log "raw results: $OUT; scratch: $WORK"
 
+# now, wait_for_quiet, destroy_cluster: shared with the other benchmark scripts.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
 # ---- cleanup, also on failure or interrupt ---------------------------------------------------
 cleanup() {
   local rc=$? d keep=0
   trap - EXIT INT TERM
   for d in "$WORK"/*; do
     [ -e "$d/pgrepl.toml" ] || continue
-    log "cleanup: destroying cluster $d"
-    if ! "$PGREPL" --dir "$d" down --destroy >/dev/null 2>>"$OUT/cleanup.err"; then
-      if ! "$PGREPL" --dir "$d" down >/dev/null 2>>"$OUT/cleanup.err"; then
-        log "cleanup: could not stop the cluster in $d; left in place (see $OUT/cleanup.err)"
-        keep=1
-      fi
-    fi
+    destroy_cluster "$d" || keep=1
   done
   if [ "$keep" -eq 0 ]; then rm -rf "$WORK"; fi
   [ "$rc" -eq 0 ] || log "failed (exit $rc); partial raw results in $OUT"
@@ -77,8 +74,6 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # ---- helpers ----------------------------------------------------------------------------------
-# now, wait_for_quiet: shared with the other benchmark scripts.
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # secret DIR KIND: a password from DIR/secrets.json (for an environment variable only).
 secret() { python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1/secrets.json" "$2"; }

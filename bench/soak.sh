@@ -27,14 +27,17 @@ mkdir -p "$OUT"
 WORK=$(mktemp -d /tmp/pgrepl-soak.XXXXXX)
 chmod 755 "$WORK"
 cp "$PGREPL" "$WORK/pgrepl"
+PGREPL=$WORK/pgrepl  # the copy the postgres OS user can execute
 DIR=$WORK/c
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 RW=$(free_port); RO=$(free_port)
-cleanup() { "$WORK/pgrepl" --dir "$DIR" down --destroy >/dev/null 2>&1 || true; rm -rf "$WORK"; }
+# destroy_cluster: shared with the other benchmark scripts.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cleanup() { if [ ! -e "$DIR/pgrepl.toml" ] || destroy_cluster "$DIR"; then rm -rf "$WORK"; fi; }
 trap cleanup EXIT INT TERM
 
-"$WORK/pgrepl" --dir "$DIR" up --replicas 2 --port "$RW" --ro-port "$RO" >"$OUT/up.txt"
-status() { "$WORK/pgrepl" --dir "$DIR" status --json; }
+"$PGREPL" --dir "$DIR" up --replicas 2 --port "$RW" --ro-port "$RO" >"$OUT/up.txt"
+status() { "$PGREPL" --dir "$DIR" status --json; }
 leader_tl() { status | python3 -c 'import json,sys; s=json.load(sys.stdin); l=s["leader"]; m=[x for x in s["members"] if x["name"]==l][0]; print(l, m["timeline"])'; }
 export PGPASSWORD
 PGPASSWORD=$(python3 -c "import json; print(json.load(open('$DIR/secrets.json'))['admin'])")
