@@ -12,7 +12,7 @@ import argparse
 import os
 import statistics
 
-from report import publish, read_kv, read_tsv  # shared with the other benchmark reports
+from report import machine_rows, num, publish, read_kv, read_tsv  # shared with the other benchmark reports
 
 BEGIN = "<!-- bench:failover:begin -->"
 END = "<!-- bench:failover:end -->"
@@ -20,13 +20,6 @@ END = "<!-- bench:failover:end -->"
 REFERENCE = ("Patroni at its defaults 23–26 s to bring writes back through HAProxy after the primary's Patroni "
              "and PostgreSQL were killed, tuned (ttl 10, loop_wait 1, retry_timeout 4) 10.5 s; a planned "
              "switchover blocked writes for 2.1–2.6 s")
-
-
-def num(s):
-    try:
-        return float(s)
-    except (TypeError, ValueError):
-        return None
 
 
 def fmt(x, digits=2):
@@ -75,9 +68,7 @@ def main():
           f"Run of {machine['date_utc']} with `{command}`; raw results in `bench/results/{os.path.basename(out_dir)}/` "
           "(not committed).", "",
           "| machine | |", "|---|---|",
-          f"| CPUs (`nproc`) | {machine['nproc']} × {machine['cpu']} |",
-          f"| memory | {machine['memory']} |",
-          f"| kernel | {machine['kernel']} |",
+          *machine_rows(machine),
           f"| PostgreSQL | {machine['postgres']} |"]
     if "pgrepl_commit" in machine:
         md.append(f"| pgrepl | commit {machine['pgrepl_commit']}, release binary {machine.get('pgrepl_binary', '?')} |")

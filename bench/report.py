@@ -81,6 +81,21 @@ def publish(text, out_dir, doc_path, begin, end, heading):
     print(f"updated {doc_path}", file=sys.stderr)
 
 
+def num(s):
+    """A number from a TSV cell, or None."""
+    try:
+        return float(s)
+    except (TypeError, ValueError):
+        return None
+
+
+def machine_rows(machine):
+    """The rows every report's machine table starts with (from machine.tsv)."""
+    return [f"| CPUs (`nproc`) | {machine['nproc']} × {machine['cpu']} |",
+            f"| memory | {machine['memory']} |",
+            f"| kernel | {machine['kernel']} |"]
+
+
 def fmt(x, digits=2):
     return "–" if x is None else f"{x:.{digits}f}"
 
@@ -253,9 +268,7 @@ def main():
           f"Run of {machine['date_utc']} with `bash bench/run.sh`; raw results in `bench/results/{os.path.basename(out_dir)}/` "
           "(not committed).", "",
           "| machine | |", "|---|---|",
-          f"| CPUs (`nproc`) | {machine['nproc']} × {machine['cpu']} |",
-          f"| memory | {machine['memory']} |",
-          f"| kernel | {machine['kernel']} |",
+          *machine_rows(machine),
           f"| PostgreSQL | {machine['postgres']} |",
           f"| /tmp (cluster directories) | {machine['fs_tmp']} |",
           f"| pgrepl | commit {machine['pgrepl_commit']}, release binary {machine['pgrepl_binary']} |",

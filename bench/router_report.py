@@ -14,20 +14,13 @@ import os
 import statistics
 import sys
 
-from report import publish, read_kv, read_tsv  # shared with the other benchmark report
+from report import machine_rows, num, publish, read_kv, read_tsv  # shared with the other benchmark report
 
 BEGIN = "<!-- bench:router:begin -->"
 END = "<!-- bench:router:end -->"
 TARGETS = ("direct", "pgrepl", "haproxy")
 PROXY_OF = {"pgrepl": "router", "haproxy": "haproxy"}  # the process whose CPU is the proxy's
 ISSUE_HAPROXY = "HAProxy reached 0.66 of direct TPS (select-only, 8 clients) when the issue was written"
-
-
-def num(s):
-    try:
-        return float(s)
-    except (TypeError, ValueError):
-        return None
 
 
 def median(values):
@@ -130,9 +123,7 @@ def main():
           f"Run of {machine['date_utc']} with `bash bench/router.sh`; raw results in "
           f"`bench/results/{os.path.basename(out_dir)}/` (not committed).", "",
           "| machine | |", "|---|---|",
-          f"| CPUs (`nproc`) | {machine['nproc']} × {machine['cpu']} |",
-          f"| memory | {machine['memory']} |",
-          f"| kernel | {machine['kernel']} |",
+          *machine_rows(machine),
           f"| PostgreSQL | {machine['postgres']} (shared_buffers {machine['shared_buffers']}, synchronous_commit "
           f"{machine['synchronous_commit']}, synchronous_standby_names '{machine['synchronous_standby_names']}', ssl {machine['ssl']}) |",
           f"| pgbench | {machine['pgbench']}, scale {machine['pgbench_scale']}, `-T {machine['run_seconds']}`, default (simple) protocol |",
