@@ -6,8 +6,11 @@
 mod pick;
 mod proxy;
 mod refuse;
+mod splice;
+mod spliced;
 
 pub use pick::pick_ro;
+pub use splice::Splicer;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -50,6 +53,14 @@ pub struct Settings {
     pub ro_fallback: RoFallback,
     /// Bound on one TCP connect to a backend.
     pub connect_timeout: Duration,
+    /// Splice connections in the kernel with this; copy them in the router without.
+    pub splicer: Option<Arc<Splicer>>,
+}
+
+impl std::fmt::Debug for Splicer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Splicer")
+    }
 }
 
 /// Which endpoint a listener serves.
@@ -96,7 +107,10 @@ pub async fn serve(
             match connect(endpoint, &topology, &settings, turn).await {
                 Ok((server, backend)) => {
                     debug!(%endpoint, %peer, backend = %backend.name, "routing connection");
-                    proxy::run(endpoint, client, server, backend, topology).await;
+                    match &settings.splicer {
+                        Some(splicer) => spliced::run(endpoint, client, server, backend, topology, splicer).await,
+                        None => proxy::copy(endpoint, client, server, backend, topology).await,
+                    }
                 }
                 Err(why) => {
                     debug!(%endpoint, %peer, "refusing connection: {why}");

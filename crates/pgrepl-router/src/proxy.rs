@@ -10,29 +10,36 @@ use tracing::{debug, info};
 /// Buffer per direction: large enough that bulk results move in few system calls.
 const BUFFER: usize = 64 * 1024;
 
-pub(crate) async fn run(
+/// Copies bytes both ways in the router until either side closes or the rw backend is demoted.
+pub(crate) async fn copy(
     endpoint: Endpoint,
     mut client: TcpStream,
     mut server: TcpStream,
     backend: Backend,
-    mut topology: watch::Receiver<Topology>,
+    topology: watch::Receiver<Topology>,
 ) {
     let copy = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut server, BUFFER, BUFFER);
-    let demoted = async {
-        if endpoint == Endpoint::Ro {
-            return std::future::pending().await;
-        }
-        loop {
-            if topology.borrow_and_update().rw.as_ref().map(|b| b.addr) != Some(backend.addr) {
-                return;
-            }
-            if topology.changed().await.is_err() {
-                return std::future::pending().await;
-            }
-        }
-    };
     tokio::select! {
         result = copy => debug!(%endpoint, backend = %backend.name, "connection ended: {result:?}"),
-        _ = demoted => info!(%endpoint, backend = %backend.name, "closed a read-write connection: its server is no longer the primary"),
+        _ = demoted(endpoint, &backend, topology) => closed_demoted(endpoint, &backend),
     }
+}
+
+/// Resolves when `backend` stops being the primary, for an rw connection; never for ro.
+pub(crate) async fn demoted(endpoint: Endpoint, backend: &Backend, mut topology: watch::Receiver<Topology>) {
+    if endpoint == Endpoint::Ro {
+        return std::future::pending().await;
+    }
+    loop {
+        if topology.borrow_and_update().rw.as_ref().map(|b| b.addr) != Some(backend.addr) {
+            return;
+        }
+        if topology.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
+
+pub(crate) fn closed_demoted(endpoint: Endpoint, backend: &Backend) {
+    info!(%endpoint, backend = %backend.name, "closed a read-write connection: its server is no longer the primary");
 }

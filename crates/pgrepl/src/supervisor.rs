@@ -5,9 +5,11 @@
 //! It reads the spec; it never writes cluster state.
 
 use crate::cluster::Cluster;
+use crate::commands::router;
 use crate::config::raw::ENV;
 use anyhow::{bail, Context};
 use pgrepl_core::MemberName;
+use pgrepl_router::Splicer;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Stdio;
@@ -42,7 +44,7 @@ pub fn is_alive(pid: i32) -> bool {
 pub fn pgrepl_command(dir: &Path) -> anyhow::Result<Command> {
     let exe = std::env::current_exe().context("find the pgrepl binary")?;
     let mut cmd = Command::new(exe);
-    cmd.arg("--dir").arg(dir).stdin(Stdio::null());
+    cmd.arg("--dir").arg(dir).stdin(Stdio::null()).env_remove(router::SPLICER_FDS);
     for setting in ENV {
         for name in setting.names {
             cmd.env_remove(name);
@@ -68,10 +70,13 @@ fn spawn_agent(cluster: &Cluster, member: &MemberName) -> anyhow::Result<Child> 
     cmd.spawn().with_context(|| format!("start the agent of {member}"))
 }
 
-fn spawn_router(cluster: &Cluster) -> anyhow::Result<Child> {
+fn spawn_router(cluster: &Cluster, splicer: Option<&Splicer>) -> anyhow::Result<Child> {
     let log = append_to(&cluster.layout.router_log())?;
     let mut cmd = pgrepl_command(&cluster.layout.dir)?;
     cmd.arg("router").stdout(log.try_clone()?).stderr(log);
+    if let Some(splicer) = splicer {
+        router::hand_down(&mut cmd, splicer);
+    }
     cmd.spawn().context("start the router")
 }
 
@@ -79,6 +84,8 @@ fn spawn_router(cluster: &Cluster) -> anyhow::Result<Child> {
 struct RouterProcess {
     child: Option<Child>,
     not_before: Instant,
+    /// Handed down by `up`, which may load it; each router started gets it.
+    splicer: Option<Splicer>,
 }
 
 impl RouterProcess {
@@ -91,7 +98,7 @@ impl RouterProcess {
             }
         }
         if self.child.is_none() && self.not_before <= Instant::now() {
-            match spawn_router(cluster) {
+            match spawn_router(cluster, self.splicer.as_ref()) {
                 Ok(child) => {
                     info!(pid = child.id(), "started the router");
                     self.child = Some(child);
@@ -125,7 +132,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     let mut agents: BTreeMap<MemberName, Child> = BTreeMap::new();
     let mut stopping: Vec<(MemberName, Child)> = Vec::new();
     let mut not_before: BTreeMap<MemberName, Instant> = BTreeMap::new();
-    let mut router = RouterProcess { child: None, not_before: Instant::now() };
+    let mut router = RouterProcess { child: None, not_before: Instant::now(), splicer: router::handed_down()? };
     loop {
         router.keep(&cluster);
         let desired: BTreeSet<MemberName> = match cluster.view().await {

@@ -162,4 +162,8 @@ async fn endpoints_route_reads_and_writes_and_follow_the_primary() {
         waited >= Duration::from_millis(900) && waited < Duration::from_secs(4),
         "waited {waited:?} with rw_wait = 1s"
     );
+    // All of the above ran spliced in the kernel (`make test` runs as root), TLS included.
+    let log = std::fs::read_to_string(c.dir.join("router.log")).unwrap();
+    assert!(log.contains("the kernel splices connections' bytes"), "{log}");
+    assert!(!log.contains("copying it instead"), "{log}");
 }

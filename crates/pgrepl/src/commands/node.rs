@@ -181,6 +181,8 @@ pub async fn run(dir: &Path, args: NodeArgs, env: Vec<FromEnv>) -> anyhow::Resul
         warn!(%host, "this member's address is a loopback one, which members on other hosts cannot reach: set `listen` (PGREPL_LISTEN) or --host");
     }
     pgrepl_pg::Binaries::find(config.bin_dir.as_deref())?;
+    // Loaded while still root: serving the endpoints splices in the kernel where it can.
+    let splicer = if args.router { router::load_splicer(config.router_splice)? } else { None };
     up::prepare_directory(&layout, &config, layout.config().exists())?;
     let member_dir = layout.member(&member);
     std::fs::create_dir_all(&member_dir).with_context(|| format!("create {}", member_dir.display()))?;
@@ -199,7 +201,7 @@ pub async fn run(dir: &Path, args: NodeArgs, env: Vec<FromEnv>) -> anyhow::Resul
         let serving =
             Cluster { layout: cluster.layout.clone(), config: cluster.config.clone(), store: cluster.store.clone() };
         info!(listen = %cluster.config.listen, port = cluster.config.port, ro_port = cluster.config.ro_port, "serving the endpoints");
-        (Some(lock), Some(tokio::spawn(async move { router::serve(&serving, listeners).await })))
+        (Some(lock), Some(tokio::spawn(async move { router::serve(&serving, listeners, splicer).await })))
     } else {
         (None, None)
     };

@@ -3,15 +3,19 @@
 //! `pgrepl node --router` serves them beside its member through `bind` and `serve`.
 
 use crate::agent_lock;
+use crate::cluster::load_config;
 use crate::cluster::Cluster;
-use crate::config::Config;
+use crate::config::{Config, RouterSplice};
+use crate::layout::Layout;
 use crate::topology;
 use anyhow::Context;
-use pgrepl_router::{Endpoint, Settings, Topology};
+use pgrepl_router::{Endpoint, Settings, Splicer, Topology};
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::process::Command;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -37,11 +41,20 @@ pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
     Ok(Listeners { rw, ro })
 }
 
-/// Serves both endpoints, following the store, until accepting connections fails.
-pub async fn serve(cluster: &Cluster, listeners: Listeners) -> anyhow::Result<()> {
+/// Serves both endpoints, following the store, until accepting connections fails; splices
+/// connections in the kernel with `splicer`, copies them without.
+pub async fn serve(cluster: &Cluster, listeners: Listeners, splicer: Option<Splicer>) -> anyhow::Result<()> {
     let config = &cluster.config;
-    let settings =
-        Settings { rw_wait: config.rw_wait, ro_fallback: config.ro_fallback, connect_timeout: Duration::from_secs(2) };
+    let settings = Settings {
+        rw_wait: config.rw_wait,
+        ro_fallback: config.ro_fallback,
+        connect_timeout: Duration::from_secs(2),
+        splicer: splicer.map(Arc::new),
+    };
+    match &settings.splicer {
+        Some(_) => info!("the kernel splices connections' bytes"),
+        None => info!("the router copies connections' bytes (router_splice = {:?})", config.router_splice),
+    }
     let (tx, rx) = watch::channel(Topology::default());
     let mut servers = tokio::task::JoinSet::new();
     servers.spawn(pgrepl_router::serve(Endpoint::Rw, listeners.rw, rx.clone(), settings.clone()));
@@ -81,14 +94,69 @@ pub async fn serve(cluster: &Cluster, listeners: Listeners) -> anyhow::Result<()
     }
 }
 
+/// The environment variable that hands a splicer's descriptors down to the router process.
+pub const SPLICER_FDS: &str = "PGREPL_SPLICER_FDS";
+
+/// The kernel splicer, as `router_splice` asks: none for copy, nor for auto where the kernel
+/// or the process's privilege does not allow it (said in a warning). Loading needs root (or
+/// CAP_BPF and CAP_NET_ADMIN), so it happens before a command becomes the cluster's OS user.
+pub fn load_splicer(mode: RouterSplice) -> anyhow::Result<Option<Splicer>> {
+    if mode == RouterSplice::Copy {
+        return Ok(None);
+    }
+    match Splicer::load() {
+        Ok(splicer) => Ok(Some(splicer)),
+        Err(e) if mode == RouterSplice::Auto => {
+            warn!("the router will copy connections' bytes itself: kernel splicing is not available ({e})");
+            Ok(None)
+        }
+        Err(e) => Err(anyhow::anyhow!(e)).context(
+            "router_splice = kernel, but kernel splicing is not available (it needs root, or CAP_BPF and CAP_NET_ADMIN, and a kernel with CONFIG_BPF_STREAM_PARSER)",
+        ),
+    }
+}
+
+/// Lets the process `cmd` starts use `splicer`: its descriptors stay open across exec, and
+/// their numbers go in `SPLICER_FDS`.
+pub fn hand_down(cmd: &mut Command, splicer: &Splicer) {
+    cmd.env(SPLICER_FDS, splicer.describe_descriptors());
+    let fds = splicer.descriptors();
+    // SAFETY: only fcntl, which is async-signal-safe, runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            for fd in fds {
+                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+/// The splicer a parent handed down (`hand_down`), if it did.
+pub fn handed_down() -> anyhow::Result<Option<Splicer>> {
+    let Ok(text) = std::env::var(SPLICER_FDS) else {
+        return Ok(None);
+    };
+    // SAFETY: `hand_down` put this splicer's descriptors here, and nothing else in this
+    // process took them.
+    let splicer = unsafe { Splicer::from_descriptors(&text) }.with_context(|| format!("take over {SPLICER_FDS}"))?;
+    Ok(Some(splicer))
+}
+
 pub async fn run(dir: &Path) -> anyhow::Result<()> {
+    let splicer = match handed_down()? {
+        Some(splicer) => Some(splicer),
+        None => load_splicer(load_config(&Layout::new(dir))?.router_splice)?,
+    };
     let cluster = Cluster::open(dir).await?;
     let _lock = agent_lock::acquire(&cluster.layout.router_lock())?;
     let listeners = bind(&cluster.config).await?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     tokio::select! {
-        served = serve(&cluster, listeners) => served?,
+        served = serve(&cluster, listeners, splicer) => served?,
         _ = term.recv() => info!("router stopping"),
         _ = int.recv() => info!("router stopping"),
     }

@@ -5,7 +5,7 @@
 use crate::agent_lock;
 use crate::cli::UpArgs;
 use crate::cluster::{enter_as, etcd_prefix, open_store, read_dir_config, Cluster};
-use crate::commands::{ports, summary, wait};
+use crate::commands::{ports, router, summary, wait};
 use crate::config::{self, Config, RawConfig, StoreConfig};
 use crate::layout::Layout;
 use crate::readiness;
@@ -13,6 +13,7 @@ use crate::supervisor::{is_alive, pgrepl_command, running_pid};
 use anyhow::{bail, Context};
 use pgrepl_agent::Secrets;
 use pgrepl_core::{keys, MemberName, MemberSpec, PasswordKind, Spec};
+use pgrepl_router::Splicer;
 use pgrepl_store::{Condition, Store};
 use rand::distributions::{Alphanumeric, DistString};
 use std::os::unix::fs::DirBuilderExt;
@@ -204,7 +205,7 @@ async fn settle_spec(cluster: &Cluster, args: &UpArgs, changed: &[PasswordKind])
 
 /// Starts the supervisor, detached from this terminal, after checking that the ports of the
 /// members and the router are free (or held by this cluster's processes still running).
-async fn start_supervisor(cluster: &Cluster) -> anyhow::Result<tokio::process::Child> {
+async fn start_supervisor(cluster: &Cluster, splicer: Option<&Splicer>) -> anyhow::Result<tokio::process::Child> {
     let (_, view) = cluster.view().await?;
     let layout = &cluster.layout;
     ports::check_free(&cluster.config, view.spec.as_ref().context("no spec")?, |m| still_running(layout, m))?;
@@ -212,6 +213,9 @@ async fn start_supervisor(cluster: &Cluster) -> anyhow::Result<tokio::process::C
     let log = std::fs::OpenOptions::new().create(true).append(true).open(layout.supervisor_log())?;
     let mut cmd = pgrepl_command(&layout.dir)?;
     cmd.arg("supervise").stdout(log.try_clone()?).stderr(log);
+    if let Some(splicer) = splicer {
+        router::hand_down(&mut cmd, splicer);
+    }
     // SAFETY: setsid in the child before exec detaches it from this terminal's session.
     unsafe {
         cmd.pre_exec(|| {
@@ -229,6 +233,11 @@ pub async fn run(dir: &Path, args: UpArgs) -> anyhow::Result<()> {
     let before = if existing { read_dir_config(&layout).ok() } else { None };
     let (raw, config) = settle_config(&layout, &args, existing)?;
     pgrepl_pg::Binaries::find(config.bin_dir.as_deref())?;
+    // Loaded while still root, for the router the new supervisor will start.
+    let splicer = match running_pid(&layout.supervisor_pid()) {
+        None => router::load_splicer(config.router_splice)?,
+        Some(_) => None,
+    };
     prepare_directory(&layout, &config, existing)?;
     let store = open_store(&layout, &config).await?;
     if !existing {
@@ -249,7 +258,7 @@ pub async fn run(dir: &Path, args: UpArgs) -> anyhow::Result<()> {
         }
         wait::until(&cluster, limit, readiness::check).await?;
     } else {
-        let mut supervisor = start_supervisor(&cluster).await?;
+        let mut supervisor = start_supervisor(&cluster, splicer.as_ref()).await?;
         tokio::select! {
             ready = wait::until(&cluster, limit, readiness::check) => { ready?; }
             exit = supervisor.wait() => {

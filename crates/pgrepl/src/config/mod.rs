@@ -5,7 +5,7 @@ pub mod raw;
 pub mod validate;
 
 pub use raw::{read_env, RawConfig};
-pub use validate::{apply_env, check_unchanged, validate, Config, StoreConfig, ADMIN_USER};
+pub use validate::{apply_env, check_unchanged, validate, Config, RouterSplice, StoreConfig, ADMIN_USER};
 
 use anyhow::{bail, Context};
 use std::os::unix::fs::PermissionsExt;

@@ -39,6 +39,7 @@ pub struct RawConfig {
     /// How long a new read-write connection waits for a primary before it gets an error
     /// (default `5s`; `0s` refuses at once).
     pub rw_wait: Option<String>,
+    pub router_splice: Option<String>,
     /// Client address ranges allowed to connect, in CIDR form (default loopback only).
     pub allow: Option<Vec<String>>,
     /// Wipe and re-clone a replica's data each time its agent starts (default false).
@@ -112,6 +113,7 @@ pub const ENV: &[EnvSetting] = &[
     EnvSetting { names: &["PGREPL_RO_MAX_LAG"], field: "ro_max_lag" },
     EnvSetting { names: &["PGREPL_RO_FALLBACK"], field: "ro_fallback" },
     EnvSetting { names: &["PGREPL_RW_WAIT"], field: "rw_wait" },
+    EnvSetting { names: &["PGREPL_ROUTER_SPLICE"], field: "router_splice" },
     EnvSetting { names: &["PGREPL_LOOP_WAIT"], field: "loop_wait" },
     EnvSetting { names: &["PGREPL_TTL"], field: "ttl" },
     EnvSetting { names: &["PGREPL_AUTOMATIC_FAILOVER"], field: "automatic_failover" },

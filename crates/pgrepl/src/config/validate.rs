@@ -32,6 +32,7 @@ pub struct Config {
     pub ro_max_lag: MaxLag,
     pub ro_fallback: pgrepl_router::RoFallback,
     pub rw_wait: Duration,
+    pub router_splice: RouterSplice,
     pub destroy_on_restart: bool,
     pub loop_wait: Duration,
     pub ttl: Duration,
@@ -40,6 +41,17 @@ pub struct Config {
     pub names: Names,
     pub passwords: GivenPasswords,
     pub parameters: BTreeMap<String, String>,
+}
+
+/// How the router moves a connection's bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouterSplice {
+    /// In the kernel where the router may load the splice program, else copied.
+    Auto,
+    /// In the kernel; the router fails to start where it cannot.
+    Kernel,
+    /// Copied by the router.
+    Copy,
 }
 
 /// Where the cluster's state lives.
@@ -278,6 +290,7 @@ pub fn apply_env(raw: &mut RawConfig, env: &[FromEnv]) -> Result<(), ConfigError
             "ro_max_lag" => raw.ro_max_lag = Some(v.clone()),
             "ro_fallback" => raw.ro_fallback = Some(v.clone()),
             "rw_wait" => raw.rw_wait = Some(v.clone()),
+            "router_splice" => raw.router_splice = Some(v.clone()),
             "loop_wait" => raw.loop_wait = Some(v.clone()),
             "ttl" => raw.ttl = Some(v.clone()),
             "maximum_lag_on_failover" => raw.maximum_lag_on_failover = Some(v.clone()),
@@ -428,6 +441,14 @@ pub fn validate(raw: &RawConfig, env: &[FromEnv]) -> Result<Config, ConfigError>
         "refuse" => pgrepl_router::RoFallback::Refuse,
         other => return Err(bad(src.label("ro_fallback"), format!("{other:?} is not allowed; use primary or refuse"))),
     };
+    let router_splice = match raw.router_splice.as_deref().unwrap_or("auto") {
+        "auto" => RouterSplice::Auto,
+        "kernel" => RouterSplice::Kernel,
+        "copy" => RouterSplice::Copy,
+        other => {
+            return Err(bad(src.label("router_splice"), format!("{other:?} is not allowed; use auto, kernel or copy")))
+        }
+    };
     let rw_wait_text = raw.rw_wait.clone().unwrap_or_else(|| "5s".to_string());
     let rw_wait = parse_duration(&rw_wait_text).filter(|d| *d <= Duration::from_secs(600)).ok_or_else(|| {
         bad(src.label("rw_wait"), format!("{rw_wait_text:?} is not allowed; use a duration from 0s to 10m, such as 5s"))
@@ -486,6 +507,7 @@ pub fn validate(raw: &RawConfig, env: &[FromEnv]) -> Result<Config, ConfigError>
         ro_max_lag,
         ro_fallback,
         rw_wait,
+        router_splice,
         destroy_on_restart: raw.destroy_on_restart.unwrap_or(false),
         loop_wait,
         ttl,
@@ -638,6 +660,11 @@ mod tests {
         assert_eq!(c.ro_max_lag, MaxLag::Time(Duration::from_secs(10)));
         assert_eq!(c.ro_fallback, pgrepl_router::RoFallback::Refuse);
         assert_eq!(c.rw_wait, Duration::ZERO);
+        assert_eq!(c.router_splice, RouterSplice::Auto);
+        assert_eq!(env_config(&[("PGREPL_ROUTER_SPLICE", "copy")]).unwrap().router_splice, RouterSplice::Copy);
+        let err = env_config(&[("PGREPL_ROUTER_SPLICE", "fast")]).unwrap_err();
+        assert_eq!(err.setting, "router_splice (PGREPL_ROUTER_SPLICE)");
+        assert!(err.problem.contains("\"fast\" is not allowed; use auto, kernel or copy"), "{}", err.problem);
         let err = env_config(&[("PGREPL_RO_MAX_LAG", "lots")]).unwrap_err();
         assert_eq!(err.setting, "ro_max_lag (PGREPL_RO_MAX_LAG)");
         let err = env_config(&[("PGREPL_RO_FALLBACK", "random")]).unwrap_err();

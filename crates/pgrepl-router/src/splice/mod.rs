@@ -1,0 +1,158 @@
+//! Kernel splicing: the kernel itself passes a routed connection's bytes from one socket to
+//! the other (a BPF sockhash with a stream verdict program), so the router is not woken, and
+//! makes no system call, for each message. The router keeps three jobs: set a pair up, notice
+//! when one side hangs up, and bound what the kernel holds for a side that reads slowly; for
+//! the last two it pauses the pair, waits until the kernel has sent on all it took in, and
+//! copies the rest of the connection itself.
+//!
+//! Needs Linux with `CONFIG_BPF_STREAM_PARSER` and the privilege to load BPF programs (root,
+//! or CAP_BPF and CAP_NET_ADMIN).
+
+mod bpf;
+mod socket;
+
+pub(crate) use socket::{written, Hangup, Hangups};
+
+use bpf::Map;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+
+/// At most this many connections are spliced at once (two sockets each); further ones are
+/// copied.
+const MAX_SOCKETS: u32 = 65_536;
+
+/// The kernel objects of splicing, made once per router process.
+pub struct Splicer {
+    /// Socket cookie -> the socket its bytes go out of.
+    partners: Map,
+    /// Socket cookie -> bytes the kernel has passed on from that socket.
+    forwarded: Map,
+    /// Socket cookies whose bytes the kernel leaves to the router.
+    paused: Map,
+    _program: OwnedFd,
+}
+
+impl Splicer {
+    /// Creates the maps and loads the program; fails without the privilege or kernel support.
+    pub fn load() -> io::Result<Splicer> {
+        let partners = Map::create(bpf::MAP_SOCKHASH, 4, MAX_SOCKETS)?;
+        let forwarded = Map::create(bpf::MAP_HASH, 8, MAX_SOCKETS)?;
+        let paused = Map::create(bpf::MAP_HASH, 4, MAX_SOCKETS)?;
+        let program = bpf::attach_verdict(&bpf::verdict_program(&partners, &forwarded, &paused), &partners)?;
+        Ok(Splicer { partners, forwarded, paused, _program: program })
+    }
+
+    /// The descriptors of the maps and the program, for a child process started to use them
+    /// (`from_descriptors`): a process that may load the program (root) makes the splicer, an
+    /// unprivileged router uses it.
+    pub fn descriptors(&self) -> [RawFd; 4] {
+        [self.partners.fd(), self.forwarded.fd(), self.paused.fd(), self._program.as_raw_fd()]
+    }
+
+    /// Text for `from_descriptors`, such as "5,6,7,8".
+    pub fn describe_descriptors(&self) -> String {
+        self.descriptors().map(|fd| fd.to_string()).join(",")
+    }
+
+    /// Takes over the descriptors a parent handed down (see `descriptors`), in that order.
+    ///
+    /// # Safety
+    /// The descriptors must be open, be this splicer's objects, and be owned by nothing else
+    /// in this process.
+    pub unsafe fn from_descriptors(text: &str) -> io::Result<Splicer> {
+        let fds: Vec<RawFd> = text.split(',').map(|n| n.trim().parse()).collect::<Result<_, _>>().map_err(|_| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("{text:?} is not four descriptor numbers"))
+        })?;
+        let [partners, forwarded, paused, program] = fds[..] else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{text:?} is not four descriptor numbers"),
+            ));
+        };
+        for fd in [partners, forwarded, paused, program] {
+            // SAFETY: fcntl on a descriptor number; it fails cleanly when the number is not open.
+            if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("descriptor {fd} is not open")));
+            }
+        }
+        // SAFETY: the caller vouches that these are this splicer's objects, owned by nobody else.
+        let own = |fd| unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Splicer {
+            partners: Map::from_fd(own(partners)),
+            forwarded: Map::from_fd(own(forwarded)),
+            paused: Map::from_fd(own(paused)),
+            _program: own(program),
+        })
+    }
+
+    /// Splices `client` and `server`: from now on the kernel passes each one's bytes to the
+    /// other. Bytes that arrived before stay queued for the router to pass on.
+    pub(crate) fn splice(self: &Arc<Self>, client: &impl AsRawFd, server: &impl AsRawFd) -> io::Result<Spliced> {
+        let spliced = Spliced { splicer: self.clone(), cookies: [cookie(client)?, cookie(server)?] };
+        for (key, partner) in [(spliced.cookies[0], server.as_raw_fd()), (spliced.cookies[1], client.as_raw_fd())] {
+            self.forwarded.insert(key, &0u64)?;
+            self.partners.insert(key, &(partner as u32))?;
+        }
+        Ok(spliced)
+    }
+}
+
+/// Which socket of a spliced pair.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Side {
+    Client = 0,
+    Server = 1,
+}
+
+/// A spliced pair; dropping it forgets the pair in the kernel's maps.
+pub(crate) struct Spliced {
+    splicer: Arc<Splicer>,
+    cookies: [u64; 2],
+}
+
+impl Spliced {
+    /// Bytes the kernel has passed on from `from` to the other side.
+    pub(crate) fn forwarded(&self, from: Side) -> io::Result<u64> {
+        Ok(self.splicer.forwarded.get_u64(self.cookies[from as usize])?.unwrap_or(0))
+    }
+
+    /// Stops the kernel passing bytes on, both ways: what arrives from now on is the router's
+    /// to read. What the kernel already took in, it still sends.
+    pub(crate) fn pause(&self) -> io::Result<()> {
+        for key in self.cookies {
+            self.splicer.paused.insert(key, &1u32)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Spliced {
+    fn drop(&mut self) {
+        for key in self.cookies {
+            let _ = self.splicer.partners.remove(key);
+            let _ = self.splicer.forwarded.remove(key);
+            let _ = self.splicer.paused.remove(key);
+        }
+    }
+}
+
+/// The kernel's unique, never reused number for a socket.
+fn cookie(socket: &impl AsRawFd) -> io::Result<u64> {
+    let mut value = 0u64;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: `value` and `len` are valid for the duration of the call and sized as SO_COOKIE needs.
+    let r = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_COOKIE,
+            &mut value as *mut u64 as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(value)
+}

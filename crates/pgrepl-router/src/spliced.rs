@@ -1,0 +1,219 @@
+//! One routed connection spliced in the kernel (see `splice`). The router sets the pair up,
+//! then only watches: for a demoted rw backend (close at once), for a side hanging up, and
+//! for bytes piling up in the kernel towards a side that reads slowly. On the last two it
+//! pauses the pair, waits until the kernel has sent on everything it took in, and copies the
+//! rest of the connection itself, which passes a half-close on in order and holds at most its
+//! own buffers for a slow reader.
+
+use crate::proxy;
+use crate::splice::{written, Hangup, Hangups, Side, Spliced, Splicer};
+use crate::{Backend, Endpoint, Topology};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+/// Bytes the kernel may hold for one side, on top of that socket's own send buffer, before
+/// the router takes the connection over.
+const BACKLOG_LIMIT: u64 = 4 << 20;
+/// How often the backlog is checked while bytes move; idle pairs are checked less often.
+const CHECK_BUSY: Duration = Duration::from_millis(50);
+const CHECK_IDLE: Duration = Duration::from_secs(1);
+/// How often a pausing pair is checked for the kernel having sent everything on.
+const DRAIN_POLL: Duration = Duration::from_millis(1);
+
+pub(crate) async fn run(
+    endpoint: Endpoint,
+    client: TcpStream,
+    server: TcpStream,
+    backend: Backend,
+    topology: watch::Receiver<Topology>,
+    splicer: &Arc<Splicer>,
+) {
+    let spliced = match splicer.splice(&client, &server) {
+        Ok(spliced) => spliced,
+        Err(e) => {
+            warn!(%endpoint, backend = %backend.name, "splice a connection in the kernel: {e}; copying it instead");
+            return proxy::copy(endpoint, client, server, backend, topology).await;
+        }
+    };
+    let (client, server, early) = match set_up(client, server).await {
+        Ok(set_up) => set_up,
+        Err(e) => return debug!(%endpoint, backend = %backend.name, "connection ended while splicing: {e}"),
+    };
+    let pair = Pair { spliced, client, server, early };
+    let demoted = proxy::demoted(endpoint, &backend, topology.clone());
+    tokio::pin!(demoted);
+    let handover = async {
+        let hangups = Hangups::watch(&pair.client, &pair.server)?;
+        let why = tokio::select! {
+            why = watch(&pair, &hangups) => why?,
+            _ = &mut demoted => return Ok(None),
+        };
+        pair.spliced.pause()?;
+        tokio::select! {
+            drained = pair.drain(&hangups) => drained?,
+            _ = &mut demoted => return Ok(None),
+        }
+        Ok::<_, io::Error>(Some(why))
+    };
+    match handover.await {
+        Ok(Some(why)) => {
+            debug!(%endpoint, backend = %backend.name, "the router copies the rest of the connection: {why}");
+            let Pair { spliced, client, server, .. } = pair;
+            match (TcpStream::from_std(client), TcpStream::from_std(server)) {
+                (Ok(client), Ok(server)) => proxy::copy(endpoint, client, server, backend.clone(), topology).await,
+                (Err(e), _) | (_, Err(e)) => debug!(%endpoint, "register a connection: {e}"),
+            }
+            drop(spliced);
+        }
+        Ok(None) => proxy::closed_demoted(endpoint, &backend),
+        Err(e) => debug!(%endpoint, backend = %backend.name, "connection ended: {e}"),
+    }
+}
+
+/// A spliced pair, off tokio's poller (which the kernel would wake for every message).
+struct Pair {
+    spliced: Spliced,
+    client: std::net::TcpStream,
+    server: std::net::TcpStream,
+    /// Bytes the router itself wrote to each side (indexed by `Side`).
+    early: [u64; 2],
+}
+
+/// Passes on what each side sent before the splice was in place (the client's first message,
+/// at most: it waits for an answer before it sends more, so nothing can overtake these bytes),
+/// then takes both sockets off tokio's poller.
+async fn set_up(
+    mut client: TcpStream,
+    mut server: TcpStream,
+) -> io::Result<(std::net::TcpStream, std::net::TcpStream, [u64; 2])> {
+    let mut early = [0u64; 2];
+    early[Side::Server as usize] = pass_queued(&client, &mut server).await?;
+    early[Side::Client as usize] = pass_queued(&server, &mut client).await?;
+    Ok((client.into_std()?, server.into_std()?, early))
+}
+
+/// Reads what is queued on `from` without waiting, writes it to `to`; returns its length.
+async fn pass_queued(from: &TcpStream, to: &mut TcpStream) -> io::Result<u64> {
+    let mut queued = Vec::new();
+    let mut buffer = [0u8; 16 * 1024];
+    loop {
+        // SAFETY: `buffer` is valid for its length; MSG_DONTWAIT never blocks.
+        let n = unsafe { libc::recv(from.as_raw_fd(), buffer.as_mut_ptr().cast(), buffer.len(), libc::MSG_DONTWAIT) };
+        match n {
+            0 => break,
+            n if n > 0 => queued.extend_from_slice(&buffer[..n as usize]),
+            _ => match io::Error::last_os_error() {
+                e if e.kind() == io::ErrorKind::WouldBlock => break,
+                e => return Err(e),
+            },
+        }
+    }
+    to.write_all(&queued).await?;
+    Ok(queued.len() as u64)
+}
+
+impl Pair {
+    /// Bytes the kernel took in from each side and has not yet written to the other, indexed
+    /// by the side they go to, and the counts of bytes forwarded they were computed from.
+    fn backlog(&self) -> io::Result<([u64; 2], [u64; 2])> {
+        let forwarded = [self.spliced.forwarded(Side::Client)?, self.spliced.forwarded(Side::Server)?];
+        let to_server = written(&self.server)?.saturating_sub(self.early[Side::Server as usize]);
+        let to_client = written(&self.client)?.saturating_sub(self.early[Side::Client as usize]);
+        let backlog = [
+            forwarded[Side::Server as usize].saturating_sub(to_client),
+            forwarded[Side::Client as usize].saturating_sub(to_server),
+        ];
+        Ok((backlog, forwarded))
+    }
+
+    /// Waits (the pair paused) until the kernel has written everything it took in: nothing
+    /// held, twice in a row with the same counts, so a segment the kernel was passing on at
+    /// the moment of the pause is counted too.
+    /// A broken connection ends the wait with an error.
+    async fn drain(&self, hangups: &Hangups) -> io::Result<()> {
+        let mut last = None;
+        loop {
+            let (backlog, forwarded) = self.backlog()?;
+            if backlog == [0, 0] && last == Some(forwarded) {
+                return Ok(());
+            }
+            last = (backlog == [0, 0]).then_some(forwarded);
+            tokio::select! {
+                hangup = hangups.wait() => if hangup? == Hangup::Broken {
+                    return Err(io::Error::other("connection broken"));
+                },
+                _ = tokio::time::sleep(DRAIN_POLL) => {}
+            }
+        }
+    }
+}
+
+/// Watches a spliced pair until the router must take it over; says why.
+async fn watch(pair: &Pair, hangups: &Hangups) -> io::Result<&'static str> {
+    let mut every = CHECK_BUSY;
+    let mut last = [0u64; 2];
+    loop {
+        tokio::select! {
+            hangup = hangups.wait() => return match hangup? {
+                Hangup::HalfClosed => Ok("a side closed its half of the connection"),
+                Hangup::Broken => Err(io::Error::other("connection broken")),
+            },
+            _ = tokio::time::sleep(every) => {}
+        }
+        let (backlog, forwarded) = pair.backlog()?;
+        if let Some(why) = too_much_held(backlog) {
+            info!("{why}: the router copies this connection from now on, holding at most its buffers");
+            return Ok(why);
+        }
+        every = next_check(every, forwarded != last);
+        last = forwarded;
+    }
+}
+
+/// Whether the kernel holds too much for one side, indexed by `Side`.
+fn too_much_held(backlog: [u64; 2]) -> Option<&'static str> {
+    if backlog[Side::Client as usize] > BACKLOG_LIMIT {
+        Some("a client reads its results too slowly for the kernel to hold them")
+    } else if backlog[Side::Server as usize] > BACKLOG_LIMIT {
+        Some("a server reads too slowly for the kernel to hold what its client sends")
+    } else {
+        None
+    }
+}
+
+/// Checks come every `CHECK_BUSY` while bytes move, and back off to `CHECK_IDLE` while not.
+fn next_check(every: Duration, moved: bool) -> Duration {
+    if moved {
+        CHECK_BUSY
+    } else {
+        (every * 2).min(CHECK_IDLE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checks_back_off_while_idle_and_speed_up_when_bytes_move() {
+        let mut every = CHECK_BUSY;
+        for _ in 0..10 {
+            every = next_check(every, false);
+        }
+        assert_eq!(every, CHECK_IDLE);
+        assert_eq!(next_check(every, true), CHECK_BUSY);
+    }
+
+    #[test]
+    fn only_a_backlog_over_the_limit_hands_a_connection_over() {
+        assert_eq!(too_much_held([BACKLOG_LIMIT, BACKLOG_LIMIT]), None);
+        assert!(too_much_held([BACKLOG_LIMIT + 1, 0]).unwrap().contains("client reads"));
+        assert!(too_much_held([0, BACKLOG_LIMIT + 1]).unwrap().contains("server reads"));
+    }
+}

@@ -1,0 +1,171 @@
+//! Kernel splicing through the router's real endpoint, with plain TCP peers standing in for
+//! client and server: bytes pass both ways intact and in order, a half-close is passed on
+//! after the data before it, a slow reader gets every byte while the router takes the
+//! connection over, and a demoted rw backend's connections are closed.
+//!
+//! Needs root (or CAP_BPF and CAP_NET_ADMIN) and a kernel with CONFIG_BPF_STREAM_PARSER, as
+//! `make test` has.
+
+use pgrepl_router::{serve, Backend, Endpoint, RoFallback, Settings, Splicer, Topology};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// The router's log lines, captured.
+#[derive(Clone, Default)]
+struct Log(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Log {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Log {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// A router rw endpoint in front of `server`, splicing; returns its address.
+async fn router(server: SocketAddr) -> (SocketAddr, watch::Sender<Topology>) {
+    let splicer = Splicer::load().expect("load the splice program (needs root and CONFIG_BPF_STREAM_PARSER)");
+    let backend = Backend { name: "m1".into(), addr: server };
+    let (tx, rx) = watch::channel(Topology { rw: Some(backend), ro: vec![] });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let settings = Settings {
+        rw_wait: Duration::from_secs(1),
+        ro_fallback: RoFallback::Refuse,
+        connect_timeout: Duration::from_secs(1),
+        splicer: Some(Arc::new(splicer)),
+    };
+    tokio::spawn(serve(Endpoint::Rw, listener, rx, settings));
+    (addr, tx)
+}
+
+fn capture_log() -> (Log, tracing::subscriber::DefaultGuard) {
+    let log = Log::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    (log, tracing::subscriber::set_default(subscriber))
+}
+
+/// The byte at `i` of a test stream: a pattern that shows any loss or reordering.
+fn pattern(i: usize) -> u8 {
+    (i % 251) as u8
+}
+
+#[tokio::test]
+async fn messages_pass_both_ways_in_the_kernel() {
+    let (log, _guard) = capture_log();
+    let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (addr, _topology) = router(server.local_addr().unwrap()).await;
+    // The client speaks first, before the router has even connected: those bytes were queued
+    // before the splice and must still arrive first.
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client.write_all(b"hello").await.unwrap();
+    let (mut backend, _) = server.accept().await.unwrap();
+    let mut greeting = [0u8; 5];
+    backend.read_exact(&mut greeting).await.unwrap();
+    assert_eq!(&greeting, b"hello");
+    for round in 0..2000u32 {
+        backend.write_all(&round.to_be_bytes()).await.unwrap();
+        let mut answer = [0u8; 4];
+        client.read_exact(&mut answer).await.unwrap();
+        assert_eq!(u32::from_be_bytes(answer), round);
+        client.write_all(&(round * 3).to_be_bytes()).await.unwrap();
+        backend.read_exact(&mut answer).await.unwrap();
+        assert_eq!(u32::from_be_bytes(answer), round * 3);
+    }
+    assert!(!log.text().contains("copies the rest"), "the router took over a connection it need not:\n{}", log.text());
+    assert!(!log.text().contains("copying it instead"), "{}", log.text());
+}
+
+#[tokio::test]
+async fn a_half_close_passes_on_after_the_bytes_before_it() {
+    let (log, _guard) = capture_log();
+    let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (addr, _topology) = router(server.local_addr().unwrap()).await;
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    let (mut backend, _) = server.accept().await.unwrap();
+    // Let the splice settle, then send a request and half-close, as a cancel request does.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let request: Vec<u8> = (0..100_000).map(pattern).collect();
+    client.write_all(&request).await.unwrap();
+    client.shutdown().await.unwrap();
+    let mut received = Vec::new();
+    backend.read_to_end(&mut received).await.unwrap();
+    assert!(received == request, "the server got {} of {} bytes, or out of order", received.len(), request.len());
+    // The other half still works: the answer reaches the client, then the close.
+    backend.write_all(b"answer").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(backend);
+    let mut answer = Vec::new();
+    client.read_to_end(&mut answer).await.unwrap();
+    assert_eq!(answer, b"answer", "{}", log.text());
+    assert!(log.text().contains("closed its half"), "{}", log.text());
+}
+
+#[tokio::test]
+async fn a_slow_reader_gets_every_byte_and_the_kernel_holds_a_bounded_amount() {
+    let (log, _guard) = capture_log();
+    let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (addr, _topology) = router(server.local_addr().unwrap()).await;
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    let (mut backend, _) = server.accept().await.unwrap();
+    const SIZE: usize = 256 << 20;
+    let writer = tokio::spawn(async move {
+        let chunk: Vec<u8> = (0..251 * 1024).map(pattern).collect();
+        let mut sent = 0;
+        while sent < SIZE {
+            let n = chunk.len().min(SIZE - sent);
+            backend.write_all(&chunk[..n]).await.unwrap();
+            sent += n;
+        }
+    });
+    // The client reads nothing for a while: without a bound the kernel would take in all
+    // 256 MB meanwhile. With it, the server is stopped by TCP flow control.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!writer.is_finished(), "the server could send all 256 MB to a client that reads nothing");
+    let mut received = 0usize;
+    let mut buffer = vec![0u8; 64 * 1024];
+    while received < SIZE {
+        let n = client.read(&mut buffer).await.unwrap();
+        assert!(n > 0, "the connection ended after {received} bytes");
+        for (k, b) in buffer[..n].iter().enumerate() {
+            assert_eq!(*b, pattern(received + k), "byte {} is wrong", received + k);
+        }
+        received += n;
+    }
+    writer.await.unwrap();
+    assert!(log.text().contains("reads its results too slowly"), "{}", log.text());
+}
+
+#[tokio::test]
+async fn a_demoted_primarys_connections_are_closed() {
+    let (_log, _guard) = capture_log();
+    let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (addr, topology) = router(server.local_addr().unwrap()).await;
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    let (mut backend, _) = server.accept().await.unwrap();
+    client.write_all(b"ping").await.unwrap();
+    let mut ping = [0u8; 4];
+    backend.read_exact(&mut ping).await.unwrap();
+    topology.send_modify(|t| t.rw = None);
+    let mut rest = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(2), client.read_to_end(&mut rest)).await;
+    assert!(matches!(ended, Ok(Ok(0)) | Ok(Err(_))), "the client's connection stayed open: {ended:?}");
+}
