@@ -227,6 +227,7 @@ psql_direct CHECKPOINT
   printf 'haproxy_nbthread\t%s\n' "${NBTHREAD:-default}"
   printf 'haproxy_threads\t%s\n' "$(ls "/proc/$HAPROXY_PID/task" | wc -l)"
   printf 'router_threads\t%s\n' "$(ls "/proc/$ROUTER_PID/task" | wc -l)"
+  printf 'router_mode\t%s\n' "$(grep -o "the kernel splices connections' bytes\|the router copies connections' bytes[^\"]*" "$D/router.log" | tail -1)"
   printf 'pgrepl_commit\t%s%s\n' "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
     "$([ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no -- crates Cargo.toml Cargo.lock 2>/dev/null)" ] && echo ' (with uncommitted changes to the sources)')"
   printf 'pgrepl_binary\t%s\n' "$(date -u -r "$PGREPL" '+built %Y-%m-%d %H:%M UTC')"

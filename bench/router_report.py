@@ -127,7 +127,7 @@ def main():
           f"| PostgreSQL | {machine['postgres']} (shared_buffers {machine['shared_buffers']}, synchronous_commit "
           f"{machine['synchronous_commit']}, synchronous_standby_names '{machine['synchronous_standby_names']}', ssl {machine['ssl']}) |",
           f"| pgbench | {machine['pgbench']}, scale {machine['pgbench_scale']}, `-T {machine['run_seconds']}`, default (simple) protocol |",
-          f"| pgrepl | commit {machine['pgrepl_commit']}, release binary {machine['pgrepl_binary']}; router process with {machine['router_threads']} threads |",
+          f"| pgrepl | commit {machine['pgrepl_commit']}, release binary {machine['pgrepl_binary']}; router process with {machine['router_threads']} threads; its log: \"{machine.get('router_mode', '?')}\" |",
           f"| HAProxy | {machine['haproxy']}; `mode tcp`, nbthread {machine['haproxy_nbthread']} ({machine['haproxy_threads']} threads) |",
           f"| 1/5/15-min load when the run started | {machine['load_at_start']} |",
           "",
@@ -143,30 +143,38 @@ def main():
         flag = "-S" if mode == "select-only" else "-N"
         md += [f"#### {mode} (`pgbench {flag}`)", "",
                "| clients | direct TPS | pgrepl TPS (× direct) | HAProxy TPS (× direct) | direct latency (ms) | "
-               "pgrepl latency (× direct) | HAProxy latency (× direct) | pgrepl CPU ms / 1000 tx | HAProxy CPU ms / 1000 tx | goal |",
-               "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+               "pgrepl latency (× direct) | HAProxy latency (× direct) | pgrepl process CPU ms / 1000 tx | HAProxy process CPU ms / 1000 tx | "
+               "pgrepl machine CPU added ms / 1000 tx | HAProxy machine CPU added ms / 1000 tx | goal |",
+               "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
         for c in clients:
             d, p, h = (cell(mode, c, t) for t in TARGETS)
             tp, th = ratio(p["tps"], d["tps"]), ratio(h["tps"], d["tps"])
             lp, lh = ratio(p["lat"], d["lat"]), ratio(h["lat"], d["lat"])
-            if None in (tp, th, p["proxy"], h["proxy"]):
+            # What the proxy costs the whole machine: busy CPU per transaction beyond direct's. The
+            # router's own process CPU misses the work the kernel does for it when it splices.
+            added = lambda x: None if x["busy"] is None or d["busy"] is None else x["busy"] - d["busy"]
+            ap, ah = added(p), added(h)
+            if None in (tp, th, ap, ah):
                 verdict = "no data"
             else:
                 why = []
                 if not tp > th:
                     why.append(f"TPS ratio {tp:.2f} ≤ HAProxy's {th:.2f}")
-                if not p["proxy"] <= h["proxy"]:
-                    why.append(f"CPU {p['proxy'] / h['proxy']:.2f}× HAProxy's")
+                if not ap <= ah:
+                    why.append(f"machine CPU added {ap:.1f} > HAProxy's {ah:.1f} ms")
                 verdict = "met" if not why else "**not met**: " + "; ".join(why)
             verdicts.append((mode, c, verdict))
             mark = " †" if (mode, c) in short else ""
             md.append(f"| {c}{mark} | {fmt(d['tps'], 0)} | {fmt(p['tps'], 0)} ({fmt(tp)}) | {fmt(h['tps'], 0)} ({fmt(th)}) | "
-                      f"{fmt(d['lat'], 3)} | {fmt(lp)} | {fmt(lh)} | {fmt(p['proxy'])} | {fmt(h['proxy'])} | {verdict} |")
+                      f"{fmt(d['lat'], 3)} | {fmt(lp)} | {fmt(lh)} | {fmt(p['proxy'])} | {fmt(h['proxy'])} | {fmt(ap)} | {fmt(ah)} | {verdict} |")
         md.append("")
 
     met = sum(v == "met" for _, _, v in verdicts)
-    md += [f"Goal (a higher TPS ratio than HAProxy at every client count, and no more proxy CPU per transaction "
-           f"than HAProxy): met in {met} of {len(verdicts)} rows. For reference, {ISSUE_HAPROXY}.", ""]
+    md += [f"Goal (a higher TPS ratio than HAProxy at every client count, and no more CPU per transaction "
+           f"than HAProxy): met in {met} of {len(verdicts)} rows. CPU here is what the proxy adds to the whole machine: "
+           "its busy time per 1,000 transactions minus direct's (medians), since a router that splices in the kernel "
+           "does its work in softirq and kernel worker threads, outside its own process; its process CPU is shown "
+           f"beside it. For reference, {ISSUE_HAPROXY}.", ""]
 
     # consistency: the ratios pass by pass (each pass's proxy run against the same pass's direct run)
     passes = sorted({r["pass"] for r in runs}, key=int)
