@@ -87,6 +87,9 @@ pub async fn serve(
     settings: Settings,
 ) -> std::io::Result<()> {
     let next = Arc::new(AtomicUsize::new(0));
+    if let Some(splicer) = &settings.splicer {
+        splicer.watch_stops();
+    }
     info!(%endpoint, addr = %listener.local_addr()?, "router endpoint listening");
     loop {
         let (client, peer) = match listener.accept().await {

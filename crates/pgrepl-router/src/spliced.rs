@@ -1,9 +1,10 @@
 //! One routed connection spliced in the kernel (see `splice`). The router sets the pair up,
 //! then only watches: for a demoted rw backend (close at once), for a side hanging up, and
-//! for bytes piling up in the kernel towards a side that reads slowly. On the last two it
-//! pauses the pair, waits until the kernel has sent on everything it took in, and copies the
-//! rest of the connection itself, which passes a half-close on in order and holds at most its
-//! own buffers for a slow reader.
+//! for the kernel stopping a side whose partner reads too slowly (the kernel may pass on at
+//! most `BACKLOG_LIMIT` bytes beyond what the partner's socket has taken; the router raises
+//! that allowance as bytes are sent). On the last two it pauses the pair, waits until the
+//! kernel has sent on everything it took in, and copies the rest of the connection itself,
+//! which passes a half-close on in order and holds at most its own buffers for a slow reader.
 
 use crate::proxy;
 use crate::splice::{written, Hangup, Hangups, Side, Spliced, Splicer};
@@ -20,7 +21,7 @@ use tracing::{debug, info, warn};
 /// Bytes the kernel may hold for one side, on top of that socket's own send buffer, before
 /// the router takes the connection over.
 const BACKLOG_LIMIT: u64 = 4 << 20;
-/// How often the backlog is checked while bytes move; idle pairs are checked less often.
+/// How often allowances are raised while bytes move; idle pairs are checked less often.
 const CHECK_BUSY: Duration = Duration::from_millis(50);
 const CHECK_IDLE: Duration = Duration::from_secs(1);
 /// How often a pausing pair is checked for the kernel having sent everything on.
@@ -34,7 +35,7 @@ pub(crate) async fn run(
     topology: watch::Receiver<Topology>,
     splicer: &Arc<Splicer>,
 ) {
-    let spliced = match splicer.splice(&client, &server) {
+    let spliced = match splicer.splice(&client, &server, BACKLOG_LIMIT) {
         Ok(spliced) => spliced,
         Err(e) => {
             warn!(%endpoint, backend = %backend.name, "splice a connection in the kernel: {e}; copying it instead");
@@ -46,12 +47,13 @@ pub(crate) async fn run(
         Err(e) => return debug!(%endpoint, backend = %backend.name, "connection ended while splicing: {e}"),
     };
     let pair = Pair { spliced, client, server, early };
+    let stopped = splicer.stopped();
     let demoted = proxy::demoted(endpoint, &backend, topology.clone());
     tokio::pin!(demoted);
     let handover = async {
         let hangups = Hangups::watch(&pair.client, &pair.server)?;
         let why = tokio::select! {
-            why = watch(&pair, &hangups) => why?,
+            why = watch(&pair, &hangups, stopped) => why?,
             _ = &mut demoted => return Ok(None),
         };
         pair.spliced.pause()?;
@@ -119,12 +121,20 @@ async fn pass_queued(from: &TcpStream, to: &mut TcpStream) -> io::Result<u64> {
 }
 
 impl Pair {
+    /// Bytes written to each side (indexed by `Side`) that the kernel passed on: all bytes
+    /// written to it but those the router wrote itself.
+    fn delivered(&self) -> io::Result<[u64; 2]> {
+        Ok([
+            written(&self.client)?.saturating_sub(self.early[Side::Client as usize]),
+            written(&self.server)?.saturating_sub(self.early[Side::Server as usize]),
+        ])
+    }
+
     /// Bytes the kernel took in from each side and has not yet written to the other, indexed
     /// by the side they go to, and the counts of bytes forwarded they were computed from.
     fn backlog(&self) -> io::Result<([u64; 2], [u64; 2])> {
         let forwarded = [self.spliced.forwarded(Side::Client)?, self.spliced.forwarded(Side::Server)?];
-        let to_server = written(&self.server)?.saturating_sub(self.early[Side::Server as usize]);
-        let to_client = written(&self.client)?.saturating_sub(self.early[Side::Client as usize]);
+        let [to_client, to_server] = self.delivered()?;
         let backlog = [
             forwarded[Side::Server as usize].saturating_sub(to_client),
             forwarded[Side::Client as usize].saturating_sub(to_server),
@@ -154,8 +164,10 @@ impl Pair {
     }
 }
 
-/// Watches a spliced pair until the router must take it over; says why.
-async fn watch(pair: &Pair, hangups: &Hangups) -> io::Result<&'static str> {
+/// Watches a spliced pair until the router must take it over; says why. Raises each side's
+/// allowance as its partner's socket takes the bytes, and looks at once when the kernel
+/// stopped some socket.
+async fn watch(pair: &Pair, hangups: &Hangups, mut stopped: watch::Receiver<u64>) -> io::Result<&'static str> {
     let mut every = CHECK_BUSY;
     let mut last = [0u64; 2];
     loop {
@@ -164,26 +176,31 @@ async fn watch(pair: &Pair, hangups: &Hangups) -> io::Result<&'static str> {
                 Hangup::HalfClosed => Ok("a side closed its half of the connection"),
                 Hangup::Broken => Err(io::Error::other("connection broken")),
             },
+            _ = stopped.changed() => {}
             _ = tokio::time::sleep(every) => {}
         }
-        let (backlog, forwarded) = pair.backlog()?;
-        if let Some(why) = too_much_held(backlog) {
-            info!("{why}: the router copies this connection from now on, holding at most its buffers");
-            return Ok(why);
+        for from in [Side::Client, Side::Server] {
+            if pair.spliced.is_paused(from)? {
+                let why = why_stopped(from);
+                info!("{why}: the router copies this connection from now on, holding at most its buffers");
+                return Ok(why);
+            }
         }
-        every = next_check(every, forwarded != last);
-        last = forwarded;
+        let delivered = pair.delivered()?;
+        if delivered != last {
+            pair.spliced.allow(Side::Server, delivered[Side::Client as usize] + BACKLOG_LIMIT)?;
+            pair.spliced.allow(Side::Client, delivered[Side::Server as usize] + BACKLOG_LIMIT)?;
+        }
+        every = next_check(every, delivered != last);
+        last = delivered;
     }
 }
 
-/// Whether the kernel holds too much for one side, indexed by `Side`.
-fn too_much_held(backlog: [u64; 2]) -> Option<&'static str> {
-    if backlog[Side::Client as usize] > BACKLOG_LIMIT {
-        Some("a client reads its results too slowly for the kernel to hold them")
-    } else if backlog[Side::Server as usize] > BACKLOG_LIMIT {
-        Some("a server reads too slowly for the kernel to hold what its client sends")
-    } else {
-        None
+/// Why the kernel stopped passing on the bytes of `from`.
+fn why_stopped(from: Side) -> &'static str {
+    match from {
+        Side::Server => "a client reads its results too slowly for the kernel to hold them",
+        Side::Client => "a server reads too slowly for the kernel to hold what its client sends",
     }
 }
 
@@ -211,9 +228,8 @@ mod tests {
     }
 
     #[test]
-    fn only_a_backlog_over_the_limit_hands_a_connection_over() {
-        assert_eq!(too_much_held([BACKLOG_LIMIT, BACKLOG_LIMIT]), None);
-        assert!(too_much_held([BACKLOG_LIMIT + 1, 0]).unwrap().contains("client reads"));
-        assert!(too_much_held([0, BACKLOG_LIMIT + 1]).unwrap().contains("server reads"));
+    fn a_stopped_side_is_named_by_who_reads_slowly() {
+        assert!(why_stopped(Side::Server).contains("client reads"));
+        assert!(why_stopped(Side::Client).contains("server reads"));
     }
 }

@@ -1,6 +1,6 @@
 //! The few bpf(2) calls kernel splicing needs, and its one program, written out instruction by
-//! instruction: it is 31 instructions long, and writing them here spares the build a BPF
-//! compiler. Layouts and numbers are those of `linux/bpf.h`.
+//! instruction: it is about 60 instructions long, and writing them here spares the build a
+//! BPF compiler. Layouts and numbers are those of `linux/bpf.h`.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -14,11 +14,14 @@ const PROG_ATTACH: i32 = 8;
 
 pub(super) const MAP_HASH: u32 = 1;
 pub(super) const MAP_SOCKHASH: u32 = 18;
+pub(super) const MAP_RINGBUF: u32 = 27;
 const PROG_TYPE_SK_SKB: u32 = 14;
 const ATTACH_SK_SKB_STREAM_VERDICT: u32 = 5;
 
 /// Helper functions the program calls (`enum bpf_func_id`).
 const HELPER_MAP_LOOKUP_ELEM: i32 = 1;
+const HELPER_MAP_UPDATE_ELEM: i32 = 2;
+const HELPER_RINGBUF_OUTPUT: i32 = 130;
 const HELPER_GET_SOCKET_COOKIE: i32 = 46;
 const HELPER_SK_REDIRECT_HASH: i32 = 72;
 /// The verdict that lets a segment through (to a redirect, if one was set).
@@ -57,14 +60,21 @@ struct Element {
     flags: u64,
 }
 
-/// A BPF map keyed by socket cookie (u64).
+/// A BPF map.
 pub(super) struct Map {
     fd: OwnedFd,
 }
 
 impl Map {
+    /// A map keyed by socket cookie (u64).
     pub(super) fn create(map_type: u32, value_size: u32, max_entries: u32) -> io::Result<Map> {
         let mut attr = MapCreate { map_type, key_size: 8, value_size, max_entries };
+        Ok(Map { fd: owned_fd(bpf(MAP_CREATE, &mut attr)?) })
+    }
+
+    /// A ring buffer of `bytes` (a power of two, a multiple of the page size).
+    pub(super) fn ring_buffer(bytes: u32) -> io::Result<Map> {
+        let mut attr = MapCreate { map_type: MAP_RINGBUF, key_size: 0, value_size: 0, max_entries: bytes };
         Ok(Map { fd: owned_fd(bpf(MAP_CREATE, &mut attr)?) })
     }
 
@@ -121,6 +131,7 @@ const R3: u8 = 3;
 const R4: u8 = 4;
 const R6: u8 = 6;
 const R7: u8 = 7;
+const R8: u8 = 8;
 /// The frame pointer: the stack lies below it.
 const R10: u8 = 10;
 
@@ -135,6 +146,10 @@ const fn mov_reg(dst: u8, src: u8) -> Insn {
 const fn mov_imm(dst: u8, imm: i32) -> Insn {
     insn(0xb7, dst, 0, 0, imm)
 }
+/// dst += src
+const fn add_reg(dst: u8, src: u8) -> Insn {
+    insn(0x0f, dst, src, 0, 0)
+}
 /// dst += imm
 const fn add_imm(dst: u8, imm: i32) -> Insn {
     insn(0x07, dst, 0, 0, imm)
@@ -147,6 +162,14 @@ const fn store_u64(dst: u8, off: i16, src: u8) -> Insn {
 const fn load_u32(dst: u8, src: u8, off: i16) -> Insn {
     insn(0x61, dst, src, off, 0)
 }
+/// *(u32 *)(dst + off) = imm
+const fn store_imm_u32(dst: u8, off: i16, imm: i32) -> Insn {
+    insn(0x62, dst, 0, off, imm)
+}
+/// dst = *(u64 *)(src + off)
+const fn load_u64(dst: u8, src: u8, off: i16) -> Insn {
+    insn(0x79, dst, src, off, 0)
+}
 /// lock *(u64 *)(dst + off) += src
 const fn atomic_add_u64(dst: u8, off: i16, src: u8) -> Insn {
     insn(0xdb, dst, src, off, 0)
@@ -158,6 +181,14 @@ const fn jump_eq(dst: u8, imm: i32, skip: i16) -> Insn {
 /// if dst != imm: skip `skip` instructions
 const fn jump_ne(dst: u8, imm: i32, skip: i16) -> Insn {
     insn(0x55, dst, 0, skip, imm)
+}
+/// if dst > src (unsigned): skip `off` instructions
+const fn jump_gt_reg(dst: u8, src: u8) -> Insn {
+    insn(0x2d, dst, src, 0, 0)
+}
+/// skip `off` instructions
+const fn goto() -> Insn {
+    insn(0x05, 0, 0, 0, 0)
 }
 /// r0 = helper(r1, .., r5)
 const fn call(helper: i32) -> Insn {
@@ -172,50 +203,105 @@ fn load_map(dst: u8, map: &Map) -> [Insn; 2] {
     [insn(0x18, dst, PSEUDO_MAP_FD, 0, map.fd.as_raw_fd()), insn(0, 0, 0, 0, 0)]
 }
 
+/// Jump targets in the verdict program.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Label {
+    Stop,
+    Pass,
+}
+
+/// A program under construction: instructions, with jumps to labels resolved at the end.
+#[derive(Default)]
+struct Assembler {
+    program: Vec<Insn>,
+    jumps: Vec<(usize, Label)>,
+    labels: Vec<(Label, usize)>,
+}
+
+impl Assembler {
+    fn emit(&mut self, insns: impl IntoIterator<Item = Insn>) {
+        self.program.extend(insns);
+    }
+    /// A conditional or plain jump (its `off` is filled in by `finish`).
+    fn jump(&mut self, insn: Insn, to: Label) {
+        self.jumps.push((self.program.len(), to));
+        self.program.push(insn);
+    }
+    fn label(&mut self, label: Label) {
+        self.labels.push((label, self.program.len()));
+    }
+    fn finish(mut self) -> Vec<Insn> {
+        for (at, to) in self.jumps {
+            let target = self.labels.iter().find(|(l, _)| *l == to).expect("every label is placed").1;
+            self.program[at].off = (target - at - 1) as i16;
+        }
+        self.program
+    }
+}
+
+/// The maps the verdict program uses, all keyed by the arriving socket's cookie.
+pub(super) struct Maps<'a> {
+    /// Sockhash: the socket the bytes go out of.
+    pub partners: &'a Map,
+    /// Bytes passed on so far (the program adds to it).
+    pub forwarded: &'a Map,
+    /// How many bytes in all the kernel may pass on (the router raises it as they are sent).
+    pub allowed: &'a Map,
+    /// Present: the router reads this socket itself (the router or the program sets it).
+    pub paused: &'a Map,
+    /// Ring buffer: the cookie of each socket the program paused, to wake the router.
+    pub stops: &'a Map,
+}
+
 /// The verdict program, run by the kernel on every segment that arrives on a spliced socket.
-/// Unless the socket is in `paused`, it sends the bytes out of the socket stored under the
-/// arriving socket's cookie in `partners` and adds their number to the cookie's count in
-/// `forwarded`. A paused socket, or one without a partner, keeps its bytes for the router
-/// to read. A segment without bytes (a bare FIN) is never passed on: the kernel would take
-/// sending nothing for a broken pipe and stop sending on the partner.
-pub(super) fn verdict_program(partners: &Map, forwarded: &Map, paused: &Map) -> Vec<Insn> {
-    let mut program = vec![
-        mov_reg(R6, R1),                // 0: r6 = the segment
-        load_u32(R1, R6, 0),            // 1: r1 = its length
-        jump_eq(R1, 0, 26),             // 2: no bytes (a bare FIN): to 29
-        mov_reg(R1, R6),                // 3
-        call(HELPER_GET_SOCKET_COOKIE), // 4: r0 = the arriving socket's cookie
-        store_u64(R10, -8, R0),         // 5: key = r0, on the stack
-    ];
-    program.extend(load_map(R1, paused)); // 6-7
-    program.extend([
-        mov_reg(R2, R10),             // 8
-        add_imm(R2, -8),              // 9: r2 = &key
-        call(HELPER_MAP_LOOKUP_ELEM), // 10: r0 = paused[key]
-        jump_ne(R0, 0, 17),           // 11: paused: to 29
+/// Unless the socket is paused, it sends the bytes out of the socket's partner and counts
+/// them; but if that would take the count past what the router allowed, it pauses the socket
+/// instead and says so in `stops`. Bytes of a paused socket, or of one without a partner,
+/// stay with it for the router to read, under TCP's flow control. A segment without bytes
+/// (a bare FIN) is never passed on: the kernel would take sending nothing for a broken pipe
+/// and stop sending on the partner.
+pub(super) fn verdict_program(maps: &Maps) -> Vec<Insn> {
+    let mut a = Assembler::default();
+    a.emit([mov_reg(R6, R1), load_u32(R1, R6, 0)]); // r6 = the segment; r1 = its length
+    a.jump(jump_eq(R1, 0, 0), Label::Pass); // no bytes: a bare FIN
+    a.emit([mov_reg(R1, R6), call(HELPER_GET_SOCKET_COOKIE), store_u64(R10, -8, R0)]); // key = its cookie
+    a.emit(lookup(maps.paused)); // r0 = &paused[key]
+    a.jump(jump_ne(R0, 0, 0), Label::Pass);
+    a.emit(lookup(maps.forwarded)); // r0 = &forwarded[key]
+    a.jump(jump_eq(R0, 0, 0), Label::Pass); // not a spliced socket
+    a.emit([mov_reg(R7, R0)]); // r7 = &forwarded[key]
+    a.emit(lookup(maps.allowed)); // r0 = &allowed[key]
+    a.jump(jump_eq(R0, 0, 0), Label::Pass);
+    a.emit([
+        load_u64(R8, R0, 0), // r8 = allowed
+        load_u64(R1, R7, 0), // r1 = forwarded so far
+        load_u32(R2, R6, 0), // r2 = the segment's length
+        add_reg(R1, R2),     // r1 = forwarded with this segment
     ]);
-    program.extend(load_map(R1, forwarded)); // 12-13
-    program.extend([
-        mov_reg(R2, R10),             // 14
-        add_imm(R2, -8),              // 15
-        call(HELPER_MAP_LOOKUP_ELEM), // 16: r0 = &forwarded[key]
-        jump_eq(R0, 0, 11),           // 17: not a spliced socket: to 29
-        mov_reg(R7, R0),              // 18: r7 = &forwarded[key]
-        mov_reg(R1, R6),              // 19
-    ]);
-    program.extend(load_map(R2, partners)); // 20-21
-    program.extend([
-        mov_reg(R3, R10),              // 22
-        add_imm(R3, -8),               // 23
-        mov_imm(R4, 0),                // 24: egress: out of the partner
-        call(HELPER_SK_REDIRECT_HASH), // 25: redirect to partners[key]
-        jump_ne(R0, SK_PASS, 2),       // 26: no partner: to 29
-        load_u32(R1, R6, 0),           // 27: r1 = the segment's length
-        atomic_add_u64(R7, 0, R1),     // 28: forwarded[key] += r1
-        mov_imm(R0, SK_PASS),          // 29
-        exit(),                        // 30
-    ]);
-    program
+    a.jump(jump_gt_reg(R1, R8), Label::Stop); // past the allowance
+    a.emit([mov_reg(R1, R6)]);
+    a.emit(load_map(R2, maps.partners));
+    a.emit([mov_reg(R3, R10), add_imm(R3, -8), mov_imm(R4, 0), call(HELPER_SK_REDIRECT_HASH)]); // out of partners[key]
+    a.jump(jump_ne(R0, SK_PASS, 0), Label::Pass); // no partner
+    a.emit([load_u32(R1, R6, 0), atomic_add_u64(R7, 0, R1)]); // forwarded[key] += length
+    a.jump(goto(), Label::Pass);
+    a.label(Label::Stop);
+    a.emit([store_imm_u32(R10, -16, 1)]); // value 1, on the stack
+    a.emit(load_map(R1, maps.paused));
+    a.emit([mov_reg(R2, R10), add_imm(R2, -8), mov_reg(R3, R10), add_imm(R3, -16), mov_imm(R4, 0)]);
+    a.emit([call(HELPER_MAP_UPDATE_ELEM)]); // paused[key] = 1
+    a.emit(load_map(R1, maps.stops));
+    a.emit([mov_reg(R2, R10), add_imm(R2, -8), mov_imm(R3, 8), mov_imm(R4, 0), call(HELPER_RINGBUF_OUTPUT)]); // stops <- key
+    a.label(Label::Pass);
+    a.emit([mov_imm(R0, SK_PASS), exit()]);
+    a.finish()
+}
+
+/// r0 = map_lookup_elem(map, &key) (key at r10 - 8).
+fn lookup(map: &Map) -> Vec<Insn> {
+    let mut insns = load_map(R1, map).to_vec();
+    insns.extend([mov_reg(R2, R10), add_imm(R2, -8), call(HELPER_MAP_LOOKUP_ELEM)]);
+    insns
 }
 
 #[repr(C)]
@@ -269,19 +355,26 @@ pub(super) fn attach_verdict(program: &[Insn], partners: &Map) -> io::Result<Own
 mod tests {
     use super::*;
 
-    /// Every jump of the program lands where its comment says.
+    /// The jumps land on the labels: the stop branch starts by storing the paused value, and
+    /// every other way out ends in the verdict.
     #[test]
-    fn jumps_land_on_their_targets() {
+    fn jumps_land_on_their_labels() {
         let fake = || Map { fd: std::fs::File::open("/dev/null").unwrap().into() };
-        let program = verdict_program(&fake(), &fake(), &fake());
-        assert_eq!(program.len(), 31);
-        let target = |at: usize| at + 1 + program[at].off as usize;
-        for (jump, why) in [(2, "a bare FIN"), (11, "paused"), (17, "not spliced"), (26, "no partner")] {
-            assert!(matches!(program[jump].code, 0x15 | 0x55), "{jump} is a conditional jump");
-            assert_eq!(target(jump), 29, "{why}: straight to the verdict, uncounted");
+        let (p, f, al, pa, st) = (fake(), fake(), fake(), fake(), fake());
+        let maps = Maps { partners: &p, forwarded: &f, allowed: &al, paused: &pa, stops: &st };
+        let program = verdict_program(&maps);
+        let verdict = program.len() - 2;
+        assert_eq!(program[verdict], mov_imm(R0, SK_PASS));
+        assert_eq!(program[verdict + 1], exit());
+        let stop = program.iter().position(|i| *i == store_imm_u32(R10, -16, 1)).unwrap();
+        let mut targets = vec![];
+        for (at, i) in program.iter().enumerate() {
+            if matches!(i.code, 0x05 | 0x15 | 0x55 | 0x2d) {
+                targets.push(at + 1 + i.off as usize);
+            }
         }
-        assert_eq!(program[27], load_u32(R1, R6, 0));
-        assert_eq!(program[29], mov_imm(R0, SK_PASS));
-        assert_eq!(program[30], exit());
+        assert_eq!(targets.iter().filter(|&&t| t == stop).count(), 1, "one way to stop");
+        assert!(targets.iter().all(|&t| t == stop || t == verdict), "{targets:?}");
+        assert_eq!(targets.len(), 7);
     }
 }

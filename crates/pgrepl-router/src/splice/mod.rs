@@ -10,17 +10,22 @@
 
 mod bpf;
 mod socket;
+mod stops;
 
 pub(crate) use socket::{written, Hangup, Hangups};
 
 use bpf::Map;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use tokio::sync::watch;
 
 /// At most this many connections are spliced at once (two sockets each); further ones are
 /// copied.
 const MAX_SOCKETS: u32 = 65_536;
+/// Size of the ring buffer of stop notices (16 bytes each; the router skips them all).
+const STOPS_BYTES: u32 = 64 * 1024;
 
 /// The kernel objects of splicing, made once per router process.
 pub struct Splicer {
@@ -28,9 +33,16 @@ pub struct Splicer {
     partners: Map,
     /// Socket cookie -> bytes the kernel has passed on from that socket.
     forwarded: Map,
+    /// Socket cookie -> bytes the kernel may pass on from that socket in all.
+    allowed: Map,
     /// Socket cookies whose bytes the kernel leaves to the router.
     paused: Map,
+    /// Ring buffer: the program's notices of sockets it paused.
+    stops: Map,
     _program: OwnedFd,
+    /// Bumped whenever the program paused a socket (see `watch_stops`).
+    stopped: watch::Sender<u64>,
+    watching: AtomicBool,
 }
 
 impl Splicer {
@@ -38,19 +50,36 @@ impl Splicer {
     pub fn load() -> io::Result<Splicer> {
         let partners = Map::create(bpf::MAP_SOCKHASH, 4, MAX_SOCKETS)?;
         let forwarded = Map::create(bpf::MAP_HASH, 8, MAX_SOCKETS)?;
+        let allowed = Map::create(bpf::MAP_HASH, 8, MAX_SOCKETS)?;
         let paused = Map::create(bpf::MAP_HASH, 4, MAX_SOCKETS)?;
-        let program = bpf::attach_verdict(&bpf::verdict_program(&partners, &forwarded, &paused), &partners)?;
-        Ok(Splicer { partners, forwarded, paused, _program: program })
+        let stops = Map::ring_buffer(STOPS_BYTES)?;
+        let maps =
+            bpf::Maps { partners: &partners, forwarded: &forwarded, allowed: &allowed, paused: &paused, stops: &stops };
+        let program = bpf::attach_verdict(&bpf::verdict_program(&maps), &partners)?;
+        Ok(Splicer::from_parts(partners, forwarded, allowed, paused, stops, program))
+    }
+
+    fn from_parts(partners: Map, forwarded: Map, allowed: Map, paused: Map, stops: Map, program: OwnedFd) -> Splicer {
+        let (stopped, _) = watch::channel(0);
+        let watching = AtomicBool::new(false);
+        Splicer { partners, forwarded, allowed, paused, stops, _program: program, stopped, watching }
     }
 
     /// The descriptors of the maps and the program, for a child process started to use them
     /// (`from_descriptors`): a process that may load the program (root) makes the splicer, an
     /// unprivileged router uses it.
-    pub fn descriptors(&self) -> [RawFd; 4] {
-        [self.partners.fd(), self.forwarded.fd(), self.paused.fd(), self._program.as_raw_fd()]
+    pub fn descriptors(&self) -> [RawFd; 6] {
+        [
+            self.partners.fd(),
+            self.forwarded.fd(),
+            self.allowed.fd(),
+            self.paused.fd(),
+            self.stops.fd(),
+            self._program.as_raw_fd(),
+        ]
     }
 
-    /// Text for `from_descriptors`, such as "5,6,7,8".
+    /// Text for `from_descriptors`, such as "5,6,7,8,9,10".
     pub fn describe_descriptors(&self) -> String {
         self.descriptors().map(|fd| fd.to_string()).join(",")
     }
@@ -61,37 +90,56 @@ impl Splicer {
     /// The descriptors must be open, be this splicer's objects, and be owned by nothing else
     /// in this process.
     pub unsafe fn from_descriptors(text: &str) -> io::Result<Splicer> {
-        let fds: Vec<RawFd> = text.split(',').map(|n| n.trim().parse()).collect::<Result<_, _>>().map_err(|_| {
-            io::Error::new(io::ErrorKind::InvalidInput, format!("{text:?} is not four descriptor numbers"))
-        })?;
-        let [partners, forwarded, paused, program] = fds[..] else {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{text:?} is not four descriptor numbers"),
-            ));
+        let bad = || io::Error::new(io::ErrorKind::InvalidInput, format!("{text:?} is not six descriptor numbers"));
+        let fds: Vec<RawFd> = text.split(',').map(|n| n.trim().parse()).collect::<Result<_, _>>().map_err(|_| bad())?;
+        let [partners, forwarded, allowed, paused, stops, program] = fds[..] else {
+            return Err(bad());
         };
-        for fd in [partners, forwarded, paused, program] {
+        for fd in &fds {
             // SAFETY: fcntl on a descriptor number; it fails cleanly when the number is not open.
-            if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
+            if unsafe { libc::fcntl(*fd, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
                 return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("descriptor {fd} is not open")));
             }
         }
         // SAFETY: the caller vouches that these are this splicer's objects, owned by nobody else.
         let own = |fd| unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(Splicer {
-            partners: Map::from_fd(own(partners)),
-            forwarded: Map::from_fd(own(forwarded)),
-            paused: Map::from_fd(own(paused)),
-            _program: own(program),
-        })
+        let map = |fd| Map::from_fd(own(fd));
+        Ok(Splicer::from_parts(map(partners), map(forwarded), map(allowed), map(paused), map(stops), own(program)))
+    }
+
+    /// Starts, once, the task that turns the program's stop notices into `stopped()` changes.
+    pub(crate) fn watch_stops(self: &Arc<Self>) {
+        if self.watching.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let splicer = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = stops::watch(splicer.stops.fd(), splicer.stopped.clone()).await {
+                tracing::warn!(
+                    "watch the splice program's stop notices: {e}; stopped connections resume at their next check"
+                );
+            }
+        });
+    }
+
+    /// Changes whenever the program paused some socket.
+    pub(crate) fn stopped(&self) -> watch::Receiver<u64> {
+        self.stopped.subscribe()
     }
 
     /// Splices `client` and `server`: from now on the kernel passes each one's bytes to the
-    /// other. Bytes that arrived before stay queued for the router to pass on.
-    pub(crate) fn splice(self: &Arc<Self>, client: &impl AsRawFd, server: &impl AsRawFd) -> io::Result<Spliced> {
+    /// other, up to `allowance` bytes each until `Spliced::allow` raises it. Bytes that arrived
+    /// before stay queued for the router to pass on.
+    pub(crate) fn splice(
+        self: &Arc<Self>,
+        client: &impl AsRawFd,
+        server: &impl AsRawFd,
+        allowance: u64,
+    ) -> io::Result<Spliced> {
         let spliced = Spliced { splicer: self.clone(), cookies: [cookie(client)?, cookie(server)?] };
         for (key, partner) in [(spliced.cookies[0], server.as_raw_fd()), (spliced.cookies[1], client.as_raw_fd())] {
             self.forwarded.insert(key, &0u64)?;
+            self.allowed.insert(key, &allowance)?;
             self.partners.insert(key, &(partner as u32))?;
         }
         Ok(spliced)
@@ -117,6 +165,16 @@ impl Spliced {
         Ok(self.splicer.forwarded.get_u64(self.cookies[from as usize])?.unwrap_or(0))
     }
 
+    /// Lets the kernel pass on up to `total` bytes from `from`, counted since the splice.
+    pub(crate) fn allow(&self, from: Side, total: u64) -> io::Result<()> {
+        self.splicer.allowed.insert(self.cookies[from as usize], &total)
+    }
+
+    /// Whether `from` is paused: by the program when its allowance ran out, or by `pause`.
+    pub(crate) fn is_paused(&self, from: Side) -> io::Result<bool> {
+        Ok(self.splicer.paused.get_u64(self.cookies[from as usize])?.is_some())
+    }
+
     /// Stops the kernel passing bytes on, both ways: what arrives from now on is the router's
     /// to read. What the kernel already took in, it still sends.
     pub(crate) fn pause(&self) -> io::Result<()> {
@@ -132,6 +190,7 @@ impl Drop for Spliced {
         for key in self.cookies {
             let _ = self.splicer.partners.remove(key);
             let _ = self.splicer.forwarded.remove(key);
+            let _ = self.splicer.allowed.remove(key);
             let _ = self.splicer.paused.remove(key);
         }
     }
