@@ -37,6 +37,11 @@ pub(crate) async fn run(
 ) {
     let spliced = match splicer.splice(&client, &server, BACKLOG_LIMIT) {
         Ok(spliced) => spliced,
+        // The kernel splices only established connections; one side already hung up.
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+            debug!(%endpoint, backend = %backend.name, "a side hung up before the splice: the router copies the connection");
+            return proxy::copy(endpoint, client, server, backend, topology).await;
+        }
         Err(e) => {
             warn!(%endpoint, backend = %backend.name, "splice a connection in the kernel: {e}; copying it instead");
             return proxy::copy(endpoint, client, server, backend, topology).await;

@@ -52,6 +52,15 @@ async fn router(server: SocketAddr) -> (SocketAddr, watch::Sender<Topology>) {
     (addr, tx)
 }
 
+/// A client connected through the router to a server; both ends, and the topology's sender.
+async fn connected() -> (TcpStream, TcpStream, watch::Sender<Topology>) {
+    let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (addr, topology) = router(server.local_addr().unwrap()).await;
+    let client = TcpStream::connect(addr).await.unwrap();
+    let (backend, _) = server.accept().await.unwrap();
+    (client, backend, topology)
+}
+
 fn capture_log() -> (Log, tracing::subscriber::DefaultGuard) {
     let log = Log::default();
     let writer = log.clone();
@@ -97,10 +106,7 @@ async fn messages_pass_both_ways_in_the_kernel() {
 #[tokio::test]
 async fn a_half_close_passes_on_after_the_bytes_before_it() {
     let (log, _guard) = capture_log();
-    let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (addr, _topology) = router(server.local_addr().unwrap()).await;
-    let mut client = TcpStream::connect(addr).await.unwrap();
-    let (mut backend, _) = server.accept().await.unwrap();
+    let (mut client, mut backend, _topology) = connected().await;
     // Let the splice settle, then send a request and half-close, as a cancel request does.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let request: Vec<u8> = (0..100_000).map(pattern).collect();
@@ -122,10 +128,7 @@ async fn a_half_close_passes_on_after_the_bytes_before_it() {
 #[tokio::test]
 async fn a_slow_reader_gets_every_byte_and_the_kernel_holds_a_bounded_amount() {
     let (log, _guard) = capture_log();
-    let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (addr, _topology) = router(server.local_addr().unwrap()).await;
-    let mut client = TcpStream::connect(addr).await.unwrap();
-    let (mut backend, _) = server.accept().await.unwrap();
+    let (mut client, mut backend, _topology) = connected().await;
     const SIZE: usize = 256 << 20;
     let writer = tokio::spawn(async move {
         let chunk: Vec<u8> = (0..251 * 1024).map(pattern).collect();
@@ -157,10 +160,7 @@ async fn a_slow_reader_gets_every_byte_and_the_kernel_holds_a_bounded_amount() {
 #[tokio::test]
 async fn a_demoted_primarys_connections_are_closed() {
     let (_log, _guard) = capture_log();
-    let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (addr, topology) = router(server.local_addr().unwrap()).await;
-    let mut client = TcpStream::connect(addr).await.unwrap();
-    let (mut backend, _) = server.accept().await.unwrap();
+    let (mut client, mut backend, topology) = connected().await;
     client.write_all(b"ping").await.unwrap();
     let mut ping = [0u8; 4];
     backend.read_exact(&mut ping).await.unwrap();
@@ -168,4 +168,24 @@ async fn a_demoted_primarys_connections_are_closed() {
     let mut rest = Vec::new();
     let ended = tokio::time::timeout(Duration::from_secs(2), client.read_to_end(&mut rest)).await;
     assert!(matches!(ended, Ok(Ok(0)) | Ok(Err(_))), "the client's connection stayed open: {ended:?}");
+}
+
+/// A client that sends one message and hangs up at once, as a cancel request does, may be gone
+/// before the splice is in place (the kernel splices only established connections): its bytes
+/// and its hang-up still reach the server, whichever way the router passes them on.
+#[tokio::test]
+async fn a_client_that_hangs_up_at_once_still_delivers_its_message() {
+    let (_log, _guard) = capture_log();
+    let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (addr, _topology) = router(server.local_addr().unwrap()).await;
+    for round in 0..20u8 {
+        let message = [round; 16];
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client.write_all(&message).await.unwrap();
+        drop(client);
+        let (mut backend, _) = server.accept().await.unwrap();
+        let mut received = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), backend.read_to_end(&mut received)).await.unwrap().unwrap();
+        assert_eq!(received, message, "round {round}");
+    }
 }
