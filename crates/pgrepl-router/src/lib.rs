@@ -57,12 +57,6 @@ pub struct Settings {
     pub splicer: Option<Arc<Splicer>>,
 }
 
-impl std::fmt::Debug for Splicer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Splicer")
-    }
-}
-
 /// Which endpoint a listener serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Endpoint {

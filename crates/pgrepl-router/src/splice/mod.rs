@@ -146,6 +146,12 @@ impl Splicer {
     }
 }
 
+impl std::fmt::Debug for Splicer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Splicer")
+    }
+}
+
 /// Which socket of a spliced pair.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Side {
