@@ -166,7 +166,10 @@ async fn destroy_on_restart_reclones_a_replica() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promote_with_the_primary_down_then_the_old_primary_rejoins() {
     let c = TestCluster::new();
-    c.ok(&["up", "--replicas", "2"]);
+    // Failover is manual here: with it automatic, a replica may win the stopped primary's
+    // lease before `promote node-2` runs, which then makes a second promotion (timeline 3).
+    let out = c.run_env(&["up", "--replicas", "2"], &[("PGREPL_AUTOMATIC_FAILOVER", "false")]);
+    assert!(out.status.success(), "{}", describe(&out));
     let admin = c.secret("admin");
     let old = c.admin(c.primary_port()).await;
     old.batch_execute("CREATE TABLE t (x int); INSERT INTO t VALUES (1)").await.unwrap();
