@@ -8,11 +8,10 @@ bench:failover markers of FILE with it (appending a "Failover" section when ther
 Usage: python3 bench/failover_report.py bench/results/<stamp>-failover [--doc docs/benchmarks.md]
 """
 
-import argparse
 import os
 import statistics
 
-from report import machine_rows, num, publish, read_kv, read_tsv  # shared with the other benchmark reports
+from report import machine_rows, num, parse_command_line, publish, read_tsv  # shared with the other benchmark reports
 
 BEGIN = "<!-- bench:failover:begin -->"
 END = "<!-- bench:failover:end -->"
@@ -47,12 +46,7 @@ def lost_summary(rows):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("out_dir")
-    ap.add_argument("--doc")
-    a = ap.parse_args()
-    out_dir = a.out_dir.rstrip("/")
-    machine = read_kv(os.path.join(out_dir, "machine.tsv"))
+    out_dir, doc, machine = parse_command_line()
     rows = read_tsv(os.path.join(out_dir, "trials.tsv"))
     timeout = machine.get("timeout_s", "60")
     knobs = []
@@ -130,7 +124,7 @@ def main():
                   f"{r['ttfw_s']} | {r['gap_s']} | {r['promoted_s']} | {r['cmd_s']} | {r['acked']} | {r['uncertain']} | "
                   f"{lost} | {r['reconnects']} | {r['rejoin_s']} | {r.get('load', '–')} | {note} |")
     md += ["", "</details>", "", END]
-    publish("\n".join(md) + "\n", out_dir, a.doc, BEGIN, END, "## Failover")
+    publish("\n".join(md) + "\n", out_dir, doc, BEGIN, END, "## Failover")
 
 
 if __name__ == "__main__":

@@ -257,13 +257,19 @@ def report_scale(out_dir):
     return md
 
 
-def main():
+def parse_command_line():
+    """A report script's command line: the raw results directory, --doc (the markdown file to
+    rewrite), and the run's machine.tsv read."""
     ap = argparse.ArgumentParser()
     ap.add_argument("out_dir")
     ap.add_argument("--doc")
     a = ap.parse_args()
     out_dir = a.out_dir.rstrip("/")
-    machine = read_kv(os.path.join(out_dir, "machine.tsv"))
+    return out_dir, a.doc, read_kv(os.path.join(out_dir, "machine.tsv"))
+
+
+def main():
+    out_dir, doc, machine = parse_command_line()
     md = [BEGIN, "",
           f"Run of {machine['date_utc']} with `bash bench/run.sh`; raw results in `bench/results/{os.path.basename(out_dir)}/` "
           "(not committed).", "",
@@ -278,7 +284,7 @@ def main():
     if os.path.exists(os.path.join(out_dir, "scale.tsv")):
         md += report_scale(out_dir) + [""]
     md.append(END)
-    publish("\n".join(md) + "\n", out_dir, a.doc, BEGIN, END, "## Results")
+    publish("\n".join(md) + "\n", out_dir, doc, BEGIN, END, "## Results")
 
 if __name__ == "__main__":
     main()

@@ -8,13 +8,12 @@ bench:router markers of FILE with it (appending a section when there are none).
 Usage: python3 bench/router_report.py bench/results/<stamp>-router [--doc docs/benchmarks.md]
 """
 
-import argparse
 import json
 import os
 import statistics
 import sys
 
-from report import machine_rows, num, publish, read_kv, read_tsv  # shared with the other benchmark report
+from report import machine_rows, num, parse_command_line, publish, read_tsv  # shared with the other benchmark report
 
 BEGIN = "<!-- bench:router:begin -->"
 END = "<!-- bench:router:end -->"
@@ -81,12 +80,7 @@ def per_1000(seconds, txns):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("out_dir")
-    ap.add_argument("--doc")
-    a = ap.parse_args()
-    out_dir = a.out_dir.rstrip("/")
-    machine = read_kv(os.path.join(out_dir, "machine.tsv"))
+    out_dir, doc, machine = parse_command_line()
     rows = read_tsv(os.path.join(out_dir, "runs.tsv"))
     for r in rows:
         r["cpu"] = cpu_of_run(out_dir, r)
@@ -238,7 +232,7 @@ def main():
                   f"{r['txns']} | {fmt(proxy_s)} | {fmt(per_1000(proxy_s, r['txns_n']))} | {fmt(busy, 0)} | {fmt(steal, 1)} | {r.get('idle_before', '–')}, {r.get('idle_waited_s', '–')} | {r['ok']} |")
     md += ["", "</details>", "", END]
 
-    publish("\n".join(md) + "\n", out_dir, a.doc, BEGIN, END, "## Router overhead: results")
+    publish("\n".join(md) + "\n", out_dir, doc, BEGIN, END, "## Router overhead: results")
 
 if __name__ == "__main__":
     main()
