@@ -1,8 +1,8 @@
 //! The contract every `Store` backend must pass: one test suite, written once, run against each
-//! backend from its tests (`tests/contract.rs` here; the etcd backend's tests later).
+//! backend from its tests (`tests/contract.rs` for memory and file, `tests/etcd_contract.rs`).
 //!
 //! Entry points: [`run_all`] for the whole suite, or [`Contract`] to set options and run one
-//! property per test. Each property panics (with a message saying which promise broke) when the
+//! property per test ([`contract_tests!`](crate::contract_tests) writes those tests). Each property panics (with a message saying which promise broke) when the
 //! backend fails it, like any test assertion.
 //!
 //! A suite needs two handles on the same store (`a` and `b`): for the file backend, two
@@ -17,6 +17,38 @@ use std::time::{Duration, Instant};
 use tokio::sync::Barrier;
 
 use crate::{Condition, Revision, Snapshot, Store, StoreError};
+
+/// One `#[tokio::test]` per property of the contract, each on the `(Contract, keep-alive)` pair
+/// the expression makes (evaluated inside the test, so it may `.await`). Invoke it once per
+/// backend, in a module of its own: `mod file { pgrepl_store::contract_tests!(super::file_contract()); }`.
+/// The list of properties here must match [`Contract::run_all`], just below.
+#[macro_export]
+macro_rules! contract_tests {
+    ($make:expr) => {
+        $crate::contract_tests!(@each $make;
+            put_get_round_trip,
+            revisions_strictly_increase,
+            absent_condition,
+            revision_condition,
+            delete_conditions,
+            ttl_expires_and_renews,
+            snapshot_is_consistent,
+            wait_change_wakes_on_write_from_other_handle,
+            wait_change_times_out,
+            concurrent_absent_puts_have_one_winner,
+            concurrent_updates_are_not_lost,
+        );
+    };
+    (@each $make:expr; $($property:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $property() {
+                let (contract, _keep) = $make;
+                contract.$property().await;
+            }
+        )*
+    };
+}
 
 /// Run every property against a store reached through two handles `a` and `b`, with the
 /// default options (TTL 300 ms, prefix `contract/`).

@@ -22,40 +22,13 @@ fn file_contract() -> (Contract, TempDir) {
     (Contract::new(Arc::new(a), Arc::new(b)), dir)
 }
 
-macro_rules! properties {
-    ($make:ident: $($property:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $property() {
-                let (contract, _keep) = super::$make();
-                contract.$property().await;
-            }
-        )*
-    };
+mod memory {
+    pgrepl_store::contract_tests!(super::memory_contract());
 }
 
-macro_rules! backend {
-    ($name:ident, $make:ident) => {
-        mod $name {
-            properties!($make:
-                put_get_round_trip,
-                revisions_strictly_increase,
-                absent_condition,
-                revision_condition,
-                delete_conditions,
-                ttl_expires_and_renews,
-                snapshot_is_consistent,
-                wait_change_wakes_on_write_from_other_handle,
-                wait_change_times_out,
-                concurrent_absent_puts_have_one_winner,
-                concurrent_updates_are_not_lost,
-            );
-        }
-    };
+mod file {
+    pgrepl_store::contract_tests!(super::file_contract());
 }
-
-backend!(memory, memory_contract);
-backend!(file, file_contract);
 
 /// The whole suite through its one-call entry point, on one store: properties must not trip
 /// over each other's keys.

@@ -35,33 +35,9 @@ async fn etcd_contract() -> (Contract, Etcd) {
     (Contract::new(Arc::new(a), Arc::new(b)).ttl(Duration::from_secs(2)), etcd)
 }
 
-macro_rules! properties {
-    ($($property:ident),* $(,)?) => {
-        mod contract {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $property() {
-                    let (contract, _etcd) = super::etcd_contract().await;
-                    contract.$property().await;
-                }
-            )*
-        }
-    };
+mod contract {
+    pgrepl_store::contract_tests!(super::etcd_contract().await);
 }
-
-properties!(
-    put_get_round_trip,
-    revisions_strictly_increase,
-    absent_condition,
-    revision_condition,
-    delete_conditions,
-    ttl_expires_and_renews,
-    snapshot_is_consistent,
-    wait_change_wakes_on_write_from_other_handle,
-    wait_change_times_out,
-    concurrent_absent_puts_have_one_winner,
-    concurrent_updates_are_not_lost,
-);
 
 /// Keys live under the prefix in etcd, come back without it, and two prefixes (two clusters)
 /// do not see each other's keys.
