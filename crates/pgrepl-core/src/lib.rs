@@ -4,6 +4,7 @@
 pub mod decide;
 pub mod decision;
 pub mod failover;
+pub mod fixed;
 pub mod local;
 pub mod names;
 pub mod spec;
@@ -12,6 +13,7 @@ pub mod view;
 
 pub use decide::{decide, Observation};
 pub use decision::{Action, Decision, Reason, SpecWork};
+pub use fixed::{decide_fixed, FixedAction, FixedDecision, FixedObservation, FixedReason, FixedRole, UpstreamState};
 pub use local::{DataDir, ReplicationRow, Server, Slot, Upstream};
 pub use names::{BadLsn, BadMemberName, Lsn, MemberName, SystemId, Timeline};
 pub use spec::{FailoverSpec, MemberSpec, PasswordKind, PasswordVersions, Spec, SyncMode};
