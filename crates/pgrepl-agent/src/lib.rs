@@ -4,6 +4,7 @@
 
 mod act;
 mod fence;
+pub mod fixed;
 mod member;
 mod publish;
 pub mod secrets;

@@ -3,7 +3,7 @@
 //! idempotent thing; none decides anything. Passwords reach the server only as SCRAM verifiers.
 
 use crate::error::PgError;
-use pgrepl_core::{Lsn, ReplicationRow, Slot};
+use pgrepl_core::{Lsn, ReplicationRow, Slot, SystemId, Timeline};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
@@ -155,6 +155,43 @@ pub async fn ensure_database(c: &Client, name: &str, owner: &str) -> Result<(), 
         Err(e) if e.code() == Some(&SqlState::DUPLICATE_DATABASE) => Ok(()),
         Err(e) => Err(PgError::sql(doing, e)),
     }
+}
+
+/// Lets role `name` read what `pg_rewind --source-server` reads (the four file functions its
+/// documentation lists), so that a replica can rewind from this server with its replication
+/// role rather than a superuser.
+pub async fn grant_rewind(c: &Client, name: &str) -> Result<(), PgError> {
+    let doing = format!("let role {name} run pg_rewind against this server");
+    let statement = format!(
+        "GRANT EXECUTE ON FUNCTION pg_catalog.pg_ls_dir(text, boolean, boolean), \
+         pg_catalog.pg_stat_file(text, boolean), pg_catalog.pg_read_binary_file(text), \
+         pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean) TO {}",
+        quote_ident(name)
+    );
+    c.batch_execute(&statement).await.map_err(|e| PgError::sql(doing, e))
+}
+
+/// What another server says of itself, asked over an ordinary connection (any login role):
+/// its system identifier, its timeline, and whether it is in recovery.
+pub async fn identity(c: &Client) -> Result<(SystemId, Timeline, bool), PgError> {
+    let doing = "read the server's system identifier and timeline";
+    let row = c
+        .query_one(
+            "SELECT pg_is_in_recovery(), (SELECT system_identifier FROM pg_control_system())::text, \
+                    CASE WHEN pg_is_in_recovery() THEN (SELECT timeline_id FROM pg_control_checkpoint()) \
+                         ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END",
+            &[],
+        )
+        .await
+        .map_err(|e| PgError::sql(doing, e))?;
+    let in_recovery: bool = row.try_get(0).map_err(|e| PgError::sql(doing, e))?;
+    let system_id: String = row.try_get(1).map_err(|e| PgError::sql(doing, e))?;
+    let timeline: i32 = row.try_get(2).map_err(|e| PgError::sql(doing, e))?;
+    let system_id = system_id
+        .parse()
+        .map(SystemId)
+        .map_err(|_| PgError::Other(format!("{doing}: bad system identifier {system_id:?}")))?;
+    Ok((system_id, Timeline(u32::try_from(timeline).unwrap_or(0)), in_recovery))
 }
 
 /// Forces a checkpoint. After a promotion this writes the new timeline into the control file,
