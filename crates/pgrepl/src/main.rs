@@ -25,17 +25,15 @@ fn init_logging(daemon: bool) {
 /// The settings `pgrepl node` takes from the environment, which it then removes from its own
 /// environment so that no child (PostgreSQL) inherits a password (invariant 4). Called before
 /// any thread starts.
-fn take_env() -> Vec<config::raw::FromEnv> {
+fn take_env() -> Vec<config::FromEnv> {
     let env = config::read_env(|name| std::env::var(name).ok());
-    for setting in config::raw::ENV {
-        for name in setting.names {
-            std::env::remove_var(name);
-        }
+    for name in config::env::variables() {
+        std::env::remove_var(name);
     }
     env
 }
 
-async fn run(cli: Cli, env: Vec<config::raw::FromEnv>) -> anyhow::Result<()> {
+async fn run(cli: Cli, env: Vec<config::FromEnv>) -> anyhow::Result<()> {
     let dir = cli.dir.as_path();
     match cli.command {
         Command::Up(args) => commands::up::run(dir, args).await,

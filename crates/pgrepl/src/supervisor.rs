@@ -6,7 +6,7 @@
 
 use crate::cluster::Cluster;
 use crate::commands::router;
-use crate::config::raw::ENV;
+use crate::config::env::variables;
 use anyhow::{bail, Context};
 use pgrepl_core::MemberName;
 use pgrepl_router::Splicer;
@@ -45,10 +45,8 @@ pub fn pgrepl_command(dir: &Path) -> anyhow::Result<Command> {
     let exe = std::env::current_exe().context("find the pgrepl binary")?;
     let mut cmd = Command::new(exe);
     cmd.arg("--dir").arg(dir).stdin(Stdio::null()).env_remove(router::SPLICER_FDS);
-    for setting in ENV {
-        for name in setting.names {
-            cmd.env_remove(name);
-        }
+    for name in variables() {
+        cmd.env_remove(name);
     }
     Ok(cmd)
 }

@@ -9,8 +9,7 @@ use crate::agent_lock;
 use crate::cli::NodeArgs;
 use crate::cluster::{open_store, read_dir_config, Cluster};
 use crate::commands::{agent, router, up};
-use crate::config::raw::FromEnv;
-use crate::config::{self, Config, RawConfig, StoreConfig};
+use crate::config::{self, label, Config, FromEnv, RawConfig, StoreConfig};
 use crate::layout::Layout;
 use crate::supervisor::is_alive;
 use anyhow::{anyhow, bail, Context};
@@ -26,14 +25,6 @@ use tracing::{error, info, warn};
 /// How long a starting member keeps trying to register while etcd does not answer (the hosts
 /// of a new cluster may start before their etcd has a quorum).
 const REGISTER_PATIENCE: Duration = Duration::from_secs(60);
-
-/// How a setting is named in errors: its key, and the variable when it came from one.
-fn label(env: &[FromEnv], field: &str) -> String {
-    match env.iter().find(|e| e.field == field) {
-        Some(e) => format!("{field} ({})", e.variable),
-        None => field.to_string(),
-    }
-}
 
 /// The directory's `pgrepl.toml` (hand-written, or written by an earlier start) and the
 /// secrets of an earlier start, then the environment. Once the member has started here (its

@@ -1,11 +1,15 @@
-//! Configuration: `raw` (file and environment as written) and `validate` (checked and typed).
-//! Loading reads the file; nothing here writes anything.
+//! Configuration: `settings` (every setting, once), `raw` (file and environment as written),
+//! `env` (the environment over the file) and `validate` (checked and typed). Loading reads the
+//! file; nothing here writes anything.
 
+pub mod env;
 pub mod raw;
+pub mod settings;
 pub mod validate;
 
-pub use raw::{read_env, RawConfig};
-pub use validate::{apply_env, check_unchanged, validate, Config, RouterSplice, StoreConfig, ADMIN_USER};
+pub use env::{apply_env, label, read_env};
+pub use raw::{FromEnv, RawConfig};
+pub use validate::{check_unchanged, validate, Config, RouterSplice, StoreConfig, ADMIN_USER};
 
 use anyhow::{bail, Context};
 use std::os::unix::fs::PermissionsExt;

@@ -1,5 +1,5 @@
 //! The configuration as written: a TOML file (`pgrepl.toml`) parsed with unknown keys refused,
-//! then overridden by environment variables (pgrepl's `PGREPL_*` and the seeds' names).
+//! then overridden by environment variables (`env`, through `settings::SETTINGS`).
 //! Nothing is checked here beyond syntax; `validate` turns this into a `Config`.
 
 use serde::{Deserialize, Serialize};
@@ -39,6 +39,8 @@ pub struct RawConfig {
     /// How long a new read-write connection waits for a primary before it gets an error
     /// (default `5s`; `0s` refuses at once).
     pub rw_wait: Option<String>,
+    /// How the router moves a connection's bytes: `auto` (in the kernel where it may load its
+    /// splice program, else copied), `kernel` or `copy` (default `auto`).
     pub router_splice: Option<String>,
     /// Client address ranges allowed to connect, in CIDR form (default loopback only).
     pub allow: Option<Vec<String>>,
@@ -93,57 +95,12 @@ impl RawConfig {
     }
 }
 
-/// One environment setting: pgrepl's own name first, then the seeds' aliases.
-pub struct EnvSetting {
-    pub names: &'static [&'static str],
-    pub field: &'static str,
-}
-
-/// Every environment variable pgrepl reads, with the config field each one sets.
-pub const ENV: &[EnvSetting] = &[
-    EnvSetting { names: &["PGREPL_CLUSTER"], field: "cluster" },
-    EnvSetting { names: &["PGREPL_STORE"], field: "store" },
-    EnvSetting { names: &["PGREPL_REPLICAS"], field: "replicas" },
-    EnvSetting { names: &["PGREPL_RUN_AS"], field: "run_as" },
-    EnvSetting { names: &["PGREPL_PG_BIN_DIR"], field: "bin_dir" },
-    EnvSetting { names: &["PGREPL_LISTEN"], field: "listen" },
-    EnvSetting { names: &["PGREPL_PORT"], field: "port" },
-    EnvSetting { names: &["PGREPL_RO_PORT"], field: "ro_port" },
-    EnvSetting { names: &["PGREPL_ALLOW", "ALLOW_IP_RANGE"], field: "allow" },
-    EnvSetting { names: &["PGREPL_RO_MAX_LAG"], field: "ro_max_lag" },
-    EnvSetting { names: &["PGREPL_RO_FALLBACK"], field: "ro_fallback" },
-    EnvSetting { names: &["PGREPL_RW_WAIT"], field: "rw_wait" },
-    EnvSetting { names: &["PGREPL_ROUTER_SPLICE"], field: "router_splice" },
-    EnvSetting { names: &["PGREPL_LOOP_WAIT"], field: "loop_wait" },
-    EnvSetting { names: &["PGREPL_TTL"], field: "ttl" },
-    EnvSetting { names: &["PGREPL_AUTOMATIC_FAILOVER"], field: "automatic_failover" },
-    EnvSetting { names: &["PGREPL_MAXIMUM_LAG_ON_FAILOVER"], field: "maximum_lag_on_failover" },
-    EnvSetting { names: &["PGREPL_SYNCHRONOUS"], field: "synchronous" },
-    EnvSetting { names: &["PGREPL_PRIMARY_START_TIMEOUT"], field: "primary_start_timeout" },
-    EnvSetting { names: &["PGREPL_DESTROY_ON_RESTART", "DESTROY_DATABASE_ON_RESTART"], field: "destroy_on_restart" },
-    EnvSetting { names: &["PGREPL_USER", "POSTGRESQL_USER", "POSTGRES_USER"], field: "database.user" },
-    EnvSetting { names: &["PGREPL_PASSWORD", "POSTGRESQL_PASSWORD", "POSTGRES_PASS"], field: "database.password" },
-    EnvSetting { names: &["PGREPL_DATABASE", "POSTGRESQL_DATABASE", "POSTGRES_DBNAME"], field: "database.name" },
-    EnvSetting { names: &["PGREPL_ADMIN_PASSWORD", "POSTGRESQL_ADMIN_PASSWORD"], field: "database.admin_password" },
-    EnvSetting { names: &["PGREPL_REPLICATION_USER", "POSTGRESQL_MASTER_USER"], field: "database.replication_user" },
-    EnvSetting {
-        names: &["PGREPL_REPLICATION_PASSWORD", "POSTGRESQL_MASTER_PASSWORD"],
-        field: "database.replication_password",
-    },
-];
-
 /// A value that came from the environment, remembered with the variable's name so that an
 /// error can name it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FromEnv {
-    pub variable: &'static str,
+    pub variable: String,
+    /// The key of the setting it sets.
     pub field: &'static str,
     pub value: String,
-}
-
-/// Reads the environment through `get` (so tests need not touch the process environment).
-pub fn read_env(get: impl Fn(&str) -> Option<String>) -> Vec<FromEnv> {
-    ENV.iter()
-        .filter_map(|s| s.names.iter().find_map(|n| get(n).map(|v| FromEnv { variable: n, field: s.field, value: v })))
-        .collect()
 }

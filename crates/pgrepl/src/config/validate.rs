@@ -1,7 +1,9 @@
 //! From `RawConfig` plus environment to a checked, typed `Config`. Every error names the
 //! setting (with the variable it came from), the bad value and what is allowed.
 
+use super::env::label;
 use super::raw::{FromEnv, RawConfig};
+use super::settings::{default_value, parse_bool};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
@@ -184,7 +186,7 @@ pub struct ConfigError {
     pub problem: String,
 }
 
-fn bad(setting: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+pub(super) fn bad(setting: impl Into<String>, problem: impl Into<String>) -> ConfigError {
     ConfigError { setting: setting.into(), problem: problem.into() }
 }
 
@@ -217,14 +219,6 @@ pub fn parse_cidr(text: &str) -> Option<String> {
         None => max,
     };
     Some(format!("{ip}/{prefix}"))
-}
-
-fn parse_bool(text: &str) -> Option<bool> {
-    match text.trim().to_ascii_lowercase().as_str() {
-        "true" | "yes" | "on" | "1" => Some(true),
-        "false" | "no" | "off" | "0" => Some(false),
-        _ => None,
-    }
 }
 
 fn check_name(setting: &str, name: &str) -> Result<(), ConfigError> {
@@ -260,63 +254,26 @@ fn port(setting: &str, value: i64) -> Result<u16, ConfigError> {
         .ok_or_else(|| bad(setting, format!("{value} is not a port; use 1 to 65535")))
 }
 
+/// The value given, else the setting's default in `SETTINGS`.
+fn given_or_default<'a>(value: &'a Option<String>, key: &str) -> &'a str {
+    value.as_deref().unwrap_or_else(|| default_value(key))
+}
+
+fn number_or_default(value: Option<i64>, key: &str) -> i64 {
+    value.unwrap_or_else(|| default_value(key).parse().expect("a number's default in SETTINGS is a number"))
+}
+
+fn bool_or_default(value: Option<bool>, key: &str) -> bool {
+    value.or_else(|| parse_bool(default_value(key))).expect("a boolean's default in SETTINGS is true or false")
+}
+
 /// The name a field goes by in messages: its config key, plus the variable when it came from one.
 struct Sources<'a>(&'a [FromEnv]);
 
 impl Sources<'_> {
     fn label(&self, field: &str) -> String {
-        match self.0.iter().find(|e| e.field == field) {
-            Some(e) => format!("{field} ({})", e.variable),
-            None => field.to_string(),
-        }
+        label(self.0, field)
     }
-}
-
-/// Applies environment values over the file's.
-pub fn apply_env(raw: &mut RawConfig, env: &[FromEnv]) -> Result<(), ConfigError> {
-    for e in env {
-        let label = format!("{} ({})", e.field, e.variable);
-        let v = e.value.clone();
-        let int = || v.trim().parse::<i64>().map_err(|_| bad(&label, format!("{v:?} is not a whole number")));
-        match e.field {
-            "cluster" => raw.cluster = Some(v.clone()),
-            "store" => raw.store = Some(v.clone()),
-            "replicas" => raw.replicas = Some(int()?),
-            "run_as" => raw.run_as = Some(v.clone()),
-            "bin_dir" => raw.bin_dir = Some(v.clone()),
-            "listen" => raw.listen = Some(v.clone()),
-            "port" => raw.port = Some(int()?),
-            "ro_port" => raw.ro_port = Some(int()?),
-            "ro_max_lag" => raw.ro_max_lag = Some(v.clone()),
-            "ro_fallback" => raw.ro_fallback = Some(v.clone()),
-            "rw_wait" => raw.rw_wait = Some(v.clone()),
-            "router_splice" => raw.router_splice = Some(v.clone()),
-            "loop_wait" => raw.loop_wait = Some(v.clone()),
-            "ttl" => raw.ttl = Some(v.clone()),
-            "maximum_lag_on_failover" => raw.maximum_lag_on_failover = Some(v.clone()),
-            "synchronous" => raw.synchronous = Some(v.clone()),
-            "primary_start_timeout" => raw.primary_start_timeout = Some(v.clone()),
-            "automatic_failover" => {
-                let b =
-                    parse_bool(&v).ok_or_else(|| bad(&label, format!("{v:?} is not a boolean; use true or false")))?;
-                raw.automatic_failover = Some(b);
-            }
-            "allow" => raw.allow = Some(v.split([',', ' ']).filter(|s| !s.is_empty()).map(String::from).collect()),
-            "destroy_on_restart" => {
-                let b =
-                    parse_bool(&v).ok_or_else(|| bad(&label, format!("{v:?} is not a boolean; use true or false")))?;
-                raw.destroy_on_restart = Some(b);
-            }
-            "database.user" => raw.database.user = Some(v.clone()),
-            "database.password" => raw.database.password = Some(v.clone()),
-            "database.name" => raw.database.name = Some(v.clone()),
-            "database.admin_password" => raw.database.admin_password = Some(v.clone()),
-            "database.replication_user" => raw.database.replication_user = Some(v.clone()),
-            "database.replication_password" => raw.database.replication_password = Some(v.clone()),
-            other => return Err(bad(other, "is not a setting pgrepl knows")),
-        }
-    }
-    Ok(())
 }
 
 /// Checks everything and fills in defaults. `env` only serves to name variables in errors.
@@ -340,7 +297,7 @@ pub fn validate(raw: &RawConfig, env: &[FromEnv]) -> Result<Config, ConfigError>
             ),
         ));
     }
-    let replication_user = d.replication_user.clone().unwrap_or_else(|| "replicator".to_string());
+    let replication_user = given_or_default(&d.replication_user, "database.replication_user").to_string();
     check_name(&src.label("database.replication_user"), &replication_user)?;
     let app = match (&d.user, &d.name) {
         (Some(user), Some(database)) => {
@@ -370,7 +327,7 @@ pub fn validate(raw: &RawConfig, env: &[FromEnv]) -> Result<Config, ConfigError>
         }
     }
 
-    let cluster = raw.cluster.clone().unwrap_or_else(|| "pgrepl".to_string());
+    let cluster = given_or_default(&raw.cluster, "cluster").to_string();
     if cluster.is_empty()
         || cluster.len() > 63
         || !cluster.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
@@ -381,25 +338,24 @@ pub fn validate(raw: &RawConfig, env: &[FromEnv]) -> Result<Config, ConfigError>
         ));
     }
     let store =
-        parse_store(raw.store.as_deref().unwrap_or("file")).map_err(|problem| bad(src.label("store"), problem))?;
-    let replicas = match raw.replicas {
-        None => 1,
-        Some(n) if (0..=MAX_REPLICAS).contains(&n) => n as usize,
-        Some(n) => return Err(bad(src.label("replicas"), format!("{n} is not allowed; use 0 to {MAX_REPLICAS}"))),
+        parse_store(given_or_default(&raw.store, "store")).map_err(|problem| bad(src.label("store"), problem))?;
+    let replicas = match number_or_default(raw.replicas, "replicas") {
+        n if (0..=MAX_REPLICAS).contains(&n) => n as usize,
+        n => return Err(bad(src.label("replicas"), format!("{n} is not allowed; use 0 to {MAX_REPLICAS}"))),
     };
-    let run_as = raw.run_as.clone().unwrap_or_else(|| "postgres".to_string());
+    let run_as = given_or_default(&raw.run_as, "run_as").to_string();
     if run_as.is_empty() || run_as == "root" {
         return Err(bad(
             src.label("run_as"),
             format!("{run_as:?} is not allowed; PostgreSQL must run as an unprivileged OS user such as postgres"),
         ));
     }
-    let listen_text = raw.listen.clone().unwrap_or_else(|| "127.0.0.1".to_string());
+    let listen_text = given_or_default(&raw.listen, "listen");
     let listen: IpAddr =
         listen_text.parse().map_err(|_| bad(src.label("listen"), format!("{listen_text:?} is not an IP address")))?;
     let base_port = raw.base_port.map(|p| port("base_port", p)).transpose()?;
-    let rw_port = port(&src.label("port"), raw.port.unwrap_or(5432))?;
-    let ro_port = port(&src.label("ro_port"), raw.ro_port.unwrap_or(5433))?;
+    let rw_port = port(&src.label("port"), number_or_default(raw.port, "port"))?;
+    let ro_port = port(&src.label("ro_port"), number_or_default(raw.ro_port, "ro_port"))?;
     if rw_port == ro_port {
         return Err(bad("ro_port", format!("{ro_port} is also the read-write port; use two different ports")));
     }
@@ -417,14 +373,14 @@ pub fn validate(raw: &RawConfig, env: &[FromEnv]) -> Result<Config, ConfigError>
             })
             .collect::<Result<_, _>>()?,
     };
-    let duration = |field: &str, value: &Option<String>, default: &str| -> Result<Duration, ConfigError> {
-        let text = value.clone().unwrap_or_else(|| default.to_string());
-        parse_duration(&text).filter(|d| !d.is_zero()).ok_or_else(|| {
+    let duration = |field: &str, value: &Option<String>| -> Result<Duration, ConfigError> {
+        let text = given_or_default(value, field);
+        parse_duration(text).filter(|d| !d.is_zero()).ok_or_else(|| {
             bad(src.label(field), format!("{text:?} is not a duration; use a number with ms, s, m or h, such as 1s"))
         })
     };
-    let ro_max_lag_text = raw.ro_max_lag.clone().unwrap_or_else(|| "16MB".to_string());
-    let ro_max_lag = match (parse_bytes(&ro_max_lag_text), parse_duration(&ro_max_lag_text)) {
+    let ro_max_lag_text = given_or_default(&raw.ro_max_lag, "ro_max_lag");
+    let ro_max_lag = match (parse_bytes(ro_max_lag_text), parse_duration(ro_max_lag_text)) {
         (Some(bytes), _) => MaxLag::Bytes(bytes),
         (None, Some(time)) => MaxLag::Time(time),
         (None, None) => {
@@ -436,12 +392,12 @@ pub fn validate(raw: &RawConfig, env: &[FromEnv]) -> Result<Config, ConfigError>
             ))
         }
     };
-    let ro_fallback = match raw.ro_fallback.as_deref().unwrap_or("primary") {
+    let ro_fallback = match given_or_default(&raw.ro_fallback, "ro_fallback") {
         "primary" => pgrepl_router::RoFallback::Primary,
         "refuse" => pgrepl_router::RoFallback::Refuse,
         other => return Err(bad(src.label("ro_fallback"), format!("{other:?} is not allowed; use primary or refuse"))),
     };
-    let router_splice = match raw.router_splice.as_deref().unwrap_or("auto") {
+    let router_splice = match given_or_default(&raw.router_splice, "router_splice") {
         "auto" => RouterSplice::Auto,
         "kernel" => RouterSplice::Kernel,
         "copy" => RouterSplice::Copy,
@@ -449,34 +405,37 @@ pub fn validate(raw: &RawConfig, env: &[FromEnv]) -> Result<Config, ConfigError>
             return Err(bad(src.label("router_splice"), format!("{other:?} is not allowed; use auto, kernel or copy")))
         }
     };
-    let rw_wait_text = raw.rw_wait.clone().unwrap_or_else(|| "5s".to_string());
-    let rw_wait = parse_duration(&rw_wait_text).filter(|d| *d <= Duration::from_secs(600)).ok_or_else(|| {
+    let rw_wait_text = given_or_default(&raw.rw_wait, "rw_wait");
+    let rw_wait = parse_duration(rw_wait_text).filter(|d| *d <= Duration::from_secs(600)).ok_or_else(|| {
         bad(src.label("rw_wait"), format!("{rw_wait_text:?} is not allowed; use a duration from 0s to 10m, such as 5s"))
     })?;
-    let loop_wait = duration("loop_wait", &raw.loop_wait, "1s")?;
-    let ttl = duration("ttl", &raw.ttl, "4s")?;
+    let loop_wait = duration("loop_wait", &raw.loop_wait)?;
+    let ttl = duration("ttl", &raw.ttl)?;
     if loop_wait * 3 > ttl {
         return Err(bad(
             src.label("ttl"),
             format!("{ttl:?} is too short for loop_wait {loop_wait:?}: the lease must outlive three cycles (ttl >= 3 * loop_wait)"),
         ));
     }
-    let primary_start_timeout = duration("primary_start_timeout", &raw.primary_start_timeout, "30s")?;
-    let lag_text = raw.maximum_lag_on_failover.clone().unwrap_or_else(|| "1MB".to_string());
-    let maximum_lag_bytes = parse_bytes(&lag_text).ok_or_else(|| {
+    let primary_start_timeout = duration("primary_start_timeout", &raw.primary_start_timeout)?;
+    let lag_text = given_or_default(&raw.maximum_lag_on_failover, "maximum_lag_on_failover");
+    let maximum_lag_bytes = parse_bytes(lag_text).ok_or_else(|| {
         bad(
             src.label("maximum_lag_on_failover"),
             format!("{lag_text:?} is not a size; use bytes such as 1MB or 1048576"),
         )
     })?;
-    let synchronous = match raw.synchronous.as_deref().unwrap_or("off") {
+    let synchronous = match given_or_default(&raw.synchronous, "synchronous") {
         "off" => pgrepl_core::SyncMode::Off,
         "on" => pgrepl_core::SyncMode::On,
         "quorum" => pgrepl_core::SyncMode::Quorum,
         other => return Err(bad(src.label("synchronous"), format!("{other:?} is not allowed; use off, on or quorum"))),
     };
-    let failover =
-        pgrepl_core::FailoverSpec { automatic: raw.automatic_failover.unwrap_or(true), maximum_lag_bytes, synchronous };
+    let failover = pgrepl_core::FailoverSpec {
+        automatic: bool_or_default(raw.automatic_failover, "automatic_failover"),
+        maximum_lag_bytes,
+        synchronous,
+    };
     let parameters = raw
         .parameters
         .iter()
@@ -508,7 +467,7 @@ pub fn validate(raw: &RawConfig, env: &[FromEnv]) -> Result<Config, ConfigError>
         ro_fallback,
         rw_wait,
         router_splice,
-        destroy_on_restart: raw.destroy_on_restart.unwrap_or(false),
+        destroy_on_restart: bool_or_default(raw.destroy_on_restart, "destroy_on_restart"),
         loop_wait,
         ttl,
         failover,
@@ -529,8 +488,8 @@ pub fn validate(raw: &RawConfig, env: &[FromEnv]) -> Result<Config, ConfigError>
 /// directory's configuration as written, `now` this start's.
 pub fn check_unchanged(before: &RawConfig, now: &Config, env: &[FromEnv]) -> Result<(), ConfigError> {
     let src = Sources(env);
-    let before_store = before.store.clone().unwrap_or_else(|| "file".to_string());
-    if parse_store(&before_store).as_ref() != Ok(&now.store) {
+    let before_store = given_or_default(&before.store, "store");
+    if parse_store(before_store).as_ref() != Ok(&now.store) {
         return Err(bad(
             src.label("store"),
             format!(
@@ -540,7 +499,7 @@ pub fn check_unchanged(before: &RawConfig, now: &Config, env: &[FromEnv]) -> Res
             ),
         ));
     }
-    let before_cluster = before.cluster.clone().unwrap_or_else(|| "pgrepl".to_string());
+    let before_cluster = given_or_default(&before.cluster, "cluster");
     if matches!(now.store, StoreConfig::Etcd { .. }) && before_cluster != now.cluster {
         return Err(bad(
             src.label("cluster"),
@@ -556,7 +515,7 @@ pub fn check_unchanged(before: &RawConfig, now: &Config, env: &[FromEnv]) -> Res
 
 #[cfg(test)]
 mod tests {
-    use super::super::raw::read_env;
+    use super::super::env::{apply_env, read_env};
     use super::*;
 
     fn env_config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {

@@ -16,46 +16,10 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// Every variable pgrepl reads, cleared so the host's environment cannot leak into a test.
-const PGREPL_VARS: &[&str] = &[
-    "PGREPL_DIR",
-    "PGREPL_CLUSTER",
-    "PGREPL_STORE",
-    "PGREPL_REPLICAS",
-    "PGREPL_RUN_AS",
-    "PGREPL_PG_BIN_DIR",
-    "PGREPL_LISTEN",
-    "PGREPL_ALLOW",
-    "ALLOW_IP_RANGE",
-    "PGREPL_DESTROY_ON_RESTART",
-    "DESTROY_DATABASE_ON_RESTART",
-    "PGREPL_USER",
-    "POSTGRESQL_USER",
-    "POSTGRES_USER",
-    "PGREPL_PASSWORD",
-    "POSTGRESQL_PASSWORD",
-    "POSTGRES_PASS",
-    "PGREPL_DATABASE",
-    "POSTGRESQL_DATABASE",
-    "POSTGRES_DBNAME",
-    "PGREPL_ADMIN_PASSWORD",
-    "POSTGRESQL_ADMIN_PASSWORD",
-    "PGREPL_REPLICATION_USER",
-    "POSTGRESQL_MASTER_USER",
-    "PGREPL_REPLICATION_PASSWORD",
-    "POSTGRESQL_MASTER_PASSWORD",
-    "PGREPL_PORT",
-    "PGREPL_RO_PORT",
-    "PGREPL_RO_MAX_LAG",
-    "PGREPL_RO_FALLBACK",
-    "PGREPL_RW_WAIT",
-    "PGREPL_LOOP_WAIT",
-    "PGREPL_TTL",
-    "PGREPL_AUTOMATIC_FAILOVER",
-    "PGREPL_MAXIMUM_LAG_ON_FAILOVER",
-    "PGREPL_SYNCHRONOUS",
-    "PGREPL_PRIMARY_START_TIMEOUT",
-];
+/// Every variable pgrepl's settings read, one a line (`#` starts a comment), cleared with
+/// `PGREPL_DIR` so the host's environment cannot leak into a test. A unit test of the binary
+/// (`config::env`) fails, printing the expected text, when the file and `SETTINGS` differ.
+const PGREPL_VARS: &str = include_str!("variables.txt");
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -109,7 +73,8 @@ impl TestCluster {
 
     pub fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
         let mut cmd = Command::new(pgrepl_bin());
-        for v in PGREPL_VARS {
+        cmd.env_remove("PGREPL_DIR");
+        for v in PGREPL_VARS.lines().filter(|l| !l.starts_with('#')) {
             cmd.env_remove(v);
         }
         cmd.env("PGREPL_PORT", self.rw_port.to_string()).env("PGREPL_RO_PORT", self.ro_port.to_string());

@@ -1,0 +1,338 @@
+//! Every setting pgrepl knows, defined once in `SETTINGS`: its key in `pgrepl.toml`, the
+//! environment variables that set it, its default, its meaning, and how a value from the
+//! environment goes into `RawConfig`. Reading the environment (`env`), the names in error
+//! messages, the defaults validation starts from, the README's configuration table and the test
+//! kit's list of variables all come from this table. It checks text only as far as putting it
+//! into `RawConfig` needs; `validate` judges the values.
+
+use super::raw::RawConfig;
+use DefaultValue::{Described, Value};
+
+/// One setting.
+pub struct Setting {
+    /// Its key in `pgrepl.toml` (`database.user`), which is also its name in messages.
+    pub key: &'static str,
+    /// The variables that set it: pgrepl's own name first, then the seeds' aliases. The first
+    /// one set wins.
+    pub env: &'static [&'static str],
+    /// What applies when it is not given, as the README shows it.
+    pub default: DefaultValue,
+    /// What it means: the README's line for it.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub doc: &'static str,
+    /// Puts a variable's value into the raw configuration; the error says what is wrong with
+    /// the text (the caller names the setting and the variable).
+    pub set: fn(&mut RawConfig, &str) -> Result<(), String>,
+}
+
+/// What a setting is when it is not given.
+pub enum DefaultValue {
+    /// A value, written as the file writes it (`1s`); validation starts from it.
+    Value(&'static str),
+    /// Something that is not one value (`generated`), in the README's words; validation decides.
+    #[cfg_attr(not(test), allow(dead_code))]
+    Described(&'static str),
+}
+
+/// Every setting, in the README's order.
+pub const SETTINGS: &[Setting] = &[
+    Setting {
+        key: "cluster",
+        env: &["PGREPL_CLUSTER"],
+        default: Value("pgrepl"),
+        doc: "cluster name",
+        set: |r, v| text(&mut r.cluster, v),
+    },
+    Setting {
+        key: "replicas",
+        env: &["PGREPL_REPLICAS"],
+        default: Value("1"),
+        doc: "replicas of a new cluster (0–16)",
+        set: |r, v| whole_number(&mut r.replicas, v),
+    },
+    Setting {
+        key: "run_as",
+        env: &["PGREPL_RUN_AS"],
+        default: Value("postgres"),
+        doc: "OS user PostgreSQL (and pgrepl) run as when started as root",
+        set: |r, v| text(&mut r.run_as, v),
+    },
+    Setting {
+        key: "bin_dir",
+        env: &["PGREPL_PG_BIN_DIR"],
+        default: Described("found"),
+        doc: "PostgreSQL binaries (`pg_config --bindir`, `/usr/lib/postgresql/*/bin`, `/usr/local/pgsql/bin`)",
+        set: |r, v| text(&mut r.bin_dir, v),
+    },
+    Setting {
+        key: "listen",
+        env: &["PGREPL_LISTEN"],
+        default: Value("127.0.0.1"),
+        doc: "address the members listen on",
+        set: |r, v| text(&mut r.listen, v),
+    },
+    Setting {
+        key: "base_port",
+        env: &[],
+        default: Described("free ports"),
+        doc: "first member port; members use consecutive ports (also `--base-port`)",
+        set: |r, v| whole_number(&mut r.base_port, v),
+    },
+    Setting {
+        key: "port",
+        env: &["PGREPL_PORT"],
+        default: Value("5432"),
+        doc: "the read-write endpoint (also `--port`)",
+        set: |r, v| whole_number(&mut r.port, v),
+    },
+    Setting {
+        key: "ro_port",
+        env: &["PGREPL_RO_PORT"],
+        default: Value("5433"),
+        doc: "the read-only endpoint (also `--ro-port`)",
+        set: |r, v| whole_number(&mut r.ro_port, v),
+    },
+    Setting {
+        key: "rw_wait",
+        env: &["PGREPL_RW_WAIT"],
+        default: Value("5s"),
+        doc: "how long a new read-write connection waits for a primary (`0s`: refuse at once)",
+        set: |r, v| text(&mut r.rw_wait, v),
+    },
+    Setting {
+        key: "ro_max_lag",
+        env: &["PGREPL_RO_MAX_LAG"],
+        default: Value("16MB"),
+        doc: "most a replica may lag and still get reads: bytes (`16MB`) or time (`10s`)",
+        set: |r, v| text(&mut r.ro_max_lag, v),
+    },
+    Setting {
+        key: "ro_fallback",
+        env: &["PGREPL_RO_FALLBACK"],
+        default: Value("primary"),
+        doc: "where reads go when no replica qualifies: `primary` or `refuse`",
+        set: |r, v| text(&mut r.ro_fallback, v),
+    },
+    Setting {
+        key: "router_splice",
+        env: &["PGREPL_ROUTER_SPLICE"],
+        default: Value("auto"),
+        doc: "how the router moves bytes: `auto` (in the kernel where it may load its BPF program, else copied), \
+              `kernel` (an error where it cannot), `copy`",
+        set: |r, v| text(&mut r.router_splice, v),
+    },
+    Setting {
+        key: "allow",
+        env: &["PGREPL_ALLOW", "ALLOW_IP_RANGE"],
+        default: Described("loopback"),
+        doc: "client CIDRs written into `pg_hba.conf` (`scram-sha-256`); comma-separated in the environment",
+        set: |r, v| {
+            r.allow = Some(v.split([',', ' ']).filter(|s| !s.is_empty()).map(String::from).collect());
+            Ok(())
+        },
+    },
+    Setting {
+        key: "destroy_on_restart",
+        env: &["PGREPL_DESTROY_ON_RESTART", "DESTROY_DATABASE_ON_RESTART"],
+        default: Value("false"),
+        doc: "a replica wipes its data and clones afresh each time its agent starts (never the primary)",
+        set: |r, v| boolean(&mut r.destroy_on_restart, v),
+    },
+    Setting {
+        key: "store",
+        env: &["PGREPL_STORE"],
+        default: Value("file"),
+        doc: "where cluster state lives: `file` (`DIR/store`) or `etcd://HOST:PORT[,HOST:PORT...]` (keys under \
+              `/pgrepl/<cluster>/`); fixed once the cluster exists, and `down --destroy` removes the keys",
+        set: |r, v| text(&mut r.store, v),
+    },
+    Setting {
+        key: "loop_wait",
+        env: &["PGREPL_LOOP_WAIT"],
+        default: Value("1s"),
+        doc: "agent cycle when nothing changes",
+        set: |r, v| text(&mut r.loop_wait, v),
+    },
+    Setting {
+        key: "ttl",
+        env: &["PGREPL_TTL"],
+        default: Value("4s"),
+        doc: "leader lease and member status lifetime (at least 3 × `loop_wait`); an unplanned failover takes \
+              about this long",
+        set: |r, v| text(&mut r.ttl, v),
+    },
+    Setting {
+        key: "automatic_failover",
+        env: &["PGREPL_AUTOMATIC_FAILOVER"],
+        default: Value("true"),
+        doc: "replace a lost leader by the most advanced healthy replica",
+        set: |r, v| boolean(&mut r.automatic_failover, v),
+    },
+    Setting {
+        key: "maximum_lag_on_failover",
+        env: &["PGREPL_MAXIMUM_LAG_ON_FAILOVER"],
+        default: Value("1MB"),
+        doc: "a replica further behind the lost leader may not replace it",
+        set: |r, v| text(&mut r.maximum_lag_on_failover, v),
+    },
+    Setting {
+        key: "synchronous",
+        env: &["PGREPL_SYNCHRONOUS"],
+        default: Value("off"),
+        doc: "`off`, `on` (one synchronous replica) or `quorum` (any one of the streaming replicas)",
+        set: |r, v| text(&mut r.synchronous, v),
+    },
+    Setting {
+        key: "primary_start_timeout",
+        env: &["PGREPL_PRIMARY_START_TIMEOUT"],
+        default: Value("30s"),
+        doc: "how long a leader tries to restart its crashed PostgreSQL in place before a replica takes over",
+        set: |r, v| text(&mut r.primary_start_timeout, v),
+    },
+    Setting {
+        key: "database.user",
+        env: &["PGREPL_USER", "POSTGRESQL_USER", "POSTGRES_USER"],
+        default: Described("`app`*"),
+        doc: "application user",
+        set: |r, v| text(&mut r.database.user, v),
+    },
+    Setting {
+        key: "database.password",
+        env: &["PGREPL_PASSWORD", "POSTGRESQL_PASSWORD", "POSTGRES_PASS"],
+        default: Described("generated"),
+        doc: "its password",
+        set: |r, v| text(&mut r.database.password, v),
+    },
+    Setting {
+        key: "database.name",
+        env: &["PGREPL_DATABASE", "POSTGRESQL_DATABASE", "POSTGRES_DBNAME"],
+        default: Described("`app`*"),
+        doc: "its database, owned by it",
+        set: |r, v| text(&mut r.database.name, v),
+    },
+    Setting {
+        key: "database.admin_password",
+        env: &["PGREPL_ADMIN_PASSWORD", "POSTGRESQL_ADMIN_PASSWORD"],
+        default: Described("generated"),
+        doc: "password of `postgres`",
+        set: |r, v| text(&mut r.database.admin_password, v),
+    },
+    Setting {
+        key: "database.replication_user",
+        env: &["PGREPL_REPLICATION_USER", "POSTGRESQL_MASTER_USER"],
+        default: Value("replicator"),
+        doc: "replication role",
+        set: |r, v| text(&mut r.database.replication_user, v),
+    },
+    Setting {
+        key: "database.replication_password",
+        env: &["PGREPL_REPLICATION_PASSWORD", "POSTGRESQL_MASTER_PASSWORD"],
+        default: Described("generated"),
+        doc: "its password",
+        set: |r, v| text(&mut r.database.replication_password, v),
+    },
+];
+
+/// The setting with this key.
+pub fn setting(key: &str) -> Option<&'static Setting> {
+    SETTINGS.iter().find(|s| s.key == key)
+}
+
+/// The default value of `key`, as the file writes it.
+///
+/// # Panics
+/// When `key` has no `Value` default: a mistake in this table, which every test of a default
+/// configuration finds.
+pub fn default_value(key: &str) -> &'static str {
+    match setting(key).map(|s| &s.default) {
+        Some(Value(v)) => v,
+        _ => panic!("setting {key} has no default value in SETTINGS"),
+    }
+}
+
+fn text(field: &mut Option<String>, value: &str) -> Result<(), String> {
+    *field = Some(value.to_string());
+    Ok(())
+}
+
+fn whole_number(field: &mut Option<i64>, value: &str) -> Result<(), String> {
+    *field = Some(value.trim().parse().map_err(|_| format!("{value:?} is not a whole number"))?);
+    Ok(())
+}
+
+/// `true`/`false`, also `yes`/`no`, `on`/`off` and `1`/`0`, in any case.
+pub fn parse_bool(text: &str) -> Option<bool> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" | "1" => Some(true),
+        "false" | "no" | "off" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+fn boolean(field: &mut Option<bool>, value: &str) -> Result<(), String> {
+    *field = Some(parse_bool(value).ok_or_else(|| format!("{value:?} is not a boolean; use true or false"))?);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README's configuration table, one row per setting (and one for `[parameters]`).
+    pub fn readme_table() -> String {
+        let code = |names: &[&str]| names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ");
+        let mut out = String::from(
+            "| file key | environment (pgrepl, then the seeds' names) | default | meaning |\n|---|---|---|---|\n",
+        );
+        for s in SETTINGS {
+            let env = if s.env.is_empty() { "—".to_string() } else { code(s.env) };
+            let default = match s.default {
+                Value(v) => format!("`{v}`"),
+                Described(text) => text.to_string(),
+            };
+            out.push_str(&format!("| `{}` | {env} | {default} | {} |\n", s.key, s.doc));
+        }
+        out.push_str("| `[parameters]` | — | — | extra PostgreSQL settings for every member |\n");
+        out
+    }
+
+    const README: &str = include_str!("../../../../README.md");
+    const BEGIN: &str = "<!-- settings:begin: generated from SETTINGS in crates/pgrepl/src/config/settings.rs -->\n\n";
+    const END: &str = "\n<!-- settings:end -->";
+
+    #[test]
+    fn the_readme_table_is_the_settings_table() {
+        let expected = readme_table();
+        let found = README.split_once(BEGIN).and_then(|(_, rest)| rest.split_once(END)).map(|(table, _)| table);
+        assert!(
+            found == Some(expected.as_str()),
+            "README.md's configuration table is not SETTINGS'; put this between the settings markers:\n\n{BEGIN}{expected}{END}\n"
+        );
+    }
+
+    #[test]
+    fn keys_and_variables_are_each_used_once() {
+        let mut keys: Vec<_> = SETTINGS.iter().map(|s| s.key).collect();
+        keys.sort_unstable();
+        let count = keys.len();
+        keys.dedup();
+        assert_eq!(keys.len(), count, "a key appears twice in SETTINGS");
+        let mut names: Vec<_> = SETTINGS.iter().flat_map(|s| s.env.iter()).collect();
+        names.sort_unstable();
+        let count = names.len();
+        names.dedup();
+        assert_eq!(names.len(), count, "a variable appears twice in SETTINGS");
+        assert!(SETTINGS.iter().all(|s| !s.doc.contains('|')), "a doc would break the README's table");
+    }
+
+    #[test]
+    fn every_value_default_goes_into_the_raw_configuration() {
+        for s in SETTINGS {
+            if let Value(v) = s.default {
+                let mut raw = RawConfig::default();
+                (s.set)(&mut raw, v).unwrap_or_else(|e| panic!("{}: default {v:?}: {e}", s.key));
+                assert_ne!(raw, RawConfig::default(), "{} sets nothing", s.key);
+            }
+        }
+    }
+}
