@@ -7,14 +7,25 @@ N        ?= 2
 RW_PORT  ?= 5432
 RO_PORT  ?= 5433
 PGREPL   := ./target/release/pgrepl --dir $(DIR)
+# `make image`: the container image (docs/container.md), tagged $(IMAGE):latest and
+# $(IMAGE):<the workspace version>, built through a context holding only what it needs.
+IMAGE         ?= pgrepl
+IMAGE_VERSION ?= $(shell sed -n '/^\[workspace\.package\]/,/^\[/s/^version *= *"\([^"]*\)".*/\1/p' Cargo.toml)
+IMAGE_CTX     := target/image-context
 
-.PHONY: setup build up down destroy status scale test bench logs master-log slave-log master-shell slave-shell
+.PHONY: setup build image up down destroy status scale test bench logs master-log slave-log master-shell slave-shell
 
 setup:
 	@bash scripts/setup.sh
 
 build: setup
 	cargo build --release --bin pgrepl
+
+image: build
+	rm -rf $(IMAGE_CTX) && mkdir -p $(IMAGE_CTX)
+	cp -a image/Dockerfile image/packages image/dpkg.cfg image/rootfs target/release/pgrepl $(IMAGE_CTX)/
+	base=$$(bash image/base.sh) && docker build --build-arg BASE=$$base --build-arg VERSION=$(IMAGE_VERSION) \
+		-t $(IMAGE):latest -t $(IMAGE):$(IMAGE_VERSION) $(IMAGE_CTX)
 
 up: build
 	$(PGREPL) up --replicas $(REPLICAS) --port $(RW_PORT) --ro-port $(RO_PORT)

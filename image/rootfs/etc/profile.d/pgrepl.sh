@@ -1,0 +1,1 @@
+../pgrepl/shell-env.sh
