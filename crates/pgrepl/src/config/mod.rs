@@ -1,11 +1,14 @@
 //! Configuration: `settings` (every setting, once), `raw` (file and environment as written),
-//! `env` (the environment over the file) and `validate` (checked and typed). Loading reads the
-//! file; nothing here writes anything.
+//! `env` (the environment over the file) and `validate` (checked and typed, by the `checks` of
+//! each concern, into the `values` of a `Config`). Loading reads the file; nothing here writes
+//! anything.
 
+mod checks;
 pub mod env;
 pub mod raw;
 pub mod settings;
 pub mod validate;
+pub mod values;
 
 pub use env::{apply_env, label, read_env};
 pub use raw::{FromEnv, RawConfig};

@@ -1,14 +1,15 @@
-//! From `RawConfig` plus environment to a checked, typed `Config`. Every error names the
-//! setting (with the variable it came from), the bad value and what is allowed.
+//! From `RawConfig` plus environment to a checked, typed `Config` (the checks, one function per
+//! concern, are in `checks`). Every error names the setting (with the variable it came from),
+//! the bad value and what is allowed.
 
-use super::env::label;
+use super::checks::{self, bool_or_default, given_or_default, Sources};
 use super::raw::{FromEnv, RawConfig};
-use super::settings::{default_value, parse_bool};
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+
+pub use super::values::{parse_store, GivenPasswords, MaxLag, Names, RouterSplice, StoreConfig};
 
 /// PostgreSQL's limit on identifiers (NAMEDATALEN - 1).
 pub const MAX_NAME_BYTES: usize = 63;
@@ -45,137 +46,6 @@ pub struct Config {
     pub parameters: BTreeMap<String, String>,
 }
 
-/// How the router moves a connection's bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RouterSplice {
-    /// In the kernel where the router may load the splice program, else copied.
-    Auto,
-    /// In the kernel; the router fails to start where it cannot.
-    Kernel,
-    /// Copied by the router.
-    Copy,
-}
-
-/// Where the cluster's state lives.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StoreConfig {
-    /// `DIR/store`: members on this one machine.
-    File,
-    /// An etcd cluster reached at any of these `HOST:PORT` endpoints.
-    Etcd { endpoints: Vec<String> },
-}
-
-impl fmt::Display for StoreConfig {
-    /// As it is written in the configuration: `file` or `etcd://HOST:PORT[,HOST:PORT...]`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StoreConfig::File => f.write_str("file"),
-            StoreConfig::Etcd { endpoints } => write!(f, "etcd://{}", endpoints.join(",")),
-        }
-    }
-}
-
-const STORE_FORMS: &str = "use file or etcd://HOST:PORT[,HOST:PORT...], such as etcd://127.0.0.1:2379";
-
-/// Parses the `store` setting; the error says what is wrong with it.
-pub fn parse_store(text: &str) -> Result<StoreConfig, String> {
-    let text = text.trim();
-    if text == "file" {
-        return Ok(StoreConfig::File);
-    }
-    let Some(list) = text.strip_prefix("etcd://") else {
-        return Err(format!("{text:?} is not allowed; {STORE_FORMS}"));
-    };
-    let endpoints = list
-        .split(',')
-        .map(|endpoint| {
-            let endpoint = endpoint.trim();
-            check_endpoint(endpoint)
-                .map(|()| endpoint.to_string())
-                .map_err(|why| format!("{text:?} is not allowed: {why}; {STORE_FORMS}"))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(StoreConfig::Etcd { endpoints })
-}
-
-/// One etcd endpoint: `HOST:PORT`, the host a name, an IPv4 address or a bracketed IPv6 one.
-fn check_endpoint(endpoint: &str) -> Result<(), String> {
-    let Some((host, port)) = endpoint.rsplit_once(':') else {
-        return Err(if endpoint.is_empty() {
-            "an endpoint is empty".to_string()
-        } else {
-            format!("endpoint {endpoint:?} has no port")
-        });
-    };
-    if !port.parse::<u16>().is_ok_and(|p| p >= 1) {
-        return Err(format!("endpoint {endpoint:?} has no port from 1 to 65535"));
-    }
-    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
-        None => !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_'),
-    };
-    if !host_ok {
-        return Err(format!("endpoint {endpoint:?} does not start with a host name or address"));
-    }
-    Ok(())
-}
-
-/// How far behind a replica may be and still serve reads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MaxLag {
-    Bytes(u64),
-    Time(Duration),
-}
-
-/// Parses a byte size: `16MB`, `512kB`, `1GB`, `1048576` (bytes), as PostgreSQL writes them.
-pub fn parse_bytes(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number.parse().ok()?;
-    let factor: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "kB" | "KB" => 1 << 10,
-        "MB" => 1 << 20,
-        "GB" => 1 << 30,
-        _ => return None,
-    };
-    n.checked_mul(factor)
-}
-
-/// Role and database names.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Names {
-    /// The application user and its database, when the cluster has one.
-    pub app: Option<AppNames>,
-    pub replication_user: String,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AppNames {
-    pub user: String,
-    pub database: String,
-}
-
-/// Passwords the configuration gives; the rest are generated (and kept) by `up`.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct GivenPasswords {
-    pub user: Option<String>,
-    pub admin: Option<String>,
-    pub replication: Option<String>,
-}
-
-impl fmt::Debug for GivenPasswords {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let shown = |p: &Option<String>| if p.is_some() { "<given>" } else { "<none>" };
-        f.debug_struct("GivenPasswords")
-            .field("user", &shown(&self.user))
-            .field("admin", &shown(&self.admin))
-            .field("replication", &shown(&self.replication))
-            .finish()
-    }
-}
-
 /// A setting that cannot be accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{setting}: {problem}")]
@@ -190,268 +60,15 @@ pub(super) fn bad(setting: impl Into<String>, problem: impl Into<String>) -> Con
     ConfigError { setting: setting.into(), problem: problem.into() }
 }
 
-/// Parses `1s`, `500ms`, `2m`, `1h`.
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit())?;
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number.parse().ok()?;
-    match unit {
-        "ms" => Some(Duration::from_millis(n)),
-        "s" => Some(Duration::from_secs(n)),
-        "m" => Some(Duration::from_secs(n * 60)),
-        "h" => Some(Duration::from_secs(n * 3600)),
-        _ => None,
-    }
-}
-
-/// Checks a CIDR range such as `10.0.0.0/8` or `::1/128`; a bare address means one host.
-pub fn parse_cidr(text: &str) -> Option<String> {
-    let text = text.trim();
-    let (addr, prefix) = match text.split_once('/') {
-        Some((a, p)) => (a, Some(p)),
-        None => (text, None),
-    };
-    let ip: IpAddr = addr.parse().ok()?;
-    let max = if ip.is_ipv4() { 32 } else { 128 };
-    let prefix: u8 = match prefix {
-        Some(p) => p.parse().ok().filter(|p| *p <= max)?,
-        None => max,
-    };
-    Some(format!("{ip}/{prefix}"))
-}
-
-fn check_name(setting: &str, name: &str) -> Result<(), ConfigError> {
-    if name.is_empty() {
-        return Err(bad(setting, "is empty; give a name of 1 to 63 bytes"));
-    }
-    if name.len() > MAX_NAME_BYTES {
-        return Err(bad(
-            setting,
-            format!("{name:?} is {} bytes long; PostgreSQL names are at most {MAX_NAME_BYTES} bytes", name.len()),
-        ));
-    }
-    if name.contains('\0') || name.chars().any(char::is_control) {
-        return Err(bad(setting, format!("{name:?} holds control characters, which names may not")));
-    }
-    Ok(())
-}
-
-fn check_password(setting: &str, password: &str) -> Result<(), ConfigError> {
-    if password.is_empty() {
-        return Err(bad(setting, "is empty; give a non-empty password or leave it unset to have one generated"));
-    }
-    if password.contains(['\n', '\r', '\0']) {
-        return Err(bad(setting, "holds a line break or NUL, which passwords may not"));
-    }
-    Ok(())
-}
-
-fn port(setting: &str, value: i64) -> Result<u16, ConfigError> {
-    u16::try_from(value)
-        .ok()
-        .filter(|p| *p >= 1)
-        .ok_or_else(|| bad(setting, format!("{value} is not a port; use 1 to 65535")))
-}
-
-/// The value given, else the setting's default in `SETTINGS`.
-fn given_or_default<'a>(value: &'a Option<String>, key: &str) -> &'a str {
-    value.as_deref().unwrap_or_else(|| default_value(key))
-}
-
-fn number_or_default(value: Option<i64>, key: &str) -> i64 {
-    value.unwrap_or_else(|| default_value(key).parse().expect("a number's default in SETTINGS is a number"))
-}
-
-fn bool_or_default(value: Option<bool>, key: &str) -> bool {
-    value.or_else(|| parse_bool(default_value(key))).expect("a boolean's default in SETTINGS is true or false")
-}
-
-/// The name a field goes by in messages: its config key, plus the variable when it came from one.
-struct Sources<'a>(&'a [FromEnv]);
-
-impl Sources<'_> {
-    fn label(&self, field: &str) -> String {
-        label(self.0, field)
-    }
-}
-
 /// Checks everything and fills in defaults. `env` only serves to name variables in errors.
 pub fn validate(raw: &RawConfig, env: &[FromEnv]) -> Result<Config, ConfigError> {
     let src = Sources(env);
-    let d = &raw.database;
-
-    // S1: the application triple is all or nothing.
-    let triple = [("database.user", &d.user), ("database.password", &d.password), ("database.name", &d.name)];
-    let given: Vec<_> = triple.iter().filter(|(_, v)| v.is_some()).map(|(k, _)| src.label(k)).collect();
-    if !given.is_empty() && given.len() < 3 {
-        let missing: Vec<_> = triple.iter().filter(|(_, v)| v.is_none()).map(|(k, _)| src.label(k)).collect();
-        return Err(bad(
-            given.join(", "),
-            format!(
-                "the application user, its password and its database go together, but {} {} not set; \
-                 give all three (PGREPL_USER, PGREPL_PASSWORD, PGREPL_DATABASE or the seeds' POSTGRESQL_USER, \
-                 POSTGRESQL_PASSWORD, POSTGRESQL_DATABASE), or none of them and POSTGRESQL_ADMIN_PASSWORD",
-                missing.join(" and "),
-                if missing.len() == 1 { "is" } else { "are" }
-            ),
-        ));
-    }
-    let replication_user = given_or_default(&d.replication_user, "database.replication_user").to_string();
-    check_name(&src.label("database.replication_user"), &replication_user)?;
-    let app = match (&d.user, &d.name) {
-        (Some(user), Some(database)) => {
-            check_name(&src.label("database.user"), user)?;
-            check_name(&src.label("database.name"), database)?;
-            for (other, what) in [(ADMIN_USER, "the admin user"), (replication_user.as_str(), "the replication user")] {
-                if user == other {
-                    return Err(bad(src.label("database.user"), format!("{user:?} is {what}; choose another name")));
-                }
-            }
-            Some(AppNames { user: user.clone(), database: database.clone() })
-        }
-        // No triple and no admin password: a ready-to-use application user and database.
-        _ if d.admin_password.is_none() => Some(AppNames { user: "app".into(), database: "app".into() }),
-        _ => None,
-    };
-    if replication_user == ADMIN_USER {
-        return Err(bad(src.label("database.replication_user"), "\"postgres\" is the admin user; choose another name"));
-    }
-    for (field, value) in [
-        ("database.password", &d.password),
-        ("database.admin_password", &d.admin_password),
-        ("database.replication_password", &d.replication_password),
-    ] {
-        if let Some(v) = value {
-            check_password(&src.label(field), v)?;
-        }
-    }
-
-    let cluster = given_or_default(&raw.cluster, "cluster").to_string();
-    if cluster.is_empty()
-        || cluster.len() > 63
-        || !cluster.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        return Err(bad(
-            src.label("cluster"),
-            format!("{cluster:?} is not allowed; use 1 to 63 letters, digits, '-' or '_'"),
-        ));
-    }
-    let store =
-        parse_store(given_or_default(&raw.store, "store")).map_err(|problem| bad(src.label("store"), problem))?;
-    let replicas = match number_or_default(raw.replicas, "replicas") {
-        n if (0..=MAX_REPLICAS).contains(&n) => n as usize,
-        n => return Err(bad(src.label("replicas"), format!("{n} is not allowed; use 0 to {MAX_REPLICAS}"))),
-    };
-    let run_as = given_or_default(&raw.run_as, "run_as").to_string();
-    if run_as.is_empty() || run_as == "root" {
-        return Err(bad(
-            src.label("run_as"),
-            format!("{run_as:?} is not allowed; PostgreSQL must run as an unprivileged OS user such as postgres"),
-        ));
-    }
-    let listen_text = given_or_default(&raw.listen, "listen");
-    let listen: IpAddr =
-        listen_text.parse().map_err(|_| bad(src.label("listen"), format!("{listen_text:?} is not an IP address")))?;
-    let base_port = raw.base_port.map(|p| port("base_port", p)).transpose()?;
-    let rw_port = port(&src.label("port"), number_or_default(raw.port, "port"))?;
-    let ro_port = port(&src.label("ro_port"), number_or_default(raw.ro_port, "ro_port"))?;
-    if rw_port == ro_port {
-        return Err(bad("ro_port", format!("{ro_port} is also the read-write port; use two different ports")));
-    }
-    let allow = match &raw.allow {
-        None => vec!["127.0.0.1/32".to_string(), "::1/128".to_string()],
-        Some(ranges) => ranges
-            .iter()
-            .map(|r| {
-                parse_cidr(r).ok_or_else(|| {
-                    bad(
-                        src.label("allow"),
-                        format!("{r:?} is not an address range; use CIDR form such as 10.0.0.0/8 or 0.0.0.0/0"),
-                    )
-                })
-            })
-            .collect::<Result<_, _>>()?,
-    };
-    let duration = |field: &str, value: &Option<String>| -> Result<Duration, ConfigError> {
-        let text = given_or_default(value, field);
-        parse_duration(text).filter(|d| !d.is_zero()).ok_or_else(|| {
-            bad(src.label(field), format!("{text:?} is not a duration; use a number with ms, s, m or h, such as 1s"))
-        })
-    };
-    let ro_max_lag_text = given_or_default(&raw.ro_max_lag, "ro_max_lag");
-    let ro_max_lag = match (parse_bytes(ro_max_lag_text), parse_duration(ro_max_lag_text)) {
-        (Some(bytes), _) => MaxLag::Bytes(bytes),
-        (None, Some(time)) => MaxLag::Time(time),
-        (None, None) => {
-            return Err(bad(
-                src.label("ro_max_lag"),
-                format!(
-                "{ro_max_lag_text:?} is neither a size nor a duration; use bytes such as 16MB or a time such as 10s"
-            ),
-            ))
-        }
-    };
-    let ro_fallback = match given_or_default(&raw.ro_fallback, "ro_fallback") {
-        "primary" => pgrepl_router::RoFallback::Primary,
-        "refuse" => pgrepl_router::RoFallback::Refuse,
-        other => return Err(bad(src.label("ro_fallback"), format!("{other:?} is not allowed; use primary or refuse"))),
-    };
-    let router_splice = match given_or_default(&raw.router_splice, "router_splice") {
-        "auto" => RouterSplice::Auto,
-        "kernel" => RouterSplice::Kernel,
-        "copy" => RouterSplice::Copy,
-        other => {
-            return Err(bad(src.label("router_splice"), format!("{other:?} is not allowed; use auto, kernel or copy")))
-        }
-    };
-    let rw_wait_text = given_or_default(&raw.rw_wait, "rw_wait");
-    let rw_wait = parse_duration(rw_wait_text).filter(|d| *d <= Duration::from_secs(600)).ok_or_else(|| {
-        bad(src.label("rw_wait"), format!("{rw_wait_text:?} is not allowed; use a duration from 0s to 10m, such as 5s"))
-    })?;
-    let loop_wait = duration("loop_wait", &raw.loop_wait)?;
-    let ttl = duration("ttl", &raw.ttl)?;
-    if loop_wait * 3 > ttl {
-        return Err(bad(
-            src.label("ttl"),
-            format!("{ttl:?} is too short for loop_wait {loop_wait:?}: the lease must outlive three cycles (ttl >= 3 * loop_wait)"),
-        ));
-    }
-    let primary_start_timeout = duration("primary_start_timeout", &raw.primary_start_timeout)?;
-    let lag_text = given_or_default(&raw.maximum_lag_on_failover, "maximum_lag_on_failover");
-    let maximum_lag_bytes = parse_bytes(lag_text).ok_or_else(|| {
-        bad(
-            src.label("maximum_lag_on_failover"),
-            format!("{lag_text:?} is not a size; use bytes such as 1MB or 1048576"),
-        )
-    })?;
-    let synchronous = match given_or_default(&raw.synchronous, "synchronous") {
-        "off" => pgrepl_core::SyncMode::Off,
-        "on" => pgrepl_core::SyncMode::On,
-        "quorum" => pgrepl_core::SyncMode::Quorum,
-        other => return Err(bad(src.label("synchronous"), format!("{other:?} is not allowed; use off, on or quorum"))),
-    };
-    let failover = pgrepl_core::FailoverSpec {
-        automatic: bool_or_default(raw.automatic_failover, "automatic_failover"),
-        maximum_lag_bytes,
-        synchronous,
-    };
-    let parameters = raw
-        .parameters
-        .iter()
-        .map(|(k, v)| {
-            let text = match v {
-                toml::Value::String(s) => s.clone(),
-                toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_) => v.to_string(),
-                _ => return Err(bad(format!("parameters.{k}"), "must be a string, number or boolean")),
-            };
-            if !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') || k.is_empty() {
-                return Err(bad(format!("parameters.{k}"), "is not a PostgreSQL setting name"));
-            }
-            Ok((k.clone(), text))
-        })
-        .collect::<Result<_, _>>()?;
-
+    let (names, passwords) = checks::names_and_passwords(&raw.database, &src)?;
+    let checks::Cluster { cluster, store, replicas, run_as } = checks::cluster(raw, &src)?;
+    let checks::Network { listen, base_port, port, ro_port, allow } = checks::network(raw, &src)?;
+    let checks::Router { ro_max_lag, ro_fallback, router_splice, rw_wait } = checks::router(raw, &src)?;
+    let checks::Timing { loop_wait, ttl, primary_start_timeout, failover } = checks::timing(raw, &src)?;
+    let parameters = checks::parameters(raw, &src)?;
     Ok(Config {
         cluster,
         store,
@@ -460,7 +77,7 @@ pub fn validate(raw: &RawConfig, env: &[FromEnv]) -> Result<Config, ConfigError>
         bin_dir: raw.bin_dir.as_ref().map(PathBuf::from),
         listen,
         base_port,
-        port: rw_port,
+        port,
         ro_port,
         allow,
         ro_max_lag,
@@ -472,12 +89,8 @@ pub fn validate(raw: &RawConfig, env: &[FromEnv]) -> Result<Config, ConfigError>
         ttl,
         failover,
         primary_start_timeout,
-        names: Names { app, replication_user },
-        passwords: GivenPasswords {
-            user: d.password.clone(),
-            admin: d.admin_password.clone(),
-            replication: d.replication_password.clone(),
-        },
+        names,
+        passwords,
         parameters,
     })
 }
@@ -516,6 +129,7 @@ pub fn check_unchanged(before: &RawConfig, now: &Config, env: &[FromEnv]) -> Res
 #[cfg(test)]
 mod tests {
     use super::super::env::{apply_env, read_env};
+    use super::super::values::{parse_bytes, parse_cidr, parse_duration, AppNames};
     use super::*;
 
     fn env_config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {

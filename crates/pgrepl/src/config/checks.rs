@@ -1,0 +1,304 @@
+//! The checks behind `validate`, one function per concern: names and passwords, the cluster
+//! (name, store, size, OS user), network and ports, the router, timing and failover, and
+//! PostgreSQL parameters. Each turns its part of `RawConfig` into typed values, starting from
+//! the defaults in `SETTINGS`, and fails on the first setting it cannot accept, naming it (with
+//! the variable it came from), its value and what is allowed.
+
+use super::env::label;
+use super::raw::{FromEnv, RawConfig, RawDatabase};
+use super::settings::{default_value, parse_bool};
+use super::validate::{bad, ConfigError, ADMIN_USER, MAX_NAME_BYTES, MAX_REPLICAS};
+use super::values::{
+    parse_bytes, parse_cidr, parse_duration, parse_store, AppNames, GivenPasswords, MaxLag, Names, RouterSplice,
+    StoreConfig,
+};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// The name a setting goes by in messages: its key, plus the variable when it came from one.
+pub(super) struct Sources<'a>(pub &'a [FromEnv]);
+
+impl Sources<'_> {
+    pub fn label(&self, key: &str) -> String {
+        label(self.0, key)
+    }
+}
+
+/// The value given, else the setting's default in `SETTINGS`.
+pub(super) fn given_or_default<'a>(value: &'a Option<String>, key: &str) -> &'a str {
+    value.as_deref().unwrap_or_else(|| default_value(key))
+}
+
+fn number_or_default(value: Option<i64>, key: &str) -> i64 {
+    value.unwrap_or_else(|| default_value(key).parse().expect("a number's default in SETTINGS is a number"))
+}
+
+pub(super) fn bool_or_default(value: Option<bool>, key: &str) -> bool {
+    value.or_else(|| parse_bool(default_value(key))).expect("a boolean's default in SETTINGS is true or false")
+}
+
+fn check_name(setting: &str, name: &str) -> Result<(), ConfigError> {
+    if name.is_empty() {
+        return Err(bad(setting, "is empty; give a name of 1 to 63 bytes"));
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return Err(bad(
+            setting,
+            format!("{name:?} is {} bytes long; PostgreSQL names are at most {MAX_NAME_BYTES} bytes", name.len()),
+        ));
+    }
+    if name.contains('\0') || name.chars().any(char::is_control) {
+        return Err(bad(setting, format!("{name:?} holds control characters, which names may not")));
+    }
+    Ok(())
+}
+
+fn check_password(setting: &str, password: &str) -> Result<(), ConfigError> {
+    if password.is_empty() {
+        return Err(bad(setting, "is empty; give a non-empty password or leave it unset to have one generated"));
+    }
+    if password.contains(['\n', '\r', '\0']) {
+        return Err(bad(setting, "holds a line break or NUL, which passwords may not"));
+    }
+    Ok(())
+}
+
+fn port(setting: &str, value: i64) -> Result<u16, ConfigError> {
+    u16::try_from(value)
+        .ok()
+        .filter(|p| *p >= 1)
+        .ok_or_else(|| bad(setting, format!("{value} is not a port; use 1 to 65535")))
+}
+
+/// `[database]`: the roles' names and the passwords given. S1: the application user, its
+/// password and its database are all or nothing.
+pub(super) fn names_and_passwords(d: &RawDatabase, src: &Sources) -> Result<(Names, GivenPasswords), ConfigError> {
+    let triple = [("database.user", &d.user), ("database.password", &d.password), ("database.name", &d.name)];
+    let given: Vec<_> = triple.iter().filter(|(_, v)| v.is_some()).map(|(k, _)| src.label(k)).collect();
+    if !given.is_empty() && given.len() < 3 {
+        let missing: Vec<_> = triple.iter().filter(|(_, v)| v.is_none()).map(|(k, _)| src.label(k)).collect();
+        return Err(bad(
+            given.join(", "),
+            format!(
+                "the application user, its password and its database go together, but {} {} not set; \
+                 give all three (PGREPL_USER, PGREPL_PASSWORD, PGREPL_DATABASE or the seeds' POSTGRESQL_USER, \
+                 POSTGRESQL_PASSWORD, POSTGRESQL_DATABASE), or none of them and POSTGRESQL_ADMIN_PASSWORD",
+                missing.join(" and "),
+                if missing.len() == 1 { "is" } else { "are" }
+            ),
+        ));
+    }
+    let replication_user = given_or_default(&d.replication_user, "database.replication_user").to_string();
+    check_name(&src.label("database.replication_user"), &replication_user)?;
+    let app = match (&d.user, &d.name) {
+        (Some(user), Some(database)) => {
+            check_name(&src.label("database.user"), user)?;
+            check_name(&src.label("database.name"), database)?;
+            for (other, what) in [(ADMIN_USER, "the admin user"), (replication_user.as_str(), "the replication user")] {
+                if user == other {
+                    return Err(bad(src.label("database.user"), format!("{user:?} is {what}; choose another name")));
+                }
+            }
+            Some(AppNames { user: user.clone(), database: database.clone() })
+        }
+        // No triple and no admin password: a ready-to-use application user and database.
+        _ if d.admin_password.is_none() => Some(AppNames { user: "app".into(), database: "app".into() }),
+        _ => None,
+    };
+    if replication_user == ADMIN_USER {
+        return Err(bad(src.label("database.replication_user"), "\"postgres\" is the admin user; choose another name"));
+    }
+    for (field, value) in [
+        ("database.password", &d.password),
+        ("database.admin_password", &d.admin_password),
+        ("database.replication_password", &d.replication_password),
+    ] {
+        if let Some(v) = value {
+            check_password(&src.label(field), v)?;
+        }
+    }
+    let passwords = GivenPasswords {
+        user: d.password.clone(),
+        admin: d.admin_password.clone(),
+        replication: d.replication_password.clone(),
+    };
+    Ok((Names { app, replication_user }, passwords))
+}
+
+/// The cluster: its name, its store, its size and the OS user its servers run as.
+pub(super) struct Cluster {
+    pub cluster: String,
+    pub store: StoreConfig,
+    pub replicas: usize,
+    pub run_as: String,
+}
+
+pub(super) fn cluster(raw: &RawConfig, src: &Sources) -> Result<Cluster, ConfigError> {
+    let cluster = given_or_default(&raw.cluster, "cluster").to_string();
+    if cluster.is_empty()
+        || cluster.len() > 63
+        || !cluster.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(bad(
+            src.label("cluster"),
+            format!("{cluster:?} is not allowed; use 1 to 63 letters, digits, '-' or '_'"),
+        ));
+    }
+    let store =
+        parse_store(given_or_default(&raw.store, "store")).map_err(|problem| bad(src.label("store"), problem))?;
+    let replicas = match number_or_default(raw.replicas, "replicas") {
+        n if (0..=MAX_REPLICAS).contains(&n) => n as usize,
+        n => return Err(bad(src.label("replicas"), format!("{n} is not allowed; use 0 to {MAX_REPLICAS}"))),
+    };
+    let run_as = given_or_default(&raw.run_as, "run_as").to_string();
+    if run_as.is_empty() || run_as == "root" {
+        return Err(bad(
+            src.label("run_as"),
+            format!("{run_as:?} is not allowed; PostgreSQL must run as an unprivileged OS user such as postgres"),
+        ));
+    }
+    Ok(Cluster { cluster, store, replicas, run_as })
+}
+
+/// Where the members listen and who may connect.
+pub(super) struct Network {
+    pub listen: IpAddr,
+    pub base_port: Option<u16>,
+    pub port: u16,
+    pub ro_port: u16,
+    pub allow: Vec<String>,
+}
+
+pub(super) fn network(raw: &RawConfig, src: &Sources) -> Result<Network, ConfigError> {
+    let listen_text = given_or_default(&raw.listen, "listen");
+    let listen: IpAddr =
+        listen_text.parse().map_err(|_| bad(src.label("listen"), format!("{listen_text:?} is not an IP address")))?;
+    let base_port = raw.base_port.map(|p| port(&src.label("base_port"), p)).transpose()?;
+    let rw_port = port(&src.label("port"), number_or_default(raw.port, "port"))?;
+    let ro_port = port(&src.label("ro_port"), number_or_default(raw.ro_port, "ro_port"))?;
+    if rw_port == ro_port {
+        return Err(bad("ro_port", format!("{ro_port} is also the read-write port; use two different ports")));
+    }
+    let allow = match &raw.allow {
+        None => vec!["127.0.0.1/32".to_string(), "::1/128".to_string()],
+        Some(ranges) => ranges
+            .iter()
+            .map(|r| {
+                parse_cidr(r).ok_or_else(|| {
+                    bad(
+                        src.label("allow"),
+                        format!("{r:?} is not an address range; use CIDR form such as 10.0.0.0/8 or 0.0.0.0/0"),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    Ok(Network { listen, base_port, port: rw_port, ro_port, allow })
+}
+
+/// How the router serves the endpoints.
+pub(super) struct Router {
+    pub ro_max_lag: MaxLag,
+    pub ro_fallback: pgrepl_router::RoFallback,
+    pub router_splice: RouterSplice,
+    pub rw_wait: Duration,
+}
+
+pub(super) fn router(raw: &RawConfig, src: &Sources) -> Result<Router, ConfigError> {
+    let ro_max_lag_text = given_or_default(&raw.ro_max_lag, "ro_max_lag");
+    let ro_max_lag = match (parse_bytes(ro_max_lag_text), parse_duration(ro_max_lag_text)) {
+        (Some(bytes), _) => MaxLag::Bytes(bytes),
+        (None, Some(time)) => MaxLag::Time(time),
+        (None, None) => {
+            return Err(bad(
+                src.label("ro_max_lag"),
+                format!(
+                    "{ro_max_lag_text:?} is neither a size nor a duration; use bytes such as 16MB or a time such as 10s"
+                ),
+            ))
+        }
+    };
+    let ro_fallback = match given_or_default(&raw.ro_fallback, "ro_fallback") {
+        "primary" => pgrepl_router::RoFallback::Primary,
+        "refuse" => pgrepl_router::RoFallback::Refuse,
+        other => return Err(bad(src.label("ro_fallback"), format!("{other:?} is not allowed; use primary or refuse"))),
+    };
+    let router_splice = match given_or_default(&raw.router_splice, "router_splice") {
+        "auto" => RouterSplice::Auto,
+        "kernel" => RouterSplice::Kernel,
+        "copy" => RouterSplice::Copy,
+        other => {
+            return Err(bad(src.label("router_splice"), format!("{other:?} is not allowed; use auto, kernel or copy")))
+        }
+    };
+    let rw_wait_text = given_or_default(&raw.rw_wait, "rw_wait");
+    let rw_wait = parse_duration(rw_wait_text).filter(|d| *d <= Duration::from_secs(600)).ok_or_else(|| {
+        bad(src.label("rw_wait"), format!("{rw_wait_text:?} is not allowed; use a duration from 0s to 10m, such as 5s"))
+    })?;
+    Ok(Router { ro_max_lag, ro_fallback, router_splice, rw_wait })
+}
+
+/// The agents' clocks and who may replace a lost leader.
+pub(super) struct Timing {
+    pub loop_wait: Duration,
+    pub ttl: Duration,
+    pub primary_start_timeout: Duration,
+    pub failover: pgrepl_core::FailoverSpec,
+}
+
+pub(super) fn timing(raw: &RawConfig, src: &Sources) -> Result<Timing, ConfigError> {
+    let duration = |key: &str, value: &Option<String>| -> Result<Duration, ConfigError> {
+        let text = given_or_default(value, key);
+        parse_duration(text).filter(|d| !d.is_zero()).ok_or_else(|| {
+            bad(src.label(key), format!("{text:?} is not a duration; use a number with ms, s, m or h, such as 1s"))
+        })
+    };
+    let loop_wait = duration("loop_wait", &raw.loop_wait)?;
+    let ttl = duration("ttl", &raw.ttl)?;
+    if loop_wait * 3 > ttl {
+        return Err(bad(
+            src.label("ttl"),
+            format!("{ttl:?} is too short for loop_wait {loop_wait:?}: the lease must outlive three cycles (ttl >= 3 * loop_wait)"),
+        ));
+    }
+    let primary_start_timeout = duration("primary_start_timeout", &raw.primary_start_timeout)?;
+    let lag_text = given_or_default(&raw.maximum_lag_on_failover, "maximum_lag_on_failover");
+    let maximum_lag_bytes = parse_bytes(lag_text).ok_or_else(|| {
+        bad(
+            src.label("maximum_lag_on_failover"),
+            format!("{lag_text:?} is not a size; use bytes such as 1MB or 1048576"),
+        )
+    })?;
+    let synchronous = match given_or_default(&raw.synchronous, "synchronous") {
+        "off" => pgrepl_core::SyncMode::Off,
+        "on" => pgrepl_core::SyncMode::On,
+        "quorum" => pgrepl_core::SyncMode::Quorum,
+        other => return Err(bad(src.label("synchronous"), format!("{other:?} is not allowed; use off, on or quorum"))),
+    };
+    let failover = pgrepl_core::FailoverSpec {
+        automatic: bool_or_default(raw.automatic_failover, "automatic_failover"),
+        maximum_lag_bytes,
+        synchronous,
+    };
+    Ok(Timing { loop_wait, ttl, primary_start_timeout, failover })
+}
+
+/// `[parameters]`, as the text PostgreSQL's configuration takes.
+pub(super) fn parameters(raw: &RawConfig, src: &Sources) -> Result<BTreeMap<String, String>, ConfigError> {
+    raw.parameters
+        .iter()
+        .map(|(k, v)| {
+            let key = format!("parameters.{k}");
+            let text = match v {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_) => v.to_string(),
+                _ => return Err(bad(src.label(&key), "must be a string, number or boolean")),
+            };
+            if !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') || k.is_empty() {
+                return Err(bad(src.label(&key), "is not a PostgreSQL setting name"));
+            }
+            Ok((k.clone(), text))
+        })
+        .collect()
+}

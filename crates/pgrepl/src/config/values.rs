@@ -1,0 +1,169 @@
+//! The typed values a `Config` holds beside plain numbers and strings, and the parsing of their
+//! text (durations, sizes, address ranges, the store). Pure: no I/O, no defaults, no labels;
+//! a parse error says what is wrong with the text and `validate` names the setting.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// How the router moves a connection's bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouterSplice {
+    /// In the kernel where the router may load the splice program, else copied.
+    Auto,
+    /// In the kernel; the router fails to start where it cannot.
+    Kernel,
+    /// Copied by the router.
+    Copy,
+}
+
+/// Where the cluster's state lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// `DIR/store`: members on this one machine.
+    File,
+    /// An etcd cluster reached at any of these `HOST:PORT` endpoints.
+    Etcd { endpoints: Vec<String> },
+}
+
+impl fmt::Display for StoreConfig {
+    /// As it is written in the configuration: `file` or `etcd://HOST:PORT[,HOST:PORT...]`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreConfig::File => f.write_str("file"),
+            StoreConfig::Etcd { endpoints } => write!(f, "etcd://{}", endpoints.join(",")),
+        }
+    }
+}
+
+const STORE_FORMS: &str = "use file or etcd://HOST:PORT[,HOST:PORT...], such as etcd://127.0.0.1:2379";
+
+/// Parses the `store` setting; the error says what is wrong with it.
+pub fn parse_store(text: &str) -> Result<StoreConfig, String> {
+    let text = text.trim();
+    if text == "file" {
+        return Ok(StoreConfig::File);
+    }
+    let Some(list) = text.strip_prefix("etcd://") else {
+        return Err(format!("{text:?} is not allowed; {STORE_FORMS}"));
+    };
+    let endpoints = list
+        .split(',')
+        .map(|endpoint| {
+            let endpoint = endpoint.trim();
+            check_endpoint(endpoint)
+                .map(|()| endpoint.to_string())
+                .map_err(|why| format!("{text:?} is not allowed: {why}; {STORE_FORMS}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(StoreConfig::Etcd { endpoints })
+}
+
+/// One etcd endpoint: `HOST:PORT`, the host a name, an IPv4 address or a bracketed IPv6 one.
+fn check_endpoint(endpoint: &str) -> Result<(), String> {
+    let Some((host, port)) = endpoint.rsplit_once(':') else {
+        return Err(if endpoint.is_empty() {
+            "an endpoint is empty".to_string()
+        } else {
+            format!("endpoint {endpoint:?} has no port")
+        });
+    };
+    if !port.parse::<u16>().is_ok_and(|p| p >= 1) {
+        return Err(format!("endpoint {endpoint:?} has no port from 1 to 65535"));
+    }
+    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_'),
+    };
+    if !host_ok {
+        return Err(format!("endpoint {endpoint:?} does not start with a host name or address"));
+    }
+    Ok(())
+}
+
+/// How far behind a replica may be and still serve reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MaxLag {
+    Bytes(u64),
+    Time(Duration),
+}
+
+/// Parses a byte size: `16MB`, `512kB`, `1GB`, `1048576` (bytes), as PostgreSQL writes them.
+pub fn parse_bytes(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let factor: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "kB" | "KB" => 1 << 10,
+        "MB" => 1 << 20,
+        "GB" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(factor)
+}
+
+/// Role and database names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Names {
+    /// The application user and its database, when the cluster has one.
+    pub app: Option<AppNames>,
+    pub replication_user: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppNames {
+    pub user: String,
+    pub database: String,
+}
+
+/// Passwords the configuration gives; the rest are generated (and kept) by `up`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct GivenPasswords {
+    pub user: Option<String>,
+    pub admin: Option<String>,
+    pub replication: Option<String>,
+}
+
+impl fmt::Debug for GivenPasswords {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shown = |p: &Option<String>| if p.is_some() { "<given>" } else { "<none>" };
+        f.debug_struct("GivenPasswords")
+            .field("user", &shown(&self.user))
+            .field("admin", &shown(&self.admin))
+            .field("replication", &shown(&self.replication))
+            .finish()
+    }
+}
+
+/// Parses `1s`, `500ms`, `2m`, `1h`.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    match unit {
+        "ms" => Some(Duration::from_millis(n)),
+        "s" => Some(Duration::from_secs(n)),
+        "m" => Some(Duration::from_secs(n * 60)),
+        "h" => Some(Duration::from_secs(n * 3600)),
+        _ => None,
+    }
+}
+
+/// Checks a CIDR range such as `10.0.0.0/8` or `::1/128`; a bare address means one host.
+pub fn parse_cidr(text: &str) -> Option<String> {
+    let text = text.trim();
+    let (addr, prefix) = match text.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (text, None),
+    };
+    let ip: IpAddr = addr.parse().ok()?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let prefix: u8 = match prefix {
+        Some(p) => p.parse().ok().filter(|p| *p <= max)?,
+        None => max,
+    };
+    Some(format!("{ip}/{prefix}"))
+}
