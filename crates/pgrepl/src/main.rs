@@ -24,13 +24,16 @@ fn init_logging(daemon: bool) {
 
 /// The settings `pgrepl node` takes from the environment, which it then removes from its own
 /// environment so that no child (PostgreSQL) inherits a password (invariant 4). Called before
-/// any thread starts.
+/// any thread starts; a setting that cannot be read (a password file) ends the process.
 fn take_env() -> Vec<config::FromEnv> {
     let env = config::read_env(|name| std::env::var(name).ok());
     for name in config::env::variables() {
         std::env::remove_var(name);
     }
-    env
+    env.unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        std::process::exit(1)
+    })
 }
 
 async fn run(cli: Cli, env: Vec<config::FromEnv>) -> anyhow::Result<()> {

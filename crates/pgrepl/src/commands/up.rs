@@ -28,7 +28,7 @@ fn generated_password() -> String {
 /// the environment, then the flags. An existing cluster's fixed settings (its store) must not
 /// change.
 fn settle_config(layout: &Layout, args: &UpArgs, existing: bool) -> anyhow::Result<(RawConfig, Config)> {
-    let mut env = config::read_env(|name| std::env::var(name).ok());
+    let mut env = config::read_env(|name| std::env::var(name).ok())?;
     let before = if existing { Some(read_dir_config(layout)?) } else { None };
     let mut raw = match (&args.config, &before) {
         (_, Some(before)) => before.clone(),

@@ -9,8 +9,8 @@ use super::raw::{FromEnv, RawConfig, RawDatabase};
 use super::settings::{default_value, parse_bool};
 use super::validate::{bad, ConfigError, ADMIN_USER, MAX_NAME_BYTES, MAX_REPLICAS};
 use super::values::{
-    parse_bytes, parse_cidr, parse_duration, parse_store, AppNames, GivenPasswords, MaxLag, Names, RouterSplice,
-    StoreConfig,
+    parse_bytes, parse_cidr, parse_duration, parse_host, parse_store, AppNames, GivenPasswords, MaxLag, Names,
+    RouterSplice, StoreConfig,
 };
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -161,13 +161,15 @@ pub(super) fn cluster(raw: &RawConfig, src: &Sources) -> Result<Cluster, ConfigE
     Ok(Cluster { cluster, store, replicas, run_as })
 }
 
-/// Where the members listen and who may connect.
+/// Where the members listen, who may connect, and the upstream of a fixed-role replica.
 pub(super) struct Network {
     pub listen: IpAddr,
     pub base_port: Option<u16>,
     pub port: u16,
     pub ro_port: u16,
     pub allow: Vec<String>,
+    pub upstream_host: Option<String>,
+    pub upstream_port: u16,
 }
 
 pub(super) fn network(raw: &RawConfig, src: &Sources) -> Result<Network, ConfigError> {
@@ -194,7 +196,17 @@ pub(super) fn network(raw: &RawConfig, src: &Sources) -> Result<Network, ConfigE
             })
             .collect::<Result<_, _>>()?,
     };
-    Ok(Network { listen, base_port, port: rw_port, ro_port, allow })
+    let upstream_host = match &raw.upstream_host {
+        None => None,
+        Some(text) => Some(parse_host(text).ok_or_else(|| {
+            bad(
+                src.label("upstream_host"),
+                format!("{text:?} is not allowed; use a host name (letters, digits, '.', '-', '_') or an IP address"),
+            )
+        })?),
+    };
+    let upstream_port = port(&src.label("upstream_port"), number_or_default(raw.upstream_port, "upstream_port"))?;
+    Ok(Network { listen, base_port, port: rw_port, ro_port, allow, upstream_host, upstream_port })
 }
 
 /// How the router serves the endpoints.

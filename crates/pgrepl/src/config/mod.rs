@@ -10,6 +10,9 @@ pub mod settings;
 pub mod validate;
 pub mod values;
 
+#[cfg(test)]
+mod tests;
+
 pub use env::{apply_env, label, read_env};
 pub use raw::{FromEnv, RawConfig};
 pub use validate::{check_unchanged, validate, Config, RouterSplice, StoreConfig, ADMIN_USER};

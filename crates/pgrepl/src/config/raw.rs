@@ -46,6 +46,14 @@ pub struct RawConfig {
     pub allow: Option<Vec<String>>,
     /// Wipe and re-clone a replica's data each time its agent starts (default false).
     pub destroy_on_restart: Option<bool>,
+    /// For a fixed-role replica (the container image): the primary it follows, a host name
+    /// (resolved again at each connection) or an address (default: none, a primary).
+    pub upstream_host: Option<String>,
+    /// The port of `upstream_host` (default 5432).
+    pub upstream_port: Option<i64>,
+    /// A fixed-role replica (the container image) becomes a primary, also while its upstream is
+    /// down (default false).
+    pub promote: Option<bool>,
     /// Pause between two agent cycles when nothing changes (default `1s`).
     pub loop_wait: Option<String>,
     /// Lifetime of the leader lease and of member status keys (default `4s`). A lost leader

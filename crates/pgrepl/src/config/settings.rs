@@ -20,6 +20,12 @@ pub struct Setting {
     /// What it means: the README's line for it.
     #[cfg_attr(not(test), allow(dead_code))]
     pub doc: &'static str,
+    /// A password: each variable `NAME` also has a twin `NAME_FILE`, the path of a file that
+    /// holds the value (as container secrets are given); `NAME` wins over `NAME_FILE`.
+    pub secret: bool,
+    /// An empty variable counts as not set (compose files write `NAME=`), so the next variable
+    /// or the file's value applies; otherwise the empty text goes to `set`.
+    pub empty_is_unset: bool,
     /// Puts a variable's value into the raw configuration; the error says what is wrong with
     /// the text (the caller names the setting and the variable).
     pub set: fn(&mut RawConfig, &str) -> Result<(), String>,
@@ -41,6 +47,8 @@ pub const SETTINGS: &[Setting] = &[
         env: &["PGREPL_CLUSTER"],
         default: Value("pgrepl"),
         doc: "cluster name",
+        secret: false,
+        empty_is_unset: false,
         set: |r, v| text(&mut r.cluster, v),
     },
     Setting {
@@ -48,6 +56,8 @@ pub const SETTINGS: &[Setting] = &[
         env: &["PGREPL_REPLICAS"],
         default: Value("1"),
         doc: "replicas of a new cluster (0–16)",
+        secret: false,
+        empty_is_unset: false,
         set: |r, v| whole_number(&mut r.replicas, v),
     },
     Setting {
@@ -55,6 +65,8 @@ pub const SETTINGS: &[Setting] = &[
         env: &["PGREPL_RUN_AS"],
         default: Value("postgres"),
         doc: "OS user PostgreSQL (and pgrepl) run as when started as root",
+        secret: false,
+        empty_is_unset: false,
         set: |r, v| text(&mut r.run_as, v),
     },
     Setting {
@@ -62,6 +74,8 @@ pub const SETTINGS: &[Setting] = &[
         env: &["PGREPL_PG_BIN_DIR"],
         default: Described("found"),
         doc: "PostgreSQL binaries (`pg_config --bindir`, `/usr/lib/postgresql/*/bin`, `/usr/local/pgsql/bin`)",
+        secret: false,
+        empty_is_unset: false,
         set: |r, v| text(&mut r.bin_dir, v),
     },
     Setting {
@@ -69,6 +83,8 @@ pub const SETTINGS: &[Setting] = &[
         env: &["PGREPL_LISTEN"],
         default: Value("127.0.0.1"),
         doc: "address the members listen on",
+        secret: false,
+        empty_is_unset: false,
         set: |r, v| text(&mut r.listen, v),
     },
     Setting {
@@ -76,6 +92,8 @@ pub const SETTINGS: &[Setting] = &[
         env: &[],
         default: Described("free ports"),
         doc: "first member port; members use consecutive ports (also `--base-port`)",
+        secret: false,
+        empty_is_unset: false,
         set: |r, v| whole_number(&mut r.base_port, v),
     },
     Setting {
@@ -83,6 +101,8 @@ pub const SETTINGS: &[Setting] = &[
         env: &["PGREPL_PORT"],
         default: Value("5432"),
         doc: "the read-write endpoint (also `--port`)",
+        secret: false,
+        empty_is_unset: false,
         set: |r, v| whole_number(&mut r.port, v),
     },
     Setting {
@@ -90,6 +110,8 @@ pub const SETTINGS: &[Setting] = &[
         env: &["PGREPL_RO_PORT"],
         default: Value("5433"),
         doc: "the read-only endpoint (also `--ro-port`)",
+        secret: false,
+        empty_is_unset: false,
         set: |r, v| whole_number(&mut r.ro_port, v),
     },
     Setting {
@@ -97,6 +119,8 @@ pub const SETTINGS: &[Setting] = &[
         env: &["PGREPL_RW_WAIT"],
         default: Value("5s"),
         doc: "how long a new read-write connection waits for a primary (`0s`: refuse at once)",
+        secret: false,
+        empty_is_unset: false,
         set: |r, v| text(&mut r.rw_wait, v),
     },
     Setting {
@@ -104,6 +128,8 @@ pub const SETTINGS: &[Setting] = &[
         env: &["PGREPL_RO_MAX_LAG"],
         default: Value("16MB"),
         doc: "most a replica may lag and still get reads: bytes (`16MB`) or time (`10s`)",
+        secret: false,
+        empty_is_unset: false,
         set: |r, v| text(&mut r.ro_max_lag, v),
     },
     Setting {
@@ -111,6 +137,8 @@ pub const SETTINGS: &[Setting] = &[
         env: &["PGREPL_RO_FALLBACK"],
         default: Value("primary"),
         doc: "where reads go when no replica qualifies: `primary` or `refuse`",
+        secret: false,
+        empty_is_unset: false,
         set: |r, v| text(&mut r.ro_fallback, v),
     },
     Setting {
@@ -119,6 +147,8 @@ pub const SETTINGS: &[Setting] = &[
         default: Value("auto"),
         doc: "how the router moves bytes: `auto` (in the kernel where it may load its BPF program, else copied), \
               `kernel` (an error where it cannot), `copy`",
+        secret: false,
+        empty_is_unset: false,
         set: |r, v| text(&mut r.router_splice, v),
     },
     Setting {
@@ -126,6 +156,8 @@ pub const SETTINGS: &[Setting] = &[
         env: &["PGREPL_ALLOW", "ALLOW_IP_RANGE"],
         default: Described("loopback"),
         doc: "client CIDRs written into `pg_hba.conf` (`scram-sha-256`); comma-separated in the environment",
+        secret: false,
+        empty_is_unset: false,
         set: |r, v| {
             r.allow = Some(v.split([',', ' ']).filter(|s| !s.is_empty()).map(String::from).collect());
             Ok(())
@@ -136,7 +168,38 @@ pub const SETTINGS: &[Setting] = &[
         env: &["PGREPL_DESTROY_ON_RESTART", "DESTROY_DATABASE_ON_RESTART"],
         default: Value("false"),
         doc: "a replica wipes its data and clones afresh each time its agent starts (never the primary)",
+        secret: false,
+        empty_is_unset: true,
         set: |r, v| boolean(&mut r.destroy_on_restart, v),
+    },
+    Setting {
+        key: "upstream_host",
+        env: &["PGREPL_UPSTREAM_HOST", "REPLICATE_FROM", "POSTGRESQL_MASTER_IP", "POSTGRESQL_MASTER_SERVICE_NAME"],
+        default: Described("none"),
+        doc: "for a fixed-role replica (container image): the primary it follows, a host name (resolved again at \
+              each connection) or an address",
+        secret: false,
+        empty_is_unset: true,
+        set: |r, v| text(&mut r.upstream_host, v),
+    },
+    Setting {
+        key: "upstream_port",
+        env: &["PGREPL_UPSTREAM_PORT", "REPLICATE_PORT"],
+        default: Value("5432"),
+        doc: "the port of `upstream_host`",
+        secret: false,
+        empty_is_unset: true,
+        set: |r, v| whole_number(&mut r.upstream_port, v),
+    },
+    Setting {
+        key: "promote",
+        env: &["PGREPL_PROMOTE", "PROMOTE_MASTER"],
+        default: Value("false"),
+        doc: "a fixed-role replica (container image) becomes a primary, also while its upstream is down; \
+              an empty variable means false",
+        secret: false,
+        empty_is_unset: false,
+        set: |r, v| boolean_empty_false(&mut r.promote, v),
     },
     Setting {
         key: "store",
@@ -144,6 +207,8 @@ pub const SETTINGS: &[Setting] = &[
         default: Value("file"),
         doc: "where cluster state lives: `file` (`DIR/store`) or `etcd://HOST:PORT[,HOST:PORT...]` (keys under \
               `/pgrepl/<cluster>/`); fixed once the cluster exists, and `down --destroy` removes the keys",
+        secret: false,
+        empty_is_unset: false,
         set: |r, v| text(&mut r.store, v),
     },
     Setting {
@@ -151,6 +216,8 @@ pub const SETTINGS: &[Setting] = &[
         env: &["PGREPL_LOOP_WAIT"],
         default: Value("1s"),
         doc: "agent cycle when nothing changes",
+        secret: false,
+        empty_is_unset: false,
         set: |r, v| text(&mut r.loop_wait, v),
     },
     Setting {
@@ -159,6 +226,8 @@ pub const SETTINGS: &[Setting] = &[
         default: Value("4s"),
         doc: "leader lease and member status lifetime (at least 3 × `loop_wait`); an unplanned failover takes \
               about this long",
+        secret: false,
+        empty_is_unset: false,
         set: |r, v| text(&mut r.ttl, v),
     },
     Setting {
@@ -166,6 +235,8 @@ pub const SETTINGS: &[Setting] = &[
         env: &["PGREPL_AUTOMATIC_FAILOVER"],
         default: Value("true"),
         doc: "replace a lost leader by the most advanced healthy replica",
+        secret: false,
+        empty_is_unset: false,
         set: |r, v| boolean(&mut r.automatic_failover, v),
     },
     Setting {
@@ -173,6 +244,8 @@ pub const SETTINGS: &[Setting] = &[
         env: &["PGREPL_MAXIMUM_LAG_ON_FAILOVER"],
         default: Value("1MB"),
         doc: "a replica further behind the lost leader may not replace it",
+        secret: false,
+        empty_is_unset: false,
         set: |r, v| text(&mut r.maximum_lag_on_failover, v),
     },
     Setting {
@@ -180,6 +253,8 @@ pub const SETTINGS: &[Setting] = &[
         env: &["PGREPL_SYNCHRONOUS"],
         default: Value("off"),
         doc: "`off`, `on` (one synchronous replica) or `quorum` (any one of the streaming replicas)",
+        secret: false,
+        empty_is_unset: false,
         set: |r, v| text(&mut r.synchronous, v),
     },
     Setting {
@@ -187,6 +262,8 @@ pub const SETTINGS: &[Setting] = &[
         env: &["PGREPL_PRIMARY_START_TIMEOUT"],
         default: Value("30s"),
         doc: "how long a leader tries to restart its crashed PostgreSQL in place before a replica takes over",
+        secret: false,
+        empty_is_unset: false,
         set: |r, v| text(&mut r.primary_start_timeout, v),
     },
     Setting {
@@ -194,6 +271,8 @@ pub const SETTINGS: &[Setting] = &[
         env: &["PGREPL_USER", "POSTGRESQL_USER", "POSTGRES_USER"],
         default: Described("`app`*"),
         doc: "application user",
+        secret: false,
+        empty_is_unset: false,
         set: |r, v| text(&mut r.database.user, v),
     },
     Setting {
@@ -201,6 +280,8 @@ pub const SETTINGS: &[Setting] = &[
         env: &["PGREPL_PASSWORD", "POSTGRESQL_PASSWORD", "POSTGRES_PASS"],
         default: Described("generated"),
         doc: "its password",
+        secret: true,
+        empty_is_unset: false,
         set: |r, v| text(&mut r.database.password, v),
     },
     Setting {
@@ -208,6 +289,8 @@ pub const SETTINGS: &[Setting] = &[
         env: &["PGREPL_DATABASE", "POSTGRESQL_DATABASE", "POSTGRES_DBNAME"],
         default: Described("`app`*"),
         doc: "its database, owned by it",
+        secret: false,
+        empty_is_unset: false,
         set: |r, v| text(&mut r.database.name, v),
     },
     Setting {
@@ -215,21 +298,63 @@ pub const SETTINGS: &[Setting] = &[
         env: &["PGREPL_ADMIN_PASSWORD", "POSTGRESQL_ADMIN_PASSWORD"],
         default: Described("generated"),
         doc: "password of `postgres`",
+        secret: true,
+        empty_is_unset: false,
         set: |r, v| text(&mut r.database.admin_password, v),
     },
     Setting {
         key: "database.replication_user",
-        env: &["PGREPL_REPLICATION_USER", "POSTGRESQL_MASTER_USER"],
+        env: &["PGREPL_REPLICATION_USER", "POSTGRESQL_MASTER_USER", "REPLICATION_USER"],
         default: Value("replicator"),
         doc: "replication role",
+        secret: false,
+        empty_is_unset: false,
         set: |r, v| text(&mut r.database.replication_user, v),
     },
     Setting {
         key: "database.replication_password",
-        env: &["PGREPL_REPLICATION_PASSWORD", "POSTGRESQL_MASTER_PASSWORD"],
+        env: &["PGREPL_REPLICATION_PASSWORD", "POSTGRESQL_MASTER_PASSWORD", "REPLICATION_PASS"],
         default: Described("generated"),
         doc: "its password",
+        secret: true,
+        empty_is_unset: false,
         set: |r, v| text(&mut r.database.replication_password, v),
+    },
+    Setting {
+        key: "parameters.max_connections",
+        env: &["POSTGRESQL_MAX_CONNECTIONS"],
+        default: Described("PostgreSQL's"),
+        doc: "the PostgreSQL setting, a whole number (as if given under `[parameters]`)",
+        secret: false,
+        empty_is_unset: true,
+        set: |r, v| count_parameter(r, "max_connections", v),
+    },
+    Setting {
+        key: "parameters.max_prepared_transactions",
+        env: &["POSTGRESQL_MAX_PREPARED_TRANSACTIONS"],
+        default: Described("PostgreSQL's"),
+        doc: "the PostgreSQL setting, a whole number (as if given under `[parameters]`)",
+        secret: false,
+        empty_is_unset: true,
+        set: |r, v| count_parameter(r, "max_prepared_transactions", v),
+    },
+    Setting {
+        key: "parameters.shared_buffers",
+        env: &["POSTGRESQL_SHARED_BUFFERS"],
+        default: Described("PostgreSQL's"),
+        doc: "the PostgreSQL setting, a size such as `128MB` (as if given under `[parameters]`)",
+        secret: false,
+        empty_is_unset: true,
+        set: |r, v| size_parameter(r, "shared_buffers", v),
+    },
+    Setting {
+        key: "parameters.effective_cache_size",
+        env: &["POSTGRESQL_EFFECTIVE_CACHE_SIZE"],
+        default: Described("PostgreSQL's"),
+        doc: "the PostgreSQL setting, a size such as `4GB` (as if given under `[parameters]`)",
+        secret: false,
+        empty_is_unset: true,
+        set: |r, v| size_parameter(r, "effective_cache_size", v),
     },
 ];
 
@@ -274,6 +399,37 @@ fn boolean(field: &mut Option<bool>, value: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A boolean whose empty value means false (`PROMOTE_MASTER=`, as compose files write it).
+fn boolean_empty_false(field: &mut Option<bool>, value: &str) -> Result<(), String> {
+    let b = if value.trim().is_empty() { Some(false) } else { parse_bool(value) };
+    *field = Some(b.ok_or_else(|| {
+        format!("{value:?} is not allowed; use true or false (also yes/no, on/off, 1/0; empty means false)")
+    })?);
+    Ok(())
+}
+
+/// An entry of `[parameters]` that PostgreSQL takes as a whole number.
+fn count_parameter(raw: &mut RawConfig, name: &str, value: &str) -> Result<(), String> {
+    let n: i64 = value.trim().parse().map_err(|_| format!("{value:?} is not a whole number"))?;
+    raw.parameters.insert(name.to_string(), toml::Value::Integer(n));
+    Ok(())
+}
+
+/// An entry of `[parameters]` that PostgreSQL takes as an amount of memory: a number with `B`,
+/// `kB`, `MB`, `GB` or `TB`, or a bare number of 8kB pages.
+fn size_parameter(raw: &mut RawConfig, name: &str, value: &str) -> Result<(), String> {
+    let text = value.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    if number.is_empty() || !["", "B", "kB", "MB", "GB", "TB"].contains(&unit.trim_start()) {
+        return Err(format!(
+            "{value:?} is not a size; use a number with B, kB, MB, GB or TB, such as 128MB (a bare number counts 8kB pages)"
+        ));
+    }
+    raw.parameters.insert(name.to_string(), toml::Value::String(text.to_string()));
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,12 +441,16 @@ mod tests {
             "| file key | environment (pgrepl, then the seeds' names) | default | meaning |\n|---|---|---|---|\n",
         );
         for s in SETTINGS {
-            let env = if s.env.is_empty() { "—".to_string() } else { code(s.env) };
+            let mut env = if s.env.is_empty() { "—".to_string() } else { code(s.env) };
+            if s.secret {
+                env.push_str(" (each `NAME` also as `NAME_FILE`)");
+            }
+            let empty = if s.empty_is_unset { "; an empty variable counts as not set" } else { "" };
             let default = match s.default {
                 Value(v) => format!("`{v}`"),
                 Described(text) => text.to_string(),
             };
-            out.push_str(&format!("| `{}` | {env} | {default} | {} |\n", s.key, s.doc));
+            out.push_str(&format!("| `{}` | {env} | {default} | {}{empty} |\n", s.key, s.doc));
         }
         out.push_str("| `[parameters]` | — | — | extra PostgreSQL settings for every member |\n");
         out

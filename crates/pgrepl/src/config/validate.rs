@@ -37,6 +37,11 @@ pub struct Config {
     pub rw_wait: Duration,
     pub router_splice: RouterSplice,
     pub destroy_on_restart: bool,
+    /// For a fixed-role replica (the container image): the primary it follows.
+    pub upstream_host: Option<String>,
+    pub upstream_port: u16,
+    /// A fixed-role replica becomes a primary.
+    pub promote: bool,
     pub loop_wait: Duration,
     pub ttl: Duration,
     pub failover: pgrepl_core::FailoverSpec,
@@ -65,7 +70,8 @@ pub fn validate(raw: &RawConfig, env: &[FromEnv]) -> Result<Config, ConfigError>
     let src = Sources(env);
     let (names, passwords) = checks::names_and_passwords(&raw.database, &src)?;
     let checks::Cluster { cluster, store, replicas, run_as } = checks::cluster(raw, &src)?;
-    let checks::Network { listen, base_port, port, ro_port, allow } = checks::network(raw, &src)?;
+    let checks::Network { listen, base_port, port, ro_port, allow, upstream_host, upstream_port } =
+        checks::network(raw, &src)?;
     let checks::Router { ro_max_lag, ro_fallback, router_splice, rw_wait } = checks::router(raw, &src)?;
     let checks::Timing { loop_wait, ttl, primary_start_timeout, failover } = checks::timing(raw, &src)?;
     let parameters = checks::parameters(raw, &src)?;
@@ -85,6 +91,9 @@ pub fn validate(raw: &RawConfig, env: &[FromEnv]) -> Result<Config, ConfigError>
         rw_wait,
         router_splice,
         destroy_on_restart: bool_or_default(raw.destroy_on_restart, "destroy_on_restart"),
+        upstream_host,
+        upstream_port,
+        promote: bool_or_default(raw.promote, "promote"),
         loop_wait,
         ttl,
         failover,
@@ -133,7 +142,7 @@ mod tests {
     use super::*;
 
     fn env_config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let env = read_env(|n| vars.iter().find(|(k, _)| *k == n).map(|(_, v)| v.to_string()));
+        let env = read_env(|n| vars.iter().find(|(k, _)| *k == n).map(|(_, v)| v.to_string()))?;
         let mut raw = RawConfig::default();
         apply_env(&mut raw, &env)?;
         validate(&raw, &env)
@@ -297,7 +306,9 @@ mod tests {
     fn the_store_cannot_change_once_the_cluster_exists_nor_on_etcd_its_name() {
         let etcd = RawConfig { store: Some("etcd://127.0.0.1:2379".into()), ..RawConfig::default() };
         let file = RawConfig::default();
-        let env = |vars: &[(&str, &str)]| read_env(|n| vars.iter().find(|(k, _)| *k == n).map(|(_, v)| v.to_string()));
+        let env = |vars: &[(&str, &str)]| {
+            read_env(|n| vars.iter().find(|(k, _)| *k == n).map(|(_, v)| v.to_string())).unwrap()
+        };
         let now = |before: &RawConfig, vars: &[(&str, &str)]| {
             let env = env(vars);
             let mut raw = before.clone();

@@ -73,12 +73,23 @@ fn check_endpoint(endpoint: &str) -> Result<(), String> {
     }
     let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
         Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
-        None => !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_'),
+        None => is_host_name(host),
     };
     if !host_ok {
         return Err(format!("endpoint {endpoint:?} does not start with a host name or address"));
     }
     Ok(())
+}
+
+/// A host name as pgrepl takes one: letters, digits, '.', '-' and '_' (an IPv4 address is one).
+fn is_host_name(host: &str) -> bool {
+    !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
+}
+
+/// Parses a host to connect to: a host name, an IPv4 address or a bare IPv6 one, trimmed.
+pub fn parse_host(text: &str) -> Option<String> {
+    let host = text.trim();
+    (is_host_name(host) || host.parse::<std::net::Ipv6Addr>().is_ok()).then(|| host.to_string())
 }
 
 /// How far behind a replica may be and still serve reads.

@@ -1,0 +1,218 @@
+//! The settings of the container image, through the whole path a start takes: environment
+//! (and password files), then `apply_env`, then `validate`.
+
+use super::validate::ConfigError;
+use super::*;
+use std::io::Write;
+
+/// `raw` with `vars` as the environment over it, validated.
+fn start(raw: RawConfig, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let env = read_env(|n| vars.iter().find(|(k, _)| *k == n).map(|(_, v)| v.to_string()))?;
+    let mut raw = raw;
+    apply_env(&mut raw, &env)?;
+    validate(&raw, &env)
+}
+
+fn env_config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    start(RawConfig::default(), vars)
+}
+
+fn file_holding(text: &str) -> tempfile::NamedTempFile {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    file.write_all(text.as_bytes()).unwrap();
+    file
+}
+
+#[test]
+fn the_upstream_is_a_host_name_or_an_address_from_the_first_variable_set() {
+    assert_eq!(env_config(&[]).unwrap().upstream_host, None);
+    for (vars, host) in [
+        (&[("REPLICATE_FROM", "pg-master")][..], "pg-master"),
+        (&[("REPLICATE_FROM", " 10.0.0.5 ")], "10.0.0.5"),
+        (&[("POSTGRESQL_MASTER_IP", "fd00::5")], "fd00::5"),
+        (&[("POSTGRESQL_MASTER_SERVICE_NAME", "postgresql-master.ns_1.svc")], "postgresql-master.ns_1.svc"),
+        (&[("PGREPL_UPSTREAM_HOST", "mine"), ("REPLICATE_FROM", "seed")], "mine"),
+        (&[("POSTGRESQL_MASTER_IP", "10.0.0.6"), ("POSTGRESQL_MASTER_SERVICE_NAME", "svc")], "10.0.0.6"),
+    ] {
+        assert_eq!(env_config(vars).unwrap().upstream_host.as_deref(), Some(host), "{vars:?}");
+    }
+    let c = env_config(&[("REPLICATE_FROM", "pg-master"), ("REPLICATE_PORT", "6543")]).unwrap();
+    assert_eq!(c.upstream_port, 6543);
+    assert_eq!(env_config(&[]).unwrap().upstream_port, 5432);
+}
+
+#[test]
+fn an_empty_upstream_variable_is_not_set() {
+    // As compose files write it for a primary: no upstream, and no error.
+    let c = env_config(&[("REPLICATE_FROM", ""), ("REPLICATE_PORT", "")]).unwrap();
+    assert_eq!(c.upstream_host, None);
+    assert_eq!(c.upstream_port, 5432);
+    // The next variable applies, and so does the file's value.
+    let c = env_config(&[("REPLICATE_FROM", " "), ("POSTGRESQL_MASTER_IP", "10.0.0.7")]).unwrap();
+    assert_eq!(c.upstream_host.as_deref(), Some("10.0.0.7"));
+    let raw = RawConfig { upstream_host: Some("from-file".into()), ..RawConfig::default() };
+    assert_eq!(start(raw, &[("REPLICATE_FROM", "")]).unwrap().upstream_host.as_deref(), Some("from-file"));
+}
+
+#[test]
+fn a_bad_upstream_names_the_variable_the_value_and_what_is_allowed() {
+    for value in ["pg master", "http://pg:5432", "[::1]"] {
+        let err = env_config(&[("REPLICATE_FROM", value)]).unwrap_err();
+        assert_eq!(err.setting, "upstream_host (REPLICATE_FROM)", "{value}");
+        assert!(err.problem.contains(&format!("{value:?} is not allowed")), "{err}");
+        assert!(err.problem.contains("a host name (letters, digits, '.', '-', '_') or an IP address"), "{err}");
+    }
+    let raw = RawConfig { upstream_host: Some(" ".into()), ..RawConfig::default() };
+    assert_eq!(start(raw, &[]).unwrap_err().to_string().split(':').next(), Some("upstream_host"));
+    for value in ["0", "70000"] {
+        let err = env_config(&[("REPLICATE_PORT", value)]).unwrap_err();
+        assert_eq!(err.to_string(), format!("upstream_port (REPLICATE_PORT): {value} is not a port; use 1 to 65535"));
+    }
+    let err = env_config(&[("PGREPL_UPSTREAM_PORT", "pg")]).unwrap_err();
+    assert_eq!(err.to_string(), "upstream_port (PGREPL_UPSTREAM_PORT): \"pg\" is not a whole number");
+}
+
+#[test]
+fn promote_takes_the_words_of_a_boolean_and_empty_means_false() {
+    assert!(!env_config(&[]).unwrap().promote);
+    for (value, promote) in [("", false), (" ", false), ("FALSE", false), ("no", false), ("Off", false), ("0", false)]
+        .into_iter()
+        .chain([("true", true), ("YES", true), ("on", true), ("1", true), (" True ", true)])
+    {
+        assert_eq!(env_config(&[("PROMOTE_MASTER", value)]).unwrap().promote, promote, "{value:?}");
+    }
+    assert!(env_config(&[("PGREPL_PROMOTE", "yes"), ("PROMOTE_MASTER", "no")]).unwrap().promote);
+    let err = env_config(&[("PROMOTE_MASTER", "maybe")]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "promote (PROMOTE_MASTER): \"maybe\" is not allowed; use true or false (also yes/no, on/off, 1/0; empty means false)"
+    );
+}
+
+#[test]
+fn destroy_on_restart_takes_the_same_words_and_empty_leaves_it_unset() {
+    assert!(env_config(&[("DESTROY_DATABASE_ON_RESTART", "YES")]).unwrap().destroy_on_restart);
+    assert!(!env_config(&[("DESTROY_DATABASE_ON_RESTART", "off")]).unwrap().destroy_on_restart);
+    let env = read_env(|n| (n == "DESTROY_DATABASE_ON_RESTART").then(String::new)).unwrap();
+    assert_eq!(env, []);
+    // The container's own default (set before the environment) stands.
+    let raw = RawConfig { destroy_on_restart: Some(true), ..RawConfig::default() };
+    assert!(start(raw, &[("DESTROY_DATABASE_ON_RESTART", "")]).unwrap().destroy_on_restart);
+    let err = env_config(&[("PGREPL_DESTROY_ON_RESTART", "maybe")]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "destroy_on_restart (PGREPL_DESTROY_ON_RESTART): \"maybe\" is not a boolean; use true or false"
+    );
+}
+
+#[test]
+fn the_replication_role_takes_the_seeds_other_names_last() {
+    let c = env_config(&[("REPLICATION_USER", "repl"), ("REPLICATION_PASS", "rpw")]).unwrap();
+    assert_eq!(c.names.replication_user, "repl");
+    assert_eq!(c.passwords.replication.as_deref(), Some("rpw"));
+    let c = env_config(&[("POSTGRESQL_MASTER_USER", "master"), ("REPLICATION_USER", "repl")]).unwrap();
+    assert_eq!(c.names.replication_user, "master");
+    let err = env_config(&[("REPLICATION_USER", "postgres")]).unwrap_err();
+    assert_eq!(err.setting, "database.replication_user (REPLICATION_USER)");
+}
+
+#[test]
+fn passwords_may_come_from_files_named_by_name_file_variables() {
+    let user = file_holding("s3cret\n");
+    let admin = file_holding("admin pw");
+    let replication = file_holding("repl\r\n");
+    let (u, a, r) =
+        (user.path().to_str().unwrap(), admin.path().to_str().unwrap(), replication.path().to_str().unwrap());
+    let c = env_config(&[
+        ("POSTGRESQL_USER", "user"),
+        ("POSTGRESQL_PASSWORD_FILE", u),
+        ("POSTGRESQL_DATABASE", "db"),
+        ("PGREPL_ADMIN_PASSWORD_FILE", a),
+        ("REPLICATION_PASS_FILE", r),
+    ])
+    .unwrap();
+    assert_eq!(c.passwords.user.as_deref(), Some("s3cret"));
+    assert_eq!(c.passwords.admin.as_deref(), Some("admin pw"));
+    assert_eq!(c.passwords.replication.as_deref(), Some("repl"));
+    let c = env_config(&[("POSTGRES_PASS_FILE", u), ("POSTGRES_USER", "u"), ("POSTGRES_DBNAME", "d")]).unwrap();
+    assert_eq!(c.passwords.user.as_deref(), Some("s3cret"));
+
+    // A variable wins over its file twin; a name wins over the later names and their files.
+    let c = env_config(&[("POSTGRESQL_ADMIN_PASSWORD", "plain"), ("POSTGRESQL_ADMIN_PASSWORD_FILE", a)]).unwrap();
+    assert_eq!(c.passwords.admin.as_deref(), Some("plain"));
+    let c = env_config(&[("PGREPL_ADMIN_PASSWORD_FILE", a), ("POSTGRESQL_ADMIN_PASSWORD", "seed")]).unwrap();
+    assert_eq!(c.passwords.admin.as_deref(), Some("admin pw"));
+
+    // Errors name the file variable; only one trailing newline is dropped.
+    let two_lines = file_holding("hunter2\n\n");
+    let err = env_config(&[("POSTGRESQL_ADMIN_PASSWORD_FILE", two_lines.path().to_str().unwrap())]).unwrap_err();
+    assert_eq!(err.setting, "database.admin_password (POSTGRESQL_ADMIN_PASSWORD_FILE)");
+    assert!(err.problem.contains("line break"), "{err}");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+}
+
+#[test]
+fn an_unreadable_password_file_names_the_variable_and_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-secret");
+    let path = missing.to_str().unwrap();
+    let err = env_config(&[("POSTGRESQL_MASTER_PASSWORD_FILE", path)]).unwrap_err();
+    assert_eq!(err.setting, "database.replication_password (POSTGRESQL_MASTER_PASSWORD_FILE)");
+    assert!(err.problem.starts_with(&format!("cannot read the file {path:?}")), "{err}");
+    let err = env_config(&[("PGREPL_PASSWORD_FILE", dir.path().to_str().unwrap())]).unwrap_err();
+    assert_eq!(err.setting, "database.password (PGREPL_PASSWORD_FILE)");
+}
+
+#[test]
+fn tuning_variables_set_their_parameters_over_the_files() {
+    let mut raw = RawConfig::default();
+    raw.parameters.insert("max_connections".into(), toml::Value::Integer(100));
+    raw.parameters.insert("work_mem".into(), toml::Value::String("8MB".into()));
+    let c = start(
+        raw,
+        &[
+            ("POSTGRESQL_MAX_CONNECTIONS", " 200 "),
+            ("POSTGRESQL_SHARED_BUFFERS", "256MB"),
+            ("POSTGRESQL_EFFECTIVE_CACHE_SIZE", "4GB"),
+            ("POSTGRESQL_MAX_PREPARED_TRANSACTIONS", "10"),
+        ],
+    )
+    .unwrap();
+    let p: Vec<_> = c.parameters.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(
+        p,
+        [
+            ("effective_cache_size", "4GB"),
+            ("max_connections", "200"),
+            ("max_prepared_transactions", "10"),
+            ("shared_buffers", "256MB"),
+            ("work_mem", "8MB"),
+        ]
+    );
+    assert_eq!(env_config(&[("POSTGRESQL_SHARED_BUFFERS", "16384")]).unwrap().parameters["shared_buffers"], "16384");
+    assert!(env_config(&[("POSTGRESQL_MAX_CONNECTIONS", "")]).unwrap().parameters.is_empty());
+
+    let err = env_config(&[("POSTGRESQL_MAX_CONNECTIONS", "lots")]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "parameters.max_connections (POSTGRESQL_MAX_CONNECTIONS): \"lots\" is not a whole number"
+    );
+    let err = env_config(&[("POSTGRESQL_MAX_PREPARED_TRANSACTIONS", "1.5")]).unwrap_err();
+    assert_eq!(err.setting, "parameters.max_prepared_transactions (POSTGRESQL_MAX_PREPARED_TRANSACTIONS)");
+    for value in ["big", "128mb", "MB", "1.5GB"] {
+        let err = env_config(&[("POSTGRESQL_EFFECTIVE_CACHE_SIZE", value)]).unwrap_err();
+        assert_eq!(err.setting, "parameters.effective_cache_size (POSTGRESQL_EFFECTIVE_CACHE_SIZE)");
+        assert!(err.problem.starts_with(&format!("{value:?} is not a size; use a number with B, kB, MB")), "{err}");
+    }
+}
+
+#[test]
+fn the_password_file_variables_are_cleared_like_the_others() {
+    let names = env::variables();
+    for name in
+        ["POSTGRESQL_PASSWORD_FILE", "POSTGRES_PASS_FILE", "PGREPL_ADMIN_PASSWORD_FILE", "REPLICATION_PASS_FILE"]
+    {
+        assert!(names.iter().any(|n| n == name), "{name}");
+    }
+    assert!(!names.iter().any(|n| n == "POSTGRESQL_USER_FILE"));
+}
