@@ -103,6 +103,13 @@ pub enum Command {
     /// the foreground until SIGTERM: register it in the cluster (creating the cluster when it is
     /// new), then keep it running.
     Node(NodeArgs),
+    /// The container image's entrypoint: the seeds' modes (`run-postgresql-master`,
+    /// `run-postgresql-slave`, or by `REPLICATE_FROM`), `pgrepl node` when `PGREPL_STORE` is
+    /// etcd, and `check [--live]` for the probes.
+    Container {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// (internal) Run the supervisor of a local cluster.
     #[command(hide = true)]
     Supervise,

@@ -6,6 +6,7 @@ mod cli;
 mod cluster;
 mod commands;
 mod config;
+mod init;
 mod layout;
 mod readiness;
 mod supervisor;
@@ -56,6 +57,7 @@ async fn run(cli: Cli, env: Vec<config::FromEnv>) -> anyhow::Result<()> {
         Command::Agent { member } => commands::agent::run(dir, &member).await,
         Command::Router => commands::router::run(dir).await,
         Command::Node(args) => commands::node::run(dir, args, env).await,
+        Command::Container { args } => commands::container::run(args, env).await,
     }
 }
 
@@ -66,10 +68,17 @@ fn main() -> ExitCode {
     // SAFETY: restoring a default signal disposition before any thread starts.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
-    let env = if matches!(cli.command, Command::Node(_)) { take_env() } else { Vec::new() };
+    if let Command::Container { args } = &cli.command {
+        // PID 1 of a container: a parent that reaps every orphan (PostgreSQL's processes end
+        // up there) and passes signals on, and a child that does the work.
+        if args.first().map(String::as_str) != Some("check") {
+            init::split_off_init();
+        }
+    }
+    let env = if matches!(cli.command, Command::Node(_) | Command::Container { .. }) { take_env() } else { Vec::new() };
     init_logging(matches!(
         cli.command,
-        Command::Supervise | Command::Agent { .. } | Command::Router | Command::Node(_)
+        Command::Supervise | Command::Agent { .. } | Command::Router | Command::Node(_) | Command::Container { .. }
     ));
     // The router moves every byte of every client: one thread, one event loop, no hand-offs
     // between workers (measured in docs/benchmarks.md). Everything else may use two.

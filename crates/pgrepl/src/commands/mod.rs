@@ -1,6 +1,7 @@
 //! One module per subcommand, plus what several share (ports, waiting, the ready summary).
 
 pub mod agent;
+pub mod container;
 pub mod down;
 pub mod endpoints;
 pub mod logs;

@@ -20,7 +20,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-fn generated_password() -> String {
+pub(crate) fn generated_password() -> String {
     Alphanumeric.sample_string(&mut rand::thread_rng(), 32)
 }
 

@@ -1,0 +1,300 @@
+//! `pgrepl container [ARG]`: the container image's entrypoint. Reads the seeds' environment and
+//! picks the mode: with `PGREPL_STORE=etcd://...`, `pgrepl node` (roles decided by the lease,
+//! automatic failover, the router); otherwise a fixed-role member as the seeds run one:
+//! seed 000's `run-postgresql-master` / `run-postgresql-slave` (data under
+//! `/var/lib/pgsql/data`), or seed 002's role by `REPLICATE_FROM` (no argument; data under
+//! `/var/lib/postgresql`). `check [--live]` answers the container's probes.
+
+use crate::cli::NodeArgs;
+use crate::config::raw::FromEnv;
+use crate::config::{self, Config, RawConfig, StoreConfig};
+use anyhow::{bail, Context};
+use pgrepl_agent::fixed::{AppRole, FixedMember, FixedPasswords, FixedSettings, FixedState};
+use pgrepl_core::{FixedRole, Upstream};
+use pgrepl_pg::sql::RoleKind;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::info;
+
+/// Runtime files: the state the probes read, the password file, the server log, `PGDATA` for
+/// shells (`docker exec`), all in the image's `/run/pgrepl` (group-0 writable).
+const RUN_DIR: &str = "/run/pgrepl";
+/// Where `psql` in the container finds the server (the image sets `PGHOST` to it). Made by
+/// the server's start, so that whatever uid runs the container owns it (mode 0700).
+const SOCKET_DIR: &str = "/run/pgrepl/socket";
+/// The port PostgreSQL listens on in the seed modes, as in both seeds.
+const PORT: u16 = 5432;
+/// The seeds' default for clients: any address, with a password (scram-sha-256).
+const ANYWHERE: [&str; 2] = ["0.0.0.0/0", "::/0"];
+
+/// The two seeds' ways of running the image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Seed {
+    /// sclorg's OpenShift template: the role is the container's argument.
+    OpenShift(Seed000Role),
+    /// kartoza's image: no argument, the role by `REPLICATE_FROM`.
+    Docker,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Seed000Role {
+    Master,
+    Slave,
+    Standalone,
+}
+
+impl Seed {
+    /// Where the seed's template or compose sample mounts the data volume.
+    fn mount(self) -> &'static Path {
+        match self {
+            Seed::OpenShift(_) => Path::new("/var/lib/pgsql/data"),
+            Seed::Docker => Path::new("/var/lib/postgresql"),
+        }
+    }
+}
+
+const ARGUMENTS: &str = "run-postgresql-master, run-postgresql-slave, run-postgresql, check [--live], or none";
+
+pub async fn run(args: Vec<String>, env: Vec<FromEnv>) -> anyhow::Result<()> {
+    let words: Vec<&str> = args.iter().map(String::as_str).collect();
+    let seed = match words.as_slice() {
+        ["check"] => return check(false).await,
+        ["check", "--live"] => return check(true).await,
+        [] => Seed::Docker,
+        ["run-postgresql-master"] => Seed::OpenShift(Seed000Role::Master),
+        ["run-postgresql-slave"] => Seed::OpenShift(Seed000Role::Slave),
+        ["run-postgresql"] => Seed::OpenShift(Seed000Role::Standalone),
+        other => bail!("container argument {:?} is not allowed; use {ARGUMENTS}", other.join(" ")),
+    };
+    ensure_passwd_entry()?;
+    let mut raw = RawConfig::default();
+    seed_defaults(&mut raw, seed);
+    config::apply_env(&mut raw, &env)?;
+    if let Seed::Docker = seed {
+        settle_docker_passwords(&mut raw)?;
+    }
+    let config = config::validate(&raw, &env)?;
+    if let StoreConfig::Etcd { .. } = config.store {
+        return run_node(env).await;
+    }
+    let settings = fixed_settings(seed, &raw, &config)?;
+    // One server per data volume: a volume shared by two containers (a named volume under
+    // `--scale`) would put two servers on one data directory.
+    let lock = seed.mount().join("pgrepl.lock");
+    let _lock = crate::agent_lock::acquire(&lock)
+        .with_context(|| format!("the data volume at {} is in use by another container", seed.mount().display()))?;
+    write_shell_env(&settings.data_dir)?;
+    info!(role = ?settings.role, data_dir = %settings.data_dir.display(), "starting a fixed-role member");
+    let member = FixedMember::new(settings)?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let shutdown = async {
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM: stopping"),
+            _ = int.recv() => info!("SIGINT: stopping"),
+        }
+    };
+    member.run(shutdown).await
+}
+
+/// What each seed assumes when a variable is not set (before the environment applies).
+fn seed_defaults(raw: &mut RawConfig, seed: Seed) {
+    raw.allow = Some(ANYWHERE.iter().map(|s| s.to_string()).collect());
+    raw.parameters.insert("jit".into(), toml::Value::String("off".into()));
+    if seed == Seed::Docker {
+        raw.database.user = Some("docker".into());
+        raw.database.name = Some("gis".into());
+        raw.destroy_on_restart = Some(true);
+    }
+}
+
+/// Seed 002 never required a password: a primary without `POSTGRES_PASS` gets a generated one,
+/// kept (mode 0600) on its volume so it stays the same across restarts; the replication role's
+/// password defaults to the user's, as the seed's replicas used the user's credentials.
+fn settle_docker_passwords(raw: &mut RawConfig) -> anyhow::Result<()> {
+    let d = &mut raw.database;
+    if d.password.is_none() && raw.upstream_host.is_none() {
+        let path = &Seed::Docker.mount().join("pgrepl-password");
+        d.password = Some(kept_password(path)?);
+        info!(user = ?d.user, file = %path.display(), "POSTGRES_PASS is not set: the user's password was generated and is kept in the file named here (mode 0600)");
+    }
+    if d.replication_password.is_none() {
+        d.replication_password = d.password.clone();
+    }
+    Ok(())
+}
+
+/// The password kept in `path`, made (32 random characters, mode 0600) if there is none.
+fn kept_password(path: &Path) -> anyhow::Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) if !text.trim().is_empty() => return Ok(text.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
+    }
+    let password = crate::commands::up::generated_password();
+    pgrepl_pg::write_atomic(path, password.as_bytes(), 0o600)?;
+    Ok(password)
+}
+
+fn fixed_settings(seed: Seed, raw: &RawConfig, config: &Config) -> anyhow::Result<FixedSettings> {
+    let bins = pgrepl_pg::Binaries::find(config.bin_dir.as_deref())?;
+    let (data_dir, app_kind) = match seed {
+        Seed::OpenShift(_) => (seed.mount().join("userdata"), RoleKind::Login),
+        Seed::Docker => (seed.mount().join(format!("{}/main", bins.major())), RoleKind::Superuser),
+    };
+    if let Seed::OpenShift(_) = seed {
+        // S1: the application triple, or the admin password, or both.
+        if raw.database.user.is_none() && config.passwords.admin.is_none() {
+            bail!(
+                "the container needs either the application user, its password and its database \
+                 (POSTGRESQL_USER, POSTGRESQL_PASSWORD, POSTGRESQL_DATABASE: names of at most 63 bytes) \
+                 or the admin password (POSTGRESQL_ADMIN_PASSWORD), or both; none of them is set"
+            );
+        }
+    }
+    let Some(replication) = config.passwords.replication.clone() else {
+        bail!(
+            "database.replication_password (POSTGRESQL_MASTER_PASSWORD, REPLICATION_PASS or PGREPL_REPLICATION_PASSWORD) \
+             is not set: the primary and its replicas must be given the same replication password"
+        );
+    };
+    let upstream = |default: Option<&str>| {
+        let host = config.upstream_host.clone().or(default.map(String::from));
+        host.map(|host| Upstream { host, port: config.upstream_port })
+    };
+    let role = match seed {
+        Seed::OpenShift(Seed000Role::Master | Seed000Role::Standalone) => FixedRole::Primary,
+        Seed::OpenShift(Seed000Role::Slave) => FixedRole::Replica {
+            upstream: upstream(Some("postgresql-master")).context("no upstream")?,
+            promote: config.promote,
+        },
+        Seed::Docker => match upstream(None) {
+            Some(upstream) => FixedRole::Replica { upstream, promote: config.promote },
+            None => FixedRole::Primary,
+        },
+    };
+    let run = Path::new(RUN_DIR);
+    Ok(FixedSettings {
+        role,
+        name: host_name(),
+        data_dir,
+        socket_dir: PathBuf::from(SOCKET_DIR),
+        log_file: run.join("postgresql.log"),
+        passfile: run.join("pgpass"),
+        state_file: run.join("state.json"),
+        bin_dir: Some(bins.dir().to_path_buf()),
+        listen: "*".into(),
+        port: PORT,
+        admin_user: config::ADMIN_USER.into(),
+        replication_user: config.names.replication_user.clone(),
+        app: config.names.app.as_ref().map(|a| AppRole {
+            user: a.user.clone(),
+            database: a.database.clone(),
+            kind: app_kind,
+        }),
+        passwords: FixedPasswords {
+            user: config.passwords.user.clone(),
+            admin: config.passwords.admin.clone(),
+            replication,
+        },
+        allow: config.allow.clone(),
+        parameters: config.parameters.clone(),
+        destroy_on_restart: config.destroy_on_restart,
+        loop_wait: config.loop_wait,
+        stall_timeout: Duration::from_secs(30),
+    })
+}
+
+/// `pgrepl node` in the container: the member's name from `PGREPL_MEMBER` (or the host name,
+/// when it is a valid member name), its address the container's own, PostgreSQL on 5434 and
+/// the endpoints on 5432 (read-write) and 5433 (read-only).
+async fn run_node(env: Vec<FromEnv>) -> anyhow::Result<()> {
+    let member = std::env::var("PGREPL_MEMBER").unwrap_or_else(|_| host_name());
+    if pgrepl_core::MemberName::new(member.as_str()).is_err() {
+        bail!(
+            "PGREPL_MEMBER: {member:?} is not allowed as this member's name; give 1 to 40 lowercase letters, digits \
+             or '-', starting with a letter (with PGREPL_STORE set, the image runs `pgrepl node`)"
+        );
+    }
+    let host = match std::env::var("PGREPL_HOST") {
+        Ok(text) => Some(text.parse().map_err(|_| anyhow::anyhow!("PGREPL_HOST: {text:?} is not an IP address"))?),
+        Err(_) => first_address(),
+    };
+    let dir = std::env::var("PGREPL_DIR").unwrap_or_else(|_| "/var/lib/pgsql/data/pgrepl".into());
+    let args = NodeArgs { member, host, pg_port: 5434, router: true };
+    crate::commands::node::run(Path::new(&dir), args, env).await
+}
+
+fn first_address() -> Option<std::net::IpAddr> {
+    let output = std::process::Command::new("hostname").arg("-i").output().ok()?;
+    String::from_utf8_lossy(&output.stdout).split_whitespace().find_map(|w| w.parse().ok())
+}
+
+fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "pgrepl".into();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// `export PGDATA=...` for shells in the container (`docker exec`): the image's `BASH_ENV`
+/// and `/etc/profile.d` read it, since each seed mode keeps its data under another mount.
+fn write_shell_env(data_dir: &Path) -> anyhow::Result<()> {
+    let text = format!("export PGDATA='{}'\n", data_dir.display());
+    pgrepl_pg::write_atomic(&Path::new(RUN_DIR).join("env"), text.as_bytes(), 0o644)?;
+    Ok(())
+}
+
+/// Under OpenShift's restricted policy the container runs as an arbitrary uid with group 0,
+/// which `/etc/passwd` does not know; `initdb` needs a name for it. The image leaves
+/// `/etc/passwd` group-writable for this one line.
+fn ensure_passwd_entry() -> anyhow::Result<()> {
+    // SAFETY: getuid/getgid cannot fail; getpwuid returns a pointer into static storage or null.
+    let (uid, gid, known) = unsafe {
+        let uid = libc::getuid();
+        (uid, libc::getgid(), !libc::getpwuid(uid).is_null())
+    };
+    if known {
+        return Ok(());
+    }
+    let line = format!("pgrepl:x:{uid}:{gid}:pgrepl container user:/var/lib/pgsql:/bin/bash\n");
+    use std::io::Write;
+    let mut passwd = std::fs::OpenOptions::new().append(true).open("/etc/passwd").with_context(|| {
+        format!("uid {uid} has no entry in /etc/passwd, and /etc/passwd is not writable to add one")
+    })?;
+    passwd.write_all(line.as_bytes()).context("add this uid to /etc/passwd")?;
+    info!(uid, gid, "added a passwd entry for this uid");
+    Ok(())
+}
+
+/// The probes: readiness (`check`) passes when the member has nothing left to do and its
+/// server answers over the socket; liveness (`check --live`) while the member's process runs.
+async fn check(live: bool) -> anyhow::Result<()> {
+    let path = Path::new(RUN_DIR).join("state.json");
+    let text = std::fs::read(&path).with_context(|| format!("read {} (has the member started?)", path.display()))?;
+    let state: FixedState = serde_json::from_slice(&text).with_context(|| format!("parse {}", path.display()))?;
+    // SAFETY: signal 0 only checks that the process exists.
+    let alive = unsafe { libc::kill(state.pid as libc::pid_t, 0) } == 0;
+    if !alive {
+        bail!("the member's process ({}) is not running", state.pid);
+    }
+    if live {
+        return Ok(());
+    }
+    if !state.ready {
+        bail!("not ready: {}", state.decision);
+    }
+    let mut pg = tokio_postgres::Config::new();
+    pg.host_path(SOCKET_DIR).port(PORT).user(config::ADMIN_USER).dbname("postgres");
+    pg.connect_timeout(Duration::from_secs(2));
+    let (client, connection) = pg.connect(tokio_postgres::NoTls).await.context("connect to postgres")?;
+    tokio::spawn(connection);
+    client.simple_query("SELECT 1").await.context("query postgres")?;
+    Ok(())
+}
