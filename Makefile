@@ -13,7 +13,9 @@ IMAGE         ?= pgrepl
 IMAGE_VERSION ?= $(shell sed -n '/^\[workspace\.package\]/,/^\[/s/^version *= *"\([^"]*\)".*/\1/p' Cargo.toml)
 IMAGE_CTX     := target/image-context
 
-.PHONY: setup build image up down destroy status scale test bench logs master-log slave-log master-shell slave-shell
+image_tests := image_seed000 image_seed002 image_bad_env image_compose
+
+.PHONY: setup build image test-image up down destroy status scale test bench logs master-log slave-log master-shell slave-shell
 
 setup:
 	@bash scripts/setup.sh
@@ -56,6 +58,13 @@ slave-shell:
 
 test: setup
 	cargo test --workspace --no-fail-fast
+	@if docker info >/dev/null 2>&1; then $(MAKE) --no-print-directory test-image; \
+	 else echo "test: no Docker engine answers here, so the image tests (make test-image) did not run"; fi
+
+# The image tests: real containers of the image on private Docker networks (marked #[ignore]
+# so that a plain `cargo test` does not need Docker).
+test-image: image
+	cargo test -p pgrepl $(addprefix --test ,$(image_tests)) -- --ignored --test-threads=2
 
 bench: build
 	PGREPL_BENCH=1 bash scripts/setup.sh

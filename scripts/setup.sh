@@ -18,6 +18,8 @@ want_packages=("postgresql-$PG_MAJOR" "postgresql-client-$PG_MAJOR" etcd-server 
 # For the benchmarks: haproxy (bench/router.sh, bench/failover.sh), hyperfine, and for
 # bench/failover.sh Patroni (with the local etcd above) and the writer's psycopg2.
 [ "${PGREPL_BENCH:-}" = 1 ] && want_packages+=(haproxy hyperfine patroni python3-psycopg2)
+# Where a Docker engine answers, the image tests also drive the compose samples.
+if docker info >/dev/null 2>&1 && ! command -v docker-compose >/dev/null 2>&1; then want_packages+=(docker-compose); fi
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 

@@ -278,7 +278,7 @@ impl FixedMember {
             FixedAction::StartPrimary => {
                 self.configure(None)?;
                 self.pg.set_standby_signal(false)?;
-                self.pg.start(START_TIMEOUT).await?;
+                self.start().await?;
                 Ok(())
             }
             FixedAction::StartReplica => {
@@ -288,7 +288,7 @@ impl FixedMember {
                 self.write_passfile()?;
                 self.configure(follow.as_ref())?;
                 self.pg.set_standby_signal(true)?;
-                self.pg.start(START_TIMEOUT).await?;
+                self.start().await?;
                 self.streamed_at = Instant::now();
                 Ok(())
             }
@@ -330,6 +330,14 @@ impl FixedMember {
         }
     }
 
+    /// Starts the server. This container holds its volume's lock, so a `postmaster.pid` naming
+    /// no live postmaster here was left by a killed container and is removed first.
+    async fn start(&self) -> anyhow::Result<()> {
+        self.pg.remove_stale_pid()?;
+        self.pg.start(START_TIMEOUT).await?;
+        Ok(())
+    }
+
     fn bootstrap_mark(&self) -> PathBuf {
         self.s.data_dir.join("pgrepl.bootstrap-unfinished")
     }
@@ -340,7 +348,7 @@ impl FixedMember {
             std::fs::write(self.bootstrap_mark(), b"").context("mark the bootstrap as unfinished")?;
         }
         self.configure(None)?;
-        self.pg.start(START_TIMEOUT).await?;
+        self.start().await?;
         let client = self.pg.connect(&self.s.admin_user, "postgres").await?;
         self.ensure_roles(&client).await?;
         std::fs::remove_file(self.bootstrap_mark()).context("clear the unfinished-bootstrap mark")?;
@@ -418,7 +426,7 @@ impl FixedMember {
         self.ensure_slot_on(upstream).await?;
         self.configure(Some(upstream))?;
         self.pg.set_standby_signal(true)?;
-        self.pg.start(START_TIMEOUT).await?;
+        self.start().await?;
         self.streamed_at = Instant::now();
         info!("rewound and rejoined as a replica");
         Ok(())

@@ -152,6 +152,22 @@ impl Instance {
         alive && self.is_our_postmaster(pid)
     }
 
+    /// Removes a `postmaster.pid` that names no live postmaster of this data directory, left by
+    /// a server that was killed (a container removed with `docker rm -f`, say). In a new PID
+    /// namespace its pid often belongs to another process, even a thread of this one, which
+    /// PostgreSQL takes for a running server and refuses to start. Only for callers that know
+    /// no other host can run a server on this directory (a container holding its volume's
+    /// lock). Returns whether a file was removed.
+    pub fn remove_stale_pid(&self) -> Result<bool, PgError> {
+        let path = self.data_dir.join("postmaster.pid");
+        if !path.exists() || self.postmaster_running() {
+            return Ok(false);
+        }
+        std::fs::remove_file(&path).map_err(|e| PgError::io(format!("remove stale {}", path.display()), e))?;
+        tracing::info!(file = %path.display(), "removed the lock file of a server that no longer runs");
+        Ok(true)
+    }
+
     fn is_our_postmaster(&self, pid: libc::pid_t) -> bool {
         if !std::path::Path::new("/proc/self/cwd").exists() {
             return true; // no procfs: the pid check is all we have

@@ -114,6 +114,11 @@ fn seed_defaults(raw: &mut RawConfig, seed: Seed) {
 /// password defaults to the user's, as the seed's replicas used the user's credentials.
 fn settle_docker_passwords(raw: &mut RawConfig) -> anyhow::Result<()> {
     let d = &mut raw.database;
+    if d.password.is_none() && raw.upstream_host.is_some() {
+        // A replica creates no user: without the user's password it needs none of the user.
+        d.user = None;
+        d.name = None;
+    }
     if d.password.is_none() && raw.upstream_host.is_none() {
         let path = &Seed::Docker.mount().join("pgrepl-password");
         d.password = Some(kept_password(path)?);
@@ -189,7 +194,9 @@ fn fixed_settings(seed: Seed, raw: &RawConfig, config: &Config) -> anyhow::Resul
         port: PORT,
         admin_user: config::ADMIN_USER.into(),
         replication_user: config.names.replication_user.clone(),
-        app: config.names.app.as_ref().map(|a| AppRole {
+        // A replica knows the application user only when given its password (seed 000's
+        // slaves are; seed 002's need not be): a promoted replica then resets it too.
+        app: config.names.app.as_ref().filter(|_| config.passwords.user.is_some()).map(|a| AppRole {
             user: a.user.clone(),
             database: a.database.clone(),
             kind: app_kind,
