@@ -13,7 +13,7 @@ IMAGE         ?= pgrepl
 IMAGE_VERSION ?= $(shell sed -n '/^\[workspace\.package\]/,/^\[/s/^version *= *"\([^"]*\)".*/\1/p' Cargo.toml)
 IMAGE_CTX     := target/image-context
 
-image_tests := image_seed000 image_seed002 image_bad_env image_compose
+image_tests := image_seed000 image_seed002 image_bad_env image_compose image_node
 
 .PHONY: setup build image test-image up down destroy status scale test bench logs master-log slave-log master-shell slave-shell
 

@@ -516,7 +516,7 @@ async fn copy_log(path: PathBuf) {
 
 /// The addresses of this host's interfaces (a container's own), to tell an upstream that is
 /// this member itself.
-fn own_addresses() -> Vec<IpAddr> {
+pub fn own_addresses() -> Vec<IpAddr> {
     let mut found = Vec::new();
     let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills `list` with a linked list that we walk read-only and free once.

@@ -7,7 +7,7 @@
 
 use crate::cli::NodeArgs;
 use crate::config::raw::FromEnv;
-use crate::config::{self, Config, RawConfig, StoreConfig};
+use crate::config::{self, Config, RawConfig};
 use anyhow::{bail, Context};
 use pgrepl_agent::fixed::{AppRole, FixedMember, FixedPasswords, FixedSettings, FixedState};
 use pgrepl_core::{FixedRole, Upstream};
@@ -68,6 +68,10 @@ pub async fn run(args: Vec<String>, env: Vec<FromEnv>) -> anyhow::Result<()> {
         other => bail!("container argument {:?} is not allowed; use {ARGUMENTS}", other.join(" ")),
     };
     ensure_passwd_entry()?;
+    // On etcd, `pgrepl node` takes the environment as it is (the seeds' defaults are not its).
+    if env.iter().any(|e| e.field == "store" && e.value.trim().starts_with("etcd://")) {
+        return run_node(env).await;
+    }
     let mut raw = RawConfig::default();
     seed_defaults(&mut raw, seed);
     config::apply_env(&mut raw, &env)?;
@@ -75,9 +79,6 @@ pub async fn run(args: Vec<String>, env: Vec<FromEnv>) -> anyhow::Result<()> {
         settle_docker_passwords(&mut raw)?;
     }
     let config = config::validate(&raw, &env)?;
-    if let StoreConfig::Etcd { .. } = config.store {
-        return run_node(env).await;
-    }
     let settings = fixed_settings(seed, &raw, &config)?;
     // One server per data volume: a volume shared by two containers (a named volume under
     // `--scale`) would put two servers on one data directory.
@@ -217,7 +218,17 @@ fn fixed_settings(seed: Seed, raw: &RawConfig, config: &Config) -> anyhow::Resul
 /// `pgrepl node` in the container: the member's name from `PGREPL_MEMBER` (or the host name,
 /// when it is a valid member name), its address the container's own, PostgreSQL on 5434 and
 /// the endpoints on 5432 (read-write) and 5433 (read-only).
-async fn run_node(env: Vec<FromEnv>) -> anyhow::Result<()> {
+async fn run_node(mut env: Vec<FromEnv>) -> anyhow::Result<()> {
+    // Listening on the container's own address (the members publish it as theirs, and the
+    // router reaches them there), open to clients from anywhere with a password, as in the
+    // seeds; unless the environment says otherwise.
+    let own = first_address().map(|ip| ip.to_string()).unwrap_or_else(|| "0.0.0.0".into());
+    let anywhere = ANYWHERE.join(",");
+    for (field, value) in [("listen", own.as_str()), ("allow", anywhere.as_str())] {
+        if !env.iter().any(|e| e.field == field) {
+            env.push(FromEnv { variable: "the image's default".into(), field, value: value.into() });
+        }
+    }
     let member = std::env::var("PGREPL_MEMBER").unwrap_or_else(|_| host_name());
     if pgrepl_core::MemberName::new(member.as_str()).is_err() {
         bail!(
@@ -227,16 +238,20 @@ async fn run_node(env: Vec<FromEnv>) -> anyhow::Result<()> {
     }
     let host = match std::env::var("PGREPL_HOST") {
         Ok(text) => Some(text.parse().map_err(|_| anyhow::anyhow!("PGREPL_HOST: {text:?} is not an IP address"))?),
-        Err(_) => first_address(),
+        Err(_) => None,
     };
     let dir = std::env::var("PGREPL_DIR").unwrap_or_else(|_| "/var/lib/pgsql/data/pgrepl".into());
     let args = NodeArgs { member, host, pg_port: 5434, router: true };
     crate::commands::node::run(Path::new(&dir), args, env).await
 }
 
+/// The container's own address: its first interface address that is not a loopback one
+/// (IPv4 first).
 fn first_address() -> Option<std::net::IpAddr> {
-    let output = std::process::Command::new("hostname").arg("-i").output().ok()?;
-    String::from_utf8_lossy(&output.stdout).split_whitespace().find_map(|w| w.parse().ok())
+    let mut addresses: Vec<_> =
+        pgrepl_agent::fixed::own_addresses().into_iter().filter(|ip| !ip.is_loopback() && !ip.is_unspecified()).collect();
+    addresses.sort_by_key(|ip| ip.is_ipv6());
+    addresses.into_iter().next()
 }
 
 fn host_name() -> String {

@@ -66,6 +66,8 @@ pub struct Spec {
     pub user: Option<String>,
     /// Publish 5432 on a free host port (`docker port` tells which).
     pub publish: bool,
+    /// Another program of the image to run (`--entrypoint`), e.g. `etcd`.
+    pub entrypoint: Option<String>,
 }
 
 impl Spec {
@@ -145,6 +147,9 @@ impl Net {
         }
         if spec.publish {
             args.extend(["-p".into(), "5432".into()]);
+        }
+        if let Some(e) = &spec.entrypoint {
+            args.extend(["--entrypoint".into(), e.clone()]);
         }
         args.push(image());
         args.extend(spec.args.iter().cloned());
