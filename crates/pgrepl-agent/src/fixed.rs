@@ -22,6 +22,8 @@ use tracing::{info, warn};
 
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often a member that waits (for its upstream, say) looks again.
+const WAIT_POLL: Duration = Duration::from_millis(250);
 /// How often a step that keeps waiting says so again.
 const REPEAT_WAIT: Duration = Duration::from_secs(5);
 /// How long a connection to the upstream may take before it counts as unreachable.
@@ -137,8 +139,12 @@ impl FixedMember {
         let result = loop {
             let cycle = async {
                 let decision = self.cycle().await?;
-                if matches!(decision.action, FixedAction::Nothing | FixedAction::Wait) {
-                    tokio::time::sleep(self.s.loop_wait).await;
+                match decision.action {
+                    // Waiting for the upstream: ask again soon, so a replica starts cloning as
+                    // soon as its primary is up (a container's start matters).
+                    FixedAction::Wait => tokio::time::sleep(self.s.loop_wait.min(WAIT_POLL)).await,
+                    FixedAction::Nothing => tokio::time::sleep(self.s.loop_wait).await,
+                    _ => {}
                 }
                 anyhow::Ok(decision)
             };
