@@ -215,18 +215,8 @@ impl FixedMember {
         if points_at_itself(&resolved, &own_addresses(), upstream.port, self.s.port) {
             return UpstreamState::Itself;
         }
-        let mut config = tokio_postgres::Config::new();
-        config
-            .host(&upstream.host)
-            .port(upstream.port)
-            .user(&self.s.replication_user)
-            .password(self.s.passwords.replication.as_bytes())
-            .dbname("postgres")
-            .application_name(&format!("pgrepl {}", self.s.name))
-            .connect_timeout(PROBE_TIMEOUT);
         let asked = async {
-            let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
-            tokio::spawn(connection);
+            let client = self.connect_upstream(upstream).await?;
             anyhow::Ok(sql::identity(&client).await?)
         };
         match tokio::time::timeout(PROBE_TIMEOUT * 2, asked).await {
@@ -397,6 +387,17 @@ impl FixedMember {
     /// (within `max_slot_wal_keep_size`), created over an ordinary connection as the
     /// replication role.
     async fn ensure_slot_on(&self, upstream: &Upstream) -> anyhow::Result<()> {
+        let client = self
+            .connect_upstream(upstream)
+            .await
+            .with_context(|| format!("connect to {}:{} to create this replica's slot", upstream.host, upstream.port))?;
+        sql::create_slot(&client, &self.slot_name()).await?;
+        Ok(())
+    }
+
+    /// An ordinary connection to the upstream's `postgres` database as the replication role
+    /// (with the password from memory: no file, no argument).
+    async fn connect_upstream(&self, upstream: &Upstream) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
         let mut config = tokio_postgres::Config::new();
         config
             .host(&upstream.host)
@@ -404,14 +405,11 @@ impl FixedMember {
             .user(&self.s.replication_user)
             .password(self.s.passwords.replication.as_bytes())
             .dbname("postgres")
+            .application_name(format!("pgrepl {}", self.s.name))
             .connect_timeout(PROBE_TIMEOUT);
-        let (client, connection) = config
-            .connect(tokio_postgres::NoTls)
-            .await
-            .with_context(|| format!("connect to {}:{} to create this replica's slot", upstream.host, upstream.port))?;
+        let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
         tokio::spawn(connection);
-        sql::create_slot(&client, &self.slot_name()).await?;
-        Ok(())
+        Ok(client)
     }
 
     async fn rewind(&mut self, upstream: &Upstream) -> anyhow::Result<()> {

@@ -55,17 +55,7 @@ fn the_seed_compose_sample_replicates_scales_and_comes_down() {
         (psql(&slave, "gis", "select x from sample").ok()? == "5").then_some(())
     });
     // The master is published on 7777, as in the seed's sample.
-    let from_host = Command::new("psql")
-        .args(["-X", "-At", "-h", "127.0.0.1", "-p", "7777", "-U", "docker", "-d", "gis", "-c", "select x from sample"])
-        .env("PGPASSWORD", "docker")
-        .output()
-        .expect("run psql");
-    assert_eq!(
-        String::from_utf8_lossy(&from_host.stdout).trim(),
-        "5",
-        "{}",
-        String::from_utf8_lossy(&from_host.stderr)
-    );
+    assert_eq!(psql_from_host(7777, "docker", "docker", "gis", "select x from sample").as_deref(), Ok("5"));
     let status = make(p, "status");
     assert!(status.contains("streaming"), "{status}");
 

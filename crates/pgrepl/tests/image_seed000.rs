@@ -20,29 +20,30 @@ struct Passwords {
 const FIRST: Passwords = Passwords { user: "Us3rPassw0rd", admin: "Adm1nPassw0rd", master: "Mast3rPassw0rd" };
 const SECOND: Passwords = Passwords { user: "N3wUserPass", admin: "N3wAdminPass", master: "N3wMasterPass" };
 
+/// The variables both of the template's containers get.
+fn credentials(spec: Spec, p: &Passwords) -> Spec {
+    spec.env("POSTGRESQL_MASTER_USER", "master")
+        .env("POSTGRESQL_MASTER_PASSWORD", p.master)
+        .env("POSTGRESQL_USER", "user")
+        .env("POSTGRESQL_PASSWORD", p.user)
+        .env("POSTGRESQL_DATABASE", "userdb")
+}
+
 fn master(p: &Passwords) -> Spec {
-    Spec::new("postgresql-master")
+    let spec = Spec::new("postgresql-master")
         .alias("postgresql-master")
         .arg("run-postgresql-master")
         .volume("master-data", "/var/lib/pgsql/data")
-        .env("POSTGRESQL_MASTER_USER", "master")
-        .env("POSTGRESQL_MASTER_PASSWORD", p.master)
-        .env("POSTGRESQL_USER", "user")
-        .env("POSTGRESQL_PASSWORD", p.user)
-        .env("POSTGRESQL_DATABASE", "userdb")
-        .env("POSTGRESQL_ADMIN_PASSWORD", p.admin)
+        .env("POSTGRESQL_ADMIN_PASSWORD", p.admin);
+    credentials(spec, p)
 }
 
 fn slave(n: u32, p: &Passwords) -> Spec {
-    Spec::new(&format!("postgresql-slave-{n}"))
+    let spec = Spec::new(&format!("postgresql-slave-{n}"))
         .alias("postgresql-slave")
         .arg("run-postgresql-slave")
-        .env("POSTGRESQL_MASTER_SERVICE_NAME", "postgresql-master")
-        .env("POSTGRESQL_MASTER_USER", "master")
-        .env("POSTGRESQL_MASTER_PASSWORD", p.master)
-        .env("POSTGRESQL_USER", "user")
-        .env("POSTGRESQL_PASSWORD", p.user)
-        .env("POSTGRESQL_DATABASE", "userdb")
+        .env("POSTGRESQL_MASTER_SERVICE_NAME", "postgresql-master");
+    credentials(spec, p)
 }
 
 /// The seed's login check, run in `from` against `host`: `inet_server_addr`, database, user.

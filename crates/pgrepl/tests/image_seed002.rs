@@ -156,30 +156,7 @@ fn a_replica_follows_an_address_and_published_port_and_an_arbitrary_uid_works() 
     wait_row(&s, "select x from t", "7");
     assert_eq!(exec(&m, "id -u", &[]).unwrap().trim(), "1000650000");
     // The application user logs in from the host at the published port, with its password.
-    let from_host = std::process::Command::new("psql")
-        .args([
-            "-X",
-            "-At",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            "docker",
-            "-d",
-            "gis",
-            "-c",
-            "select x from t",
-        ])
-        .env("PGPASSWORD", "d0ckerPass")
-        .output()
-        .expect("run psql");
-    assert_eq!(
-        String::from_utf8_lossy(&from_host.stdout).trim(),
-        "7",
-        "{}",
-        String::from_utf8_lossy(&from_host.stderr)
-    );
+    assert_eq!(psql_from_host(port, "docker", "d0ckerPass", "gis", "select x from t").as_deref(), Ok("7"));
 }
 
 #[test]

@@ -216,6 +216,21 @@ pub fn psql(container: &str, db: &str, sql: &str) -> Result<String, String> {
     exec(container, &format!("psql -X -At -v ON_ERROR_STOP=1 -d {db} -c \"{sql}\""), &[]).map(|s| s.trim().to_string())
 }
 
+/// `psql -At` from the host (the test's machine) at `127.0.0.1:port`: the query's output, or
+/// psql's error.
+pub fn psql_from_host(port: u16, user: &str, password: &str, db: &str, sql: &str) -> Result<String, String> {
+    let out = Command::new("psql")
+        .args(["-X", "-At", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", user, "-d", db, "-c", sql])
+        .env("PGPASSWORD", password)
+        .output()
+        .expect("run psql");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
 /// The seed's replication check: one `state` per row of `pg_stat_replication`.
 pub fn replication_states(container: &str) -> Vec<String> {
     exec(container, "psql -X -At -c \"select client_addr, state from pg_stat_replication;\"", &[])
