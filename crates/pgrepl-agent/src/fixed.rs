@@ -100,6 +100,8 @@ pub struct FixedMember {
     pg: Instance,
     destroy_pending: bool,
     passwords_applied: bool,
+    /// Whether `pg_hba.conf` lets anyone in over TCP yet (see `hba_rules`).
+    tcp_open: bool,
     /// When this replica last streamed (or started to try).
     streamed_at: Instant,
     /// The last sentence logged, and when, so a wait is repeated only every few seconds.
@@ -120,11 +122,13 @@ impl FixedMember {
             name: s.name.clone(),
         };
         let destroy_pending = s.destroy_on_restart && matches!(s.role, FixedRole::Replica { promote: false, .. });
+        let tcp_open = !matches!(s.role, FixedRole::Primary);
         Ok(FixedMember {
             s,
             pg,
             destroy_pending,
             passwords_applied: false,
+            tcp_open,
             streamed_at: Instant::now(),
             said: None,
             state: None,
@@ -370,6 +374,12 @@ impl FixedMember {
         }
         self.passwords_applied = true;
         info!("set every configured password");
+        if !self.tcp_open {
+            self.tcp_open = true;
+            self.pg.write_hba(&self.hba_rules())?;
+            self.pg.reload().await?;
+            info!("opened pg_hba.conf to clients and replicas");
+        }
         Ok(())
     }
 
@@ -481,13 +491,21 @@ impl FixedMember {
             primary_conninfo,
             synchronous_standby_names: String::new(),
         })?;
-        self.pg.write_hba(&HbaRules {
+        self.pg.write_hba(&self.hba_rules())?;
+        Ok(())
+    }
+
+    /// Who may connect. Over TCP nobody until a primary has set every password (as the seed's
+    /// master is not reachable while it sets up, so an old password never works); then the
+    /// configured ranges, for replication and clients alike.
+    fn hba_rules(&self) -> HbaRules {
+        let open = if self.tcp_open { self.s.allow.clone() } else { Vec::new() };
+        HbaRules {
             admin_user: self.s.admin_user.clone(),
             replication_user: self.s.replication_user.clone(),
-            members: self.s.allow.clone(),
-            allow: self.s.allow.clone(),
-        })?;
-        Ok(())
+            members: open.clone(),
+            allow: open,
+        }
     }
 }
 

@@ -120,6 +120,12 @@ fn the_template_replicates_serves_reads_resets_passwords_and_scales() {
     net.run(&slave(3, &SECOND));
     wait_streaming(&m, 3, LIMIT);
 
+    // Nobody logs in over TCP before every password is set: pg_hba.conf opens after that.
+    let log = logs(&m);
+    let set = log.rfind("set every configured password").expect("passwords set");
+    let opened = log.rfind("opened pg_hba.conf to clients and replicas").expect("pg_hba.conf opened");
+    assert!(set < opened, "pg_hba.conf opened before the passwords were set:\n{log}");
+
     // No password in the containers' logs.
     for c in [&m, &s1, &s2] {
         let log = logs(c);
