@@ -161,25 +161,21 @@ fn fixed_settings(seed: Seed, raw: &RawConfig, config: &Config) -> anyhow::Resul
         }
     }
     let Some(replication) = config.passwords.replication.clone() else {
+        let key = "database.replication_password";
+        let variables = config::settings::setting(key).map(|s| s.env.join(", ")).unwrap_or_default();
         bail!(
-            "database.replication_password (POSTGRESQL_MASTER_PASSWORD, REPLICATION_PASS or PGREPL_REPLICATION_PASSWORD) \
-             is not set: the primary and its replicas must be given the same replication password"
+            "{key} ({variables}) is not set: the primary and its replicas must be given the same replication password"
         );
     };
-    let upstream = |default: Option<&str>| {
-        let host = config.upstream_host.clone().or(default.map(String::from));
-        host.map(|host| Upstream { host, port: config.upstream_port })
+    let replica_of = |host: String| FixedRole::Replica {
+        upstream: Upstream { host, port: config.upstream_port },
+        promote: config.promote,
     };
-    let role = match seed {
-        Seed::OpenShift(Seed000Role::Master | Seed000Role::Standalone) => FixedRole::Primary,
-        Seed::OpenShift(Seed000Role::Slave) => FixedRole::Replica {
-            upstream: upstream(Some("postgresql-master")).context("no upstream")?,
-            promote: config.promote,
-        },
-        Seed::Docker => match upstream(None) {
-            Some(upstream) => FixedRole::Replica { upstream, promote: config.promote },
-            None => FixedRole::Primary,
-        },
+    let role = match (seed, config.upstream_host.clone()) {
+        (Seed::OpenShift(Seed000Role::Master | Seed000Role::Standalone), _) => FixedRole::Primary,
+        (Seed::OpenShift(Seed000Role::Slave), host) => replica_of(host.unwrap_or_else(|| "postgresql-master".into())),
+        (Seed::Docker, Some(host)) => replica_of(host),
+        (Seed::Docker, None) => FixedRole::Primary,
     };
     let run = Path::new(RUN_DIR);
     Ok(FixedSettings {
@@ -248,8 +244,10 @@ async fn run_node(mut env: Vec<FromEnv>) -> anyhow::Result<()> {
 /// The container's own address: its first interface address that is not a loopback one
 /// (IPv4 first).
 fn first_address() -> Option<std::net::IpAddr> {
-    let mut addresses: Vec<_> =
-        pgrepl_agent::fixed::own_addresses().into_iter().filter(|ip| !ip.is_loopback() && !ip.is_unspecified()).collect();
+    let mut addresses: Vec<_> = pgrepl_agent::fixed::own_addresses()
+        .into_iter()
+        .filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
+        .collect();
     addresses.sort_by_key(|ip| ip.is_ipv6());
     addresses.into_iter().next()
 }
