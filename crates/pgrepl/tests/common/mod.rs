@@ -6,6 +6,7 @@
 
 pub mod etcd;
 pub mod netns;
+pub mod three_hosts;
 pub mod writer;
 
 use serde_json::Value;
@@ -168,11 +169,7 @@ impl TestCluster {
     pub fn converged(&self) -> Option<String> {
         let out = self.run(&["status", "--json"]);
         let status: Value = serde_json::from_slice(&out.stdout).ok().filter(|_| out.status.success())?;
-        let members = status["members"].as_array()?;
-        let primaries: Vec<_> = members.iter().filter(|m| m["role"] == "primary" && m["state"] == "running").collect();
-        let streaming = members.iter().filter(|m| m["state"] == "streaming").count();
-        (primaries.len() == 1 && streaming == members.len() - 1)
-            .then(|| primaries[0]["name"].as_str().unwrap().to_string())
+        one_primary_others_streaming(&status)
     }
 
     /// Whether PostgreSQL of `member` runs (its postmaster.pid names a live process).
@@ -191,6 +188,14 @@ impl TestCluster {
         kill9(agent[0]);
         kill9(postmaster_pid(self, member));
     }
+}
+
+/// The running primary's name when `status --json` shows one and every other member streaming.
+pub fn one_primary_others_streaming(status: &Value) -> Option<String> {
+    let members = status["members"].as_array()?;
+    let primaries: Vec<_> = members.iter().filter(|m| m["role"] == "primary" && m["state"] == "running").collect();
+    let streaming = members.iter().filter(|m| m["state"] == "streaming").count();
+    (primaries.len() == 1 && streaming == members.len() - 1).then(|| primaries[0]["name"].as_str().unwrap().to_string())
 }
 
 /// The entry of `name` in `status --json`'s members.
