@@ -1,18 +1,29 @@
 //! The test kit's writer and checker: the writer inserts ids 1, 2, 3, ... one per transaction
-//! through a port (the rw endpoint), reconnecting after any error and retrying the same id until
-//! it is acknowledged; the checker proves that every acknowledged id is on a server. A watcher
+//! through a port (the rw endpoint, or the rw endpoints of several routers, moving to the next
+//! after any error), reconnecting after any error and retrying the same id until it is
+//! acknowledged, and remembers when each id was acknowledged and the highest id it ever sent;
+//! the checker proves that every acknowledged id is on a server. A watcher
 //! samples every member's port (or any probes) and records the most servers ever writable at once.
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub struct Writer {
-    acked: Arc<Mutex<Vec<i64>>>,
+    log: Arc<Mutex<WriteLog>>,
     stop: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// What the writer did so far.
+#[derive(Default)]
+pub struct WriteLog {
+    /// Acknowledged ids, in order, each with when its acknowledgement arrived.
+    pub acked: Vec<(i64, Instant)>,
+    /// The highest id ever sent (0: none); an id above it was never written by this writer.
+    pub sent: i64,
 }
 
 impl Writer {
@@ -28,23 +39,39 @@ impl Writer {
 
     /// As `start_at`, writing ids from `first` on (a second writer on the same table).
     pub async fn start_from(addr: SocketAddr, password: String, first: i64) -> Writer {
-        let client = connect_at(addr, &password).await.unwrap();
+        Writer::start_through(vec![addr], password, first).await
+    }
+
+    /// As `start_from`, through the first of `addrs` that answers, moving on to the next one
+    /// after any error (a client given every router's rw endpoint).
+    pub async fn start_through(addrs: Vec<SocketAddr>, password: String, first: i64) -> Writer {
+        let client = connect_at(addrs[0], &password).await.unwrap();
         client.batch_execute("CREATE TABLE IF NOT EXISTS acked (id bigint PRIMARY KEY)").await.unwrap();
-        let acked = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::new(Mutex::new(WriteLog::default()));
         let stop = Arc::new(AtomicBool::new(false));
-        let task = tokio::spawn(write(addr, password, first, acked.clone(), stop.clone()));
-        Writer { acked, stop, task }
+        let task = tokio::spawn(write(addrs, password, first, log.clone(), stop.clone()));
+        Writer { log, stop, task }
     }
 
     pub fn acked(&self) -> usize {
-        self.acked.lock().unwrap().len()
+        self.log.lock().unwrap().acked.len()
+    }
+
+    /// Runs `f` on what the writer did so far.
+    pub fn with_log<T>(&self, f: impl FnOnce(&WriteLog) -> T) -> T {
+        f(&self.log.lock().unwrap())
     }
 
     /// Stops writing; returns every acknowledged id.
     pub async fn stop(self) -> Vec<i64> {
+        self.stop_with_log().await.acked.into_iter().map(|(id, _)| id).collect()
+    }
+
+    /// Stops writing; returns all it did.
+    pub async fn stop_with_log(self) -> WriteLog {
         self.stop.store(true, Ordering::SeqCst);
         self.task.await.unwrap();
-        Arc::try_unwrap(self.acked).unwrap().into_inner().unwrap()
+        Arc::try_unwrap(self.log).ok().unwrap().into_inner().unwrap()
     }
 }
 
@@ -67,31 +94,42 @@ async fn connect_at(addr: SocketAddr, password: &str) -> Result<tokio_postgres::
     Ok(client)
 }
 
-async fn write(addr: SocketAddr, password: String, first: i64, acked: Arc<Mutex<Vec<i64>>>, stop: Arc<AtomicBool>) {
+async fn write(addrs: Vec<SocketAddr>, password: String, first: i64, log: Arc<Mutex<WriteLog>>, stop: Arc<AtomicBool>) {
     let mut next = first;
     let mut client = None;
+    let mut at = 0;
     while !stop.load(Ordering::SeqCst) {
         if client.is_none() {
-            client = connect_at(addr, &password).await.ok();
+            // A router whose process is stopped takes the TCP connection but never answers.
+            let connect = tokio::time::timeout(Duration::from_secs(5), connect_at(addrs[at], &password)).await;
+            client = connect.ok().and_then(Result::ok);
             if client.is_none() {
+                at = (at + 1) % addrs.len();
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         }
         let c = client.as_ref().unwrap();
         let id = next;
+        {
+            let mut log = log.lock().unwrap();
+            log.sent = log.sent.max(id);
+        }
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&id];
         match tokio::time::timeout(Duration::from_secs(5), c.execute("INSERT INTO acked VALUES ($1)", &params)).await {
             Ok(Ok(_)) => {
-                acked.lock().unwrap().push(next);
+                log.lock().unwrap().acked.push((next, Instant::now()));
                 next += 1;
             }
             // A retry of an insert that had committed before its answer was lost.
             Ok(Err(e)) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
-                acked.lock().unwrap().push(next);
+                log.lock().unwrap().acked.push((next, Instant::now()));
                 next += 1;
             }
-            _ => client = None,
+            _ => {
+                client = None;
+                at = (at + 1) % addrs.len();
+            }
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
