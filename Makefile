@@ -13,9 +13,17 @@ IMAGE         ?= pgrepl
 IMAGE_VERSION ?= $(shell sed -n '/^\[workspace\.package\]/,/^\[/s/^version *= *"\([^"]*\)".*/\1/p' Cargo.toml)
 IMAGE_CTX     := target/image-context
 
+# `make nemesis`: the long randomized fault run (tests/nemesis.rs): NEMESIS_FAULTS faults of
+# NEMESIS_SEED (random and printed when not given), synchronous mode NEMESIS_SYNC (on | off);
+# the report goes to target/nemesis/<seed>-sync-<mode>.md. Its 10-fault run of a fixed seed is
+# an ordinary test, so `make test` runs it.
+NEMESIS_FAULTS ?= 100
+NEMESIS_SYNC   ?= on
+NEMESIS_SEED   ?=
+
 image_tests := image_seed000 image_seed002 image_bad_env image_compose image_node
 
-.PHONY: setup build image test-image up down destroy status scale test bench logs master-log slave-log master-shell slave-shell
+.PHONY: setup build image test-image up down destroy status scale test nemesis bench logs master-log slave-log master-shell slave-shell
 
 setup:
 	@bash scripts/setup.sh
@@ -65,6 +73,10 @@ test: setup
 # so that a plain `cargo test` does not need Docker).
 test-image: image
 	cargo test -p pgrepl $(addprefix --test ,$(image_tests)) -- --ignored --test-threads=2
+
+nemesis: setup
+	NEMESIS_FAULTS=$(NEMESIS_FAULTS) NEMESIS_SYNC=$(NEMESIS_SYNC) $(if $(NEMESIS_SEED),NEMESIS_SEED=$(NEMESIS_SEED)) \
+		cargo test -p pgrepl --test nemesis -- --ignored --exact nemesis --nocapture
 
 bench: build
 	PGREPL_BENCH=1 bash scripts/setup.sh

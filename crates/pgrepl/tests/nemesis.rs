@@ -308,15 +308,15 @@ fn assert_held(rounds: &[Round], t: &Totals) {
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     match std::env::var(name) {
-        Ok(v) => v.parse().unwrap_or_else(|_| panic!("{name}={v:?} is not valid")),
-        Err(_) => default,
+        Ok(v) if !v.is_empty() => v.parse().unwrap_or_else(|_| panic!("{name}={v:?} is not valid")),
+        _ => default,
     }
 }
 
 fn synchronous_from_env() -> &'static str {
     match std::env::var("NEMESIS_SYNC").as_deref() {
         Ok("off") => "off",
-        Ok("on") | Err(_) => "on",
+        Ok("on" | "") | Err(_) => "on",
         Ok(other) => panic!("NEMESIS_SYNC={other:?}: on or off"),
     }
 }
