@@ -28,8 +28,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-/// How long past the bound the run waits for a cluster that has not converged before it stops.
-const GIVE_UP_AFTER: Duration = Duration::from_secs(120);
+/// How long after a heal the run waits before it re-clones members that have not rejoined.
+const REPAIR_AFTER: Duration = Duration::from_secs(60);
+/// How long after that it waits before it stops.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(90);
 /// A wait of the writer longer than this counts as the rw endpoint being unavailable.
 const GAP: Duration = Duration::from_millis(500);
 
@@ -105,13 +107,34 @@ async fn run(p: Params) -> (Vec<Round>, Totals) {
             faults::heal(&mut c, a);
         }
         let healed = Instant::now();
-        let converged = match check::wait_converged(&c, GIVE_UP_AFTER).await {
-            Some((p, took)) => {
-                primary = p;
-                Some(took)
+        let mut converged = check::wait_converged(&c, REPAIR_AFTER).await;
+        if converged.is_none() {
+            // Recorded as a failure to converge; the members left behind are cloned afresh, as
+            // an operator would, so the run can go on finding other failures.
+            match check::not_streaming(&c).await {
+                Some((p, behind)) if !behind.is_empty() => {
+                    let names: Vec<String> = behind.iter().map(|i| member(*i)).collect();
+                    eprintln!("nemesis {number}: not converged after {REPAIR_AFTER:?}: {} not streaming from {}; cloning afresh\n{}", names.join(", "), member(p), c.logs());
+                    notes.push(format!(
+                        "not converged after {REPAIR_AFTER:?}: {} not streaming from {}, cloned afresh",
+                        names.join(", "),
+                        member(p)
+                    ));
+                    for i in behind {
+                        faults::reclone(&mut c, i);
+                    }
+                    converged =
+                        check::wait_converged(&c, GIVE_UP_AFTER).await.map(|(p, took)| (p, took + REPAIR_AFTER));
+                }
+                _ => {
+                    converged = check::wait_converged(&c, GIVE_UP_AFTER).await.map(|(p, took)| (p, took + REPAIR_AFTER))
+                }
             }
-            None => None,
-        };
+        }
+        let converged = converged.map(|(p, took)| {
+            primary = p;
+            took
+        });
         if let Some((at, mut child)) = switchover {
             let deadline = at + Duration::from_secs(40);
             let status = loop {
@@ -132,7 +155,10 @@ async fn run(p: Params) -> (Vec<Round>, Totals) {
         match converged {
             Some(d) if d > CONVERGE_WITHIN => notes.push(format!("converged only after {:.1} s", d.as_secs_f64())),
             None => {
-                notes.push(format!("not converged after {GIVE_UP_AFTER:?}: the run stops here"));
+                notes.push(format!(
+                    "not converged {:?} after the heal: the run stops here",
+                    REPAIR_AFTER + GIVE_UP_AFTER
+                ));
                 stuck = true;
             }
             _ => {}
@@ -264,6 +290,8 @@ async fn run(p: Params) -> (Vec<Round>, Totals) {
     std::fs::create_dir_all(&logs).unwrap();
     for i in 0..HOSTS {
         let _ = std::fs::copy(c.log(i), logs.join(format!("node-{}.log", i + 1)));
+        let postgres = c.dir(i).join(format!("members/{}/member.log", member(i)));
+        let _ = std::fs::copy(postgres, logs.join(format!("postgres-{}.log", i + 1)));
         let _ =
             std::fs::copy(c.tmp.path().join(format!("etcd-{}.log", i + 1)), logs.join(format!("etcd-{}.log", i + 1)));
     }
@@ -271,7 +299,7 @@ async fn run(p: Params) -> (Vec<Round>, Totals) {
     if stuck {
         eprintln!("{}", c.logs());
     }
-    assert!(!stuck, "the cluster did not converge within {GIVE_UP_AFTER:?} (see the rounds above)");
+    assert!(!stuck, "the cluster did not converge within {:?} (see the rounds above)", REPAIR_AFTER + GIVE_UP_AFTER);
     (rounds, totals)
 }
 

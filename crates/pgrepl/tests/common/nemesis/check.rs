@@ -4,7 +4,7 @@
 //! primary and ids present that were never acknowledged, and the table's checksum on every
 //! member once each has replayed past the primary's current position.
 
-use crate::common::three_hosts::{host_of, Cluster, ADMIN_PASSWORD, HOSTS, PG_PORT};
+use crate::common::three_hosts::{host_of, member, Cluster, ADMIN_PASSWORD, HOSTS, PG_PORT};
 use crate::common::writer::{WriteLog, Writer};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -54,6 +54,23 @@ pub async fn converged(c: &Cluster) -> Option<usize> {
         }
     }
     Some(p)
+}
+
+/// The host of the one server not in recovery, and the hosts it does not stream to: `None`
+/// unless exactly one server answers as a primary.
+pub async fn not_streaming(c: &Cluster) -> Option<(usize, Vec<usize>)> {
+    let mut primaries = Vec::new();
+    for i in 0..HOSTS {
+        if one::<bool>(c, i, "SELECT pg_is_in_recovery()", &[]).await == Some(false) {
+            primaries.push(i);
+        }
+    }
+    let [p] = primaries[..] else { return None };
+    let client = client(c, p).await?;
+    let sql = "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'";
+    let rows = tokio::time::timeout(ASK_WITHIN, client.query(sql, &[])).await.ok()?.ok()?;
+    let streaming: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    Some((p, (0..HOSTS).filter(|i| *i != p && !streaming.contains(&member(*i))).collect()))
 }
 
 /// Waits up to `limit` for `converged`; returns the primary's host and how long it took.

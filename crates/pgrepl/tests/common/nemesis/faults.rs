@@ -3,7 +3,7 @@
 //! and network of a three-host cluster, and how it is healed. It decides nothing about whether
 //! the cluster coped: that is the checker's.
 
-use crate::common::three_hosts::{Cluster, HOSTS};
+use crate::common::three_hosts::{member, Cluster, HOSTS};
 use rand::rngs::StdRng;
 use rand::Rng;
 use std::process::{Command, Stdio};
@@ -366,6 +366,17 @@ pub fn heal(c: &mut Cluster, applied: Applied) {
     if applied.restart_node {
         c.start_node(i);
     }
+}
+
+/// What an operator does with a replica that will not rejoin: its node and PostgreSQL stopped,
+/// its data directory removed, the node started again (which clones it afresh).
+pub fn reclone(c: &mut Cluster, i: usize) {
+    let postgres = postgres_pids(c, i);
+    kill_node(c, i);
+    signal(&postgres, libc::SIGKILL);
+    let data = c.dir(i).join(format!("members/{}/data", member(i)));
+    std::fs::remove_dir_all(&data).unwrap_or_else(|e| panic!("remove {}: {e}", data.display()));
+    c.start_node(i);
 }
 
 /// `pgrepl switchover` started from host `from`, in the background.
