@@ -3,6 +3,7 @@
 
 use crate::decision::{Action, Decision, Reason, SpecWork};
 use crate::failover;
+use crate::fork::TimelineSwitch;
 use crate::local::{DataDir, ReplicationRow, Server, Slot, Upstream};
 use crate::names::MemberName;
 use crate::spec::{PasswordKind, PasswordVersions, Spec};
@@ -36,6 +37,9 @@ pub struct Observation {
     pub replication: Vec<ReplicationRow>,
     /// This server's `synchronous_standby_names` (primary only).
     pub standby_names: Option<String>,
+    /// The switch points of this server's timeline history (primary only; `None` when the
+    /// history file could not be read).
+    pub history: Option<Vec<TimelineSwitch>>,
     pub cluster: ClusterView,
 }
 
@@ -143,7 +147,8 @@ fn primary_work(o: &Observation, spec: &Spec) -> SpecWork {
         Server::Primary { timeline, .. } => Some(timeline),
         _ => None,
     };
-    let recorded = c.last_leader.as_ref().is_some_and(|r| r.member == o.me && r.timeline == timeline);
+    let recorded =
+        c.last_leader.as_ref().is_some_and(|r| r.member == o.me && r.timeline == timeline && r.history == o.history);
     SpecWork {
         passwords: stale_passwords(o.applied_passwords, spec.passwords, &PasswordKind::ALL),
         create_slots: wanted.iter().filter(|w| !o.slots.iter().any(|s| s.name == **w)).cloned().collect(),
@@ -183,7 +188,10 @@ fn as_follower(o: &Observation, spec: &Spec, leader: &MemberName) -> Decision {
         }
         (Server::Replica { upstream, streaming, .. }, _) => {
             let wanted = spec.members.get(leader).map(|m| Upstream { host: m.host.clone(), port: m.port });
-            if *upstream != wanted {
+            if let Some(fork) = forked(&o.server, ready.map(|(_, s)| s)) {
+                // Proven from the switch points: no stall to wait out, no upstream to try first.
+                Decision::new(Action::Rewind { leader: l.clone() }, Reason::Forked { leader: l, fork })
+            } else if *upstream != wanted {
                 Decision::new(Action::Follow { leader: l.clone() }, Reason::NewUpstream(l))
             } else if o.replica_stalled && leader_ahead {
                 Decision::new(Action::Rewind { leader: l.clone() }, Reason::Stalled(l))
@@ -197,6 +205,13 @@ fn as_follower(o: &Observation, spec: &Spec, leader: &MemberName) -> Decision {
             }
         }
     }
+}
+
+/// Whether this replica replayed WAL off the history the running leader published.
+fn forked(server: &Server, leader: Option<&crate::view::MemberStatus>) -> Option<crate::fork::Fork> {
+    let Server::Replica { replay_timeline: Some(mine), replay_lsn, .. } = server else { return None };
+    let leader = leader?;
+    crate::fork::fork(*mine, *replay_lsn, leader.timeline?, leader.history.as_deref()?)
 }
 
 fn without_leader(o: &Observation, spec: &Spec) -> Decision {

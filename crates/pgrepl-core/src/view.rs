@@ -1,6 +1,7 @@
 //! The cluster as one store snapshot shows it: the key layout of the store, the values stored
 //! under each key, and `ClusterView`, the parsed whole that `decide()` and the CLI read.
 
+use crate::fork::{Fork, TimelineSwitch};
 use crate::local::ReplicationRow;
 use crate::names::{Lsn, MemberName, SystemId, Timeline};
 use crate::spec::Spec;
@@ -43,6 +44,10 @@ pub struct LeaderRecord {
     pub member: MemberName,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeline: Option<Timeline>,
+    /// `last_leader` only: the switch points of that timeline's history, so that after the
+    /// leader is lost the race can still tell a replica on its line from one off it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<Vec<TimelineSwitch>>,
 }
 
 /// Value of `sync`, written by the leader in synchronous mode: every commit it has acknowledged
@@ -117,6 +122,17 @@ pub struct MemberStatus {
     /// Replica: last received position.
     #[serde(default)]
     pub receive_lsn: Option<Lsn>,
+    /// Replica: the timeline of the last replayed record (`timeline` is the newest one it
+    /// knows of, which it may never reach), when it could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_timeline: Option<Timeline>,
+    /// Primary: the switch points of its timeline's history (empty on timeline 1), when read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<Vec<TimelineSwitch>>,
+    /// Something an operator should know that the decision alone does not keep saying (this
+    /// replica had forked from the leader's timeline and was rewound); kept until it streams.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
     /// The sentence of the agent's last decision.
     pub decision: String,
     /// Primary only: its `pg_stat_replication`.
@@ -211,6 +227,14 @@ impl ClusterView {
     /// True when `member` is a replica streaming from the current primary.
     pub fn is_streaming(&self, member: &MemberName) -> bool {
         self.members.get(member).is_some_and(|s| s.state == MemberState::Streaming)
+    }
+
+    /// Whether `member`, as it last reported, replayed WAL off the running leader's history.
+    /// `None` also when either side did not publish what it takes to know.
+    pub fn fork_of(&self, member: &MemberName) -> Option<Fork> {
+        let (_, leader) = self.ready_leader()?;
+        let s = self.members.get(member).filter(|s| s.role == Role::Replica)?;
+        crate::fork::fork(s.replay_timeline?, s.lsn?, leader.timeline?, leader.history.as_deref()?)
     }
 
     /// Bytes `member` has still to replay to reach the primary's position, when known. Both

@@ -22,6 +22,7 @@ fn replica_of(n: Option<u32>, streaming: bool) -> Server {
         timeline: Timeline(1),
         receive_lsn: Lsn(0x3000000),
         replay_lsn: Lsn(0x3000000),
+        replay_timeline: Some(Timeline(1)),
         upstream: n.map(|n| Upstream { host: "127.0.0.1".into(), port: port(n) }),
         streaming,
     }
@@ -54,6 +55,7 @@ impl Scenario {
             slots: vec![],
             replication: vec![],
             standby_names: Some(String::new()),
+            history: None,
             cluster: ClusterView { system_id: Some(SYSTEM), spec: Some(spec), ..ClusterView::default() },
         })
     }
@@ -81,7 +83,8 @@ impl Scenario {
         self.leader(n)
     }
     fn last_leader(mut self, n: u32) -> Self {
-        self.0.cluster.last_leader = Some(LeaderRecord { member: m(n), timeline: Some(Timeline(1)) });
+        self.0.cluster.last_leader =
+            Some(LeaderRecord { member: m(n), timeline: Some(Timeline(1)), history: Some(vec![]) });
         self
     }
     fn target(mut self, n: u32) -> Self {
@@ -115,6 +118,7 @@ fn healthy_leader() -> Scenario {
         .last_leader(1)
         .with(|o| {
             o.slots = vec![Slot { name: "node_2".into(), active: true }, Slot { name: "node_3".into(), active: true }];
+            o.history = Some(vec![]);
             o.cluster.sync = Some(SyncRecord { leader: Some(m(1)), ..SyncRecord::default() });
         })
 }
@@ -439,6 +443,7 @@ fn replica_at(lsn: u64) -> Server {
         timeline: Timeline(1),
         receive_lsn: Lsn(lsn),
         replay_lsn: Lsn(lsn),
+        replay_timeline: Some(Timeline(1)),
         upstream: Some(Upstream { host: "127.0.0.1".into(), port: port(1) }),
         streaming: false,
     }
@@ -506,8 +511,9 @@ fn a_replica_too_far_behind_the_lost_leader_may_not_take_over() {
 
 #[test]
 fn a_replica_on_an_older_timeline_may_not_take_over() {
-    let s = leader_lost(0x3000000)
-        .with(|o| o.cluster.last_leader = Some(LeaderRecord { member: m(1), timeline: Some(Timeline(2)) }));
+    let s = leader_lost(0x3000000).with(|o| {
+        o.cluster.last_leader = Some(LeaderRecord { member: m(1), timeline: Some(Timeline(2)), history: None })
+    });
     assert_eq!(s.decide(), Decision::wait(Reason::OlderTimeline { mine: Timeline(1), theirs: Timeline(2) }));
 }
 
@@ -615,4 +621,171 @@ fn a_forced_target_gets_the_lease_even_when_not_streaming() {
     assert_eq!(d.action, Action::RenewLease, "a planned switchover waits for the target to stream");
     let d = healthy_leader().target(2).with(|o| o.cluster.force_target = true).decide();
     assert_eq!(d, Decision::new(Action::Demote { release_lease: true }, Reason::HandOver(m(2))));
+}
+
+// ---- timeline forks: a replica that replayed past the point where the leader's timeline began ----
+
+/// Where `node-2`'s timeline 2 left timeline 1 in the fault run of issue 15.
+const SWITCH: u64 = 0x5020688;
+
+/// A replica at `replay_lsn` on `replay_timeline` that knows of timeline 2 (it fetched the
+/// history file while trying to follow), pointed at `upstream`, not streaming.
+fn replica_on(replay_timeline: u32, replay_lsn: u64, upstream: u32) -> Server {
+    Server::Replica {
+        timeline: Timeline(2),
+        receive_lsn: Lsn(replay_lsn),
+        replay_lsn: Lsn(replay_lsn),
+        replay_timeline: Some(Timeline(replay_timeline)),
+        upstream: Some(Upstream { host: "127.0.0.1".into(), port: port(upstream) }),
+        streaming: false,
+    }
+}
+
+/// `node-2` leads on timeline 2, which left timeline 1 at `SWITCH`; seen from `node-3`.
+fn after_promotion_of_node_2() -> Scenario {
+    Scenario::new().me(3).ready_leader(2).with(|o| {
+        let leader = o.cluster.members.get_mut(&m(2)).unwrap();
+        leader.timeline = Some(Timeline(2));
+        leader.lsn = Some(Lsn(0x5030000));
+        leader.history = Some(vec![TimelineSwitch { timeline: Timeline(1), end: Lsn(SWITCH) }]);
+    })
+}
+
+#[test]
+fn a_replica_that_replayed_past_the_leaders_switch_point_is_rewound_at_once() {
+    // The fault of issue 15: node-3 replayed timeline 1 to 0/50206F8, node-2 promoted at
+    // 0/5020688. Timeline numbers alone (2 and 2) looked fine; the switch point does not.
+    let d = after_promotion_of_node_2().server(replica_on(1, 0x50206F8, 2)).decide();
+    assert_eq!(d.action, Action::Rewind { leader: m(2) }, "without waiting for the stall bound");
+    assert!(d.reason.is_warning());
+    assert_eq!(
+        d.to_string(),
+        "rewinding: this replica's WAL forked from node-2's timeline: it replayed timeline 1 up to 0/50206F8, \
+         past 0/5020688 where timeline 2 forked from it, so it can never stream from node-2 as it is"
+    );
+    let still_pointed_at_the_old_leader = after_promotion_of_node_2().server(replica_on(1, 0x50206F8, 1)).decide();
+    assert_eq!(still_pointed_at_the_old_leader.action, Action::Rewind { leader: m(2) }, "no follow to try first");
+}
+
+#[test]
+fn a_replica_at_or_behind_the_switch_point_follows_the_new_timeline() {
+    let at = after_promotion_of_node_2().server(replica_on(1, SWITCH, 2)).decide();
+    assert_eq!(at, Decision::new(Action::Nothing, Reason::CatchingUp(m(2))));
+    let behind = after_promotion_of_node_2().server(replica_on(1, 0x5000000, 1)).decide();
+    assert_eq!(behind, Decision::new(Action::Follow { leader: m(2) }, Reason::NewUpstream(m(2))));
+    let on_it = after_promotion_of_node_2().server(replica_on(2, 0x5030000, 2)).decide();
+    assert_eq!(on_it.action, Action::Nothing);
+    assert!(!on_it.reason.is_warning());
+}
+
+#[test]
+fn a_replica_on_a_timeline_outside_the_leaders_line_is_rewound() {
+    // Timeline 3 branched off somewhere else (a forced failover to a lagging member, say).
+    let d = after_promotion_of_node_2().server(replica_on(3, 0x5010000, 2)).decide();
+    assert_eq!(d.action, Action::Rewind { leader: m(2) });
+    assert!(d.to_string().contains("never passed through timeline 3"), "{d}");
+}
+
+#[test]
+fn without_the_leaders_history_or_the_replicas_replay_timeline_no_fork_is_claimed() {
+    let no_history = after_promotion_of_node_2()
+        .server(replica_on(1, 0x50206F8, 2))
+        .with(|o| o.cluster.members.get_mut(&m(2)).unwrap().history = None);
+    assert_eq!(no_history.decide(), Decision::new(Action::Nothing, Reason::CatchingUp(m(2))));
+    let mut unknown = replica_on(1, 0x50206F8, 2);
+    if let Server::Replica { replay_timeline, .. } = &mut unknown {
+        *replay_timeline = None;
+    }
+    let d = after_promotion_of_node_2().server(unknown).decide();
+    assert_eq!(d, Decision::new(Action::Nothing, Reason::CatchingUp(m(2))), "a guess is no proof");
+    let leader_not_running = Scenario::new().me(3).leader(2).server(replica_on(1, 0x50206F8, 2)).decide();
+    assert_eq!(leader_not_running, Decision::new(Action::Nothing, Reason::CatchingUp(m(2))), "nothing published");
+}
+
+#[test]
+fn a_leader_records_its_timeline_history_with_itself_as_the_last_leader() {
+    let history = vec![TimelineSwitch { timeline: Timeline(1), end: Lsn(SWITCH) }];
+    let d = healthy_leader().with(|o| o.history = Some(history.clone())).decide();
+    assert_eq!(d.action, Action::ApplySpec(SpecWork { record_leader: true, ..SpecWork::default() }));
+    let recorded = healthy_leader().with(|o| {
+        o.history = Some(history.clone());
+        o.cluster.last_leader.as_mut().unwrap().history = Some(history);
+    });
+    assert_eq!(recorded.decide().action, Action::RenewLease);
+}
+
+// ---- the race after a fork: nobody off the lost leader's line takes over ----
+
+/// `node-1` led on timeline 2 (which left timeline 1 at `SWITCH`) and is gone; seen from `node-2`.
+fn timeline_2_leader_lost(me: Server) -> Scenario {
+    Scenario::new().server(me).with(|o| {
+        o.cluster.last_leader = Some(LeaderRecord {
+            member: m(1),
+            timeline: Some(Timeline(2)),
+            history: Some(vec![TimelineSwitch { timeline: Timeline(1), end: Lsn(SWITCH) }]),
+        })
+    })
+}
+
+/// A peer's report after the lease fell free: replayed `replay_timeline` to `lsn`, knows of timeline 2.
+fn reported_on(n: u32, replay_timeline: u32, lsn: u64) -> MemberStatus {
+    MemberStatus { timeline: Some(Timeline(2)), replay_timeline: Some(Timeline(replay_timeline)), ..reported(n, lsn) }
+}
+
+#[test]
+fn a_replica_off_the_lost_leaders_line_may_not_take_over_even_when_furthest_along() {
+    let s = timeline_2_leader_lost(replica_on(1, 0x5030000, 1)).with(|o| {
+        o.cluster.members.insert(m(3), reported_on(3, 2, 0x5021000));
+    });
+    let d = s.decide();
+    assert_eq!(d.action, Action::Wait);
+    assert!(matches!(d.reason, Reason::ForkedFromLostLeader { .. }), "{d:?}");
+    assert!(d.to_string().contains("past 0/5020688"), "{d}");
+}
+
+#[test]
+fn a_forked_peer_further_along_does_not_hold_up_the_race() {
+    // node-3 shows timeline 2 (from the history file) and the highest position: by timeline
+    // and position it looks ahead, yet its WAL past the switch point is not the leader's.
+    let s = timeline_2_leader_lost(replica_on(2, 0x5021000, 1)).with(|o| {
+        o.cluster.members.insert(m(3), reported_on(3, 1, 0x5030000));
+    });
+    assert_eq!(s.decide(), Decision::new(Action::AcquireLease, Reason::FailoverRace(Some(m(1)))));
+}
+
+#[test]
+fn on_the_lost_leaders_line_a_replica_behind_the_switch_point_is_behind_one_past_it() {
+    let behind = timeline_2_leader_lost(replica_on(1, SWITCH - 0x100, 1)).with(|o| {
+        o.cluster.members.insert(m(3), reported_on(3, 2, SWITCH + 0x100));
+    });
+    assert_eq!(behind.decide(), Decision::wait(Reason::PeerAhead(m(3))));
+    let ahead = timeline_2_leader_lost(replica_on(2, SWITCH + 0x200, 1)).with(|o| {
+        o.cluster.members.insert(m(3), reported_on(3, 1, SWITCH - 0x100));
+    });
+    assert_eq!(ahead.decide().action, Action::AcquireLease);
+}
+
+#[test]
+fn a_peer_that_received_more_than_it_replayed_is_ahead_by_what_it_received() {
+    let s = leader_lost(0x3000100).with(|o| {
+        let peer = MemberStatus { receive_lsn: Some(Lsn(0x3000200)), ..reported(3, 0x3000000) };
+        o.cluster.members.insert(m(3), peer);
+    });
+    assert_eq!(s.decide(), Decision::wait(Reason::PeerAhead(m(3))), "promotion replays all it received");
+    let mine_received = leader_lost(0x3000000).with(|o| {
+        if let Server::Replica { receive_lsn, .. } = &mut o.server {
+            *receive_lsn = Lsn(0x3000300);
+        }
+        o.cluster.members.insert(m(3), reported(3, 0x3000200));
+    });
+    assert_eq!(mine_received.decide().action, Action::AcquireLease);
+}
+
+#[test]
+fn a_peer_whose_fork_cannot_be_proven_still_counts() {
+    // An agent that does not publish its replay timeline: by timeline, then position.
+    let s = timeline_2_leader_lost(replica_on(2, 0x5021000, 1)).with(|o| {
+        o.cluster.members.insert(m(3), MemberStatus { timeline: Some(Timeline(2)), ..reported(3, 0x5030000) });
+    });
+    assert_eq!(s.decide(), Decision::wait(Reason::PeerAhead(m(3))));
 }
