@@ -50,7 +50,8 @@ impl Agent {
                 Ok(())
             }
             Action::AcquireLease => {
-                let value = serde_json::to_vec(&LeaderRecord { member: self.s.member.clone(), timeline: None })?;
+                let value =
+                    serde_json::to_vec(&LeaderRecord { member: self.s.member.clone(), timeline: None, history: None })?;
                 self.renew(&value, Condition::Absent).await.context("take the leader lease")?;
                 info!("took the leader lease");
                 Ok(())
@@ -292,7 +293,8 @@ impl Agent {
             .await
             .context("record the new cluster in the store")?;
         std::fs::remove_file(self.bootstrap_mark()).context("clear the unfinished-bootstrap mark")?;
-        let leader = serde_json::to_vec(&LeaderRecord { member: self.s.member.clone(), timeline: None })?;
+        let leader =
+            serde_json::to_vec(&LeaderRecord { member: self.s.member.clone(), timeline: None, history: None })?;
         self.renew(&leader, Condition::Absent).await.context("take the leader lease")?;
         self.applied = seen.obs.cluster.spec.as_ref().map(|s| s.passwords);
         info!(%system_id, "bootstrapped a new cluster and took the leader lease");
@@ -371,7 +373,12 @@ impl Agent {
             info!(slot, "dropped the replication slot of a removed member");
         }
         if work.record_leader {
-            let value = serde_json::to_vec(&LeaderRecord { member: self.s.member.clone(), timeline: Some(timeline) })?;
+            let record = LeaderRecord {
+                member: self.s.member.clone(),
+                timeline: Some(timeline),
+                history: seen.obs.history.clone(),
+            };
+            let value = serde_json::to_vec(&record)?;
             self.put(keys::LAST_LEADER, &value, Condition::Any, None).await?;
         }
         if work.clear_target {

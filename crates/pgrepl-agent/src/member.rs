@@ -15,7 +15,7 @@ use pgrepl_store::{Condition, Snapshot, Store, StoreError};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tracing::{info, info_span, warn, Instrument};
+use tracing::{debug, info, info_span, warn, Instrument};
 
 /// How long after another member's lease could expire this agent looks again.
 const LEASE_EXPIRY_SLACK: Duration = Duration::from_millis(20);
@@ -47,6 +47,8 @@ pub struct Agent {
     client: Option<tokio_postgres::Client>,
     /// What was last published and when, so an unchanged status is not rewritten every wake.
     pub(crate) last_published: Option<(pgrepl_core::MemberStatus, Instant)>,
+    /// The last warning sentence (a fork), published until this replica streams again.
+    pub(crate) warning: Option<String>,
 }
 
 /// One cycle's reading of the world.
@@ -93,6 +95,7 @@ impl Agent {
             last_published: None,
             client: None,
             own_revision: 0,
+            warning: None,
         })
     }
 
@@ -131,7 +134,7 @@ impl Agent {
         let seen = match self.observe().await {
             Ok(seen) => seen,
             Err(e) => {
-                self.say(&format!("cannot observe the cluster: {e:#}"));
+                self.say(&format!("cannot observe the cluster: {e:#}"), false);
                 // Nothing to wait for a change after: pause a whole cycle instead of spinning.
                 tokio::time::sleep(self.s.loop_wait).await;
                 return (0, false, None);
@@ -141,7 +144,12 @@ impl Agent {
         let leader = seen.obs.cluster.leader.as_ref();
         let others_lease_left = seen.lease_left().filter(|_| leader.is_some_and(|l| *l != self.s.member));
         let decision = decide(&seen.obs);
-        self.say(&decision.to_string());
+        self.say(&decision.to_string(), decision.reason.is_warning());
+        if decision.reason.is_warning() {
+            self.warning = Some(decision.to_string());
+        } else if matches!(seen.obs.server, Server::Replica { streaming: true, .. } | Server::Primary { .. }) {
+            self.warning = None;
+        }
         self.first_cycle = false;
         let quiet = matches!(decision.action, Action::Wait | Action::Nothing | Action::RenewLease);
         let renewed = self.renew_lease_if_held(&seen, &decision).await;
@@ -175,9 +183,13 @@ impl Agent {
         (revision, !quiet && !failed, others_lease_left)
     }
 
-    fn say(&mut self, sentence: &str) {
+    fn say(&mut self, sentence: &str, warning: bool) {
         if sentence != self.last_sentence {
-            info!("{sentence}");
+            if warning {
+                warn!("{sentence}");
+            } else {
+                info!("{sentence}");
+            }
             self.last_sentence = sentence.to_string();
         }
     }
@@ -192,6 +204,7 @@ impl Agent {
         }
         let data = self.pg.data_dir_state().context("inspect the data directory")?;
         let server = if data == DataDir::Missing { Server::Stopped } else { self.observe_server().await };
+        let (server, history) = self.observe_timelines(server).await;
         let (slots, replication, standby_names) = match (&server, &self.client) {
             (Server::Primary { .. }, Some(client)) => (
                 pgrepl_pg::sql::slots(client).await?,
@@ -237,6 +250,7 @@ impl Agent {
             slots,
             replication,
             standby_names,
+            history,
             cluster,
         };
         Ok(Seen { snapshot, obs })
@@ -261,6 +275,20 @@ impl Agent {
             }
         }
         Server::Stopped
+    }
+
+    /// What SQL does not say: a replica's replayed timeline (read after its replay position,
+    /// so a switch in between errs towards "not forked"), a primary's timeline history.
+    async fn observe_timelines(&self, mut server: Server) -> (Server, Option<Vec<pgrepl_core::TimelineSwitch>>) {
+        let history = match &mut server {
+            Server::Replica { replay_timeline, .. } => {
+                *replay_timeline = self.pg.replay_timeline(&self.s.admin_user).await.map_err(|e| debug!("{e:#}")).ok();
+                None
+            }
+            Server::Primary { timeline, .. } => self.pg.timeline_history(*timeline).map_err(|e| debug!("{e:#}")).ok(),
+            Server::Stopped => None,
+        };
+        (server, history)
     }
 
     /// The leader keeps its lease with every action but those that give it up.

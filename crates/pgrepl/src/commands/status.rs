@@ -4,7 +4,7 @@
 use crate::agent_lock;
 use crate::cluster::Cluster;
 use crate::topology;
-use pgrepl_core::{ClusterView, MemberName, MemberState, Role};
+use pgrepl_core::{ClusterView, MemberName, MemberState, MemberStatus, Role};
 use pgrepl_router::{Backend, RoFallback};
 use serde::Serialize;
 use std::path::Path;
@@ -41,10 +41,15 @@ pub struct MemberJson {
     pub host: String,
     pub port: u16,
     pub timeline: Option<u32>,
+    /// Replica: the timeline its replayed WAL lies on (`timeline` is the newest it knows of).
+    pub replay_timeline: Option<u32>,
     pub lsn: Option<String>,
     pub lag_bytes: Option<u64>,
     pub lag_seconds: Option<f64>,
     pub decision: Option<String>,
+    /// Something wrong an operator should know of (a replica whose WAL forked from the
+    /// leader's timeline, until it streams again), else `null`.
+    pub warning: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -93,10 +98,12 @@ pub fn build(cluster_name: &str, view: &ClusterView, endpoints: EndpointsJson) -
                     host: s.host.clone(),
                     port: s.port,
                     timeline: s.timeline.map(|t| t.0),
+                    replay_timeline: s.replay_timeline.map(|t| t.0),
                     lsn: s.lsn.map(|l| l.to_string()),
                     lag_bytes: (s.role == Role::Replica).then(|| view.lag_bytes(name)).flatten(),
                     lag_seconds: if s.role == Role::Replica { lag_seconds } else { None },
                     decision: Some(s.decision.clone()),
+                    warning: warning(view, name, s),
                 }
             }
             None => MemberJson {
@@ -106,10 +113,12 @@ pub fn build(cluster_name: &str, view: &ClusterView, endpoints: EndpointsJson) -
                 host: spec.host.clone(),
                 port: spec.port,
                 timeline: None,
+                replay_timeline: None,
                 lsn: None,
                 lag_bytes: None,
                 lag_seconds: None,
                 decision: None,
+                warning: None,
             },
         };
         members.push(member);
@@ -133,6 +142,16 @@ pub fn build(cluster_name: &str, view: &ClusterView, endpoints: EndpointsJson) -
         members,
         replication,
     }
+}
+
+/// The member's own warning, or one read from the view: its last report puts its replayed
+/// WAL off the running leader's timeline history (say, before its agent has acted on it).
+fn warning(view: &ClusterView, name: &MemberName, status: &MemberStatus) -> Option<String> {
+    status.warning.clone().or_else(|| {
+        let (leader, _) = view.ready_leader()?;
+        let fork = view.fork_of(name)?;
+        Some(format!("{name}'s WAL forked from {leader}'s timeline: {fork}; it cannot stream until it is rewound"))
+    })
 }
 
 fn dash<T: ToString>(v: &Option<T>) -> String {
@@ -166,6 +185,9 @@ pub async fn run(dir: &Path, json: bool) -> anyhow::Result<()> {
             dash(&m.decision)
         );
     }
+    for m in status.members.iter().filter(|m| m.warning.is_some()) {
+        println!("\nWARNING {}: {}", m.name, dash(&m.warning));
+    }
     let e = &status.endpoints;
     let to = |v: &Vec<String>| if v.is_empty() { "nobody".to_string() } else { v.join(", ") };
     println!("\nendpoints (router {}):", if e.router { "running" } else { "not running" });
@@ -179,4 +201,39 @@ pub async fn run(dir: &Path, json: bool) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pgrepl_core::{Lsn, Timeline, TimelineSwitch};
+
+    fn view(replay_timeline: u32, replayed: u64) -> ClusterView {
+        let mut leader = pgrepl_core::testing::status(Role::Primary, MemberState::Running, 1, Lsn(0x5030000));
+        leader.timeline = Some(Timeline(2));
+        leader.history = Some(vec![TimelineSwitch { timeline: Timeline(1), end: Lsn(0x5020688) }]);
+        let mut replica = pgrepl_core::testing::status(Role::Replica, MemberState::Recovering, 2, Lsn(replayed));
+        replica.timeline = Some(Timeline(2));
+        replica.replay_timeline = Some(Timeline(replay_timeline));
+        let mut view = ClusterView { leader: Some(MemberName::numbered(1)), ..ClusterView::default() };
+        view.members.insert(MemberName::numbered(1), leader);
+        view.members.insert(MemberName::numbered(2), replica);
+        view
+    }
+
+    #[test]
+    fn a_replica_reported_past_the_leaders_switch_point_is_warned_of() {
+        let n2 = MemberName::numbered(2);
+        let v = view(1, 0x50206F8);
+        let w = warning(&v, &n2, &v.members[&n2]).expect("a warning");
+        assert!(
+            w.starts_with("node-2's WAL forked from node-1's timeline: it replayed timeline 1 up to 0/50206F8"),
+            "{w}"
+        );
+        let v = view(1, 0x5020000);
+        assert_eq!(warning(&v, &n2, &v.members[&n2]), None, "behind the switch point");
+        let mut v = view(2, 0x5030000);
+        v.members.get_mut(&n2).unwrap().warning = Some("rewound".into());
+        assert_eq!(warning(&v, &n2, &v.members[&n2]).as_deref(), Some("rewound"), "the agent's own comes first");
+    }
 }
