@@ -6,6 +6,7 @@ mod cli;
 mod cluster;
 mod commands;
 mod config;
+mod handover;
 mod init;
 mod layout;
 mod readiness;
