@@ -47,7 +47,8 @@ pub fn outlook(view: &ClusterView, target: &MemberName, force: bool) -> Outlook 
         ));
     }
     if status.state != MemberState::Streaming {
-        let state = serde_json::to_value(status.state).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+        let state =
+            serde_json::to_value(status.state).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
         return Outlook::Blocked(format!(
             "{target} is not streaming from {leader} (it is {state}: {}), and {leader} hands over only to a streaming replica \
              (or use `pgrepl failover --to {target}`)",
@@ -88,7 +89,8 @@ mod tests {
                 replay_lag_ms: None,
             })
             .to_vec();
-        let mut view = ClusterView { leader: Some(n(1)), target: Some(n(2)), spec: Some(spec), ..ClusterView::default() };
+        let mut view =
+            ClusterView { leader: Some(n(1)), target: Some(n(2)), spec: Some(spec), ..ClusterView::default() };
         view.members.insert(n(1), primary);
         view.members.insert(n(2), status(Role::Replica, MemberState::Streaming, 6002));
         view.members.insert(n(3), status(Role::Replica, MemberState::Streaming, 6003));
@@ -97,7 +99,10 @@ mod tests {
 
     #[test]
     fn a_handover_to_a_streaming_replica_is_under_way() {
-        assert_eq!(outlook(&asked_for_node_2(), &n(2), false), Outlook::Waiting("node-1 to hand over to node-2".into()));
+        assert_eq!(
+            outlook(&asked_for_node_2(), &n(2), false),
+            Outlook::Waiting("node-1 to hand over to node-2".into())
+        );
     }
 
     #[test]

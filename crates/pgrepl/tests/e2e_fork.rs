@@ -84,7 +84,8 @@ async fn a_replica_replayed_past_the_new_timelines_fork_point_is_rewound_and_str
         (lsn(&c, other_port, "SELECT pg_last_wal_replay_lsn()::text").await >= end).then_some(())
     })
     .await;
-    let future_at = lsn(&c, future_port, "SELECT greatest(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::text").await;
+    let future_at =
+        lsn(&c, future_port, "SELECT greatest(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::text").await;
     assert!(future_at < end, "the cut-off replica has all the WAL ({future_at} of {end}): no fork to make");
 
     // A switchover to it is refused at once; a promote (which does not check first) gives up
@@ -147,8 +148,7 @@ async fn a_replica_replayed_past_the_new_timelines_fork_point_is_rewound_and_str
 
     // Converged on the new timeline, and every member holds the same rows, including one
     // written after the failover.
-    eventually(Duration::from_secs(60), "one primary, every other member streaming", || async { c.converged() })
-        .await;
+    eventually(Duration::from_secs(60), "one primary, every other member streaming", || async { c.converged() }).await;
     let status = c.status();
     for m in [&old, &future, &other] {
         assert_eq!(common::member(&status, m)["warning"], serde_json::Value::Null, "{m}: {status:#}");
