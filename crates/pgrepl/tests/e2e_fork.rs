@@ -106,20 +106,24 @@ async fn a_replica_replayed_past_the_new_timelines_fork_point_is_rewound_and_str
     // Forced failover to the cut-off replica: a new timeline begins where its WAL ends, before
     // what the other replica has replayed. The command returns once every member streams.
     let mut failover = c.command(&["failover", "--to", &future, "--wait", "120"], &[]).spawn().unwrap();
-    let mut warned = None;
+    let (mut warned, mut printed, mut samples) = (None, None, 0);
     let started = Instant::now();
     let exit = loop {
         if let Some(exit) = failover.try_wait().unwrap() {
             break exit;
         }
         assert!(started.elapsed() < Duration::from_secs(150), "failover --to did not return");
-        if warned.is_none() {
-            let out = c.run(&["status", "--json"]);
-            if let Ok(status) = serde_json::from_slice::<serde_json::Value>(&out.stdout) {
-                if let Some(w) = common::member(&status, &other)["warning"].as_str() {
-                    warned = Some(w.to_string());
-                }
+        let out = c.run(&["status", "--json"]);
+        if let Ok(status) = serde_json::from_slice::<serde_json::Value>(&out.stdout) {
+            if let Some(w) = common::member(&status, &other)["warning"].as_str() {
+                warned.get_or_insert(w.to_string());
+                samples += 1;
             }
+        }
+        if printed.is_none() {
+            let out = c.run(&["status"]);
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            printed = text.lines().find(|l| l.starts_with(&format!("WARNING {other}: "))).map(str::to_string);
         }
         if c.leader() == future {
             // Its password file can be put back now: there is nothing left for it to fetch.
@@ -133,6 +137,8 @@ async fn a_replica_replayed_past_the_new_timelines_fork_point_is_rewound_and_str
     assert_eq!(c.leader(), future);
 
     let warned = warned.expect("status --json never showed a warning for the forked replica");
+    eprintln!("status --json showed the warning in {samples} samples; the text form: {printed:?}");
+    assert!(printed.is_some_and(|p| p.contains("forked from")), "status never printed a WARNING line");
     assert!(warned.contains("forked from") && warned.contains(&format!("{future}'s timeline")), "{warned}");
     let log = member_log(&c, &other);
     let warning = log
