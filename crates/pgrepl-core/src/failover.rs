@@ -48,9 +48,12 @@ fn may_race(o: &Observation, spec: &Spec) -> Result<Option<MemberName>, Box<Reas
     if let Some(theirs) = last.and_then(|r| r.timeline).filter(|t| t > timeline) {
         return Err(Box::new(Reason::OlderTimeline { mine: *timeline, theirs }));
     }
-    // The lost leader's line: its timeline and that timeline's switch points.
+    // The lost leader's line: its timeline and that timeline's switch points. A replica on a
+    // newer timeline than the record is not proven off it: the record is what is stale (a
+    // leader lost before it recorded itself).
     let line = last.and_then(|r| Some((r.timeline?, r.history.as_deref()?)));
-    let off_line = |t: Timeline, l: Lsn| line.and_then(|(lt, history)| fork::fork(t, l, lt, history));
+    let off_line =
+        |t: Timeline, l: Lsn| line.filter(|(lt, _)| t <= *lt).and_then(|(lt, history)| fork::fork(t, l, lt, history));
     if let Some(fork) = replay_timeline.and_then(|t| off_line(t, *replay_lsn)) {
         return Err(Box::new(Reason::ForkedFromLostLeader { lost, fork }));
     }

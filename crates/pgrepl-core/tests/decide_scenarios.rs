@@ -789,3 +789,21 @@ fn a_peer_whose_fork_cannot_be_proven_still_counts() {
     });
     assert_eq!(s.decide(), Decision::wait(Reason::PeerAhead(m(3))));
 }
+
+#[test]
+fn a_replica_on_a_newer_timeline_than_the_recorded_last_leader_is_not_taken_for_forked() {
+    // node-1 promoted to timeline 3 and was lost before it recorded itself: the record still
+    // says timeline 2. A replica that followed timeline 3 must still be able to take over.
+    let mut on_3 = replica_on(3, 0x6000000, 1);
+    if let Server::Replica { timeline, .. } = &mut on_3 {
+        *timeline = Timeline(3);
+    }
+    let s = timeline_2_leader_lost(on_3).with(|o| {
+        o.cluster.members.insert(m(3), MemberStatus { timeline: Some(Timeline(3)), ..reported_on(3, 3, 0x5FFFFFF) });
+    });
+    assert_eq!(s.decide().action, Action::AcquireLease);
+    let behind_a_peer_on_3 = timeline_2_leader_lost(replica_on(2, 0x5021000, 1)).with(|o| {
+        o.cluster.members.insert(m(3), MemberStatus { timeline: Some(Timeline(3)), ..reported_on(3, 3, 0x6000000) });
+    });
+    assert_eq!(behind_a_peer_on_3.decide(), Decision::wait(Reason::PeerAhead(m(3))), "it counts, and is ahead");
+}
