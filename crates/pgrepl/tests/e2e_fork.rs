@@ -101,6 +101,7 @@ async fn a_replica_replayed_past_the_new_timelines_fork_point_is_rewound_and_str
     assert!(stderr.contains(&format!("{future} cannot become the primary")), "{stderr}");
     assert!(stderr.contains("the request was withdrawn"), "{stderr}");
     assert!(took < Duration::from_secs(15), "promote gave up only after {took:?}");
+    eprintln!("promote {future} gave up after {took:?}: {}", stderr.trim());
     assert_eq!(c.leader(), old);
 
     // Forced failover to the cut-off replica: a new timeline begins where its WAL ends, before
@@ -194,6 +195,7 @@ async fn a_switchover_or_promote_nobody_can_carry_out_fails_within_seconds() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&format!("{replica} cannot become the primary: {replica} is not streaming")), "{stderr}");
     assert!(took < Duration::from_secs(15), "gave up only after {took:?}");
+    eprintln!("switchover and promote {replica} gave up after {took:?}");
 
     // The request was withdrawn: once the replica streams again the leader stays where it is.
     restore(&c, &replica, &good);
