@@ -313,12 +313,13 @@ impl Agent {
     }
 
     /// What SQL does not say: a replica's replayed timeline (read after its replay position,
-    /// so a switch in between errs towards "not forked"), a primary's timeline history.
+    /// so a switch in between errs towards "not forked"), and the history of the timeline a
+    /// primary is on or a replica has replayed.
     async fn observe_timelines(&self, mut server: Server) -> (Server, Option<Vec<pgrepl_core::TimelineSwitch>>) {
         let history = match &mut server {
             Server::Replica { replay_timeline, .. } => {
                 *replay_timeline = self.pg.replay_timeline(&self.s.admin_user).await.map_err(|e| debug!("{e:#}")).ok();
-                None
+                replay_timeline.and_then(|t| self.pg.timeline_history(t).map_err(|e| debug!("{e:#}")).ok())
             }
             Server::Primary { timeline, .. } => self.pg.timeline_history(*timeline).map_err(|e| debug!("{e:#}")).ok(),
             Server::Stopped => None,

@@ -37,8 +37,8 @@ pub struct Observation {
     pub replication: Vec<ReplicationRow>,
     /// This server's `synchronous_standby_names` (primary only).
     pub standby_names: Option<String>,
-    /// The switch points of this server's timeline history (primary only; `None` when the
-    /// history file could not be read).
+    /// The switch points of the history of this server's timeline (a primary's current one, a
+    /// replica's replayed one); `None` when the history file could not be read.
     pub history: Option<Vec<TimelineSwitch>>,
     pub cluster: ClusterView,
 }
@@ -188,7 +188,7 @@ fn as_follower(o: &Observation, spec: &Spec, leader: &MemberName) -> Decision {
         }
         (Server::Replica { upstream, streaming, .. }, _) => {
             let wanted = spec.members.get(leader).map(|m| Upstream { host: m.host.clone(), port: m.port });
-            if let Some(fork) = forked(&o.server, ready.map(|(_, s)| s)) {
+            if let Some(fork) = forked(o, ready.map(|(_, s)| s)) {
                 // Proven from the switch points: no stall to wait out, no upstream to try first.
                 Decision::new(Action::Rewind { leader: l.clone() }, Reason::Forked { leader: l, fork })
             } else if *upstream != wanted {
@@ -208,10 +208,11 @@ fn as_follower(o: &Observation, spec: &Spec, leader: &MemberName) -> Decision {
 }
 
 /// Whether this replica replayed WAL off the history the running leader published.
-fn forked(server: &Server, leader: Option<&crate::view::MemberStatus>) -> Option<crate::fork::Fork> {
-    let Server::Replica { replay_timeline: Some(mine), replay_lsn, .. } = server else { return None };
+fn forked(o: &Observation, leader: Option<&crate::view::MemberStatus>) -> Option<crate::fork::Fork> {
+    let Server::Replica { replay_timeline: Some(timeline), replay_lsn, .. } = &o.server else { return None };
     let leader = leader?;
-    crate::fork::fork(*mine, *replay_lsn, leader.timeline?, leader.history.as_deref()?)
+    let replayed = crate::fork::Replayed { timeline: *timeline, lsn: *replay_lsn, history: o.history.as_deref() };
+    crate::fork::fork(replayed, leader.timeline?, leader.history.as_deref()?)
 }
 
 fn without_leader(o: &Observation, spec: &Spec) -> Decision {

@@ -4,7 +4,7 @@
 
 use crate::decide::Observation;
 use crate::decision::{Action, Decision, Reason};
-use crate::fork;
+use crate::fork::{self, TimelineSwitch};
 use crate::local::Server;
 use crate::names::{Lsn, MemberName, Timeline};
 use crate::spec::{Spec, SyncMode};
@@ -52,9 +52,11 @@ fn may_race(o: &Observation, spec: &Spec) -> Result<Option<MemberName>, Box<Reas
     // newer timeline than the record is not proven off it: the record is what is stale (a
     // leader lost before it recorded itself).
     let line = last.and_then(|r| Some((r.timeline?, r.history.as_deref()?)));
-    let off_line =
-        |t: Timeline, l: Lsn| line.filter(|(lt, _)| t <= *lt).and_then(|(lt, history)| fork::fork(t, l, lt, history));
-    if let Some(fork) = replay_timeline.and_then(|t| off_line(t, *replay_lsn)) {
+    let off_line = |t: Timeline, lsn: Lsn, history: Option<&[TimelineSwitch]>| {
+        let replayed = fork::Replayed { timeline: t, lsn, history };
+        line.filter(|(lt, _)| t <= *lt).and_then(|(lt, leader_history)| fork::fork(replayed, lt, leader_history))
+    };
+    if let Some(fork) = replay_timeline.and_then(|t| off_line(t, *replay_lsn, o.history.as_deref())) {
         return Err(Box::new(Reason::ForkedFromLostLeader { lost, fork }));
     }
     let leader_lsn =
@@ -77,7 +79,7 @@ fn may_race(o: &Observation, spec: &Spec) -> Result<Option<MemberName>, Box<Reas
             continue;
         }
         let their_replay = status.replay_timeline.zip(status.lsn);
-        if their_replay.is_some_and(|(t, l)| off_line(t, l).is_some()) {
+        if their_replay.is_some_and(|(t, l)| off_line(t, l, status.history.as_deref()).is_some()) {
             continue;
         }
         if status.leader.is_some() {

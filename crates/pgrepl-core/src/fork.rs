@@ -43,46 +43,81 @@ pub fn parse_history(text: &str) -> Result<Vec<TimelineSwitch>, BadHistory> {
     Ok(switches)
 }
 
-/// Proof that a replica has left the leader's history: it replayed `timeline` up to
-/// `replayed`, but the leader's `leader_timeline` left `timeline` at `left_at` (before that
-/// point), or never passed through `timeline` at all (`left_at` is `None`).
+/// Where a member's replayed WAL lies: the timeline of its last replayed record, how far it
+/// got, and the switch points of that timeline's history file when known (its own line).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Fork {
+pub struct Replayed<'a> {
     pub timeline: Timeline,
-    pub replayed: Lsn,
-    pub leader_timeline: Timeline,
-    pub left_at: Option<Lsn>,
+    pub lsn: Lsn,
+    pub history: Option<&'a [TimelineSwitch]>,
 }
 
-/// Whether WAL replayed on `timeline` up to `replayed` is off the history of a leader on
-/// `leader_timeline` whose history file lists `history`. Only a proof counts: on the
-/// leader's own timeline, or on one of its ancestors up to the point where the leader's
-/// line left it, the replica can still follow (it may just be behind).
-pub fn fork(timeline: Timeline, replayed: Lsn, leader_timeline: Timeline, history: &[TimelineSwitch]) -> Option<Fork> {
+/// Proof that a replica's replayed WAL has left the leader's line (the leader being on
+/// `leader_timeline`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fork {
+    /// It replayed `timeline` past `left_at`, where the leader's line left that timeline.
+    PastSwitch { timeline: Timeline, replayed: Lsn, leader_timeline: Timeline, left_at: Lsn },
+    /// It replayed a timeline the leader's line never had (a sibling branch, or a newer one).
+    Outside { timeline: Timeline, replayed: Lsn, leader_timeline: Timeline },
+    /// Its own line left `ancestor` at `mine`, the leader's at `theirs` (or never had it): two
+    /// branches that share a timeline number (a promotion that had not seen the newer history).
+    OtherBranch {
+        timeline: Timeline,
+        replayed: Lsn,
+        leader_timeline: Timeline,
+        ancestor: Timeline,
+        mine: Lsn,
+        theirs: Option<Lsn>,
+    },
+}
+
+/// Whether `replica`'s replayed WAL is off the line of a leader on `leader_timeline` whose
+/// history file lists `history`. Only a proof counts: on the leader's own timeline, or on one of
+/// its ancestors up to the point where the leader's line left it, the replica can still follow
+/// (it may just be behind). The replica's own history, when given, must agree with the
+/// leader's on every ancestor it names.
+pub fn fork(replica: Replayed<'_>, leader_timeline: Timeline, history: &[TimelineSwitch]) -> Option<Fork> {
+    let Replayed { timeline, lsn: replayed, history: own } = replica;
+    for mine in own.unwrap_or_default() {
+        let theirs = history.iter().find(|s| s.timeline == mine.timeline).map(|s| s.end);
+        if mine.timeline == leader_timeline {
+            // Its line went through the leader's timeline and on: newer than the leader.
+            return Some(Fork::Outside { timeline, replayed, leader_timeline });
+        }
+        if theirs != Some(mine.end) {
+            let (ancestor, mine) = (mine.timeline, mine.end);
+            return Some(Fork::OtherBranch { timeline, replayed, leader_timeline, ancestor, mine, theirs });
+        }
+    }
     if timeline == leader_timeline {
         return None;
     }
-    let left_at = history.iter().find(|s| s.timeline == timeline).map(|s| s.end);
-    let off = match left_at {
-        Some(end) => replayed > end,
-        // A timeline the leader's line never had: a sibling branch, or one newer than the leader.
-        None => true,
-    };
-    off.then_some(Fork { timeline, replayed, leader_timeline, left_at })
+    match history.iter().find(|s| s.timeline == timeline) {
+        Some(s) if replayed > s.end => Some(Fork::PastSwitch { timeline, replayed, leader_timeline, left_at: s.end }),
+        Some(_) => None,
+        None => Some(Fork::Outside { timeline, replayed, leader_timeline }),
+    }
 }
 
 impl fmt::Display for Fork {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Fork { timeline, replayed, leader_timeline, left_at } = self;
-        match left_at {
-            Some(at) => write!(
+        match *self {
+            Fork::PastSwitch { timeline, replayed, leader_timeline, left_at } => write!(
                 f,
-                "it replayed timeline {timeline} up to {replayed}, past {at} where timeline {leader_timeline} forked from it"
+                "it replayed timeline {timeline} up to {replayed}, past {left_at} where timeline {leader_timeline} forked from it"
             ),
-            None => write!(
+            Fork::Outside { timeline, replayed, leader_timeline } => write!(
                 f,
                 "it replayed timeline {timeline} up to {replayed}, and timeline {leader_timeline}'s history never passed through timeline {timeline}"
             ),
+            Fork::OtherBranch { timeline, replayed, leader_timeline, ancestor, mine, theirs } => {
+                write!(f, "it replayed timeline {timeline} up to {replayed} on a line that left timeline {ancestor} at {mine}, ")?;
+                match theirs {
+                    Some(theirs) => write!(f, "where timeline {leader_timeline}'s line left it at {theirs}"),
+                    None => write!(f, "which timeline {leader_timeline}'s line never passed through"),
+                }
+            }
         }
     }
 }
@@ -93,6 +128,11 @@ mod tests {
 
     fn switch(timeline: u32, end: u64) -> TimelineSwitch {
         TimelineSwitch { timeline: Timeline(timeline), end: Lsn(end) }
+    }
+
+    /// Replayed `timeline` to `lsn`, its own history unknown.
+    fn at(timeline: u32, lsn: u64) -> Replayed<'static> {
+        Replayed { timeline: Timeline(timeline), lsn: Lsn(lsn), history: None }
     }
 
     #[test]
@@ -108,14 +148,14 @@ mod tests {
     #[test]
     fn a_replica_past_the_switch_point_of_its_timeline_has_forked() {
         let history = [switch(1, 0x5020688)];
-        let forked = fork(Timeline(1), Lsn(0x50206F8), Timeline(2), &history);
+        let forked = fork(at(1, 0x50206F8), Timeline(2), &history);
         assert_eq!(
             forked,
-            Some(Fork {
+            Some(Fork::PastSwitch {
                 timeline: Timeline(1),
                 replayed: Lsn(0x50206F8),
                 leader_timeline: Timeline(2),
-                left_at: Some(Lsn(0x5020688))
+                left_at: Lsn(0x5020688)
             })
         );
         assert_eq!(
@@ -127,27 +167,59 @@ mod tests {
     #[test]
     fn a_replica_at_or_before_the_switch_point_can_follow() {
         let history = [switch(1, 0x5020688)];
-        assert_eq!(fork(Timeline(1), Lsn(0x5020688), Timeline(2), &history), None, "exactly at the switch point");
-        assert_eq!(fork(Timeline(1), Lsn(0x5000000), Timeline(2), &history), None, "behind it");
-        assert_eq!(fork(Timeline(2), Lsn(0x9000000), Timeline(2), &history), None, "on the leader's own timeline");
+        assert_eq!(fork(at(1, 0x5020688), Timeline(2), &history), None, "exactly at the switch point");
+        assert_eq!(fork(at(1, 0x5000000), Timeline(2), &history), None, "behind it");
+        assert_eq!(fork(at(2, 0x9000000), Timeline(2), &history), None, "on the leader's own timeline");
     }
 
     #[test]
     fn older_ancestors_are_judged_by_their_own_switch_points() {
         let history = [switch(1, 0x3000000), switch(2, 0x5000000)];
-        assert_eq!(fork(Timeline(1), Lsn(0x2000000), Timeline(3), &history), None);
-        assert!(fork(Timeline(1), Lsn(0x4000000), Timeline(3), &history).is_some(), "past 1's end though before 2's");
-        assert_eq!(fork(Timeline(2), Lsn(0x4000000), Timeline(3), &history), None);
-        assert!(fork(Timeline(2), Lsn(0x5000001), Timeline(3), &history).is_some());
+        assert_eq!(fork(at(1, 0x2000000), Timeline(3), &history), None);
+        assert!(fork(at(1, 0x4000000), Timeline(3), &history).is_some(), "past 1's end though before 2's");
+        assert_eq!(fork(at(2, 0x4000000), Timeline(3), &history), None);
+        assert!(fork(at(2, 0x5000001), Timeline(3), &history).is_some());
     }
 
     #[test]
     fn a_timeline_outside_the_leaders_line_has_forked_wherever_it_is() {
         // The leader's timeline 3 branched from 1; a replica on sibling 2 cannot follow it.
         let history = [switch(1, 0x3000000)];
-        let sibling = fork(Timeline(2), Lsn(0x3000100), Timeline(3), &history).unwrap();
-        assert_eq!(sibling.left_at, None);
+        let sibling = fork(at(2, 0x3000100), Timeline(3), &history).unwrap();
+        assert!(matches!(sibling, Fork::Outside { .. }));
         assert!(sibling.to_string().contains("never passed through timeline 2"), "{sibling}");
-        assert!(fork(Timeline(4), Lsn(0x100), Timeline(3), &history).is_some(), "newer than the leader");
+        assert!(fork(at(4, 0x100), Timeline(3), &history).is_some(), "newer than the leader");
+    }
+
+    #[test]
+    fn two_branches_sharing_a_timeline_number_are_told_apart_by_their_histories() {
+        // A member promoted without having seen the newest history file picks a number already
+        // taken: both lines call their timeline 2, but left timeline 1 at different points.
+        let leader = [switch(1, 0x3000000)];
+        let own = [switch(1, 0x4000000)];
+        let replica = Replayed { timeline: Timeline(2), lsn: Lsn(0x4100000), history: Some(&own) };
+        let forked = fork(replica, Timeline(2), &leader).unwrap();
+        assert_eq!(
+            forked.to_string(),
+            "it replayed timeline 2 up to 0/4100000 on a line that left timeline 1 at 0/4000000, \
+             where timeline 2's line left it at 0/3000000"
+        );
+        let same = Replayed { timeline: Timeline(2), lsn: Lsn(0x4100000), history: Some(&leader) };
+        assert_eq!(fork(same, Timeline(2), &leader), None, "the same line");
+        let descendant = [switch(1, 0x3000000), switch(2, 0x3800000)];
+        let on_3 = Replayed { timeline: Timeline(3), lsn: Lsn(0x3900000), history: Some(&descendant) };
+        assert!(
+            matches!(fork(on_3, Timeline(2), &leader), Some(Fork::Outside { .. })),
+            "a line through the leader's own timeline and on: newer than the leader"
+        );
+        let sibling_ancestor = [switch(1, 0x3000000), switch(5, 0x3800000)];
+        let on_6 = Replayed { timeline: Timeline(6), lsn: Lsn(0x3900000), history: Some(&sibling_ancestor) };
+        let forked = fork(on_6, Timeline(7), &[switch(1, 0x3000000), switch(2, 0x3800000)]).unwrap();
+        assert!(matches!(forked, Fork::OtherBranch { theirs: None, .. }), "{forked:?}");
+        assert!(forked.to_string().ends_with("which timeline 7's line never passed through"), "{forked}");
+        let behind = Replayed { timeline: Timeline(3), lsn: Lsn(0x3900000), history: Some(&descendant) };
+        assert!(
+            fork(behind, Timeline(4), &[switch(1, 0x3000000), switch(2, 0x3800000), switch(3, 0x5000000)]).is_none()
+        );
     }
 }

@@ -16,7 +16,7 @@ pub mod view;
 pub use decide::{decide, Observation};
 pub use decision::{Action, Decision, Reason, SpecWork};
 pub use fixed::{decide_fixed, FixedAction, FixedDecision, FixedObservation, FixedReason, FixedRole, UpstreamState};
-pub use fork::{Fork, TimelineSwitch};
+pub use fork::{Fork, Replayed, TimelineSwitch};
 pub use local::{DataDir, ReplicationRow, Server, Slot, Upstream};
 pub use names::{BadLsn, BadMemberName, Lsn, MemberName, SystemId, Timeline};
 pub use spec::{FailoverSpec, MemberSpec, PasswordKind, PasswordVersions, Spec, SyncMode};

@@ -133,7 +133,8 @@ pub struct MemberStatus {
     /// knows of, which it may never reach), when it could be read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replay_timeline: Option<Timeline>,
-    /// Primary: the switch points of its timeline's history (empty on timeline 1), when read.
+    /// The switch points of the history of its timeline (a primary's current one, a replica's
+    /// replayed one; empty on timeline 1), when read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history: Option<Vec<TimelineSwitch>>,
     /// Something an operator should know that the decision alone does not keep saying (this
@@ -247,7 +248,9 @@ impl ClusterView {
     pub fn fork_of(&self, member: &MemberName) -> Option<Fork> {
         let (_, leader) = self.ready_leader()?;
         let s = self.members.get(member).filter(|s| s.role == Role::Replica)?;
-        crate::fork::fork(s.replay_timeline?, s.lsn?, leader.timeline?, leader.history.as_deref()?)
+        let replayed =
+            crate::fork::Replayed { timeline: s.replay_timeline?, lsn: s.lsn?, history: s.history.as_deref() };
+        crate::fork::fork(replayed, leader.timeline?, leader.history.as_deref()?)
     }
 
     /// Bytes `member` has still to replay to reach the primary's position, when known. Both

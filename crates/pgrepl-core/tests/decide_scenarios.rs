@@ -807,3 +807,33 @@ fn a_replica_on_a_newer_timeline_than_the_recorded_last_leader_is_not_taken_for_
     });
     assert_eq!(behind_a_peer_on_3.decide(), Decision::wait(Reason::PeerAhead(m(3))), "it counts, and is ahead");
 }
+
+#[test]
+fn a_replica_on_another_branch_with_the_leaders_timeline_number_is_rewound() {
+    // A member promoted without having seen timeline 2's history file called its new timeline
+    // 2 as well: same number, but its line left timeline 1 elsewhere.
+    let own = vec![TimelineSwitch { timeline: Timeline(1), end: Lsn(SWITCH + 0x1000) }];
+    let other_branch = after_promotion_of_node_2().server(replica_on(2, SWITCH + 0x2000, 2)).with(|o| {
+        o.history = Some(own);
+    });
+    let d = other_branch.decide();
+    assert_eq!(d.action, Action::Rewind { leader: m(2) });
+    assert!(d.to_string().contains("on a line that left timeline 1 at 0/5021688"), "{d}");
+    let same_branch = after_promotion_of_node_2().server(replica_on(2, SWITCH + 0x2000, 2)).with(|o| {
+        o.history = Some(vec![TimelineSwitch { timeline: Timeline(1), end: Lsn(SWITCH) }]);
+    });
+    assert_eq!(same_branch.decide(), Decision::new(Action::Nothing, Reason::CatchingUp(m(2))));
+}
+
+#[test]
+fn a_peer_on_another_branch_with_the_lost_leaders_timeline_number_does_not_hold_up_the_race() {
+    let s = timeline_2_leader_lost(replica_on(2, 0x5021000, 1)).with(|o| {
+        o.history = Some(vec![TimelineSwitch { timeline: Timeline(1), end: Lsn(SWITCH) }]);
+        let other_branch = vec![TimelineSwitch { timeline: Timeline(1), end: Lsn(0x5000000) }];
+        o.cluster.members.insert(m(3), MemberStatus { history: Some(other_branch), ..reported_on(3, 2, 0x5030000) });
+    });
+    assert_eq!(s.decide().action, Action::AcquireLease);
+    let mine_elsewhere = timeline_2_leader_lost(replica_on(2, 0x5030000, 1))
+        .with(|o| o.history = Some(vec![TimelineSwitch { timeline: Timeline(1), end: Lsn(0x5000000) }]));
+    assert!(matches!(mine_elsewhere.decide().reason, Reason::ForkedFromLostLeader { .. }));
+}
