@@ -203,3 +203,82 @@ async fn a_switchover_or_promote_nobody_can_carry_out_fails_within_seconds() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(c.leader(), old, "a withdrawn request moved the leader later");
 }
+
+#[tokio::test]
+async fn replicas_on_another_branch_under_the_new_timelines_number_are_cloned_afresh() {
+    let c = TestCluster::new();
+    c.ok(&["up", "--replicas", "2"]);
+    let old = c.leader();
+    let replicas: Vec<String> = c.members("replica", "streaming").into_iter().map(|(n, _)| n).collect();
+    let (first, last) = (replicas[0].clone(), replicas[1].clone());
+    let (first_port, last_port) = (c.port_of(&first), c.port_of(&last));
+    let rw = c.admin(c.rw_port).await;
+    rw.batch_execute("CREATE TABLE rows (id int PRIMARY KEY); INSERT INTO rows SELECT generate_series(1, 100)")
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(30), "the first rows everywhere", || async {
+        let d = digest(&c, first_port).await?;
+        (d.starts_with("100:") && digest(&c, last_port).await? == d).then_some(())
+    })
+    .await;
+
+    // `last` is cut off on timeline 1, and `first` will let nobody replicate from it, so that
+    // `last` never fetches the history file of the timeline 2 that `first` starts.
+    let good = cut_off(&c, &last, c.port_of(&old)).await;
+    rw.batch_execute("INSERT INTO rows SELECT generate_series(101, 200)").await.unwrap();
+    drop(rw);
+    let hba = c.dir.join(format!("members/{first}/data/pg_hba.conf"));
+    let rules = std::fs::read_to_string(&hba).unwrap();
+    std::fs::write(&hba, format!("host replication all 0.0.0.0/0 reject\nhost replication all ::/0 reject\n{rules}"))
+        .unwrap();
+    c.admin(first_port).await.batch_execute("SELECT pg_reload_conf()").await.unwrap();
+    let _ = c.run(&["failover", "--to", &first, "--wait", "5"]); // nobody can stream from it: not ready
+    eventually(Duration::from_secs(60), &format!("{first} to run as primary and {old} to rejoin it"), || async {
+        let status = c.status();
+        let running = common::member(&status, &first)["state"] == "running";
+        (running && common::member(&status, &old)["role"] == "replica").then_some(())
+    })
+    .await;
+    restore(&c, &last, &good);
+    let rw = c.admin(c.rw_port).await;
+    rw.batch_execute("INSERT INTO rows SELECT generate_series(201, 300)").await.unwrap();
+    drop(rw);
+    let history = c.dir.join(format!("members/{last}/data/pg_wal/00000002.history"));
+    assert!(!history.exists(), "{last} has timeline 2's history file: it would not reuse the number");
+
+    // Forced to `last`: knowing of no timeline 2, it promotes to a timeline 2 of its own, which
+    // left timeline 1 earlier than `first`'s did. Both others must be cloned afresh from it.
+    let out = c.run(&["failover", "--to", &last, "--wait", "120"]);
+    let status = c.status();
+    eprintln!("failover --to {last}: {}\n{status:#}", common::describe(&out));
+    assert_eq!(common::member(&status, &last)["timeline"], 2, "a new number: nothing to tell apart");
+    assert!(out.status.success(), "{}", common::describe(&out));
+    // `first` ran its own timeline 2; pg_rewind, comparing timeline numbers, finds nothing to
+    // rewind, so it must be cloned. (`old`, stopped on timeline 1 where `first` began, is past
+    // `last`'s switch point: rewound, or cloned when pg_rewind lacks the WAL.)
+    let log = member_log(&c, &first);
+    let warning = log
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains("on a line that left timeline 1 at"))
+        .unwrap_or_else(|| panic!("no other-branch warning in {first}'s log:\n{log}"));
+    eprintln!("{first} warned: {warning}");
+    assert!(log.contains("which pg_rewind cannot tell from its own timeline, so it will be cloned afresh"), "{log}");
+    let log = member_log(&c, &old);
+    let warning = log
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains(&format!("this replica's WAL forked from {last}'s timeline")))
+        .unwrap_or_else(|| panic!("no fork warning in {old}'s log:\n{log}"));
+    eprintln!("{old} warned: {warning}");
+    let want = digest(&c, last_port).await.unwrap();
+    assert!(want.starts_with("100:"), "{want}");
+    eventually(Duration::from_secs(30), "the same rows on every member", || async {
+        for port in [c.port_of(&old), first_port] {
+            if digest(&c, port).await? != want {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    eprintln!("every member holds {want}");
+}
