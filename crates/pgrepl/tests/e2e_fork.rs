@@ -4,7 +4,9 @@
 //! replica, replayed past the new timeline's switch point, must be seen as forked (a warning in
 //! its log and in `status`), rewound and streaming again, and every member must hold the same
 //! rows. Also: a request for a leader that cannot take over fails within seconds, non-zero, and
-//! is withdrawn.
+//! is withdrawn; and a member promoted without having seen the newest timeline's history file
+//! starts a second timeline of that number, whose members from the other branch are told apart
+//! by their histories and cloned afresh.
 
 mod common;
 
