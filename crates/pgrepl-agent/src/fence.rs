@@ -32,6 +32,8 @@ pub struct FencerPlace {
 pub struct Fence {
     beats: mpsc::UnboundedSender<Beat>,
     fired: Arc<Mutex<Vec<Fired>>>,
+    /// Whether the task is connected to a fencer now.
+    connected: tokio::sync::watch::Receiver<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -41,8 +43,9 @@ impl Fence {
     pub fn start(place: FencerPlace) -> Fence {
         let (beats, rx) = mpsc::unbounded_channel();
         let fired = Arc::new(Mutex::new(Vec::new()));
-        let task = tokio::spawn(keep_fencer(place, rx, fired.clone()));
-        Fence { beats, fired, task }
+        let (connected_tx, connected) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(keep_fencer(place, rx, fired.clone(), connected_tx));
+        Fence { beats, fired, connected, task }
     }
 
     /// The lease is held until `until` on the boot clock (`fencer::boot_now`).
@@ -59,6 +62,12 @@ impl Fence {
         let _ = self.beats.send(Beat::Disarm);
     }
 
+    /// Waits until a fencer listens, for at most `limit`; false if none did by then.
+    pub async fn wait_connected(&self, limit: Duration) -> bool {
+        let mut connected = self.connected.clone();
+        tokio::time::timeout(limit, connected.wait_for(|c| *c)).await.is_ok_and(|r| r.is_ok())
+    }
+
     /// Disarms and lets the fencer go (it exits, having nothing to guard), waiting briefly for
     /// the fencer to have been told.
     pub async fn close(self) {
@@ -73,7 +82,12 @@ impl Fence {
     }
 }
 
-async fn keep_fencer(place: FencerPlace, mut beats: mpsc::UnboundedReceiver<Beat>, fired: Arc<Mutex<Vec<Fired>>>) {
+async fn keep_fencer(
+    place: FencerPlace,
+    mut beats: mpsc::UnboundedReceiver<Beat>,
+    fired: Arc<Mutex<Vec<Fired>>>,
+    connected: tokio::sync::watch::Sender<bool>,
+) {
     // What this agent last asked of the fencer, re-sent to a new one; `None` until its first
     // beat, so that a new agent taking over a running fencer does not disarm it before it
     // has looked at the lease itself.
@@ -89,6 +103,7 @@ async fn keep_fencer(place: FencerPlace, mut beats: mpsc::UnboundedReceiver<Beat
             }
         };
         first = false;
+        connected.send_replace(true);
         let (read, mut write) = stream.into_split();
         let mut lines = BufReader::new(read).lines();
         while let Ok(beat) = beats.try_recv() {
@@ -117,6 +132,7 @@ async fn keep_fencer(place: FencerPlace, mut beats: mpsc::UnboundedReceiver<Beat
                 },
             }
         }
+        connected.send_replace(false);
         warn!("the fencer went away; starting a new one and handing it the current deadline");
     }
 }

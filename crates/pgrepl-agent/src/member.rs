@@ -16,10 +16,13 @@ use pgrepl_store::{Condition, Snapshot, Store, StoreError};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tracing::{info, info_span, warn, Instrument};
+use tracing::{error, info, info_span, warn, Instrument};
 
 /// How long after another member's lease could expire this agent looks again.
 const LEASE_EXPIRY_SLACK: Duration = Duration::from_millis(20);
+
+/// How long the agent waits for its fencer before its first cycle.
+const FENCER_START_LIMIT: Duration = Duration::from_secs(5);
 
 /// How long a primary that does not hold the lease may run before the fencer stops it, should
 /// this agent not demote it first (a clean demotion usually takes under a second; its
@@ -110,6 +113,12 @@ impl Agent {
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         tokio::pin!(shutdown);
         info!(member = %self.s.member, "agent started");
+        // The fencer runs before this agent starts or promotes anything. Without one the loop
+        // still runs (a primary it finds must be demoted if it lost the lease), and the task
+        // keeps trying to start one.
+        if !self.fence.wait_connected(FENCER_START_LIMIT).await {
+            error!("no fencer runs for this member yet: its PostgreSQL is not fenced until one does (see the warnings above)");
+        }
         loop {
             self.cycle += 1;
             let span = info_span!("cycle", member = %self.s.member, n = self.cycle);
