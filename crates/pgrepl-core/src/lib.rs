@@ -6,6 +6,7 @@ pub mod decision;
 pub mod failover;
 pub mod fixed;
 pub mod local;
+pub mod maintenance;
 pub mod names;
 pub mod spec;
 pub mod testing;
@@ -18,5 +19,6 @@ pub use local::{DataDir, ReplicationRow, Server, Slot, Upstream};
 pub use names::{BadLsn, BadMemberName, Lsn, MemberName, SystemId, Timeline};
 pub use spec::{FailoverSpec, MemberSpec, PasswordKind, PasswordVersions, Spec, SyncMode};
 pub use view::{
-    keys, ClusterView, Initialized, LeaderRecord, MemberState, MemberStatus, Role, SyncRecord, TargetRecord,
+    keys, ClusterView, Initialized, LeaderRecord, MemberState, MemberStatus, PauseRecord, Role, SyncRecord,
+    TargetRecord,
 };
