@@ -42,6 +42,15 @@ pub fn check(view: &ClusterView) -> Result<MemberName, String> {
     Ok(leader.clone())
 }
 
+/// `check`, counting only the statuses published at or after `since_ms` (wall clock, as agents
+/// stamp them): a status from before, say from before a power loss and still within its TTL, is
+/// no evidence that the member runs now.
+pub fn check_since(view: &ClusterView, since_ms: u64) -> Result<MemberName, String> {
+    let mut fresh = view.clone();
+    fresh.members.retain(|_, s| s.updated_ms >= since_ms);
+    check(&fresh)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,6 +101,18 @@ mod tests {
         assert_eq!(check(&view), Err("removed member node-2 to stop".into()));
         view.members.remove(&MemberName::numbered(2));
         assert!(check(&view).unwrap_err().contains("replication slots"));
+    }
+
+    #[test]
+    fn statuses_from_before_are_no_evidence() {
+        let mut view = two_member_view();
+        for s in view.members.values_mut() {
+            s.updated_ms = 1_000;
+        }
+        assert_eq!(check_since(&view, 1_000), Ok(MemberName::numbered(1)));
+        assert_eq!(check_since(&view, 1_001), Err("node-1 to run as primary".into()));
+        view.members.get_mut(&MemberName::numbered(1)).unwrap().updated_ms = 2_000;
+        assert_eq!(check_since(&view, 1_001), Err("node-2 to stream from node-1".into()));
     }
 
     #[test]

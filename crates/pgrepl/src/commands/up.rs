@@ -226,8 +226,24 @@ async fn start_supervisor(cluster: &Cluster, splicer: Option<&Splicer>) -> anyho
     cmd.spawn().context("start the supervisor")
 }
 
+/// In maintenance mode no agent starts a stopped PostgreSQL, so `up` could not bring the cluster
+/// up and would only wait out its bound.
+async fn refuse_paused(store: &dyn Store) -> anyhow::Result<()> {
+    let snapshot = store.snapshot().await.context("read the store")?;
+    if snapshot.get(keys::PAUSE).is_some() {
+        bail!(
+            "the cluster is in maintenance mode (`pgrepl pause`), in which no agent starts a stopped PostgreSQL, so `up` \
+             cannot bring it up; end it with `pgrepl resume`, then run `pgrepl up` again"
+        );
+    }
+    Ok(())
+}
+
 pub async fn run(dir: &Path, args: UpArgs) -> anyhow::Result<()> {
     let started = Instant::now();
+    // Only statuses published from now on show the cluster ready: after a power loss (every
+    // process killed at once) the store still holds the statuses of before, within their TTL.
+    let started_ms = wait::wall_clock_ms();
     let layout = Layout::new(dir);
     let existing = layout.config().exists();
     let before = if existing { read_dir_config(&layout).ok() } else { None };
@@ -240,7 +256,9 @@ pub async fn run(dir: &Path, args: UpArgs) -> anyhow::Result<()> {
     };
     prepare_directory(&layout, &config, existing)?;
     let store = open_store(&layout, &config).await?;
-    if !existing {
+    if existing {
+        refuse_paused(store.as_ref()).await?;
+    } else {
         // Before the directory gets its configuration: a failed first `up` leaves it new.
         check_store_unused(store.as_ref(), &config).await?;
     }
@@ -250,17 +268,18 @@ pub async fn run(dir: &Path, args: UpArgs) -> anyhow::Result<()> {
     settle_spec(&cluster, &args, &changed).await?;
 
     let limit = Duration::from_secs(args.wait);
+    let ready = |view: &_| readiness::check_since(view, started_ms);
     if running_pid(&cluster.layout.supervisor_pid()).is_some() {
         if before.is_some_and(|b| read_dir_config(&cluster.layout).is_ok_and(|now| now != b)) {
             eprintln!(
                 "note: the cluster is running; new passwords and --replicas apply now, other settings at its next start (`pgrepl down`, then `pgrepl up`)"
             );
         }
-        wait::until(&cluster, limit, readiness::check).await?;
+        wait::until(&cluster, limit, ready).await?;
     } else {
         let mut supervisor = start_supervisor(&cluster, splicer.as_ref()).await?;
         tokio::select! {
-            ready = wait::until(&cluster, limit, readiness::check) => { ready?; }
+            ready = wait::until(&cluster, limit, ready) => { ready?; }
             exit = supervisor.wait() => {
                 let log = std::fs::read_to_string(cluster.layout.supervisor_log()).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
