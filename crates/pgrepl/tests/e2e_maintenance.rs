@@ -73,6 +73,18 @@ async fn while_paused_nothing_fails_over_or_restarts_until_resume_and_a_switchov
     assert_ne!(leader, first);
     assert_eq!(c.converged(), Some(leader.clone()), "{:#}", c.status());
     assert_eq!(c.status()["maintenance_mode"], true);
+    // A new member clones and streams (joining is not restarting).
+    c.ok(&["scale", "2"]);
+    assert_eq!(c.converged(), Some(leader.clone()), "{:#}", c.status());
+
+    // Commands that would wait for what maintenance mode holds back say so at once.
+    assert!(c.ok(&["pause"]).contains("already in maintenance mode"));
+    for args in [&["start", "node-2"][..], &["up"][..]] {
+        let out = c.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains("maintenance mode"), "{args:?}: {}", common::describe(&out));
+        assert!(stderr.contains("`pgrepl resume`"), "{stderr}");
+    }
 
     // The primary's PostgreSQL killed: not restarted, no failover, the lease kept.
     kill9(postmaster_pid(&c, &leader));
@@ -123,14 +135,14 @@ async fn while_paused_nothing_fails_over_or_restarts_until_resume_and_a_switchov
     let decision = common::member(&status, &replica)["decision"].as_str().unwrap().to_string();
     assert!(decision.starts_with("paused: nobody holds the leader lease"), "{decision}");
 
-    // Resumed: the replica fails over; `up` brings the lost member back as a replica.
+    // Resumed: a replica fails over; `up` brings the lost member back as a replica.
     c.ok(&["resume"]);
-    eventually(Duration::from_secs(30), "the failover after resume", || async {
-        (c.members("primary", "running").iter().any(|(m, _)| *m == replica)).then_some(())
+    let new = eventually(Duration::from_secs(30), "the failover after resume", || async {
+        c.members("primary", "running").into_iter().map(|(m, _)| m).find(|m| *m != leader)
     })
     .await;
     c.ok(&["up"]);
-    assert_eq!(c.converged(), Some(replica.clone()), "{:#}", c.status());
+    assert_eq!(c.converged(), Some(new), "{:#}", c.status());
     assert_eq!(watch.stop().await, 1, "never two writable primaries at once");
 }
 
