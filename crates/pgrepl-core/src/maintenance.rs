@@ -36,7 +36,9 @@ pub fn restrain(o: &Observation, d: Decision) -> Decision {
         Action::Demote { release_lease: false } if c.leader.is_none() && c.target.is_none() => {
             Some(Reason::NoDemotionPaused)
         }
-        Action::Rewind { leader } if d.reason == Reason::Stalled(leader.clone()) => {
+        // Only a former primary rejoining the leader put in its place (by a manual change)
+        // rewinds; a replica that cannot stream is left as it is.
+        Action::Rewind { leader } if !matches!(d.reason, Reason::FormerPrimary(_)) => {
             Some(Reason::NoRewindPaused(leader.clone()))
         }
         Action::Reinitialize => Some(Reason::NoWipePaused),

@@ -104,6 +104,10 @@ async fn while_paused_nothing_fails_over_or_restarts_until_resume_and_a_switchov
     let status = c.status();
     let decision = common::member(&status, &leader)["decision"].as_str().unwrap().to_string();
     assert!(decision.starts_with("paused: PostgreSQL is stopped"), "{decision}");
+    // The unchanged sentence is logged again about once per loop_wait (1 s) while paused.
+    let log = std::fs::read_to_string(c.dir.join(format!("members/{leader}/member.log"))).unwrap();
+    let reminders = log.lines().filter(|l| l.contains("paused: PostgreSQL is stopped")).count();
+    assert!(reminders >= 6, "{reminders} times in 12 s:\n{log}");
 
     // Resumed: the leader restarts its server.
     let out = c.ok(&["resume"]);
