@@ -9,6 +9,7 @@ use crate::commands::{ports, router, summary, wait};
 use crate::config::{self, Config, RawConfig, StoreConfig};
 use crate::layout::Layout;
 use crate::readiness;
+use crate::topology;
 use crate::supervisor::{is_alive, pgrepl_command, running_pid};
 use anyhow::{bail, Context};
 use pgrepl_agent::Secrets;
@@ -287,8 +288,9 @@ pub async fn run(dir: &Path, args: UpArgs) -> anyhow::Result<()> {
             }
         }
     }
-    ports::wait_for_router(&cluster.config, Duration::from_secs(10)).await?;
     let (_, view) = cluster.view().await?;
+    let ro_routed = !topology::from_view(&view, cluster.config.ro_max_lag).ro.is_empty();
+    ports::wait_for_router(&cluster.config, ro_routed, Duration::from_secs(10)).await?;
     println!(
         "cluster {:?} is ready in {:.1} s ({})",
         cluster.config.cluster,
