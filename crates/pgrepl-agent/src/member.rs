@@ -3,7 +3,8 @@
 //! sentence is logged when it changes (and, in maintenance mode, again once per `loop_wait`).
 //! Runs until told to shut down, then stops PostgreSQL and gives up the lease.
 
-use crate::fence::Fence;
+use crate::fence::{Fence, FencerPlace};
+use crate::fencer::{self, boot_now};
 use crate::publish;
 use crate::settings::Settings;
 use anyhow::Context;
@@ -19,6 +20,10 @@ use tracing::{info, info_span, warn, Instrument};
 
 /// How long after another member's lease could expire this agent looks again.
 const LEASE_EXPIRY_SLACK: Duration = Duration::from_millis(20);
+
+/// How long a primary that does not hold the lease may run before the fencer stops it, should
+/// this agent not demote it first (a clean demotion takes well under a second).
+const DEMOTE_BOUND: Duration = Duration::from_secs(5);
 
 pub struct Agent {
     pub(crate) s: Settings,
@@ -80,7 +85,11 @@ impl Agent {
             log_file: s.log_file.clone(),
             name: s.member.to_string(),
         };
-        let fence = Fence::spawn(pg.clone());
+        let fence = Fence::start(FencerPlace {
+            data_dir: s.data_dir.clone(),
+            socket: fencer::socket_path(&s.socket_dir),
+            program: std::env::current_exe().context("find the pgrepl binary (it runs the fencer)")?,
+        });
         Ok(Agent {
             s,
             store,
@@ -194,7 +203,8 @@ impl Agent {
     }
 
     async fn observe(&mut self) -> anyhow::Result<Seen> {
-        let at = Instant::now();
+        let at = boot_now();
+        self.record_fences().await;
         let snapshot = self.store.snapshot().await.context("read the store")?;
         let cluster =
             ClusterView::from_entries(snapshot.entries.iter().map(|(k, e)| (k.as_str(), e.value.as_slice())))?;
@@ -219,13 +229,11 @@ impl Agent {
             }
         }
         self.paused = cluster.paused();
-        if holds_lease && !self.paused {
-            // A lease seen held with time left holds at least that long after the read was sent.
-            if let Some(left) = snapshot.get(keys::LEADER).and_then(|e| e.expires_in) {
-                self.fence.arm(at + left);
-            }
-        } else {
+        if self.paused {
+            // Maintenance mode: no fence, also once the store is lost; the next beat re-arms it.
             self.fence.disarm();
+        } else {
+            self.beat_fence(holds_lease, &server, snapshot.get(keys::LEADER).and_then(|e| e.expires_in), at);
         }
         // The clock runs while this member leads, or led last, with its server down: a leader
         // that gave its lease up for failing to start must not take it straight back.
@@ -260,6 +268,38 @@ impl Agent {
             cluster,
         };
         Ok(Seen { snapshot, obs })
+    }
+
+    /// Tells the fencer what this cycle saw (`at`: when the store read was sent, on the boot
+    /// clock): a lease seen held with time left holds at least that long after the read was
+    /// sent; a primary without the lease must have demoted within `DEMOTE_BOUND` (if this agent
+    /// hangs before it does, the fencer stops it); anything else has nothing to guard.
+    fn beat_fence(&self, holds_lease: bool, server: &Server, lease_left: Option<Duration>, at: Duration) {
+        match (holds_lease, server) {
+            (true, _) => {
+                if let Some(left) = lease_left {
+                    self.fence.arm(at + left);
+                }
+            }
+            (false, Server::Primary { .. }) => self.fence.limit(at + DEMOTE_BOUND),
+            (false, _) => self.fence.disarm(),
+        }
+    }
+
+    /// Logs each fence the fencer reports and records the last in the store (`fences/NAME`).
+    async fn record_fences(&mut self) {
+        for fired in self.fence.take_fired() {
+            warn!(
+                at_unix_ms = fired.at_unix_ms,
+                killed = fired.killed,
+                "the fencer stopped this member's PostgreSQL: the lease it served under was not renewed in time"
+            );
+            let key = keys::fence(&self.s.member);
+            let value = serde_json::to_vec(&fired).unwrap_or_default();
+            if let Err(e) = self.put(&key, &value, Condition::Any, None).await {
+                warn!("record the fence in the store: {e:#}");
+            }
+        }
     }
 
     /// The file that marks a data directory whose bootstrap has not recorded the cluster yet.
@@ -301,7 +341,7 @@ impl Agent {
 
     /// Writes the leader key with the lease's TTL and arms the fence for it.
     pub(crate) async fn renew(&mut self, value: &[u8], cond: Condition) -> Result<(), StoreError> {
-        let sent = Instant::now();
+        let sent = boot_now();
         self.put(keys::LEADER, value, cond, Some(self.s.ttl)).await?;
         if !self.paused {
             self.fence.arm(sent + self.s.ttl);
@@ -361,11 +401,12 @@ impl Agent {
 
     /// Stop PostgreSQL, give up the lease and withdraw the member's status.
     async fn shut_down(self) -> anyhow::Result<()> {
-        self.fence.disarm();
         info!(member = %self.s.member, "agent stopping: stopping PostgreSQL and releasing the lease");
         if self.pg.postmaster_running() {
             self.pg.stop(StopMode::Fast, Duration::from_secs(60)).await.context("stop PostgreSQL")?;
         }
+        // Only now: should the stop hang, the fencer still ends PostgreSQL before the lease lapses.
+        self.fence.close().await;
         if let Ok(snapshot) = self.store.snapshot().await {
             if let Some(entry) = snapshot.get(keys::LEADER) {
                 let holder: Option<pgrepl_core::LeaderRecord> = serde_json::from_slice(&entry.value).ok();

@@ -4,6 +4,7 @@
 pub mod decide;
 pub mod decision;
 pub mod failover;
+pub mod fence;
 pub mod fixed;
 pub mod local;
 pub mod maintenance;

@@ -28,8 +28,15 @@ pub mod keys {
     /// Prefix of the members' published statuses (TTL keys): `MemberStatus`.
     pub const MEMBERS: &str = "members/";
 
+    /// Prefix of the last fence of each member (no TTL): `pgrepl_core::fence::Fired`.
+    pub const FENCES: &str = "fences/";
+
     pub fn member(name: &MemberName) -> String {
         format!("{MEMBERS}{name}")
+    }
+
+    pub fn fence(name: &MemberName) -> String {
+        format!("{FENCES}{name}")
     }
 }
 
@@ -174,6 +181,8 @@ pub struct ClusterView {
     pub pause: Option<PauseRecord>,
     pub spec: Option<Spec>,
     pub members: BTreeMap<MemberName, MemberStatus>,
+    /// The last fence of each member that was ever fenced.
+    pub fences: BTreeMap<MemberName, crate::fence::Fired>,
 }
 
 /// A stored value that does not parse.
@@ -186,6 +195,10 @@ pub struct BadValue {
 
 fn parse<T: serde::de::DeserializeOwned>(key: &str, value: &[u8]) -> Result<T, BadValue> {
     serde_json::from_slice(value).map_err(|e| BadValue { key: key.to_string(), detail: e.to_string() })
+}
+
+fn member_name(key: &str, name: &str) -> Result<MemberName, BadValue> {
+    MemberName::new(name).map_err(|e| BadValue { key: key.to_string(), detail: e.to_string() })
 }
 
 impl ClusterView {
@@ -207,9 +220,9 @@ impl ClusterView {
                 keys::PAUSE => view.pause = Some(parse(key, value)?),
                 _ => {
                     if let Some(name) = key.strip_prefix(keys::MEMBERS) {
-                        let name = MemberName::new(name)
-                            .map_err(|e| BadValue { key: key.to_string(), detail: e.to_string() })?;
-                        view.members.insert(name, parse(key, value)?);
+                        view.members.insert(member_name(key, name)?, parse(key, value)?);
+                    } else if let Some(name) = key.strip_prefix(keys::FENCES) {
+                        view.fences.insert(member_name(key, name)?, parse(key, value)?);
                     }
                 }
             }

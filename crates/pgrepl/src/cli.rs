@@ -132,6 +132,14 @@ pub enum Command {
         #[arg(long)]
         member: String,
     },
+    /// (internal) Run the fencer of one member (started by its agent).
+    #[command(hide = true)]
+    Fencer {
+        #[arg(long)]
+        data_dir: std::path::PathBuf,
+        #[arg(long)]
+        socket: std::path::PathBuf,
+    },
 }
 
 #[derive(Args, Debug)]

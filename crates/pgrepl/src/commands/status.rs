@@ -50,6 +50,8 @@ pub struct MemberJson {
     pub lag_bytes: Option<u64>,
     pub lag_seconds: Option<f64>,
     pub decision: Option<String>,
+    /// When the fencer last stopped this member's PostgreSQL (its lease was not renewed).
+    pub last_fenced_unix_ms: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -102,6 +104,7 @@ pub fn build(cluster_name: &str, view: &ClusterView, endpoints: EndpointsJson) -
                     lag_bytes: (s.role == Role::Replica).then(|| view.lag_bytes(name)).flatten(),
                     lag_seconds: if s.role == Role::Replica { lag_seconds } else { None },
                     decision: Some(s.decision.clone()),
+                    last_fenced_unix_ms: view.fences.get(name).map(|f| f.at_unix_ms),
                 }
             }
             None => MemberJson {
@@ -115,6 +118,7 @@ pub fn build(cluster_name: &str, view: &ClusterView, endpoints: EndpointsJson) -
                 lag_bytes: None,
                 lag_seconds: None,
                 decision: None,
+                last_fenced_unix_ms: view.fences.get(name).map(|f| f.at_unix_ms),
             },
         };
         members.push(member);
@@ -181,6 +185,15 @@ pub async fn run(dir: &Path, json: bool) -> anyhow::Result<()> {
     println!("\nendpoints (router {}):", if e.router { "running" } else { "not running" });
     println!("  rw {:<22} -> {}", e.rw.address, to(&e.rw.routes_to));
     println!("  ro {:<22} -> {}", e.ro.address, to(&e.ro.routes_to));
+    let fenced: Vec<_> = status.members.iter().filter_map(|m| Some((&m.name, m.last_fenced_unix_ms?))).collect();
+    if !fenced.is_empty() {
+        println!("\nfences (the fencer stopped PostgreSQL when the lease it served under was not renewed):");
+        let now_ms =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        for (name, at) in fenced {
+            println!("  {name:<10} last fenced {:.1} s ago", now_ms.saturating_sub(at) as f64 / 1000.0);
+        }
+    }
     if !status.replication.is_empty() {
         println!("\npg_stat_replication on {}:", dash(&status.leader));
         println!("  {:<10} {:<16} STATE", "MEMBER", "CLIENT_ADDR");

@@ -175,11 +175,15 @@ impl TestCluster {
             .then(|| primaries[0]["name"].as_str().unwrap().to_string())
     }
 
-    /// Whether PostgreSQL of `member` runs (its postmaster.pid names a live process).
+    /// Whether PostgreSQL of `member` runs (its postmaster.pid names a live process, not a
+    /// killed one waiting to be reaped).
     pub fn postgres_runs(&self, member: &str) -> bool {
         let pid_file = self.dir.join(format!("members/{member}/data/postmaster.pid"));
         let pid = std::fs::read_to_string(pid_file).ok().and_then(|t| t.lines().next()?.trim().parse::<i32>().ok());
-        pid.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
+        pid.is_some_and(|pid| {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            status.lines().any(|l| l.starts_with("State:") && !l.contains("(zombie)"))
+        })
     }
 
     /// Loses `member`: nothing may restart it (the supervisor goes first), then its agent and
