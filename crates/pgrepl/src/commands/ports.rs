@@ -119,19 +119,6 @@ fn error_code(body: &[u8]) -> Option<&str> {
     None
 }
 
-#[cfg(test)]
-mod tests {
-    use super::error_code;
-
-    #[test]
-    fn the_sqlstate_of_an_error_response_is_found() {
-        assert_eq!(error_code(b"SFATAL\0C57P03\0Mpgrepl router: no primary\0\0"), Some("57P03"));
-        assert_eq!(error_code(b"SFATAL\0VFATAL\0C28000\0\0"), Some("28000"));
-        assert_eq!(error_code(b"SFATAL\0\0"), None);
-        assert_eq!(error_code(b"C5"), None, "unterminated");
-    }
-}
-
 /// Every member port of a cluster about to start must be free, except those of members still
 /// running from before (`still_running`), which the new agents adopt.
 pub fn check_free(config: &Config, spec: &Spec, still_running: impl Fn(&MemberName) -> bool) -> anyhow::Result<()> {
@@ -145,4 +132,17 @@ pub fn check_free(config: &Config, spec: &Spec, still_running: impl Fn(&MemberNa
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_code;
+
+    #[test]
+    fn the_sqlstate_of_an_error_response_is_found() {
+        assert_eq!(error_code(b"SFATAL\0C57P03\0Mpgrepl router: no primary\0\0"), Some("57P03"));
+        assert_eq!(error_code(b"SFATAL\0VFATAL\0C28000\0\0"), Some("28000"));
+        assert_eq!(error_code(b"SFATAL\0\0"), None);
+        assert_eq!(error_code(b"C5"), None, "unterminated");
+    }
 }
