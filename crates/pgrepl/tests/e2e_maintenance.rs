@@ -9,7 +9,7 @@ mod common;
 
 use common::etcd::{Etcd, EtcdExt};
 use common::writer::PrimaryWatch;
-use common::{eventually, kill9, pgrepl_bin, postmaster_pid, TestCluster};
+use common::{eventually, kill9, pgrepl_bin, pids, postmaster_pid, TestCluster};
 use serde_json::Value;
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
@@ -77,14 +77,15 @@ async fn while_paused_nothing_fails_over_or_restarts_until_resume_and_a_switchov
     c.ok(&["scale", "2"]);
     assert_eq!(c.converged(), Some(leader.clone()), "{:#}", c.status());
 
-    // Commands that would wait for what maintenance mode holds back say so at once.
+    // What maintenance mode holds back is said at once: `start` refuses, `up` does not claim
+    // the cluster ready.
     assert!(c.ok(&["pause"]).contains("already in maintenance mode"));
-    for args in [&["start", "node-2"][..], &["up"][..]] {
-        let out = c.run(args);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success() && stderr.contains("maintenance mode"), "{args:?}: {}", common::describe(&out));
-        assert!(stderr.contains("`pgrepl resume`"), "{stderr}");
-    }
+    let out = c.run(&["start", "node-2"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("maintenance mode"), "{}", common::describe(&out));
+    assert!(stderr.contains("`pgrepl resume`"), "{stderr}");
+    let out = c.ok(&["up"]);
+    assert!(out.contains("is in maintenance mode") && !out.contains("is ready"), "{out}");
 
     // The primary's PostgreSQL killed: not restarted, no failover, the lease kept.
     kill9(postmaster_pid(&c, &leader));
@@ -118,6 +119,27 @@ async fn while_paused_nothing_fails_over_or_restarts_until_resume_and_a_switchov
     })
     .await;
     assert_eq!(back, leader, "restarted in place, not failed over");
+
+    // Paused again, the supervisor and the primary's agent die while its PostgreSQL runs on,
+    // unfenced: resume refuses (a failover would leave two primaries). `up` starts the agents
+    // (starting no server), then resume goes through, the primary keeping its place.
+    c.ok(&["pause"]);
+    kill9(std::fs::read_to_string(c.dir.join("supervisor.pid")).unwrap().trim().parse().unwrap());
+    let agent = pids(&c, &format!("agent --member {leader}"));
+    assert_eq!(agent.len(), 1);
+    kill9(agent[0]);
+    eventually(Duration::from_secs(5), "the agent gone", || async {
+        pids(&c, &format!("agent --member {leader}")).is_empty().then_some(())
+    })
+    .await;
+    let out = c.run(&["resume"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("runs without its agent"), "{}", common::describe(&out));
+    assert_eq!(c.status()["maintenance_mode"], true);
+    assert!(c.ok(&["up"]).contains("is in maintenance mode"));
+    c.ok(&["resume"]);
+    let primary = eventually(Duration::from_secs(30), "convergence after resume", || async { c.converged() }).await;
+    assert_eq!(primary, leader, "the primary kept its place");
 
     // Paused again, the primary's whole member is lost (supervisor, agent, PostgreSQL): its
     // lease runs out, and nobody takes over.

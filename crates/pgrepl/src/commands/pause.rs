@@ -5,10 +5,11 @@
 //! leader's lease and disarm their fence (`pgrepl_core::maintenance`); `promote`, `switchover`
 //! and `failover` still work. On resume each agent's next cycle decides from a fresh observation.
 
+use crate::agent_lock;
 use crate::cluster::Cluster;
-use crate::commands::wait;
+use crate::commands::{up, wait};
 use anyhow::{bail, Context};
-use pgrepl_core::{keys, ClusterView, PauseRecord};
+use pgrepl_core::{keys, ClusterView, MemberName, PauseRecord};
 use pgrepl_store::{Condition, StoreError};
 use std::path::Path;
 use std::time::Duration;
@@ -43,6 +44,40 @@ fn taken_in(view: &ClusterView, paused: bool) -> Result<(), String> {
     }
 }
 
+/// Refuses to resume while a PostgreSQL of this directory runs without its agent (stopped
+/// while paused): nothing would fence that server if another member took over once resumed,
+/// and two primaries would take writes.
+fn refuse_unguarded(cluster: &Cluster, view: &ClusterView) -> anyhow::Result<()> {
+    let layout = &cluster.layout;
+    let members = view.spec.iter().flat_map(|s| s.members.keys());
+    let unguarded = members
+        .filter(|m| up::postmaster_runs(layout, m) && agent_lock::holder(&layout.agent_lock(m)).is_none())
+        .map(MemberName::to_string)
+        .collect::<Vec<_>>();
+    if !unguarded.is_empty() {
+        bail!(
+            "not resuming: the PostgreSQL of {} runs without its agent, and maintenance mode left it unfenced, so \
+             a failover after resume could leave two primaries taking writes; start the agents first (`pgrepl up`, \
+             or the member's `pgrepl node`; paused, they start no server), then `pgrepl resume`",
+            unguarded.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Warns when the lease is free and its last holder publishes nothing: its agent is not
+/// running (on another host, say), and its PostgreSQL may still run without a fence.
+fn warn_unseen_leader(view: &ClusterView) {
+    let last = view.last_leader.as_ref().map(|r| &r.member);
+    if let Some(last) = last.filter(|l| view.leader.is_none() && !view.members.contains_key(*l)) {
+        eprintln!(
+            "warning: nobody holds the leader lease and its last holder {last} publishes no status; if its PostgreSQL \
+             still runs (its agent stopped while paused), it has no fence, and the failover that follows resume could \
+             leave two primaries until its agent returns: make sure it is stopped"
+        );
+    }
+}
+
 pub async fn run(dir: &Path, paused: bool, wait_secs: u64) -> anyhow::Result<()> {
     let cluster = Cluster::open(dir).await?;
     let (_, view) = cluster.view().await?;
@@ -61,6 +96,8 @@ pub async fn run(dir: &Path, paused: bool, wait_secs: u64) -> anyhow::Result<()>
         }
         (false, None) => println!("cluster {name:?} is not in maintenance mode"),
         (false, Some(_)) => {
+            refuse_unguarded(&cluster, &view)?;
+            warn_unseen_leader(&view);
             cluster.store.delete(keys::PAUSE, Condition::Any).await.context("remove the pause key")?;
         }
     }

@@ -13,7 +13,7 @@ use crate::supervisor::{is_alive, pgrepl_command, running_pid};
 use crate::topology;
 use anyhow::{bail, Context};
 use pgrepl_agent::Secrets;
-use pgrepl_core::{keys, MemberName, MemberSpec, PasswordKind, Spec};
+use pgrepl_core::{keys, ClusterView, MemberName, MemberSpec, PasswordKind, Spec};
 use pgrepl_router::Splicer;
 use pgrepl_store::{Condition, Store};
 use rand::distributions::{Alphanumeric, DistString};
@@ -147,9 +147,14 @@ pub(crate) fn write_config(layout: &Layout, raw: &RawConfig, config: &Config, by
 /// A member of this cluster still running from before: its agent (which outlived a
 /// supervisor) or its PostgreSQL (which outlived its agent).
 fn still_running(layout: &Layout, member: &MemberName) -> bool {
+    agent_lock::holder(&layout.agent_lock(member)).is_some() || postmaster_runs(layout, member)
+}
+
+/// Whether the PostgreSQL of `member` runs (from its data directory in this cluster directory).
+pub(crate) fn postmaster_runs(layout: &Layout, member: &MemberName) -> bool {
     let postmaster = std::fs::read_to_string(layout.data(member).join("postmaster.pid")).unwrap_or_default();
     let postmaster_pid = postmaster.lines().next().and_then(|l| l.trim().parse().ok());
-    agent_lock::holder(&layout.agent_lock(member)).is_some() || postmaster_pid.is_some_and(is_alive)
+    postmaster_pid.is_some_and(is_alive)
 }
 
 fn new_spec(config: &Config) -> anyhow::Result<Spec> {
@@ -227,19 +232,6 @@ async fn start_supervisor(cluster: &Cluster, splicer: Option<&Splicer>) -> anyho
     cmd.spawn().context("start the supervisor")
 }
 
-/// In maintenance mode no agent starts a stopped PostgreSQL, so `up` could not bring the cluster
-/// up and would only wait out its bound.
-async fn refuse_paused(store: &dyn Store) -> anyhow::Result<()> {
-    let snapshot = store.snapshot().await.context("read the store")?;
-    if snapshot.get(keys::PAUSE).is_some() {
-        bail!(
-            "the cluster is in maintenance mode (`pgrepl pause`), in which no agent starts a stopped PostgreSQL, so `up` \
-             cannot bring it up; end it with `pgrepl resume`, then run `pgrepl up` again"
-        );
-    }
-    Ok(())
-}
-
 pub async fn run(dir: &Path, args: UpArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     // Only statuses published from now on show the cluster ready: after a power loss (every
@@ -257,9 +249,7 @@ pub async fn run(dir: &Path, args: UpArgs) -> anyhow::Result<()> {
     };
     prepare_directory(&layout, &config, existing)?;
     let store = open_store(&layout, &config).await?;
-    if existing {
-        refuse_paused(store.as_ref()).await?;
-    } else {
+    if !existing {
         // Before the directory gets its configuration: a failed first `up` leaves it new.
         check_store_unused(store.as_ref(), &config).await?;
     }
@@ -269,7 +259,13 @@ pub async fn run(dir: &Path, args: UpArgs) -> anyhow::Result<()> {
     settle_spec(&cluster, &args, &changed).await?;
 
     let limit = Duration::from_secs(args.wait);
-    let ready = |view: &_| readiness::check_since(view, started_ms);
+    // In maintenance mode no agent starts a stopped PostgreSQL: `up` then starts the agents and
+    // waits only until each publishes, and says the cluster is paused, not ready.
+    let paused = cluster.view().await?.1.paused();
+    let ready = |view: &ClusterView| match paused {
+        true => readiness::agents_since(view, started_ms),
+        false => readiness::check_since(view, started_ms).map(drop),
+    };
     if running_pid(&cluster.layout.supervisor_pid()).is_some() {
         if before.is_some_and(|b| read_dir_config(&cluster.layout).is_ok_and(|now| now != b)) {
             eprintln!(
@@ -289,6 +285,16 @@ pub async fn run(dir: &Path, args: UpArgs) -> anyhow::Result<()> {
         }
     }
     let (_, view) = cluster.view().await?;
+    if paused {
+        println!(
+            "cluster {:?} is in maintenance mode: its agents run ({}), but none starts a stopped PostgreSQL, so it \
+             is not waited for to be ready; after `pgrepl resume`, `pgrepl up` waits for that",
+            cluster.config.cluster,
+            cluster.layout.dir.display()
+        );
+        summary::print(&cluster, &view);
+        return Ok(());
+    }
     let ro_routed = !topology::from_view(&view, cluster.config.ro_max_lag).ro.is_empty();
     ports::wait_for_router(&cluster.config, ro_routed, Duration::from_secs(10)).await?;
     println!(
