@@ -74,8 +74,10 @@ impl Fence {
 }
 
 async fn keep_fencer(place: FencerPlace, mut beats: mpsc::UnboundedReceiver<Beat>, fired: Arc<Mutex<Vec<Fired>>>) {
-    // What this agent last asked of the fencer, re-sent to a new one.
-    let mut wanted = FenceState::default();
+    // What this agent last asked of the fencer, re-sent to a new one; `None` until its first
+    // beat, so that a new agent taking over a running fencer does not disarm it before it
+    // has looked at the lease itself.
+    let mut wanted: Option<FenceState> = None;
     let mut first = true;
     loop {
         let stream = match connect_or_start(&place, first).await {
@@ -90,17 +92,18 @@ async fn keep_fencer(place: FencerPlace, mut beats: mpsc::UnboundedReceiver<Beat
         let (read, mut write) = stream.into_split();
         let mut lines = BufReader::new(read).lines();
         while let Ok(beat) = beats.try_recv() {
-            wanted.apply(beat);
+            wanted.get_or_insert_with(FenceState::default).apply(beat);
         }
-        let current = wanted.lease_until().map_or(Beat::Disarm, Beat::Arm);
-        if write.write_all(current.to_line().as_bytes()).await.is_err() {
-            continue;
+        if let Some(current) = wanted.map(|w| w.lease_until().map_or(Beat::Disarm, Beat::Arm)) {
+            if write.write_all(current.to_line().as_bytes()).await.is_err() {
+                continue;
+            }
         }
         loop {
             tokio::select! {
                 beat = beats.recv() => {
                     let Some(beat) = beat else { return };
-                    wanted.apply(beat);
+                    wanted.get_or_insert_with(FenceState::default).apply(beat);
                     if write.write_all(beat.to_line().as_bytes()).await.is_err() {
                         break;
                     }

@@ -22,8 +22,9 @@ use tracing::{info, info_span, warn, Instrument};
 const LEASE_EXPIRY_SLACK: Duration = Duration::from_millis(20);
 
 /// How long a primary that does not hold the lease may run before the fencer stops it, should
-/// this agent not demote it first (a clean demotion takes well under a second).
-const DEMOTE_BOUND: Duration = Duration::from_secs(5);
+/// this agent not demote it first (a clean demotion usually takes under a second; its
+/// shutdown checkpoint may take longer on a busy server).
+const DEMOTE_BOUND: Duration = Duration::from_secs(10);
 
 pub struct Agent {
     pub(crate) s: Settings,

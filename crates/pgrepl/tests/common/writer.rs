@@ -53,7 +53,7 @@ fn loopback(port: u16) -> SocketAddr {
 }
 
 /// The admin user at `addr`, as `super::connect` does on loopback.
-async fn connect_at(addr: SocketAddr, password: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+pub async fn connect_at(addr: SocketAddr, password: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
     let mut config = tokio_postgres::Config::new();
     config
         .host(addr.ip().to_string())
