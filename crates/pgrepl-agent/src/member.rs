@@ -1,7 +1,7 @@
 //! `Agent`: one member's loop. Each cycle reads one store snapshot and the local server, asks
 //! `decide()` for one action, carries it out, and publishes the member's status. The cycle's
-//! sentence is logged when it changes. Runs until told to shut down, then stops PostgreSQL and
-//! gives up the lease.
+//! sentence is logged when it changes (and, in maintenance mode, again once per `loop_wait`).
+//! Runs until told to shut down, then stops PostgreSQL and gives up the lease.
 
 use crate::fence::{Fence, FencerPlace};
 use crate::fencer::{self, boot_now};
@@ -43,12 +43,17 @@ pub struct Agent {
     down_since: Option<Instant>,
     /// Stops PostgreSQL if the lease this member holds is about to expire unrenewed.
     pub(crate) fence: Fence,
+    /// The last observation saw maintenance mode: the fence stays disarmed (also when the store
+    /// is then lost: no demotion while paused) and renewals do not arm it.
+    paused: bool,
     /// `synchronous_standby_names` this agent last set (`None`: from the store's record).
     pub(crate) standby_names: Option<String>,
     /// What this agent last wrote into `pg_hba.conf` (`None`: nothing yet).
     pub(crate) hba: Option<pgrepl_pg::HbaRules>,
     cycle: u64,
     last_sentence: String,
+    /// When the sentence was last logged (paused, an unchanged one is logged again each loop_wait).
+    last_said: Option<Instant>,
     /// The store revision of this agent's last write: waking for it would only wake the agent
     /// for its own writes.
     own_revision: u64,
@@ -93,6 +98,7 @@ impl Agent {
             s,
             store,
             fence,
+            paused: false,
             down_since: None,
             standby_names: None,
             hba: None,
@@ -103,6 +109,7 @@ impl Agent {
             stalled_since: None,
             cycle: 0,
             last_sentence: String::new(),
+            last_said: None,
             last_published: None,
             client: None,
             own_revision: 0,
@@ -194,10 +201,14 @@ impl Agent {
         (revision, !quiet && !failed, others_lease_left)
     }
 
+    /// Logs the cycle's sentence when it changed; in maintenance mode also an unchanged one,
+    /// about once per `loop_wait`, so the log keeps saying that the cluster is paused.
     fn say(&mut self, sentence: &str) {
-        if sentence != self.last_sentence {
+        let reminder = self.paused && self.last_said.is_none_or(|at| at.elapsed() >= self.s.loop_wait);
+        if sentence != self.last_sentence || reminder {
             info!("{sentence}");
             self.last_sentence = sentence.to_string();
+            self.last_said = Some(Instant::now());
         }
     }
 
@@ -221,11 +232,24 @@ impl Agent {
             _ => (vec![], vec![], None),
         };
         let holds_lease = cluster.leader.as_ref() == Some(&self.s.member);
-        self.beat_fence(holds_lease, &server, snapshot.get(keys::LEADER).and_then(|e| e.expires_in), at);
+        if cluster.paused() != self.paused {
+            match cluster.paused() {
+                true => warn!("maintenance mode: no automatic failover, no restart of a stopped PostgreSQL, the fence disarmed, until `pgrepl resume`"),
+                false => info!("maintenance mode ended: deciding again from this observation, the fence armed while the lease is held"),
+            }
+        }
+        self.paused = cluster.paused();
+        if self.paused {
+            // Maintenance mode: no fence, also once the store is lost; the next beat re-arms it.
+            self.fence.disarm();
+        } else {
+            self.beat_fence(holds_lease, &server, snapshot.get(keys::LEADER).and_then(|e| e.expires_in), at);
+        }
         // The clock runs while this member leads, or led last, with its server down: a leader
         // that gave its lease up for failing to start must not take it straight back.
         let led_last = cluster.last_leader.as_ref().is_some_and(|r| r.member == self.s.member);
-        let leader_down = (holds_lease || led_last) && server == Server::Stopped;
+        // Paused, the clocks stand still: after `resume` they start afresh.
+        let leader_down = (holds_lease || led_last) && server == Server::Stopped && !self.paused;
         self.down_since = if leader_down { Some(self.down_since.unwrap_or_else(Instant::now)) } else { None };
         let start_overdue = self.down_since.is_some_and(|t| t.elapsed() > self.s.primary_start_timeout);
         let leader_endpoint = cluster
@@ -233,7 +257,8 @@ impl Agent {
             .as_ref()
             .and_then(|l| cluster.spec.as_ref()?.members.get(l))
             .map(|m| Upstream { host: m.host.clone(), port: m.port });
-        let stuck = matches!(&server, Server::Replica { upstream, streaming: false, .. } if *upstream == leader_endpoint && upstream.is_some());
+        let stuck = matches!(&server, Server::Replica { upstream, streaming: false, .. } if *upstream == leader_endpoint && upstream.is_some())
+            && !self.paused;
         self.stalled_since = if stuck { Some(self.stalled_since.unwrap_or_else(Instant::now)) } else { None };
         let replica_stalled = self.stalled_since.is_some_and(|t| t.elapsed() > self.s.stall_timeout);
         let obs = Observation {
@@ -328,7 +353,9 @@ impl Agent {
     pub(crate) async fn renew(&mut self, value: &[u8], cond: Condition) -> Result<(), StoreError> {
         let sent = boot_now();
         self.put(keys::LEADER, value, cond, Some(self.s.ttl)).await?;
-        self.fence.arm(sent + self.s.ttl);
+        if !self.paused {
+            self.fence.arm(sent + self.s.ttl);
+        }
         Ok(())
     }
 

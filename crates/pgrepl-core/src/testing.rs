@@ -18,6 +18,7 @@ pub fn status(role: Role, state: MemberState, port: u16, lsn: Lsn) -> MemberStat
         slots: vec![],
         applied_passwords: None,
         leader: None,
+        paused: false,
         updated_ms: 0,
     }
 }
