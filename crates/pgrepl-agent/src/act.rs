@@ -313,7 +313,10 @@ impl Agent {
         self.pg.basebackup(&from, &self.s.member.slot_name()).await?;
         self.configure(seen, Some(leader))?;
         self.pg.set_standby_signal(true)?;
-        info!(%leader, "cloned the leader");
+        // Started at once, as after a rewind: joining is one action, so it also completes in
+        // maintenance mode, where no stopped server is started.
+        self.pg.start(START_TIMEOUT).await?;
+        info!(%leader, "cloned the leader and started as its replica");
         Ok(())
     }
 

@@ -32,6 +32,8 @@ pub struct FencerPlace {
 pub struct Fence {
     beats: mpsc::UnboundedSender<Beat>,
     fired: Arc<Mutex<Vec<Fired>>>,
+    /// Whether the task is connected to a fencer now.
+    connected: tokio::sync::watch::Receiver<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -41,8 +43,9 @@ impl Fence {
     pub fn start(place: FencerPlace) -> Fence {
         let (beats, rx) = mpsc::unbounded_channel();
         let fired = Arc::new(Mutex::new(Vec::new()));
-        let task = tokio::spawn(keep_fencer(place, rx, fired.clone()));
-        Fence { beats, fired, task }
+        let (connected_tx, connected) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(keep_fencer(place, rx, fired.clone(), connected_tx));
+        Fence { beats, fired, connected, task }
     }
 
     /// The lease is held until `until` on the boot clock (`fencer::boot_now`).
@@ -59,6 +62,12 @@ impl Fence {
         let _ = self.beats.send(Beat::Disarm);
     }
 
+    /// Waits until a fencer listens, for at most `limit`; false if none did by then.
+    pub async fn wait_connected(&self, limit: Duration) -> bool {
+        let mut connected = self.connected.clone();
+        tokio::time::timeout(limit, connected.wait_for(|c| *c)).await.is_ok_and(|r| r.is_ok())
+    }
+
     /// Disarms and lets the fencer go (it exits, having nothing to guard), waiting briefly for
     /// the fencer to have been told.
     pub async fn close(self) {
@@ -73,9 +82,16 @@ impl Fence {
     }
 }
 
-async fn keep_fencer(place: FencerPlace, mut beats: mpsc::UnboundedReceiver<Beat>, fired: Arc<Mutex<Vec<Fired>>>) {
-    // What this agent last asked of the fencer, re-sent to a new one.
-    let mut wanted = FenceState::default();
+async fn keep_fencer(
+    place: FencerPlace,
+    mut beats: mpsc::UnboundedReceiver<Beat>,
+    fired: Arc<Mutex<Vec<Fired>>>,
+    connected: tokio::sync::watch::Sender<bool>,
+) {
+    // What this agent last asked of the fencer, re-sent to a new one; `None` until its first
+    // beat, so that a new agent taking over a running fencer does not disarm it before it
+    // has looked at the lease itself.
+    let mut wanted: Option<FenceState> = None;
     let mut first = true;
     loop {
         let stream = match connect_or_start(&place, first).await {
@@ -87,20 +103,22 @@ async fn keep_fencer(place: FencerPlace, mut beats: mpsc::UnboundedReceiver<Beat
             }
         };
         first = false;
+        connected.send_replace(true);
         let (read, mut write) = stream.into_split();
         let mut lines = BufReader::new(read).lines();
         while let Ok(beat) = beats.try_recv() {
-            wanted.apply(beat);
+            wanted.get_or_insert_with(FenceState::default).apply(beat);
         }
-        let current = wanted.lease_until().map_or(Beat::Disarm, Beat::Arm);
-        if write.write_all(current.to_line().as_bytes()).await.is_err() {
-            continue;
+        if let Some(current) = wanted.map(|w| w.lease_until().map_or(Beat::Disarm, Beat::Arm)) {
+            if write.write_all(current.to_line().as_bytes()).await.is_err() {
+                continue;
+            }
         }
         loop {
             tokio::select! {
                 beat = beats.recv() => {
                     let Some(beat) = beat else { return };
-                    wanted.apply(beat);
+                    wanted.get_or_insert_with(FenceState::default).apply(beat);
                     if write.write_all(beat.to_line().as_bytes()).await.is_err() {
                         break;
                     }
@@ -114,6 +132,7 @@ async fn keep_fencer(place: FencerPlace, mut beats: mpsc::UnboundedReceiver<Beat
                 },
             }
         }
+        connected.send_replace(false);
         warn!("the fencer went away; starting a new one and handing it the current deadline");
     }
 }

@@ -236,25 +236,53 @@ fn listen(socket: &Path) -> anyhow::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Keeps the fencer's pages in memory (those it touches, as it touches them), so that memory
-/// pressure cannot stall it on a page fault. Best effort: an unprivileged process may lock only
-/// up to RLIMIT_MEMLOCK (raised first to its hard limit), and a failure is said once.
+/// Keeps the fencer's pages in memory, so that memory pressure cannot stall it on a page fault:
+/// all of them (as they are touched) where RLIMIT_MEMLOCK allows, raised first to its hard limit;
+/// else its data and stack (the anonymous writable mappings), which would otherwise go to swap,
+/// and its code stays reclaimable. Says once what it could not lock.
 fn lock_memory() {
     // SAFETY: getrlimit/setrlimit with a valid pointer; mlockall has no memory-safety preconditions.
-    let rc = unsafe {
+    let (all, limit) = unsafe {
         let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
         if libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) == 0 {
             limit.rlim_cur = limit.rlim_max;
             libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit);
         }
-        libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE | libc::MCL_ONFAULT)
+        (libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE | libc::MCL_ONFAULT) == 0, limit.rlim_cur)
     };
-    if rc != 0 {
-        warn!(
-            "the fencer's memory could not be locked ({}): under memory pressure it may be slowed by paging",
-            std::io::Error::last_os_error()
-        );
+    if all {
+        return;
     }
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    let mut locked = 0usize;
+    for (start, end) in anonymous_writable(&maps) {
+        // SAFETY: locking a range this process has mapped; no memory is read or written.
+        if unsafe { libc::mlock2(start as *const libc::c_void, end - start, libc::MLOCK_ONFAULT) } == 0 {
+            locked += end - start;
+        }
+    }
+    warn!(
+        "the fencer could lock only its data and stack ({} kB) in memory, not its code (RLIMIT_MEMLOCK is {} kB): under memory pressure it may wait on the disk",
+        locked / 1024,
+        limit / 1024
+    );
+}
+
+/// The `(start, end)` of every private, writable mapping without a file (heap, stack, data).
+fn anonymous_writable(maps: &str) -> Vec<(usize, usize)> {
+    maps.lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (range, perms) = (fields.next()?, fields.next()?);
+            let path = fields.nth(3).unwrap_or("");
+            let anonymous = path.is_empty() || path == "[heap]" || path == "[stack]";
+            if !(anonymous && perms.starts_with("rw") && perms.ends_with('p')) {
+                return None;
+            }
+            let (start, end) = range.split_once('-')?;
+            Some((usize::from_str_radix(start, 16).ok()?, usize::from_str_radix(end, 16).ok()?))
+        })
+        .collect()
 }
 
 fn poll_fd(fd: RawFd) -> libc::pollfd {
@@ -302,5 +330,26 @@ impl Timer {
         let mut expirations = [0u8; 8];
         // SAFETY: reading 8 bytes into an 8-byte buffer from a non-blocking timerfd.
         unsafe { libc::read(self.fd.as_raw_fd(), expirations.as_mut_ptr().cast(), 8) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_private_writable_mappings_without_a_file_are_locked_when_all_cannot_be() {
+        let maps = "\
+55d0c0000000-55d0c0a00000 r-xp 00000000 fd:01 123 /usr/bin/pgrepl
+55d0c0b00000-55d0c0b10000 rw-p 00b00000 fd:01 123 /usr/bin/pgrepl
+55d0c1000000-55d0c1021000 rw-p 00000000 00:00 0 [heap]
+7f0000000000-7f0000004000 rw-p 00000000 00:00 0
+7f0000010000-7f0000011000 rw-s 00000000 00:05 9 /dev/zero (deleted)
+7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0 [stack]
+7ffd00100000-7ffd00102000 r--p 00000000 00:00 0 [vvar]";
+        assert_eq!(
+            anonymous_writable(maps),
+            vec![(0x55d0c1000000, 0x55d0c1021000), (0x7f0000000000, 0x7f0000004000), (0x7ffd00000000, 0x7ffd00021000)]
+        );
     }
 }

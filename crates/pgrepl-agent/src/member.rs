@@ -1,7 +1,7 @@
 //! `Agent`: one member's loop. Each cycle reads one store snapshot and the local server, asks
 //! `decide()` for one action, carries it out, and publishes the member's status. The cycle's
-//! sentence is logged when it changes. Runs until told to shut down, then stops PostgreSQL and
-//! gives up the lease.
+//! sentence is logged when it changes (and, in maintenance mode, again once per `loop_wait`).
+//! Runs until told to shut down, then stops PostgreSQL and gives up the lease.
 
 use crate::fence::{Fence, FencerPlace};
 use crate::fencer::{self, boot_now};
@@ -16,14 +16,18 @@ use pgrepl_store::{Condition, Snapshot, Store, StoreError};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tracing::{debug, info, info_span, warn, Instrument};
+use tracing::{debug, error, info, info_span, warn, Instrument};
 
 /// How long after another member's lease could expire this agent looks again.
 const LEASE_EXPIRY_SLACK: Duration = Duration::from_millis(20);
 
+/// How long the agent waits for its fencer before its first cycle.
+const FENCER_START_LIMIT: Duration = Duration::from_secs(5);
+
 /// How long a primary that does not hold the lease may run before the fencer stops it, should
-/// this agent not demote it first (a clean demotion takes well under a second).
-const DEMOTE_BOUND: Duration = Duration::from_secs(5);
+/// this agent not demote it first (a clean demotion usually takes under a second; its
+/// shutdown checkpoint may take longer on a busy server).
+const DEMOTE_BOUND: Duration = Duration::from_secs(10);
 
 pub struct Agent {
     pub(crate) s: Settings,
@@ -39,12 +43,17 @@ pub struct Agent {
     down_since: Option<Instant>,
     /// Stops PostgreSQL if the lease this member holds is about to expire unrenewed.
     pub(crate) fence: Fence,
+    /// The last observation saw maintenance mode: the fence stays disarmed (also when the store
+    /// is then lost: no demotion while paused) and renewals do not arm it.
+    paused: bool,
     /// `synchronous_standby_names` this agent last set (`None`: from the store's record).
     pub(crate) standby_names: Option<String>,
     /// What this agent last wrote into `pg_hba.conf` (`None`: nothing yet).
     pub(crate) hba: Option<pgrepl_pg::HbaRules>,
     cycle: u64,
     last_sentence: String,
+    /// When the sentence was last logged (paused, an unchanged one is logged again each loop_wait).
+    last_said: Option<Instant>,
     /// The store revision of this agent's last write: waking for it would only wake the agent
     /// for its own writes.
     own_revision: u64,
@@ -91,6 +100,7 @@ impl Agent {
             s,
             store,
             fence,
+            paused: false,
             down_since: None,
             standby_names: None,
             hba: None,
@@ -101,6 +111,7 @@ impl Agent {
             stalled_since: None,
             cycle: 0,
             last_sentence: String::new(),
+            last_said: None,
             last_published: None,
             client: None,
             own_revision: 0,
@@ -112,6 +123,12 @@ impl Agent {
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         tokio::pin!(shutdown);
         info!(member = %self.s.member, "agent started");
+        // The fencer runs before this agent starts or promotes anything. Without one the loop
+        // still runs (a primary it finds must be demoted if it lost the lease), and the task
+        // keeps trying to start one.
+        if !self.fence.wait_connected(FENCER_START_LIMIT).await {
+            error!("no fencer runs for this member yet: its PostgreSQL is not fenced until one does (see the warnings above)");
+        }
         loop {
             self.cycle += 1;
             let span = info_span!("cycle", member = %self.s.member, n = self.cycle);
@@ -192,14 +209,19 @@ impl Agent {
         (revision, !quiet && !failed, others_lease_left)
     }
 
+    /// Logs the cycle's sentence when it changed (as a warning when it reports something gone
+    /// wrong); in maintenance mode also an unchanged one, about once per `loop_wait`, so the log
+    /// keeps saying that the cluster is paused.
     fn say(&mut self, sentence: &str, warning: bool) {
-        if sentence != self.last_sentence {
+        let reminder = self.paused && self.last_said.is_none_or(|at| at.elapsed() >= self.s.loop_wait);
+        if sentence != self.last_sentence || reminder {
             if warning {
                 warn!("{sentence}");
             } else {
                 info!("{sentence}");
             }
             self.last_sentence = sentence.to_string();
+            self.last_said = Some(Instant::now());
         }
     }
 
@@ -224,11 +246,24 @@ impl Agent {
             _ => (vec![], vec![], None),
         };
         let holds_lease = cluster.leader.as_ref() == Some(&self.s.member);
-        self.beat_fence(holds_lease, &server, snapshot.get(keys::LEADER).and_then(|e| e.expires_in), at);
+        if cluster.paused() != self.paused {
+            match cluster.paused() {
+                true => warn!("maintenance mode: no automatic failover, no restart of a stopped PostgreSQL, the fence disarmed, until `pgrepl resume`"),
+                false => info!("maintenance mode ended: deciding again from this observation, the fence armed while the lease is held"),
+            }
+        }
+        self.paused = cluster.paused();
+        if self.paused {
+            // Maintenance mode: no fence, also once the store is lost; the next beat re-arms it.
+            self.fence.disarm();
+        } else {
+            self.beat_fence(holds_lease, &server, snapshot.get(keys::LEADER).and_then(|e| e.expires_in), at);
+        }
         // The clock runs while this member leads, or led last, with its server down: a leader
         // that gave its lease up for failing to start must not take it straight back.
         let led_last = cluster.last_leader.as_ref().is_some_and(|r| r.member == self.s.member);
-        let leader_down = (holds_lease || led_last) && server == Server::Stopped;
+        // Paused, the clocks stand still: after `resume` they start afresh.
+        let leader_down = (holds_lease || led_last) && server == Server::Stopped && !self.paused;
         self.down_since = if leader_down { Some(self.down_since.unwrap_or_else(Instant::now)) } else { None };
         let start_overdue = self.down_since.is_some_and(|t| t.elapsed() > self.s.primary_start_timeout);
         let leader_endpoint = cluster
@@ -236,7 +271,8 @@ impl Agent {
             .as_ref()
             .and_then(|l| cluster.spec.as_ref()?.members.get(l))
             .map(|m| Upstream { host: m.host.clone(), port: m.port });
-        let stuck = matches!(&server, Server::Replica { upstream, streaming: false, .. } if *upstream == leader_endpoint && upstream.is_some());
+        let stuck = matches!(&server, Server::Replica { upstream, streaming: false, .. } if *upstream == leader_endpoint && upstream.is_some())
+            && !self.paused;
         self.stalled_since = if stuck { Some(self.stalled_since.unwrap_or_else(Instant::now)) } else { None };
         let replica_stalled = self.stalled_since.is_some_and(|t| t.elapsed() > self.s.stall_timeout);
         let obs = Observation {
@@ -347,7 +383,9 @@ impl Agent {
     pub(crate) async fn renew(&mut self, value: &[u8], cond: Condition) -> Result<(), StoreError> {
         let sent = boot_now();
         self.put(keys::LEADER, value, cond, Some(self.s.ttl)).await?;
-        self.fence.arm(sent + self.s.ttl);
+        if !self.paused {
+            self.fence.arm(sent + self.s.ttl);
+        }
         Ok(())
     }
 

@@ -49,6 +49,7 @@ pub(crate) fn build(agent: &Agent, seen: &Seen, sentence: String, state: Option<
         slots: seen.obs.slots.iter().map(|s| s.name.clone()).collect(),
         applied_passwords: applied_passwords(agent, role),
         leader: seen.obs.cluster.leader.clone(),
+        paused: seen.obs.cluster.paused(),
         updated_ms: now_ms(),
     }
 }

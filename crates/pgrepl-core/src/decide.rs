@@ -5,6 +5,7 @@ use crate::decision::{Action, Decision, Reason, SpecWork};
 use crate::failover;
 use crate::fork::TimelineSwitch;
 use crate::local::{DataDir, ReplicationRow, Server, Slot, Upstream};
+use crate::maintenance;
 use crate::names::MemberName;
 use crate::spec::{PasswordKind, PasswordVersions, Spec};
 use crate::view::ClusterView;
@@ -44,6 +45,14 @@ pub struct Observation {
 }
 
 pub fn decide(o: &Observation) -> Decision {
+    // Maintenance mode holds back what nobody asked for (`maintenance::restrain`).
+    if o.cluster.paused() {
+        return maintenance::restrain(o, unpaused(o));
+    }
+    unpaused(o)
+}
+
+fn unpaused(o: &Observation) -> Decision {
     let c = &o.cluster;
     let Some(spec) = &c.spec else {
         return Decision::wait(Reason::NoSpec);

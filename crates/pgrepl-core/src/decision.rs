@@ -165,6 +165,14 @@ pub enum Reason {
         reported: usize,
         needed: usize,
     },
+    /// Maintenance mode: every sentence of a paused cluster says so.
+    Paused(Box<Reason>),
+    NotStartingPaused,
+    NoFailoverPaused(Option<MemberName>),
+    DemotedByHandPaused,
+    NoDemotionPaused,
+    NoRewindPaused(MemberName),
+    NoWipePaused,
 }
 
 fn or_nobody(m: &Option<MemberName>) -> String {
@@ -219,6 +227,13 @@ impl fmt::Display for Reason {
             AwaitingPosition(m) => write!(f, "waiting for {m} to report its position before racing for the free leader lease"),
             PeerAhead(m) => write!(f, "waiting: {m} is further ahead and may take the free leader lease"),
             TooFewReports { reported, needed } => write!(f, "waiting: {reported} of the synchronous replicas reported their position, {needed} are needed to prove who holds every acknowledged commit"),
+            Paused(inner) => write!(f, "paused: {inner}"),
+            NotStartingPaused => write!(f, "PostgreSQL is stopped and stays so in maintenance mode (no restart until `pgrepl resume`)"),
+            NoFailoverPaused(l) => write!(f, "nobody holds the leader lease (the last leader was {}); no automatic failover in maintenance mode (`pgrepl promote MEMBER`, or `pgrepl resume`)", or_nobody(l)),
+            DemotedByHandPaused => write!(f, "releasing the leader lease: this member holds it but runs as a replica (demoted by hand), and is not promoted back in maintenance mode"),
+            NoDemotionPaused => write!(f, "primary without the leader lease; not demoting it in maintenance mode"),
+            NoRewindPaused(l) => write!(f, "this replica cannot stream from {l} (diverged timeline); not rewinding it in maintenance mode"),
+            NoWipePaused => write!(f, "destroy_on_restart is set, but this replica is not wiped in maintenance mode"),
         }
     }
 }
@@ -227,7 +242,11 @@ impl Reason {
     /// Whether the sentence reports something gone wrong that an operator should hear of (the
     /// agent logs it as a warning), rather than the ordinary course of things.
     pub fn is_warning(&self) -> bool {
-        matches!(self, Reason::Forked { .. } | Reason::ForkedFromLostLeader { .. })
+        match self {
+            Reason::Forked { .. } | Reason::ForkedFromLostLeader { .. } => true,
+            Reason::Paused(inner) => inner.is_warning(),
+            _ => false,
+        }
     }
 }
 

@@ -8,6 +8,7 @@ pub mod fence;
 pub mod fixed;
 pub mod fork;
 pub mod local;
+pub mod maintenance;
 pub mod names;
 pub mod spec;
 pub mod testing;
@@ -21,5 +22,6 @@ pub use local::{DataDir, ReplicationRow, Server, Slot, Upstream};
 pub use names::{BadLsn, BadMemberName, Lsn, MemberName, SystemId, Timeline};
 pub use spec::{FailoverSpec, MemberSpec, PasswordKind, PasswordVersions, Spec, SyncMode};
 pub use view::{
-    keys, ClusterView, Initialized, LeaderRecord, MemberState, MemberStatus, Role, SyncRecord, TargetRecord,
+    keys, ClusterView, Initialized, LeaderRecord, MemberState, MemberStatus, PauseRecord, Role, SyncRecord,
+    TargetRecord,
 };

@@ -21,6 +21,7 @@ pub fn status(role: Role, state: MemberState, port: u16, lsn: Lsn) -> MemberStat
         slots: vec![],
         applied_passwords: None,
         leader: None,
+        paused: false,
         updated_ms: 0,
     }
 }

@@ -24,6 +24,8 @@ pub mod keys {
     pub const SPEC: &str = "spec";
     /// Who may take over without losing an acknowledged commit, in synchronous mode: `SyncRecord`.
     pub const SYNC: &str = "sync";
+    /// Maintenance mode, set by `pgrepl pause` and removed by `pgrepl resume`: `PauseRecord`.
+    pub const PAUSE: &str = "pause";
     /// Prefix of the members' published statuses (TTL keys): `MemberStatus`.
     pub const MEMBERS: &str = "members/";
 
@@ -87,6 +89,13 @@ pub struct TargetRecord {
     /// `pgrepl failover --to`: the leader gives way even if the target is not streaming.
     #[serde(default)]
     pub force: bool,
+}
+
+/// Value of `pause`: the cluster is in maintenance mode (no automatic failover, no restart of a
+/// stopped server, no fence) since `since_ms` (wall clock, milliseconds since the Unix epoch).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PauseRecord {
+    pub since_ms: u64,
 }
 
 /// The role a member's PostgreSQL has now (observed).
@@ -156,6 +165,10 @@ pub struct MemberStatus {
     /// know whether its position was reported after the leader was lost.
     #[serde(default)]
     pub leader: Option<MemberName>,
+    /// The agent saw the cluster in maintenance mode when it published (so `pause` and
+    /// `resume` can tell when every agent has taken the change in).
+    #[serde(default)]
+    pub paused: bool,
     /// Wall-clock time of publication, in milliseconds since the Unix epoch.
     pub updated_ms: u64,
 }
@@ -181,6 +194,8 @@ pub struct ClusterView {
     /// The target was forced (`pgrepl failover --to`).
     pub force_target: bool,
     pub sync: Option<SyncRecord>,
+    /// Maintenance mode (`pgrepl pause`), when set.
+    pub pause: Option<PauseRecord>,
     pub spec: Option<Spec>,
     pub members: BTreeMap<MemberName, MemberStatus>,
     /// The last fence of each member that was ever fenced.
@@ -219,6 +234,7 @@ impl ClusterView {
                 }
                 keys::SPEC => view.spec = Some(parse(key, value)?),
                 keys::SYNC => view.sync = Some(parse(key, value)?),
+                keys::PAUSE => view.pause = Some(parse(key, value)?),
                 _ => {
                     if let Some(name) = key.strip_prefix(keys::MEMBERS) {
                         view.members.insert(member_name(key, name)?, parse(key, value)?);
@@ -229,6 +245,11 @@ impl ClusterView {
             }
         }
         Ok(view)
+    }
+
+    /// True in maintenance mode (`pgrepl pause`).
+    pub fn paused(&self) -> bool {
+        self.pause.is_some()
     }
 
     /// The leader's status, when it is a running primary.
@@ -279,6 +300,7 @@ mod tests {
             ("leader", &leader[..]),
             ("initialize", &init[..]),
             ("members/node-2", &status[..]),
+            ("pause", &br#"{"since_ms":5}"#[..]),
             ("something-else", &b"?"[..]),
         ])
         .unwrap();
@@ -286,6 +308,8 @@ mod tests {
         assert_eq!(view.system_id, Some(SystemId(7_312_395_133_209_421_981)));
         assert!(view.is_streaming(&MemberName::numbered(2)));
         assert!(view.ready_leader().is_none(), "the leader published no status");
+        assert_eq!(view.pause, Some(PauseRecord { since_ms: 5 }));
+        assert!(view.paused());
     }
 
     #[test]

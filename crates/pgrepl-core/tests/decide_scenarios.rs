@@ -91,6 +91,11 @@ impl Scenario {
         self.0.cluster.target = Some(m(n));
         self
     }
+    /// The cluster is in maintenance mode (`pgrepl pause`).
+    fn paused(mut self) -> Self {
+        self.0.cluster.pause = Some(PauseRecord { since_ms: 1 });
+        self
+    }
     fn streaming(mut self, n: u32) -> Self {
         self.0.cluster.members.insert(m(n), status(n, Role::Replica, MemberState::Streaming));
         self
@@ -429,6 +434,202 @@ fn a_replica_ignores_user_and_admin_password_changes() {
 fn a_leader_that_lost_its_data_releases_the_lease() {
     let d = Scenario::new().data(DataDir::Missing).leader(2).decide();
     assert_eq!(d, Decision::new(Action::ReleaseLease, Reason::LeaseWithoutData));
+}
+
+// ---- maintenance mode (`pgrepl pause`) ----
+
+fn paused(action: Action, reason: Reason) -> Decision {
+    Decision::new(action, Reason::Paused(Box::new(reason)))
+}
+
+/// The leader `node-1`, its PostgreSQL killed (stopped, primary-shaped data).
+fn stopped_leader() -> Scenario {
+    Scenario::new().me(1).data(DataDir::Primary { system_id: SYSTEM }).leader(1).last_leader(1)
+}
+
+#[test]
+fn a_paused_primary_keeps_its_lease_and_says_it_is_paused() {
+    let d = healthy_leader().paused().decide();
+    assert_eq!(d, paused(Action::RenewLease, Reason::Healthy));
+    assert_eq!(d.to_string(), "paused: primary, holding the leader lease");
+}
+
+#[test]
+fn a_paused_leader_does_not_restart_its_stopped_server_and_keeps_the_lease() {
+    assert_eq!(stopped_leader().decide().action, Action::StartAsPrimary, "unpaused, it restarts");
+    assert_eq!(stopped_leader().paused().decide(), paused(Action::RenewLease, Reason::NotStartingPaused));
+    // Down past primary_start_timeout: unpaused it gives way; paused it keeps the lease.
+    let overdue = || stopped_leader().with(|o| o.start_overdue = true);
+    assert_eq!(overdue().decide(), Decision::new(Action::ReleaseLease, Reason::CannotStart));
+    assert_eq!(overdue().paused().decide(), paused(Action::RenewLease, Reason::NotStartingPaused));
+}
+
+#[test]
+fn paused_replicas_do_not_race_for_a_free_lease() {
+    let lost = || {
+        leader_lost(0x3000100).with(|o| {
+            o.cluster.members.insert(m(3), reported(3, 0x3000000));
+        })
+    };
+    assert_eq!(lost().decide().action, Action::AcquireLease, "unpaused, it races");
+    assert_eq!(lost().paused().decide(), paused(Action::Wait, Reason::NoFailoverPaused(Some(m(1)))));
+    // Nor does a stopped standby start so that it could race.
+    let stopped = || Scenario::new().last_leader(1);
+    assert_eq!(stopped().decide().action, Action::StartAsReplica { leader: None });
+    assert_eq!(stopped().paused().decide(), paused(Action::Wait, Reason::NotStartingPaused));
+}
+
+#[test]
+fn a_paused_replica_whose_server_stopped_is_not_restarted() {
+    let s = || Scenario::new().ready_leader(1);
+    assert_eq!(s().decide().action, Action::StartAsReplica { leader: Some(m(1)) });
+    assert_eq!(s().paused().decide(), paused(Action::Wait, Reason::NotStartingPaused));
+}
+
+#[test]
+fn the_last_leader_still_running_as_primary_takes_its_lease_back_when_paused() {
+    let s = Scenario::new().me(1).data(DataDir::Primary { system_id: SYSTEM }).server(primary()).last_leader(1);
+    assert_eq!(s.paused().decide(), paused(Action::AcquireLease, Reason::ResumeLeadership));
+    // Stopped, it does not: it would only hold a lease it cannot serve, and nobody may race.
+    let stopped = Scenario::new().me(1).data(DataDir::Primary { system_id: SYSTEM }).last_leader(1);
+    assert_eq!(stopped.decide().action, Action::AcquireLease);
+    assert_eq!(stopped.paused().decide(), paused(Action::Wait, Reason::NoFailoverPaused(Some(m(1)))));
+}
+
+#[test]
+fn a_paused_primary_without_the_lease_is_not_demoted() {
+    let s = || Scenario::new().me(3).data(DataDir::Primary { system_id: SYSTEM }).server(primary()).last_leader(1);
+    assert_eq!(
+        s().decide(),
+        Decision::new(Action::Demote { release_lease: false }, Reason::PrimaryWithoutLease(Some(m(1))))
+    );
+    assert_eq!(s().paused().decide(), paused(Action::Wait, Reason::NoDemotionPaused));
+    // A requested promote of another member still moves it aside.
+    assert_eq!(s().target(2).paused().decide().action, Action::Demote { release_lease: false });
+}
+
+#[test]
+fn a_paused_primary_still_demotes_when_another_member_was_made_leader() {
+    let s = Scenario::new().me(1).data(DataDir::Primary { system_id: SYSTEM }).server(primary()).ready_leader(2);
+    assert_eq!(s.paused().decide(), paused(Action::Demote { release_lease: false }, Reason::AnotherLeader(m(2))));
+}
+
+#[test]
+fn a_requested_promote_goes_through_in_maintenance_mode() {
+    let take = Scenario::new().server(replica_of(Some(1), false)).last_leader(1).target(2).paused();
+    assert_eq!(take.decide(), paused(Action::AcquireLease, Reason::PromoteRequested));
+    let promote_it = Scenario::new().server(replica_of(Some(1), false)).leader(2).target(2).paused();
+    assert_eq!(promote_it.decide(), paused(promote(), Reason::HoldsLeaseAsReplica));
+    // The requested member's server was down: it is started, as the request implies.
+    let start = Scenario::new().leader(2).target(2).paused();
+    assert_eq!(start.decide(), paused(Action::StartAsReplica { leader: None }, Reason::StartLeader));
+}
+
+#[test]
+fn a_switchover_in_maintenance_mode_hands_over_and_the_former_primary_rejoins() {
+    let hand_over = healthy_leader().target(2).streaming(2).paused();
+    assert_eq!(hand_over.decide(), paused(Action::Demote { release_lease: true }, Reason::HandOver(m(2))));
+    // A stopped leader gives way to a forced target (`failover --to`).
+    assert_eq!(stopped_leader().target(2).paused().decide(), paused(Action::ReleaseLease, Reason::GiveWayTo(m(2))));
+    let rejoin = Scenario::new().me(1).data(DataDir::Primary { system_id: SYSTEM }).ready_leader(2).paused();
+    assert_eq!(rejoin.decide(), paused(Action::Rewind { leader: m(2) }, Reason::FormerPrimary(m(2))));
+    let follow = Scenario::new().me(3).server(replica_of(Some(1), true)).ready_leader(2).paused();
+    assert_eq!(follow.decide(), paused(Action::Follow { leader: m(2) }, Reason::NewUpstream(m(2))));
+}
+
+#[test]
+fn a_paused_leader_running_as_a_replica_gives_the_lease_up_rather_than_promote_itself_back() {
+    let s = || Scenario::new().me(1).server(replica_of(None, false)).leader(1).last_leader(1);
+    assert_eq!(s().decide().action, promote_of(1));
+    assert_eq!(s().paused().decide(), paused(Action::ReleaseLease, Reason::DemotedByHandPaused));
+}
+
+fn promote_of(n: u32) -> Action {
+    let create_slots = (1..=3).filter(|k| *k != n).map(|k| m(k).slot_name()).collect();
+    Action::Promote { create_slots, claim_sync: false }
+}
+
+#[test]
+fn a_paused_replica_is_neither_rewound_nor_wiped() {
+    let newer = |o: &mut Observation| {
+        o.replica_stalled = true;
+        o.cluster.members.get_mut(&m(1)).unwrap().timeline = Some(Timeline(2));
+    };
+    let stalled = || Scenario::new().server(replica_of(Some(1), false)).ready_leader(1).with(newer);
+    assert_eq!(stalled().decide().action, Action::Rewind { leader: m(1) });
+    assert_eq!(stalled().paused().decide(), paused(Action::Wait, Reason::NoRewindPaused(m(1))));
+    let wipe = || {
+        Scenario::new().ready_leader(1).with(|o| {
+            o.first_cycle = true;
+            o.destroy_on_restart = true;
+        })
+    };
+    assert_eq!(wipe().decide().action, Action::Reinitialize);
+    assert_eq!(wipe().paused().decide(), paused(Action::Wait, Reason::NoWipePaused));
+}
+
+/// Every combination of this member's server and data, who leads, who led last, the request,
+/// and the clocks: paused, no member starts a server, races, gives the lease up for not
+/// starting, rewinds a stalled replica or wipes one unless asked to; every sentence says paused.
+#[test]
+fn no_paused_combination_fails_over_or_restarts_anything_nobody_asked_for() {
+    let servers =
+        [Server::Stopped, primary(), replica_of(Some(1), true), replica_of(Some(1), false), replica_of(None, false)];
+    let datas = [DataDir::Primary { system_id: SYSTEM }, DataDir::Standby { system_id: SYSTEM }, DataDir::Missing];
+    let mut combinations = 0;
+    for server in &servers {
+        for data in &datas {
+            for leader in [None, Some(1), Some(2)] {
+                for last in [None, Some(1), Some(2)] {
+                    for target in [None, Some(1), Some(3)] {
+                        for flags in 0..8u8 {
+                            let mut s = Scenario::new().me(1).data(data.clone()).server(server.clone()).paused();
+                            if let Some(l) = leader {
+                                s = s.ready_leader(l);
+                            }
+                            if let Some(l) = last {
+                                s = s.last_leader(l);
+                            }
+                            if let Some(t) = target {
+                                s = s.target(t);
+                            }
+                            s = s.streaming(3).with(|o| {
+                                o.start_overdue = flags & 1 != 0;
+                                o.replica_stalled = flags & 2 != 0;
+                                o.first_cycle = flags & 4 != 0;
+                                o.destroy_on_restart = flags & 4 != 0;
+                            });
+                            let d = s.decide();
+                            let asked = target == Some(1);
+                            let context = format!("{:?} -> {d:?}", s.0);
+                            assert!(matches!(d.reason, Reason::Paused(_)), "{context}");
+                            assert!(d.to_string().starts_with("paused: "), "{context}");
+                            match &d.action {
+                                Action::StartAsPrimary | Action::StartAsReplica { .. } => assert!(asked, "{context}"),
+                                Action::AcquireLease => assert!(
+                                    asked || (last == Some(1) && matches!(server, Server::Primary { .. })),
+                                    "{context}"
+                                ),
+                                Action::Promote { .. } => assert!(asked, "{context}"),
+                                Action::Reinitialize => panic!("{context}"),
+                                Action::Rewind { .. } => assert!(
+                                    matches!(d.reason, Reason::Paused(ref r) if matches!(**r, Reason::FormerPrimary(_))),
+                                    "{context}"
+                                ),
+                                Action::ReleaseLease => assert!(
+                                    !matches!(d.reason, Reason::Paused(ref r) if **r == Reason::CannotStart),
+                                    "{context}"
+                                ),
+                                _ => {}
+                            }
+                            combinations += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(combinations, 5 * 3 * 3 * 3 * 3 * 8);
 }
 
 // ---- automatic failover: the race for a free lease ----

@@ -52,6 +52,8 @@ async fn run(cli: Cli, env: Vec<config::FromEnv>) -> anyhow::Result<()> {
         Command::Promote { member, wait } => commands::promote::run(dir, Request::Promote(member), wait).await,
         Command::Switchover { to, wait } => commands::promote::run(dir, Request::Switchover(to), wait).await,
         Command::Failover { to, wait } => commands::promote::run(dir, Request::Failover(to), wait).await,
+        Command::Pause { wait } => commands::pause::run(dir, true, wait).await,
+        Command::Resume { wait } => commands::pause::run(dir, false, wait).await,
         Command::Stop { member } => commands::member_ctl::run(dir, &member, true).await,
         Command::Start { member } => commands::member_ctl::run(dir, &member, false).await,
         Command::Supervise => supervisor::run(dir).await,

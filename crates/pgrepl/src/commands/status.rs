@@ -3,6 +3,7 @@
 
 use crate::agent_lock;
 use crate::cluster::Cluster;
+use crate::commands::pause;
 use crate::topology;
 use pgrepl_core::{ClusterView, MemberName, MemberState, MemberStatus, Role};
 use pgrepl_router::{Backend, RoFallback};
@@ -13,6 +14,10 @@ use std::path::Path;
 pub struct StatusJson {
     pub cluster: String,
     pub leader: Option<String>,
+    /// `pgrepl pause` is in force.
+    pub maintenance_mode: bool,
+    /// Since when (wall clock, milliseconds since the Unix epoch), when it is.
+    pub paused_since_ms: Option<u64>,
     pub endpoints: EndpointsJson,
     pub members: Vec<MemberJson>,
     pub replication: Vec<ReplicationJson>,
@@ -142,6 +147,8 @@ pub fn build(cluster_name: &str, view: &ClusterView, endpoints: EndpointsJson) -
     StatusJson {
         cluster: cluster_name.to_string(),
         leader: view.leader.as_ref().map(MemberName::to_string),
+        maintenance_mode: view.paused(),
+        paused_since_ms: view.pause.as_ref().map(|p| p.since_ms),
         endpoints,
         members,
         replication,
@@ -171,6 +178,9 @@ pub async fn run(dir: &Path, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     println!("cluster {} ({}), leader {}", status.cluster, cluster.layout.dir.display(), dash(&status.leader));
+    if let Some(banner) = pause::banner(&view) {
+        println!("{banner}");
+    }
     println!(
         "{:<8} {:<8} {:<10} {:<22} {:>3} {:<12} {:>10} {:>7}  DECISION",
         "MEMBER", "ROLE", "STATE", "ADDRESS", "TL", "LSN", "LAG_BYTES", "LAG_S"

@@ -6,7 +6,13 @@ use crate::cluster::Cluster;
 use crate::handover::Outlook;
 use anyhow::bail;
 use pgrepl_core::{ClusterView, MemberState};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The wall clock in milliseconds since the Unix epoch, as agents stamp their statuses
+/// (`MemberStatus::updated_ms`).
+pub fn wall_clock_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
 
 /// Polls the store until `check` returns `Ok`, for at most `limit`.
 pub async fn until<T>(
