@@ -243,7 +243,8 @@ impl Reason {
     /// agent logs it as a warning), rather than the ordinary course of things.
     pub fn is_warning(&self) -> bool {
         match self {
-            Reason::Forked { .. } | Reason::ForkedFromLostLeader { .. } => true,
+            // Paused, a replica that cannot stream is left so: an operator should know.
+            Reason::Forked { .. } | Reason::ForkedFromLostLeader { .. } | Reason::NoRewindPaused(_) => true,
             Reason::Paused(inner) => inner.is_warning(),
             _ => false,
         }

@@ -1038,3 +1038,10 @@ fn a_peer_on_another_branch_with_the_lost_leaders_timeline_number_does_not_hold_
         .with(|o| o.history = Some(vec![TimelineSwitch { timeline: Timeline(1), end: Lsn(0x5000000) }]));
     assert!(matches!(mine_elsewhere.decide().reason, Reason::ForkedFromLostLeader { .. }));
 }
+
+#[test]
+fn a_paused_forked_replica_is_not_rewound_but_still_warned_of() {
+    let d = after_promotion_of_node_2().server(replica_on(1, 0x50206F8, 2)).paused().decide();
+    assert_eq!(d, paused(Action::Wait, Reason::NoRewindPaused(m(2))));
+    assert!(d.reason.is_warning(), "{d}");
+}
