@@ -61,7 +61,7 @@ pub struct Agent {
     client: Option<tokio_postgres::Client>,
     /// What was last published and when, so an unchanged status is not rewritten every wake.
     pub(crate) last_published: Option<(pgrepl_core::MemberStatus, Instant)>,
-    /// The last warning sentence (a fork), published until this replica streams again.
+    /// The last warning sentence (a fork, say), published until this replica streams again.
     pub(crate) warning: Option<String>,
 }
 
