@@ -1,14 +1,15 @@
 //! Carries out one `Action`: PostgreSQL through `pgrepl-pg`, cluster state through the store.
-//! Decides nothing: every branch here is dictated by the action (the one exception, a failed
-//! rewind, falls back to moving the data directory aside so that the next cycle clones).
+//! Decides nothing: every branch here is dictated by the action (the exceptions: a failed
+//! rewind falls back to moving the data directory aside so that the next cycle clones, and so
+//! does a rewind whose reason is a replica on another branch, which pg_rewind cannot handle).
 
 use crate::member::{Agent, Seen};
 use crate::publish;
 use crate::secrets::Secrets;
 use anyhow::{bail, Context};
 use pgrepl_core::{
-    failover, keys, Action, DataDir, Decision, Initialized, LeaderRecord, MemberName, PasswordKind, Server, Spec,
-    SpecWork, SyncRecord,
+    failover, keys, Action, DataDir, Decision, Initialized, LeaderRecord, MemberName, PasswordKind, Reason, Server,
+    Spec, SpecWork, SyncRecord,
 };
 use pgrepl_pg::sql::{self, RoleKind};
 use pgrepl_pg::{Conninfo, HbaRules, PassEntry, ServerConf, StopMode};
@@ -50,7 +51,8 @@ impl Agent {
                 Ok(())
             }
             Action::AcquireLease => {
-                let value = serde_json::to_vec(&LeaderRecord { member: self.s.member.clone(), timeline: None })?;
+                let value =
+                    serde_json::to_vec(&LeaderRecord { member: self.s.member.clone(), timeline: None, history: None })?;
                 self.renew(&value, Condition::Absent).await.context("take the leader lease")?;
                 info!("took the leader lease");
                 Ok(())
@@ -73,7 +75,12 @@ impl Agent {
             }
             Action::Rewind { leader } => {
                 publish::preparing(self, seen, decision).await?;
-                self.rewind(seen, leader).await
+                // pg_rewind takes control files of one timeline number for one timeline and
+                // rewinds nothing, so a replica on another branch (which may share the leader's
+                // number) is cloned afresh instead.
+                let other_branch =
+                    matches!(decision.reason, Reason::Forked { fork: pgrepl_core::Fork::OtherBranch { .. }, .. });
+                self.rewind(seen, leader, other_branch).await
             }
             Action::Reinitialize => {
                 if self.pg.postmaster_running() {
@@ -292,7 +299,8 @@ impl Agent {
             .await
             .context("record the new cluster in the store")?;
         std::fs::remove_file(self.bootstrap_mark()).context("clear the unfinished-bootstrap mark")?;
-        let leader = serde_json::to_vec(&LeaderRecord { member: self.s.member.clone(), timeline: None })?;
+        let leader =
+            serde_json::to_vec(&LeaderRecord { member: self.s.member.clone(), timeline: None, history: None })?;
         self.renew(&leader, Condition::Absent).await.context("take the leader lease")?;
         self.applied = seen.obs.cluster.spec.as_ref().map(|s| s.passwords);
         info!(%system_id, "bootstrapped a new cluster and took the leader lease");
@@ -305,11 +313,16 @@ impl Agent {
         self.pg.basebackup(&from, &self.s.member.slot_name()).await?;
         self.configure(seen, Some(leader))?;
         self.pg.set_standby_signal(true)?;
-        info!(%leader, "cloned the leader");
+        // Started at once, as after a rewind: joining is one action, so it also completes in
+        // maintenance mode, where no stopped server is started.
+        self.pg.start(START_TIMEOUT).await?;
+        info!(%leader, "cloned the leader and started as its replica");
         Ok(())
     }
 
-    async fn rewind(&mut self, seen: &Seen, leader: &MemberName) -> anyhow::Result<()> {
+    /// Rewinds from `leader` (or, with `clone_instead`, moves the data aside for a fresh clone)
+    /// and starts as its replica.
+    async fn rewind(&mut self, seen: &Seen, leader: &MemberName, clone_instead: bool) -> anyhow::Result<()> {
         let from = self.conninfo(seen, leader, &self.s.admin_user)?;
         // A leader that cannot be reached (its status is stale, or the network has only just
         // healed) is no reason to move this data aside: rewind in a later cycle instead.
@@ -323,6 +336,14 @@ impl Agent {
             self.pg.stop(StopMode::Fast, STOP_TIMEOUT).await?;
         }
         self.write_passfile(seen)?;
+        if clone_instead {
+            let aside = self.pg.move_aside("other-branch")?;
+            warn!(
+                moved_to = %aside.display(),
+                "this member's WAL is on another branch than {leader}'s, which pg_rewind cannot tell from its own timeline, so it will be cloned afresh; its old data directory was moved aside, not deleted"
+            );
+            return Ok(());
+        }
         if let Err(e) = self.pg.rewind(&from).await {
             let aside = self.pg.move_aside("rewind-failed")?;
             warn!(
@@ -371,7 +392,12 @@ impl Agent {
             info!(slot, "dropped the replication slot of a removed member");
         }
         if work.record_leader {
-            let value = serde_json::to_vec(&LeaderRecord { member: self.s.member.clone(), timeline: Some(timeline) })?;
+            let record = LeaderRecord {
+                member: self.s.member.clone(),
+                timeline: Some(timeline),
+                history: seen.obs.history.clone(),
+            };
+            let value = serde_json::to_vec(&record)?;
             self.put(keys::LAST_LEADER, &value, Condition::Any, None).await?;
         }
         if work.clear_target {

@@ -1,65 +1,174 @@
-//! The fence (invariant 1): stops this member's PostgreSQL when the leader lease it holds is
-//! about to expire without having been renewed, whatever the agent's loop is doing meanwhile
-//! (waiting on an unreachable store, or on a hung server). It runs as its own task, so a stuck
-//! cycle cannot keep a primary writable past its lease.
+//! The agent's end of the fence (invariant 1). The fence itself is a separate process, the
+//! fencer (`fencer.rs`), so that it keeps working while this agent is stopped, hung or starved.
+//! `Fence` is the handle the loop beats: `arm` after each renewal (the lease holds until the
+//! renewal was sent plus the TTL), `limit` for a primary that holds no lease (it must demote
+//! by then), `disarm` when the server is no primary and the member holds no lease. A task
+//! keeps one connection to the fencer, starting a new fencer (and re-sending the current
+//! deadline) whenever it has none, so a fencer that dies is replaced at once; fences the
+//! fencer reports are handed to the loop (`take_fired`) to log and record in the store.
 
-use pgrepl_pg::{Instance, StopMode};
-use std::time::{Duration, Instant};
-use tokio::sync::watch;
-use tracing::{error, warn};
+use pgrepl_core::fence::{Beat, FenceState, Fired};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
 
-/// How long before the lease could expire the fence stops PostgreSQL: time for `pg_ctl stop
-/// -m fast` to end every session (milliseconds) with room for scheduling delays.
-pub const MARGIN: Duration = Duration::from_millis(500);
+/// How long a newly started fencer has to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The handle the loop arms after each renewal and disarms when it gives the lease up.
+/// Where the fencer runs and how to start one.
+#[derive(Clone, Debug)]
+pub struct FencerPlace {
+    pub data_dir: PathBuf,
+    pub socket: PathBuf,
+    /// The `pgrepl` binary (`pgrepl fencer ...` starts a fencer).
+    pub program: PathBuf,
+}
+
 pub struct Fence {
-    until: watch::Sender<Option<Instant>>,
+    beats: mpsc::UnboundedSender<Beat>,
+    fired: Arc<Mutex<Vec<Fired>>>,
+    /// Whether the task is connected to a fencer now.
+    connected: tokio::sync::watch::Receiver<bool>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl Fence {
-    /// Starts the fence task for `pg`; it ends when the handle is dropped.
-    pub fn spawn(pg: Instance) -> Fence {
-        let (until, rx) = watch::channel(None);
-        tokio::spawn(watch_lease(pg, rx));
-        Fence { until }
+    /// Starts the task that keeps a fencer for `place`; it ends when the handle is dropped
+    /// (the fencer then stays only while it still has a deadline to keep).
+    pub fn start(place: FencerPlace) -> Fence {
+        let (beats, rx) = mpsc::unbounded_channel();
+        let fired = Arc::new(Mutex::new(Vec::new()));
+        let (connected_tx, connected) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(keep_fencer(place, rx, fired.clone(), connected_tx));
+        Fence { beats, fired, connected, task }
     }
 
-    /// The lease is held at least until `until` (the time the renewal was sent plus the TTL).
-    pub fn arm(&self, until: Instant) {
-        self.until.send_replace(Some(until));
+    /// The lease is held until `until` on the boot clock (`fencer::boot_now`).
+    pub fn arm(&self, until: Duration) {
+        let _ = self.beats.send(Beat::Arm(until));
     }
 
-    /// This member holds no lease (it released it, or never held it).
+    /// PostgreSQL must be stopped by `until` at the latest, whatever was armed before.
+    pub fn limit(&self, until: Duration) {
+        let _ = self.beats.send(Beat::Limit(until));
+    }
+
     pub fn disarm(&self) {
-        self.until.send_replace(None);
+        let _ = self.beats.send(Beat::Disarm);
+    }
+
+    /// Waits until a fencer listens, for at most `limit`; false if none did by then.
+    pub async fn wait_connected(&self, limit: Duration) -> bool {
+        let mut connected = self.connected.clone();
+        tokio::time::timeout(limit, connected.wait_for(|c| *c)).await.is_ok_and(|r| r.is_ok())
+    }
+
+    /// Disarms and lets the fencer go (it exits, having nothing to guard), waiting briefly for
+    /// the fencer to have been told.
+    pub async fn close(self) {
+        let _ = self.beats.send(Beat::Disarm);
+        drop(self.beats);
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.task).await;
+    }
+
+    /// Fences reported since the last call.
+    pub fn take_fired(&self) -> Vec<Fired> {
+        std::mem::take(&mut *self.fired.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
-async fn watch_lease(pg: Instance, mut rx: watch::Receiver<Option<Instant>>) {
+async fn keep_fencer(
+    place: FencerPlace,
+    mut beats: mpsc::UnboundedReceiver<Beat>,
+    fired: Arc<Mutex<Vec<Fired>>>,
+    connected: tokio::sync::watch::Sender<bool>,
+) {
+    // What this agent last asked of the fencer, re-sent to a new one; `None` until its first
+    // beat, so that a new agent taking over a running fencer does not disarm it before it
+    // has looked at the lease itself.
+    let mut wanted: Option<FenceState> = None;
+    let mut first = true;
     loop {
-        let until = *rx.borrow_and_update();
-        let Some(until) = until else {
-            if rx.changed().await.is_err() {
-                return;
+        let stream = match connect_or_start(&place, first).await {
+            Ok(stream) => stream,
+            Err(e) => {
+                warn!("start the fencer: {e:#}; trying again");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
             }
-            continue;
         };
-        let fire_at = until.checked_sub(MARGIN).unwrap_or(until);
-        tokio::select! {
-            changed = rx.changed() => if changed.is_err() { return },
-            _ = tokio::time::sleep_until(fire_at.into()) => {
-                if pg.postmaster_running() {
-                    warn!("fencing: the leader lease was not renewed and may expire in {MARGIN:?}, so PostgreSQL is stopped now to keep any write from landing after it");
-                    if let Err(e) = pg.stop(StopMode::Fast, Duration::from_secs(60)).await {
-                        error!("fencing: stopping PostgreSQL failed: {e:#}");
+        first = false;
+        connected.send_replace(true);
+        let (read, mut write) = stream.into_split();
+        let mut lines = BufReader::new(read).lines();
+        while let Ok(beat) = beats.try_recv() {
+            wanted.get_or_insert_with(FenceState::default).apply(beat);
+        }
+        if let Some(current) = wanted.map(|w| w.lease_until().map_or(Beat::Disarm, Beat::Arm)) {
+            if write.write_all(current.to_line().as_bytes()).await.is_err() {
+                continue;
+            }
+        }
+        loop {
+            tokio::select! {
+                beat = beats.recv() => {
+                    let Some(beat) = beat else { return };
+                    wanted.get_or_insert_with(FenceState::default).apply(beat);
+                    if write.write_all(beat.to_line().as_bytes()).await.is_err() {
+                        break;
                     }
                 }
-                // Fire once per arming: wait for the next renewal or release.
-                if rx.changed().await.is_err() {
-                    return;
-                }
+                line = lines.next_line() => match line {
+                    Ok(Some(line)) => match Fired::parse(&line) {
+                        Some(f) => fired.lock().unwrap_or_else(|e| e.into_inner()).push(f),
+                        None => warn!(%line, "the agent ignores a line from its fencer it does not understand"),
+                    },
+                    _ => break,
+                },
             }
+        }
+        connected.send_replace(false);
+        warn!("the fencer went away; starting a new one and handing it the current deadline");
+    }
+}
+
+/// Connects to the member's fencer, starting one when none listens.
+async fn connect_or_start(place: &FencerPlace, first: bool) -> anyhow::Result<UnixStream> {
+    if let Ok(stream) = UnixStream::connect(&place.socket).await {
+        if first {
+            info!(socket = %place.socket.display(), "the agent took over the running fencer");
+        }
+        return Ok(stream);
+    }
+    let mut child = tokio::process::Command::new(&place.program)
+        .arg("fencer")
+        .arg("--data-dir")
+        .arg(&place.data_dir)
+        .arg("--socket")
+        .arg(&place.socket)
+        .stdin(Stdio::null())
+        .kill_on_drop(false)
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("run {} fencer: {e}", place.program.display()))?;
+    let pid = child.id();
+    // Reap it whenever it ends; it outlives this agent when it must.
+    tokio::spawn(async move { child.wait().await });
+    let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+    loop {
+        match UnixStream::connect(&place.socket).await {
+            Ok(stream) => {
+                info!(pid, "started the fencer");
+                return Ok(stream);
+            }
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                anyhow::bail!("the fencer did not listen on {} within {START_TIMEOUT:?}: {e}", place.socket.display())
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
         }
     }
 }

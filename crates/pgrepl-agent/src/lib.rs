@@ -4,6 +4,7 @@
 
 mod act;
 mod fence;
+pub mod fencer;
 pub mod fixed;
 mod member;
 mod publish;

@@ -1,9 +1,10 @@
 //! `Agent`: one member's loop. Each cycle reads one store snapshot and the local server, asks
 //! `decide()` for one action, carries it out, and publishes the member's status. The cycle's
-//! sentence is logged when it changes. Runs until told to shut down, then stops PostgreSQL and
-//! gives up the lease.
+//! sentence is logged when it changes (and, in maintenance mode, again once per `loop_wait`).
+//! Runs until told to shut down, then stops PostgreSQL and gives up the lease.
 
-use crate::fence::Fence;
+use crate::fence::{Fence, FencerPlace};
+use crate::fencer::{self, boot_now};
 use crate::publish;
 use crate::settings::Settings;
 use anyhow::Context;
@@ -15,10 +16,18 @@ use pgrepl_store::{Condition, Snapshot, Store, StoreError};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tracing::{info, info_span, warn, Instrument};
+use tracing::{debug, error, info, info_span, warn, Instrument};
 
 /// How long after another member's lease could expire this agent looks again.
 const LEASE_EXPIRY_SLACK: Duration = Duration::from_millis(20);
+
+/// How long the agent waits for its fencer before its first cycle.
+const FENCER_START_LIMIT: Duration = Duration::from_secs(5);
+
+/// How long a primary that does not hold the lease may run before the fencer stops it, should
+/// this agent not demote it first (a clean demotion usually takes under a second; its
+/// shutdown checkpoint may take longer on a busy server).
+const DEMOTE_BOUND: Duration = Duration::from_secs(10);
 
 pub struct Agent {
     pub(crate) s: Settings,
@@ -34,12 +43,17 @@ pub struct Agent {
     down_since: Option<Instant>,
     /// Stops PostgreSQL if the lease this member holds is about to expire unrenewed.
     pub(crate) fence: Fence,
+    /// The last observation saw maintenance mode: the fence stays disarmed (also when the store
+    /// is then lost: no demotion while paused) and renewals do not arm it.
+    paused: bool,
     /// `synchronous_standby_names` this agent last set (`None`: from the store's record).
     pub(crate) standby_names: Option<String>,
     /// What this agent last wrote into `pg_hba.conf` (`None`: nothing yet).
     pub(crate) hba: Option<pgrepl_pg::HbaRules>,
     cycle: u64,
     last_sentence: String,
+    /// When the sentence was last logged (paused, an unchanged one is logged again each loop_wait).
+    last_said: Option<Instant>,
     /// The store revision of this agent's last write: waking for it would only wake the agent
     /// for its own writes.
     own_revision: u64,
@@ -47,6 +61,8 @@ pub struct Agent {
     client: Option<tokio_postgres::Client>,
     /// What was last published and when, so an unchanged status is not rewritten every wake.
     pub(crate) last_published: Option<(pgrepl_core::MemberStatus, Instant)>,
+    /// The last warning sentence (a fork, say), published until this replica streams again.
+    pub(crate) warning: Option<String>,
 }
 
 /// One cycle's reading of the world.
@@ -75,11 +91,16 @@ impl Agent {
             log_file: s.log_file.clone(),
             name: s.member.to_string(),
         };
-        let fence = Fence::spawn(pg.clone());
+        let fence = Fence::start(FencerPlace {
+            data_dir: s.data_dir.clone(),
+            socket: fencer::socket_path(&s.socket_dir),
+            program: std::env::current_exe().context("find the pgrepl binary (it runs the fencer)")?,
+        });
         Ok(Agent {
             s,
             store,
             fence,
+            paused: false,
             down_since: None,
             standby_names: None,
             hba: None,
@@ -90,9 +111,11 @@ impl Agent {
             stalled_since: None,
             cycle: 0,
             last_sentence: String::new(),
+            last_said: None,
             last_published: None,
             client: None,
             own_revision: 0,
+            warning: None,
         })
     }
 
@@ -100,6 +123,12 @@ impl Agent {
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         tokio::pin!(shutdown);
         info!(member = %self.s.member, "agent started");
+        // The fencer runs before this agent starts or promotes anything. Without one the loop
+        // still runs (a primary it finds must be demoted if it lost the lease), and the task
+        // keeps trying to start one.
+        if !self.fence.wait_connected(FENCER_START_LIMIT).await {
+            error!("no fencer runs for this member yet: its PostgreSQL is not fenced until one does (see the warnings above)");
+        }
         loop {
             self.cycle += 1;
             let span = info_span!("cycle", member = %self.s.member, n = self.cycle);
@@ -131,7 +160,7 @@ impl Agent {
         let seen = match self.observe().await {
             Ok(seen) => seen,
             Err(e) => {
-                self.say(&format!("cannot observe the cluster: {e:#}"));
+                self.say(&format!("cannot observe the cluster: {e:#}"), false);
                 // Nothing to wait for a change after: pause a whole cycle instead of spinning.
                 tokio::time::sleep(self.s.loop_wait).await;
                 return (0, false, None);
@@ -141,7 +170,12 @@ impl Agent {
         let leader = seen.obs.cluster.leader.as_ref();
         let others_lease_left = seen.lease_left().filter(|_| leader.is_some_and(|l| *l != self.s.member));
         let decision = decide(&seen.obs);
-        self.say(&decision.to_string());
+        self.say(&decision.to_string(), decision.reason.is_warning());
+        if decision.reason.is_warning() {
+            self.warning = Some(decision.to_string());
+        } else if matches!(seen.obs.server, Server::Replica { streaming: true, .. } | Server::Primary { .. }) {
+            self.warning = None;
+        }
         self.first_cycle = false;
         let quiet = matches!(decision.action, Action::Wait | Action::Nothing | Action::RenewLease);
         let renewed = self.renew_lease_if_held(&seen, &decision).await;
@@ -175,15 +209,25 @@ impl Agent {
         (revision, !quiet && !failed, others_lease_left)
     }
 
-    fn say(&mut self, sentence: &str) {
-        if sentence != self.last_sentence {
-            info!("{sentence}");
+    /// Logs the cycle's sentence when it changed (as a warning when it reports something gone
+    /// wrong); in maintenance mode also an unchanged one, about once per `loop_wait`, so the log
+    /// keeps saying that the cluster is paused.
+    fn say(&mut self, sentence: &str, warning: bool) {
+        let reminder = self.paused && self.last_said.is_none_or(|at| at.elapsed() >= self.s.loop_wait);
+        if sentence != self.last_sentence || reminder {
+            if warning {
+                warn!("{sentence}");
+            } else {
+                info!("{sentence}");
+            }
             self.last_sentence = sentence.to_string();
+            self.last_said = Some(Instant::now());
         }
     }
 
     async fn observe(&mut self) -> anyhow::Result<Seen> {
-        let at = Instant::now();
+        let at = boot_now();
+        self.record_fences().await;
         let snapshot = self.store.snapshot().await.context("read the store")?;
         let cluster =
             ClusterView::from_entries(snapshot.entries.iter().map(|(k, e)| (k.as_str(), e.value.as_slice())))?;
@@ -192,6 +236,7 @@ impl Agent {
         }
         let data = self.pg.data_dir_state().context("inspect the data directory")?;
         let server = if data == DataDir::Missing { Server::Stopped } else { self.observe_server().await };
+        let (server, history) = self.observe_timelines(server).await;
         let (slots, replication, standby_names) = match (&server, &self.client) {
             (Server::Primary { .. }, Some(client)) => (
                 pgrepl_pg::sql::slots(client).await?,
@@ -201,18 +246,24 @@ impl Agent {
             _ => (vec![], vec![], None),
         };
         let holds_lease = cluster.leader.as_ref() == Some(&self.s.member);
-        if holds_lease {
-            // A lease seen held with time left holds at least that long after the read was sent.
-            if let Some(left) = snapshot.get(keys::LEADER).and_then(|e| e.expires_in) {
-                self.fence.arm(at + left);
+        if cluster.paused() != self.paused {
+            match cluster.paused() {
+                true => warn!("maintenance mode: no automatic failover, no restart of a stopped PostgreSQL, the fence disarmed, until `pgrepl resume`"),
+                false => info!("maintenance mode ended: deciding again from this observation, the fence armed while the lease is held"),
             }
-        } else {
+        }
+        self.paused = cluster.paused();
+        if self.paused {
+            // Maintenance mode: no fence, also once the store is lost; the next beat re-arms it.
             self.fence.disarm();
+        } else {
+            self.beat_fence(holds_lease, &server, snapshot.get(keys::LEADER).and_then(|e| e.expires_in), at);
         }
         // The clock runs while this member leads, or led last, with its server down: a leader
         // that gave its lease up for failing to start must not take it straight back.
         let led_last = cluster.last_leader.as_ref().is_some_and(|r| r.member == self.s.member);
-        let leader_down = (holds_lease || led_last) && server == Server::Stopped;
+        // Paused, the clocks stand still: after `resume` they start afresh.
+        let leader_down = (holds_lease || led_last) && server == Server::Stopped && !self.paused;
         self.down_since = if leader_down { Some(self.down_since.unwrap_or_else(Instant::now)) } else { None };
         let start_overdue = self.down_since.is_some_and(|t| t.elapsed() > self.s.primary_start_timeout);
         let leader_endpoint = cluster
@@ -220,7 +271,8 @@ impl Agent {
             .as_ref()
             .and_then(|l| cluster.spec.as_ref()?.members.get(l))
             .map(|m| Upstream { host: m.host.clone(), port: m.port });
-        let stuck = matches!(&server, Server::Replica { upstream, streaming: false, .. } if *upstream == leader_endpoint && upstream.is_some());
+        let stuck = matches!(&server, Server::Replica { upstream, streaming: false, .. } if *upstream == leader_endpoint && upstream.is_some())
+            && !self.paused;
         self.stalled_since = if stuck { Some(self.stalled_since.unwrap_or_else(Instant::now)) } else { None };
         let replica_stalled = self.stalled_since.is_some_and(|t| t.elapsed() > self.s.stall_timeout);
         let obs = Observation {
@@ -237,9 +289,42 @@ impl Agent {
             slots,
             replication,
             standby_names,
+            history,
             cluster,
         };
         Ok(Seen { snapshot, obs })
+    }
+
+    /// Tells the fencer what this cycle saw (`at`: when the store read was sent, on the boot
+    /// clock): a lease seen held with time left holds at least that long after the read was
+    /// sent; a primary without the lease must have demoted within `DEMOTE_BOUND` (if this agent
+    /// hangs before it does, the fencer stops it); anything else has nothing to guard.
+    fn beat_fence(&self, holds_lease: bool, server: &Server, lease_left: Option<Duration>, at: Duration) {
+        match (holds_lease, server) {
+            (true, _) => {
+                if let Some(left) = lease_left {
+                    self.fence.arm(at + left);
+                }
+            }
+            (false, Server::Primary { .. }) => self.fence.limit(at + DEMOTE_BOUND),
+            (false, _) => self.fence.disarm(),
+        }
+    }
+
+    /// Logs each fence the fencer reports and records the last in the store (`fences/NAME`).
+    async fn record_fences(&mut self) {
+        for fired in self.fence.take_fired() {
+            warn!(
+                at_unix_ms = fired.at_unix_ms,
+                killed = fired.killed,
+                "the fencer stopped this member's PostgreSQL: the lease it served under was not renewed in time"
+            );
+            let key = keys::fence(&self.s.member);
+            let value = serde_json::to_vec(&fired).unwrap_or_default();
+            if let Err(e) = self.put(&key, &value, Condition::Any, None).await {
+                warn!("record the fence in the store: {e:#}");
+            }
+        }
     }
 
     /// The file that marks a data directory whose bootstrap has not recorded the cluster yet.
@@ -263,6 +348,21 @@ impl Agent {
         Server::Stopped
     }
 
+    /// What SQL does not say: a replica's replayed timeline (read after its replay position,
+    /// so a switch in between errs towards "not forked"), and the history of the timeline a
+    /// primary is on or a replica has replayed.
+    async fn observe_timelines(&self, mut server: Server) -> (Server, Option<Vec<pgrepl_core::TimelineSwitch>>) {
+        let history = match &mut server {
+            Server::Replica { replay_timeline, .. } => {
+                *replay_timeline = self.pg.replay_timeline(&self.s.admin_user).await.map_err(|e| debug!("{e:#}")).ok();
+                replay_timeline.and_then(|t| self.pg.timeline_history(t).map_err(|e| debug!("{e:#}")).ok())
+            }
+            Server::Primary { timeline, .. } => self.pg.timeline_history(*timeline).map_err(|e| debug!("{e:#}")).ok(),
+            Server::Stopped => None,
+        };
+        (server, history)
+    }
+
     /// The leader keeps its lease with every action but those that give it up.
     async fn renew_lease_if_held(&mut self, seen: &Seen, decision: &Decision) -> anyhow::Result<()> {
         if seen.obs.cluster.leader.as_ref() != Some(&self.s.member)
@@ -281,9 +381,11 @@ impl Agent {
 
     /// Writes the leader key with the lease's TTL and arms the fence for it.
     pub(crate) async fn renew(&mut self, value: &[u8], cond: Condition) -> Result<(), StoreError> {
-        let sent = Instant::now();
+        let sent = boot_now();
         self.put(keys::LEADER, value, cond, Some(self.s.ttl)).await?;
-        self.fence.arm(sent + self.s.ttl);
+        if !self.paused {
+            self.fence.arm(sent + self.s.ttl);
+        }
         Ok(())
     }
 
@@ -339,11 +441,12 @@ impl Agent {
 
     /// Stop PostgreSQL, give up the lease and withdraw the member's status.
     async fn shut_down(self) -> anyhow::Result<()> {
-        self.fence.disarm();
         info!(member = %self.s.member, "agent stopping: stopping PostgreSQL and releasing the lease");
         if self.pg.postmaster_running() {
             self.pg.stop(StopMode::Fast, Duration::from_secs(60)).await.context("stop PostgreSQL")?;
         }
+        // Only now: should the stop hang, the fencer still ends PostgreSQL before the lease lapses.
+        self.fence.close().await;
         if let Ok(snapshot) = self.store.snapshot().await {
             if let Some(entry) = snapshot.get(keys::LEADER) {
                 let holder: Option<pgrepl_core::LeaderRecord> = serde_json::from_slice(&entry.value).ok();

@@ -26,12 +26,12 @@ fn now_ms() -> u64 {
 /// Builds the status from this cycle's observation.
 pub(crate) fn build(agent: &Agent, seen: &Seen, sentence: String, state: Option<MemberState>) -> MemberStatus {
     let (role, observed_state) = observed(seen);
-    let (timeline, lsn, receive_lsn) = match &seen.obs.server {
-        Server::Primary { timeline, lsn } => (Some(*timeline), Some(*lsn), None),
-        Server::Replica { timeline, receive_lsn, replay_lsn, .. } => {
-            (Some(*timeline), Some(*replay_lsn), Some(*receive_lsn))
+    let (timeline, lsn, receive_lsn, replay_timeline) = match &seen.obs.server {
+        Server::Primary { timeline, lsn } => (Some(*timeline), Some(*lsn), None, None),
+        Server::Replica { timeline, receive_lsn, replay_lsn, replay_timeline, .. } => {
+            (Some(*timeline), Some(*replay_lsn), Some(*receive_lsn), *replay_timeline)
         }
-        Server::Stopped => (None, None, None),
+        Server::Stopped => (None, None, None, None),
     };
     MemberStatus {
         role,
@@ -41,11 +41,15 @@ pub(crate) fn build(agent: &Agent, seen: &Seen, sentence: String, state: Option<
         timeline,
         lsn,
         receive_lsn,
+        replay_timeline,
+        history: seen.obs.history.clone(),
+        warning: agent.warning.clone(),
         decision: sentence,
         replication: seen.obs.replication.clone(),
         slots: seen.obs.slots.iter().map(|s| s.name.clone()).collect(),
         applied_passwords: applied_passwords(agent, role),
         leader: seen.obs.cluster.leader.clone(),
+        paused: seen.obs.cluster.paused(),
         updated_ms: now_ms(),
     }
 }

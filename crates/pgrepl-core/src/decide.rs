@@ -3,7 +3,9 @@
 
 use crate::decision::{Action, Decision, Reason, SpecWork};
 use crate::failover;
+use crate::fork::TimelineSwitch;
 use crate::local::{DataDir, ReplicationRow, Server, Slot, Upstream};
+use crate::maintenance;
 use crate::names::MemberName;
 use crate::spec::{PasswordKind, PasswordVersions, Spec};
 use crate::view::ClusterView;
@@ -36,10 +38,21 @@ pub struct Observation {
     pub replication: Vec<ReplicationRow>,
     /// This server's `synchronous_standby_names` (primary only).
     pub standby_names: Option<String>,
+    /// The switch points of the history of this server's timeline (a primary's current one, a
+    /// replica's replayed one); `None` when the history file could not be read.
+    pub history: Option<Vec<TimelineSwitch>>,
     pub cluster: ClusterView,
 }
 
 pub fn decide(o: &Observation) -> Decision {
+    // Maintenance mode holds back what nobody asked for (`maintenance::restrain`).
+    if o.cluster.paused() {
+        return maintenance::restrain(o, unpaused(o));
+    }
+    unpaused(o)
+}
+
+fn unpaused(o: &Observation) -> Decision {
     let c = &o.cluster;
     let Some(spec) = &c.spec else {
         return Decision::wait(Reason::NoSpec);
@@ -143,7 +156,8 @@ fn primary_work(o: &Observation, spec: &Spec) -> SpecWork {
         Server::Primary { timeline, .. } => Some(timeline),
         _ => None,
     };
-    let recorded = c.last_leader.as_ref().is_some_and(|r| r.member == o.me && r.timeline == timeline);
+    let recorded =
+        c.last_leader.as_ref().is_some_and(|r| r.member == o.me && r.timeline == timeline && r.history == o.history);
     SpecWork {
         passwords: stale_passwords(o.applied_passwords, spec.passwords, &PasswordKind::ALL),
         create_slots: wanted.iter().filter(|w| !o.slots.iter().any(|s| s.name == **w)).cloned().collect(),
@@ -183,7 +197,10 @@ fn as_follower(o: &Observation, spec: &Spec, leader: &MemberName) -> Decision {
         }
         (Server::Replica { upstream, streaming, .. }, _) => {
             let wanted = spec.members.get(leader).map(|m| Upstream { host: m.host.clone(), port: m.port });
-            if *upstream != wanted {
+            if let Some(fork) = forked(o, ready.map(|(_, s)| s)) {
+                // Proven from the switch points: no stall to wait out, no upstream to try first.
+                Decision::new(Action::Rewind { leader: l.clone() }, Reason::Forked { leader: l, fork })
+            } else if *upstream != wanted {
                 Decision::new(Action::Follow { leader: l.clone() }, Reason::NewUpstream(l))
             } else if o.replica_stalled && leader_ahead {
                 Decision::new(Action::Rewind { leader: l.clone() }, Reason::Stalled(l))
@@ -197,6 +214,14 @@ fn as_follower(o: &Observation, spec: &Spec, leader: &MemberName) -> Decision {
             }
         }
     }
+}
+
+/// Whether this replica replayed WAL off the history the running leader published.
+fn forked(o: &Observation, leader: Option<&crate::view::MemberStatus>) -> Option<crate::fork::Fork> {
+    let Server::Replica { replay_timeline: Some(timeline), replay_lsn, .. } = &o.server else { return None };
+    let leader = leader?;
+    let replayed = crate::fork::Replayed { timeline: *timeline, lsn: *replay_lsn, history: o.history.as_deref() };
+    crate::fork::fork(replayed, leader.timeline?, leader.history.as_deref()?)
 }
 
 fn without_leader(o: &Observation, spec: &Spec) -> Decision {

@@ -107,7 +107,10 @@ pub enum Reason {
     ResumeBootstrap,
     WaitingForBootstrap(Option<MemberName>),
     DataWithoutCluster(SystemId),
-    ForeignData { found: SystemId, cluster: SystemId },
+    ForeignData {
+        found: SystemId,
+        cluster: SystemId,
+    },
     DestroyOnRestart,
     NoLeaderToClone,
     LeaderNotReady(MemberName),
@@ -126,6 +129,16 @@ pub enum Reason {
     StartFollower(MemberName),
     NewUpstream(MemberName),
     Stalled(MemberName),
+    /// This replica replayed WAL off the leader's timeline history.
+    Forked {
+        leader: MemberName,
+        fork: crate::fork::Fork,
+    },
+    /// This replica replayed WAL off the lost leader's timeline history, so it may not take over.
+    ForkedFromLostLeader {
+        lost: Option<MemberName>,
+        fork: crate::fork::Fork,
+    },
     Streaming(MemberName),
     CatchingUp(MemberName),
     PromoteRequested,
@@ -137,12 +150,29 @@ pub enum Reason {
     StartWithoutLeader,
     FailoverRace(Option<MemberName>),
     NotACandidate(Option<MemberName>),
-    OlderTimeline { mine: Timeline, theirs: Timeline },
-    TooFarBehind { lag: u64, max: u64 },
+    OlderTimeline {
+        mine: Timeline,
+        theirs: Timeline,
+    },
+    TooFarBehind {
+        lag: u64,
+        max: u64,
+    },
     NotSynchronous(Option<MemberName>),
     AwaitingPosition(MemberName),
     PeerAhead(MemberName),
-    TooFewReports { reported: usize, needed: usize },
+    TooFewReports {
+        reported: usize,
+        needed: usize,
+    },
+    /// Maintenance mode: every sentence of a paused cluster says so.
+    Paused(Box<Reason>),
+    NotStartingPaused,
+    NoFailoverPaused(Option<MemberName>),
+    DemotedByHandPaused,
+    NoDemotionPaused,
+    NoRewindPaused(MemberName),
+    NoWipePaused,
 }
 
 fn or_nobody(m: &Option<MemberName>) -> String {
@@ -178,6 +208,8 @@ impl fmt::Display for Reason {
             StartFollower(l) => write!(f, "starting as a replica of {l}"),
             NewUpstream(l) => write!(f, "following the new leader {l}"),
             Stalled(l) => write!(f, "rewinding: this replica cannot stream from {l} (diverged timeline)"),
+            Forked { leader, fork } => write!(f, "rewinding: this replica's WAL forked from {leader}'s timeline: {fork}, so it can never stream from {leader} as it is"),
+            ForkedFromLostLeader { lost, fork } => write!(f, "waiting: this replica's WAL forked from the timeline of the lost leader {}: {fork}, so it may not take over", or_nobody(lost)),
             Streaming(l) => write!(f, "replica, streaming from {l}"),
             CatchingUp(l) => write!(f, "replica of {l}, not streaming yet"),
             PromoteRequested => write!(f, "taking the leader lease: a promote of this member was requested and the lease is free"),
@@ -195,6 +227,26 @@ impl fmt::Display for Reason {
             AwaitingPosition(m) => write!(f, "waiting for {m} to report its position before racing for the free leader lease"),
             PeerAhead(m) => write!(f, "waiting: {m} is further ahead and may take the free leader lease"),
             TooFewReports { reported, needed } => write!(f, "waiting: {reported} of the synchronous replicas reported their position, {needed} are needed to prove who holds every acknowledged commit"),
+            Paused(inner) => write!(f, "paused: {inner}"),
+            NotStartingPaused => write!(f, "PostgreSQL is stopped and stays so in maintenance mode (no restart until `pgrepl resume`)"),
+            NoFailoverPaused(l) => write!(f, "nobody holds the leader lease (the last leader was {}); no automatic failover in maintenance mode (`pgrepl promote MEMBER`, or `pgrepl resume`)", or_nobody(l)),
+            DemotedByHandPaused => write!(f, "releasing the leader lease: this member holds it but runs as a replica (demoted by hand), and is not promoted back in maintenance mode"),
+            NoDemotionPaused => write!(f, "primary without the leader lease; not demoting it in maintenance mode"),
+            NoRewindPaused(l) => write!(f, "this replica cannot stream from {l} (diverged timeline); not rewinding it in maintenance mode"),
+            NoWipePaused => write!(f, "destroy_on_restart is set, but this replica is not wiped in maintenance mode"),
+        }
+    }
+}
+
+impl Reason {
+    /// Whether the sentence reports something gone wrong that an operator should hear of (the
+    /// agent logs it as a warning), rather than the ordinary course of things.
+    pub fn is_warning(&self) -> bool {
+        match self {
+            // Paused, a replica that cannot stream is left so: an operator should know.
+            Reason::Forked { .. } | Reason::ForkedFromLostLeader { .. } | Reason::NoRewindPaused(_) => true,
+            Reason::Paused(inner) => inner.is_warning(),
+            _ => false,
         }
     }
 }

@@ -4,8 +4,9 @@
 
 use crate::decide::Observation;
 use crate::decision::{Action, Decision, Reason};
+use crate::fork::{self, TimelineSwitch};
 use crate::local::Server;
-use crate::names::MemberName;
+use crate::names::{Lsn, MemberName, Timeline};
 use crate::spec::{Spec, SyncMode};
 use crate::view::{Role, SyncRecord};
 
@@ -14,9 +15,15 @@ use crate::view::{Role, SyncRecord};
 /// 2. it is on the lost leader's timeline (or later) and within `maximum_lag_bytes` of the
 ///    leader's last published position;
 /// 3. in synchronous mode, it is in the leader's `sync` record;
-/// 4. every other live replica that counts (all of them; in synchronous mode those in the
+/// 4. it has not replayed WAL off the lost leader's timeline history (the `last_leader` record
+///    keeps its switch points): promoting such a replica would drop the leader's line;
+/// 5. every other live replica that counts (all of them; in synchronous mode those in the
 ///    record) has published its position since the lease fell free, and none is ahead of it;
-/// 5. in synchronous mode, enough of the record's members have reported a position that the
+///    a replica proven off the lost leader's line does not count (it may not take over, and
+///    its WAL is not the leader's). Two replicas on the leader's line hold prefixes of the
+///    same WAL, so the one further along (received or replayed) is ahead whatever timeline
+///    each has reached; without the history to prove that, timeline first, then position;
+/// 6. in synchronous mode, enough of the record's members have reported a position that the
 ///    most advanced of them holds every acknowledged commit.
 ///
 /// Replicas at the same position may all race: the store lets exactly one take the lease.
@@ -34,12 +41,23 @@ fn may_race(o: &Observation, spec: &Spec) -> Result<Option<MemberName>, Box<Reas
     if !spec.failover.automatic {
         return Err(Box::new(Reason::NoLeaderManual(lost)));
     }
-    let Server::Replica { timeline, receive_lsn, replay_lsn, .. } = &o.server else {
+    let Server::Replica { timeline, receive_lsn, replay_lsn, replay_timeline, .. } = &o.server else {
         return Err(Box::new(Reason::NotACandidate(lost)));
     };
     let mine = (*timeline, (*receive_lsn).max(*replay_lsn));
     if let Some(theirs) = last.and_then(|r| r.timeline).filter(|t| t > timeline) {
         return Err(Box::new(Reason::OlderTimeline { mine: *timeline, theirs }));
+    }
+    // The lost leader's line: its timeline and that timeline's switch points. A replica on a
+    // newer timeline than the record is not proven off it: the record is what is stale (a
+    // leader lost before it recorded itself).
+    let line = last.and_then(|r| Some((r.timeline?, r.history.as_deref()?)));
+    let off_line = |t: Timeline, lsn: Lsn, history: Option<&[TimelineSwitch]>| {
+        let replayed = fork::Replayed { timeline: t, lsn, history };
+        line.filter(|(lt, _)| t <= *lt).and_then(|(lt, leader_history)| fork::fork(replayed, lt, leader_history))
+    };
+    if let Some(fork) = replay_timeline.and_then(|t| off_line(t, *replay_lsn, o.history.as_deref())) {
+        return Err(Box::new(Reason::ForkedFromLostLeader { lost, fork }));
     }
     let leader_lsn =
         lost.as_ref().and_then(|l| c.members.get(l)).filter(|s| s.role == Role::Primary).and_then(|s| s.lsn);
@@ -60,11 +78,17 @@ fn may_race(o: &Observation, spec: &Spec) -> Result<Option<MemberName>, Box<Reas
         if !counts {
             continue;
         }
+        let their_replay = status.replay_timeline.zip(status.lsn);
+        if their_replay.is_some_and(|(t, l)| off_line(t, l, status.history.as_deref()).is_some()) {
+            continue;
+        }
         if status.leader.is_some() {
             return Err(Box::new(Reason::AwaitingPosition(name.clone())));
         }
         if let Some(theirs) = status.position() {
-            if theirs > mine {
+            let both_on_line = line.is_some() && replay_timeline.is_some() && their_replay.is_some();
+            let ahead = if both_on_line { theirs.1 > mine.1 } else { theirs > mine };
+            if ahead {
                 return Err(Box::new(Reason::PeerAhead(name.clone())));
             }
             reported += 1;

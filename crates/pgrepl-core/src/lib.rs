@@ -4,8 +4,11 @@
 pub mod decide;
 pub mod decision;
 pub mod failover;
+pub mod fence;
 pub mod fixed;
+pub mod fork;
 pub mod local;
+pub mod maintenance;
 pub mod names;
 pub mod spec;
 pub mod testing;
@@ -14,9 +17,11 @@ pub mod view;
 pub use decide::{decide, Observation};
 pub use decision::{Action, Decision, Reason, SpecWork};
 pub use fixed::{decide_fixed, FixedAction, FixedDecision, FixedObservation, FixedReason, FixedRole, UpstreamState};
+pub use fork::{Fork, Replayed, TimelineSwitch};
 pub use local::{DataDir, ReplicationRow, Server, Slot, Upstream};
 pub use names::{BadLsn, BadMemberName, Lsn, MemberName, SystemId, Timeline};
 pub use spec::{FailoverSpec, MemberSpec, PasswordKind, PasswordVersions, Spec, SyncMode};
 pub use view::{
-    keys, ClusterView, Initialized, LeaderRecord, MemberState, MemberStatus, Role, SyncRecord, TargetRecord,
+    keys, ClusterView, Initialized, LeaderRecord, MemberState, MemberStatus, PauseRecord, Role, SyncRecord,
+    TargetRecord,
 };

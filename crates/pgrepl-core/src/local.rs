@@ -44,6 +44,9 @@ pub enum Server {
         /// Last WAL position received (falls back to replayed when nothing was received).
         receive_lsn: Lsn,
         replay_lsn: Lsn,
+        /// The timeline of the last replayed record (what `replay_lsn` lies on; `timeline` is
+        /// the newest one recovery knows of), when the server could say.
+        replay_timeline: Option<Timeline>,
         /// From `primary_conninfo`; `None` when it is empty.
         upstream: Option<Upstream>,
         /// `pg_stat_wal_receiver.status = 'streaming'`.

@@ -13,11 +13,15 @@ pub fn status(role: Role, state: MemberState, port: u16, lsn: Lsn) -> MemberStat
         timeline: Some(Timeline(1)),
         lsn: Some(lsn),
         receive_lsn: None,
+        replay_timeline: None,
+        history: None,
+        warning: None,
         decision: String::new(),
         replication: vec![],
         slots: vec![],
         applied_passwords: None,
         leader: None,
+        paused: false,
         updated_ms: 0,
     }
 }

@@ -1,6 +1,7 @@
 //! The cluster as one store snapshot shows it: the key layout of the store, the values stored
 //! under each key, and `ClusterView`, the parsed whole that `decide()` and the CLI read.
 
+use crate::fork::{Fork, TimelineSwitch};
 use crate::local::ReplicationRow;
 use crate::names::{Lsn, MemberName, SystemId, Timeline};
 use crate::spec::Spec;
@@ -23,11 +24,20 @@ pub mod keys {
     pub const SPEC: &str = "spec";
     /// Who may take over without losing an acknowledged commit, in synchronous mode: `SyncRecord`.
     pub const SYNC: &str = "sync";
+    /// Maintenance mode, set by `pgrepl pause` and removed by `pgrepl resume`: `PauseRecord`.
+    pub const PAUSE: &str = "pause";
     /// Prefix of the members' published statuses (TTL keys): `MemberStatus`.
     pub const MEMBERS: &str = "members/";
 
+    /// Prefix of the last fence of each member (no TTL): `pgrepl_core::fence::Fired`.
+    pub const FENCES: &str = "fences/";
+
     pub fn member(name: &MemberName) -> String {
         format!("{MEMBERS}{name}")
+    }
+
+    pub fn fence(name: &MemberName) -> String {
+        format!("{FENCES}{name}")
     }
 }
 
@@ -43,6 +53,10 @@ pub struct LeaderRecord {
     pub member: MemberName,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeline: Option<Timeline>,
+    /// `last_leader` only: the switch points of that timeline's history, so that after the
+    /// leader is lost the race can still tell a replica on its line from one off it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<Vec<TimelineSwitch>>,
 }
 
 /// Value of `sync`, written by the leader in synchronous mode: every commit it has acknowledged
@@ -75,6 +89,13 @@ pub struct TargetRecord {
     /// `pgrepl failover --to`: the leader gives way even if the target is not streaming.
     #[serde(default)]
     pub force: bool,
+}
+
+/// Value of `pause`: the cluster is in maintenance mode (no automatic failover, no restart of a
+/// stopped server, no fence) since `since_ms` (wall clock, milliseconds since the Unix epoch).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PauseRecord {
+    pub since_ms: u64,
 }
 
 /// The role a member's PostgreSQL has now (observed).
@@ -117,6 +138,18 @@ pub struct MemberStatus {
     /// Replica: last received position.
     #[serde(default)]
     pub receive_lsn: Option<Lsn>,
+    /// Replica: the timeline of the last replayed record (`timeline` is the newest one it
+    /// knows of, which it may never reach), when it could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_timeline: Option<Timeline>,
+    /// The switch points of the history of its timeline (a primary's current one, a replica's
+    /// replayed one; empty on timeline 1), when read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<Vec<TimelineSwitch>>,
+    /// Something an operator should know that the decision alone does not keep saying (this
+    /// replica had forked from the leader's timeline and was rewound); kept until it streams.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
     /// The sentence of the agent's last decision.
     pub decision: String,
     /// Primary only: its `pg_stat_replication`.
@@ -132,6 +165,10 @@ pub struct MemberStatus {
     /// know whether its position was reported after the leader was lost.
     #[serde(default)]
     pub leader: Option<MemberName>,
+    /// The agent saw the cluster in maintenance mode when it published (so `pause` and
+    /// `resume` can tell when every agent has taken the change in).
+    #[serde(default)]
+    pub paused: bool,
     /// Wall-clock time of publication, in milliseconds since the Unix epoch.
     pub updated_ms: u64,
 }
@@ -157,8 +194,12 @@ pub struct ClusterView {
     /// The target was forced (`pgrepl failover --to`).
     pub force_target: bool,
     pub sync: Option<SyncRecord>,
+    /// Maintenance mode (`pgrepl pause`), when set.
+    pub pause: Option<PauseRecord>,
     pub spec: Option<Spec>,
     pub members: BTreeMap<MemberName, MemberStatus>,
+    /// The last fence of each member that was ever fenced.
+    pub fences: BTreeMap<MemberName, crate::fence::Fired>,
 }
 
 /// A stored value that does not parse.
@@ -171,6 +212,10 @@ pub struct BadValue {
 
 fn parse<T: serde::de::DeserializeOwned>(key: &str, value: &[u8]) -> Result<T, BadValue> {
     serde_json::from_slice(value).map_err(|e| BadValue { key: key.to_string(), detail: e.to_string() })
+}
+
+fn member_name(key: &str, name: &str) -> Result<MemberName, BadValue> {
+    MemberName::new(name).map_err(|e| BadValue { key: key.to_string(), detail: e.to_string() })
 }
 
 impl ClusterView {
@@ -189,16 +234,22 @@ impl ClusterView {
                 }
                 keys::SPEC => view.spec = Some(parse(key, value)?),
                 keys::SYNC => view.sync = Some(parse(key, value)?),
+                keys::PAUSE => view.pause = Some(parse(key, value)?),
                 _ => {
                     if let Some(name) = key.strip_prefix(keys::MEMBERS) {
-                        let name = MemberName::new(name)
-                            .map_err(|e| BadValue { key: key.to_string(), detail: e.to_string() })?;
-                        view.members.insert(name, parse(key, value)?);
+                        view.members.insert(member_name(key, name)?, parse(key, value)?);
+                    } else if let Some(name) = key.strip_prefix(keys::FENCES) {
+                        view.fences.insert(member_name(key, name)?, parse(key, value)?);
                     }
                 }
             }
         }
         Ok(view)
+    }
+
+    /// True in maintenance mode (`pgrepl pause`).
+    pub fn paused(&self) -> bool {
+        self.pause.is_some()
     }
 
     /// The leader's status, when it is a running primary.
@@ -211,6 +262,16 @@ impl ClusterView {
     /// True when `member` is a replica streaming from the current primary.
     pub fn is_streaming(&self, member: &MemberName) -> bool {
         self.members.get(member).is_some_and(|s| s.state == MemberState::Streaming)
+    }
+
+    /// Whether `member`, as it last reported, replayed WAL off the running leader's history.
+    /// `None` also when either side did not publish what it takes to know.
+    pub fn fork_of(&self, member: &MemberName) -> Option<Fork> {
+        let (_, leader) = self.ready_leader()?;
+        let s = self.members.get(member).filter(|s| s.role == Role::Replica)?;
+        let replayed =
+            crate::fork::Replayed { timeline: s.replay_timeline?, lsn: s.lsn?, history: s.history.as_deref() };
+        crate::fork::fork(replayed, leader.timeline?, leader.history.as_deref()?)
     }
 
     /// Bytes `member` has still to replay to reach the primary's position, when known. Both
@@ -239,6 +300,7 @@ mod tests {
             ("leader", &leader[..]),
             ("initialize", &init[..]),
             ("members/node-2", &status[..]),
+            ("pause", &br#"{"since_ms":5}"#[..]),
             ("something-else", &b"?"[..]),
         ])
         .unwrap();
@@ -246,6 +308,8 @@ mod tests {
         assert_eq!(view.system_id, Some(SystemId(7_312_395_133_209_421_981)));
         assert!(view.is_streaming(&MemberName::numbered(2)));
         assert!(view.ready_leader().is_none(), "the leader published no status");
+        assert_eq!(view.pause, Some(PauseRecord { since_ms: 5 }));
+        assert!(view.paused());
     }
 
     #[test]

@@ -22,6 +22,7 @@ fn replica_of(n: Option<u32>, streaming: bool) -> Server {
         timeline: Timeline(1),
         receive_lsn: Lsn(0x3000000),
         replay_lsn: Lsn(0x3000000),
+        replay_timeline: Some(Timeline(1)),
         upstream: n.map(|n| Upstream { host: "127.0.0.1".into(), port: port(n) }),
         streaming,
     }
@@ -54,6 +55,7 @@ impl Scenario {
             slots: vec![],
             replication: vec![],
             standby_names: Some(String::new()),
+            history: None,
             cluster: ClusterView { system_id: Some(SYSTEM), spec: Some(spec), ..ClusterView::default() },
         })
     }
@@ -81,11 +83,17 @@ impl Scenario {
         self.leader(n)
     }
     fn last_leader(mut self, n: u32) -> Self {
-        self.0.cluster.last_leader = Some(LeaderRecord { member: m(n), timeline: Some(Timeline(1)) });
+        self.0.cluster.last_leader =
+            Some(LeaderRecord { member: m(n), timeline: Some(Timeline(1)), history: Some(vec![]) });
         self
     }
     fn target(mut self, n: u32) -> Self {
         self.0.cluster.target = Some(m(n));
+        self
+    }
+    /// The cluster is in maintenance mode (`pgrepl pause`).
+    fn paused(mut self) -> Self {
+        self.0.cluster.pause = Some(PauseRecord { since_ms: 1 });
         self
     }
     fn streaming(mut self, n: u32) -> Self {
@@ -115,6 +123,7 @@ fn healthy_leader() -> Scenario {
         .last_leader(1)
         .with(|o| {
             o.slots = vec![Slot { name: "node_2".into(), active: true }, Slot { name: "node_3".into(), active: true }];
+            o.history = Some(vec![]);
             o.cluster.sync = Some(SyncRecord { leader: Some(m(1)), ..SyncRecord::default() });
         })
 }
@@ -427,6 +436,202 @@ fn a_leader_that_lost_its_data_releases_the_lease() {
     assert_eq!(d, Decision::new(Action::ReleaseLease, Reason::LeaseWithoutData));
 }
 
+// ---- maintenance mode (`pgrepl pause`) ----
+
+fn paused(action: Action, reason: Reason) -> Decision {
+    Decision::new(action, Reason::Paused(Box::new(reason)))
+}
+
+/// The leader `node-1`, its PostgreSQL killed (stopped, primary-shaped data).
+fn stopped_leader() -> Scenario {
+    Scenario::new().me(1).data(DataDir::Primary { system_id: SYSTEM }).leader(1).last_leader(1)
+}
+
+#[test]
+fn a_paused_primary_keeps_its_lease_and_says_it_is_paused() {
+    let d = healthy_leader().paused().decide();
+    assert_eq!(d, paused(Action::RenewLease, Reason::Healthy));
+    assert_eq!(d.to_string(), "paused: primary, holding the leader lease");
+}
+
+#[test]
+fn a_paused_leader_does_not_restart_its_stopped_server_and_keeps_the_lease() {
+    assert_eq!(stopped_leader().decide().action, Action::StartAsPrimary, "unpaused, it restarts");
+    assert_eq!(stopped_leader().paused().decide(), paused(Action::RenewLease, Reason::NotStartingPaused));
+    // Down past primary_start_timeout: unpaused it gives way; paused it keeps the lease.
+    let overdue = || stopped_leader().with(|o| o.start_overdue = true);
+    assert_eq!(overdue().decide(), Decision::new(Action::ReleaseLease, Reason::CannotStart));
+    assert_eq!(overdue().paused().decide(), paused(Action::RenewLease, Reason::NotStartingPaused));
+}
+
+#[test]
+fn paused_replicas_do_not_race_for_a_free_lease() {
+    let lost = || {
+        leader_lost(0x3000100).with(|o| {
+            o.cluster.members.insert(m(3), reported(3, 0x3000000));
+        })
+    };
+    assert_eq!(lost().decide().action, Action::AcquireLease, "unpaused, it races");
+    assert_eq!(lost().paused().decide(), paused(Action::Wait, Reason::NoFailoverPaused(Some(m(1)))));
+    // Nor does a stopped standby start so that it could race.
+    let stopped = || Scenario::new().last_leader(1);
+    assert_eq!(stopped().decide().action, Action::StartAsReplica { leader: None });
+    assert_eq!(stopped().paused().decide(), paused(Action::Wait, Reason::NotStartingPaused));
+}
+
+#[test]
+fn a_paused_replica_whose_server_stopped_is_not_restarted() {
+    let s = || Scenario::new().ready_leader(1);
+    assert_eq!(s().decide().action, Action::StartAsReplica { leader: Some(m(1)) });
+    assert_eq!(s().paused().decide(), paused(Action::Wait, Reason::NotStartingPaused));
+}
+
+#[test]
+fn the_last_leader_still_running_as_primary_takes_its_lease_back_when_paused() {
+    let s = Scenario::new().me(1).data(DataDir::Primary { system_id: SYSTEM }).server(primary()).last_leader(1);
+    assert_eq!(s.paused().decide(), paused(Action::AcquireLease, Reason::ResumeLeadership));
+    // Stopped, it does not: it would only hold a lease it cannot serve, and nobody may race.
+    let stopped = Scenario::new().me(1).data(DataDir::Primary { system_id: SYSTEM }).last_leader(1);
+    assert_eq!(stopped.decide().action, Action::AcquireLease);
+    assert_eq!(stopped.paused().decide(), paused(Action::Wait, Reason::NoFailoverPaused(Some(m(1)))));
+}
+
+#[test]
+fn a_paused_primary_without_the_lease_is_not_demoted() {
+    let s = || Scenario::new().me(3).data(DataDir::Primary { system_id: SYSTEM }).server(primary()).last_leader(1);
+    assert_eq!(
+        s().decide(),
+        Decision::new(Action::Demote { release_lease: false }, Reason::PrimaryWithoutLease(Some(m(1))))
+    );
+    assert_eq!(s().paused().decide(), paused(Action::Wait, Reason::NoDemotionPaused));
+    // A requested promote of another member still moves it aside.
+    assert_eq!(s().target(2).paused().decide().action, Action::Demote { release_lease: false });
+}
+
+#[test]
+fn a_paused_primary_still_demotes_when_another_member_was_made_leader() {
+    let s = Scenario::new().me(1).data(DataDir::Primary { system_id: SYSTEM }).server(primary()).ready_leader(2);
+    assert_eq!(s.paused().decide(), paused(Action::Demote { release_lease: false }, Reason::AnotherLeader(m(2))));
+}
+
+#[test]
+fn a_requested_promote_goes_through_in_maintenance_mode() {
+    let take = Scenario::new().server(replica_of(Some(1), false)).last_leader(1).target(2).paused();
+    assert_eq!(take.decide(), paused(Action::AcquireLease, Reason::PromoteRequested));
+    let promote_it = Scenario::new().server(replica_of(Some(1), false)).leader(2).target(2).paused();
+    assert_eq!(promote_it.decide(), paused(promote(), Reason::HoldsLeaseAsReplica));
+    // The requested member's server was down: it is started, as the request implies.
+    let start = Scenario::new().leader(2).target(2).paused();
+    assert_eq!(start.decide(), paused(Action::StartAsReplica { leader: None }, Reason::StartLeader));
+}
+
+#[test]
+fn a_switchover_in_maintenance_mode_hands_over_and_the_former_primary_rejoins() {
+    let hand_over = healthy_leader().target(2).streaming(2).paused();
+    assert_eq!(hand_over.decide(), paused(Action::Demote { release_lease: true }, Reason::HandOver(m(2))));
+    // A stopped leader gives way to a forced target (`failover --to`).
+    assert_eq!(stopped_leader().target(2).paused().decide(), paused(Action::ReleaseLease, Reason::GiveWayTo(m(2))));
+    let rejoin = Scenario::new().me(1).data(DataDir::Primary { system_id: SYSTEM }).ready_leader(2).paused();
+    assert_eq!(rejoin.decide(), paused(Action::Rewind { leader: m(2) }, Reason::FormerPrimary(m(2))));
+    let follow = Scenario::new().me(3).server(replica_of(Some(1), true)).ready_leader(2).paused();
+    assert_eq!(follow.decide(), paused(Action::Follow { leader: m(2) }, Reason::NewUpstream(m(2))));
+}
+
+#[test]
+fn a_paused_leader_running_as_a_replica_gives_the_lease_up_rather_than_promote_itself_back() {
+    let s = || Scenario::new().me(1).server(replica_of(None, false)).leader(1).last_leader(1);
+    assert_eq!(s().decide().action, promote_of(1));
+    assert_eq!(s().paused().decide(), paused(Action::ReleaseLease, Reason::DemotedByHandPaused));
+}
+
+fn promote_of(n: u32) -> Action {
+    let create_slots = (1..=3).filter(|k| *k != n).map(|k| m(k).slot_name()).collect();
+    Action::Promote { create_slots, claim_sync: false }
+}
+
+#[test]
+fn a_paused_replica_is_neither_rewound_nor_wiped() {
+    let newer = |o: &mut Observation| {
+        o.replica_stalled = true;
+        o.cluster.members.get_mut(&m(1)).unwrap().timeline = Some(Timeline(2));
+    };
+    let stalled = || Scenario::new().server(replica_of(Some(1), false)).ready_leader(1).with(newer);
+    assert_eq!(stalled().decide().action, Action::Rewind { leader: m(1) });
+    assert_eq!(stalled().paused().decide(), paused(Action::Wait, Reason::NoRewindPaused(m(1))));
+    let wipe = || {
+        Scenario::new().ready_leader(1).with(|o| {
+            o.first_cycle = true;
+            o.destroy_on_restart = true;
+        })
+    };
+    assert_eq!(wipe().decide().action, Action::Reinitialize);
+    assert_eq!(wipe().paused().decide(), paused(Action::Wait, Reason::NoWipePaused));
+}
+
+/// Every combination of this member's server and data, who leads, who led last, the request,
+/// and the clocks: paused, no member starts a server, races, gives the lease up for not
+/// starting, rewinds a stalled replica or wipes one unless asked to; every sentence says paused.
+#[test]
+fn no_paused_combination_fails_over_or_restarts_anything_nobody_asked_for() {
+    let servers =
+        [Server::Stopped, primary(), replica_of(Some(1), true), replica_of(Some(1), false), replica_of(None, false)];
+    let datas = [DataDir::Primary { system_id: SYSTEM }, DataDir::Standby { system_id: SYSTEM }, DataDir::Missing];
+    let mut combinations = 0;
+    for server in &servers {
+        for data in &datas {
+            for leader in [None, Some(1), Some(2)] {
+                for last in [None, Some(1), Some(2)] {
+                    for target in [None, Some(1), Some(3)] {
+                        for flags in 0..8u8 {
+                            let mut s = Scenario::new().me(1).data(data.clone()).server(server.clone()).paused();
+                            if let Some(l) = leader {
+                                s = s.ready_leader(l);
+                            }
+                            if let Some(l) = last {
+                                s = s.last_leader(l);
+                            }
+                            if let Some(t) = target {
+                                s = s.target(t);
+                            }
+                            s = s.streaming(3).with(|o| {
+                                o.start_overdue = flags & 1 != 0;
+                                o.replica_stalled = flags & 2 != 0;
+                                o.first_cycle = flags & 4 != 0;
+                                o.destroy_on_restart = flags & 4 != 0;
+                            });
+                            let d = s.decide();
+                            let asked = target == Some(1);
+                            let context = format!("{:?} -> {d:?}", s.0);
+                            assert!(matches!(d.reason, Reason::Paused(_)), "{context}");
+                            assert!(d.to_string().starts_with("paused: "), "{context}");
+                            match &d.action {
+                                Action::StartAsPrimary | Action::StartAsReplica { .. } => assert!(asked, "{context}"),
+                                Action::AcquireLease => assert!(
+                                    asked || (last == Some(1) && matches!(server, Server::Primary { .. })),
+                                    "{context}"
+                                ),
+                                Action::Promote { .. } => assert!(asked, "{context}"),
+                                Action::Reinitialize => panic!("{context}"),
+                                Action::Rewind { .. } => assert!(
+                                    matches!(d.reason, Reason::Paused(ref r) if matches!(**r, Reason::FormerPrimary(_))),
+                                    "{context}"
+                                ),
+                                Action::ReleaseLease => assert!(
+                                    !matches!(d.reason, Reason::Paused(ref r) if **r == Reason::CannotStart),
+                                    "{context}"
+                                ),
+                                _ => {}
+                            }
+                            combinations += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(combinations, 5 * 3 * 3 * 3 * 3 * 8);
+}
+
 // ---- automatic failover: the race for a free lease ----
 
 /// A replica that reported its position (`lsn`) after the lease fell free.
@@ -439,6 +644,7 @@ fn replica_at(lsn: u64) -> Server {
         timeline: Timeline(1),
         receive_lsn: Lsn(lsn),
         replay_lsn: Lsn(lsn),
+        replay_timeline: Some(Timeline(1)),
         upstream: Some(Upstream { host: "127.0.0.1".into(), port: port(1) }),
         streaming: false,
     }
@@ -506,8 +712,9 @@ fn a_replica_too_far_behind_the_lost_leader_may_not_take_over() {
 
 #[test]
 fn a_replica_on_an_older_timeline_may_not_take_over() {
-    let s = leader_lost(0x3000000)
-        .with(|o| o.cluster.last_leader = Some(LeaderRecord { member: m(1), timeline: Some(Timeline(2)) }));
+    let s = leader_lost(0x3000000).with(|o| {
+        o.cluster.last_leader = Some(LeaderRecord { member: m(1), timeline: Some(Timeline(2)), history: None })
+    });
     assert_eq!(s.decide(), Decision::wait(Reason::OlderTimeline { mine: Timeline(1), theirs: Timeline(2) }));
 }
 
@@ -615,4 +822,226 @@ fn a_forced_target_gets_the_lease_even_when_not_streaming() {
     assert_eq!(d.action, Action::RenewLease, "a planned switchover waits for the target to stream");
     let d = healthy_leader().target(2).with(|o| o.cluster.force_target = true).decide();
     assert_eq!(d, Decision::new(Action::Demote { release_lease: true }, Reason::HandOver(m(2))));
+}
+
+// ---- timeline forks: a replica that replayed past the point where the leader's timeline began ----
+
+/// Where `node-2`'s timeline 2 left timeline 1 in the fault run of issue 15.
+const SWITCH: u64 = 0x5020688;
+
+/// A replica at `replay_lsn` on `replay_timeline` that knows of timeline 2 (it fetched the
+/// history file while trying to follow), pointed at `upstream`, not streaming.
+fn replica_on(replay_timeline: u32, replay_lsn: u64, upstream: u32) -> Server {
+    Server::Replica {
+        timeline: Timeline(2),
+        receive_lsn: Lsn(replay_lsn),
+        replay_lsn: Lsn(replay_lsn),
+        replay_timeline: Some(Timeline(replay_timeline)),
+        upstream: Some(Upstream { host: "127.0.0.1".into(), port: port(upstream) }),
+        streaming: false,
+    }
+}
+
+/// `node-2` leads on timeline 2, which left timeline 1 at `SWITCH`; seen from `node-3`.
+fn after_promotion_of_node_2() -> Scenario {
+    Scenario::new().me(3).ready_leader(2).with(|o| {
+        let leader = o.cluster.members.get_mut(&m(2)).unwrap();
+        leader.timeline = Some(Timeline(2));
+        leader.lsn = Some(Lsn(0x5030000));
+        leader.history = Some(vec![TimelineSwitch { timeline: Timeline(1), end: Lsn(SWITCH) }]);
+    })
+}
+
+#[test]
+fn a_replica_that_replayed_past_the_leaders_switch_point_is_rewound_at_once() {
+    // The fault of issue 15: node-3 replayed timeline 1 to 0/50206F8, node-2 promoted at
+    // 0/5020688. Timeline numbers alone (2 and 2) looked fine; the switch point does not.
+    let d = after_promotion_of_node_2().server(replica_on(1, 0x50206F8, 2)).decide();
+    assert_eq!(d.action, Action::Rewind { leader: m(2) }, "without waiting for the stall bound");
+    assert!(d.reason.is_warning());
+    assert_eq!(
+        d.to_string(),
+        "rewinding: this replica's WAL forked from node-2's timeline: it replayed timeline 1 up to 0/50206F8, \
+         past 0/5020688 where timeline 2 forked from it, so it can never stream from node-2 as it is"
+    );
+    let still_pointed_at_the_old_leader = after_promotion_of_node_2().server(replica_on(1, 0x50206F8, 1)).decide();
+    assert_eq!(still_pointed_at_the_old_leader.action, Action::Rewind { leader: m(2) }, "no follow to try first");
+}
+
+#[test]
+fn a_replica_at_or_behind_the_switch_point_follows_the_new_timeline() {
+    let at = after_promotion_of_node_2().server(replica_on(1, SWITCH, 2)).decide();
+    assert_eq!(at, Decision::new(Action::Nothing, Reason::CatchingUp(m(2))));
+    let behind = after_promotion_of_node_2().server(replica_on(1, 0x5000000, 1)).decide();
+    assert_eq!(behind, Decision::new(Action::Follow { leader: m(2) }, Reason::NewUpstream(m(2))));
+    let on_it = after_promotion_of_node_2().server(replica_on(2, 0x5030000, 2)).decide();
+    assert_eq!(on_it.action, Action::Nothing);
+    assert!(!on_it.reason.is_warning());
+}
+
+#[test]
+fn a_replica_on_a_timeline_outside_the_leaders_line_is_rewound() {
+    // Timeline 3 branched off somewhere else (a forced failover to a lagging member, say).
+    let d = after_promotion_of_node_2().server(replica_on(3, 0x5010000, 2)).decide();
+    assert_eq!(d.action, Action::Rewind { leader: m(2) });
+    assert!(d.to_string().contains("never passed through timeline 3"), "{d}");
+}
+
+#[test]
+fn without_the_leaders_history_or_the_replicas_replay_timeline_no_fork_is_claimed() {
+    let no_history = after_promotion_of_node_2()
+        .server(replica_on(1, 0x50206F8, 2))
+        .with(|o| o.cluster.members.get_mut(&m(2)).unwrap().history = None);
+    assert_eq!(no_history.decide(), Decision::new(Action::Nothing, Reason::CatchingUp(m(2))));
+    let mut unknown = replica_on(1, 0x50206F8, 2);
+    if let Server::Replica { replay_timeline, .. } = &mut unknown {
+        *replay_timeline = None;
+    }
+    let d = after_promotion_of_node_2().server(unknown).decide();
+    assert_eq!(d, Decision::new(Action::Nothing, Reason::CatchingUp(m(2))), "a guess is no proof");
+    let leader_not_running = Scenario::new().me(3).leader(2).server(replica_on(1, 0x50206F8, 2)).decide();
+    assert_eq!(leader_not_running, Decision::new(Action::Nothing, Reason::CatchingUp(m(2))), "nothing published");
+}
+
+#[test]
+fn a_leader_records_its_timeline_history_with_itself_as_the_last_leader() {
+    let history = vec![TimelineSwitch { timeline: Timeline(1), end: Lsn(SWITCH) }];
+    let d = healthy_leader().with(|o| o.history = Some(history.clone())).decide();
+    assert_eq!(d.action, Action::ApplySpec(SpecWork { record_leader: true, ..SpecWork::default() }));
+    let recorded = healthy_leader().with(|o| {
+        o.history = Some(history.clone());
+        o.cluster.last_leader.as_mut().unwrap().history = Some(history);
+    });
+    assert_eq!(recorded.decide().action, Action::RenewLease);
+}
+
+// ---- the race after a fork: nobody off the lost leader's line takes over ----
+
+/// `node-1` led on timeline 2 (which left timeline 1 at `SWITCH`) and is gone; seen from `node-2`.
+fn timeline_2_leader_lost(me: Server) -> Scenario {
+    Scenario::new().server(me).with(|o| {
+        o.cluster.last_leader = Some(LeaderRecord {
+            member: m(1),
+            timeline: Some(Timeline(2)),
+            history: Some(vec![TimelineSwitch { timeline: Timeline(1), end: Lsn(SWITCH) }]),
+        })
+    })
+}
+
+/// A peer's report after the lease fell free: replayed `replay_timeline` to `lsn`, knows of timeline 2.
+fn reported_on(n: u32, replay_timeline: u32, lsn: u64) -> MemberStatus {
+    MemberStatus { timeline: Some(Timeline(2)), replay_timeline: Some(Timeline(replay_timeline)), ..reported(n, lsn) }
+}
+
+#[test]
+fn a_replica_off_the_lost_leaders_line_may_not_take_over_even_when_furthest_along() {
+    let s = timeline_2_leader_lost(replica_on(1, 0x5030000, 1)).with(|o| {
+        o.cluster.members.insert(m(3), reported_on(3, 2, 0x5021000));
+    });
+    let d = s.decide();
+    assert_eq!(d.action, Action::Wait);
+    assert!(matches!(d.reason, Reason::ForkedFromLostLeader { .. }), "{d:?}");
+    assert!(d.to_string().contains("past 0/5020688"), "{d}");
+}
+
+#[test]
+fn a_forked_peer_further_along_does_not_hold_up_the_race() {
+    // node-3 shows timeline 2 (from the history file) and the highest position: by timeline
+    // and position it looks ahead, yet its WAL past the switch point is not the leader's.
+    let s = timeline_2_leader_lost(replica_on(2, 0x5021000, 1)).with(|o| {
+        o.cluster.members.insert(m(3), reported_on(3, 1, 0x5030000));
+    });
+    assert_eq!(s.decide(), Decision::new(Action::AcquireLease, Reason::FailoverRace(Some(m(1)))));
+}
+
+#[test]
+fn on_the_lost_leaders_line_a_replica_behind_the_switch_point_is_behind_one_past_it() {
+    let behind = timeline_2_leader_lost(replica_on(1, SWITCH - 0x100, 1)).with(|o| {
+        o.cluster.members.insert(m(3), reported_on(3, 2, SWITCH + 0x100));
+    });
+    assert_eq!(behind.decide(), Decision::wait(Reason::PeerAhead(m(3))));
+    let ahead = timeline_2_leader_lost(replica_on(2, SWITCH + 0x200, 1)).with(|o| {
+        o.cluster.members.insert(m(3), reported_on(3, 1, SWITCH - 0x100));
+    });
+    assert_eq!(ahead.decide().action, Action::AcquireLease);
+}
+
+#[test]
+fn a_peer_that_received_more_than_it_replayed_is_ahead_by_what_it_received() {
+    let s = leader_lost(0x3000100).with(|o| {
+        let peer = MemberStatus { receive_lsn: Some(Lsn(0x3000200)), ..reported(3, 0x3000000) };
+        o.cluster.members.insert(m(3), peer);
+    });
+    assert_eq!(s.decide(), Decision::wait(Reason::PeerAhead(m(3))), "promotion replays all it received");
+    let mine_received = leader_lost(0x3000000).with(|o| {
+        if let Server::Replica { receive_lsn, .. } = &mut o.server {
+            *receive_lsn = Lsn(0x3000300);
+        }
+        o.cluster.members.insert(m(3), reported(3, 0x3000200));
+    });
+    assert_eq!(mine_received.decide().action, Action::AcquireLease);
+}
+
+#[test]
+fn a_peer_whose_fork_cannot_be_proven_still_counts() {
+    // An agent that does not publish its replay timeline: by timeline, then position.
+    let s = timeline_2_leader_lost(replica_on(2, 0x5021000, 1)).with(|o| {
+        o.cluster.members.insert(m(3), MemberStatus { timeline: Some(Timeline(2)), ..reported(3, 0x5030000) });
+    });
+    assert_eq!(s.decide(), Decision::wait(Reason::PeerAhead(m(3))));
+}
+
+#[test]
+fn a_replica_on_a_newer_timeline_than_the_recorded_last_leader_is_not_taken_for_forked() {
+    // node-1 promoted to timeline 3 and was lost before it recorded itself: the record still
+    // says timeline 2. A replica that followed timeline 3 must still be able to take over.
+    let mut on_3 = replica_on(3, 0x6000000, 1);
+    if let Server::Replica { timeline, .. } = &mut on_3 {
+        *timeline = Timeline(3);
+    }
+    let s = timeline_2_leader_lost(on_3).with(|o| {
+        o.cluster.members.insert(m(3), MemberStatus { timeline: Some(Timeline(3)), ..reported_on(3, 3, 0x5FFFFFF) });
+    });
+    assert_eq!(s.decide().action, Action::AcquireLease);
+    let behind_a_peer_on_3 = timeline_2_leader_lost(replica_on(2, 0x5021000, 1)).with(|o| {
+        o.cluster.members.insert(m(3), MemberStatus { timeline: Some(Timeline(3)), ..reported_on(3, 3, 0x6000000) });
+    });
+    assert_eq!(behind_a_peer_on_3.decide(), Decision::wait(Reason::PeerAhead(m(3))), "it counts, and is ahead");
+}
+
+#[test]
+fn a_replica_on_another_branch_with_the_leaders_timeline_number_is_rewound() {
+    // A member promoted without having seen timeline 2's history file called its new timeline
+    // 2 as well: same number, but its line left timeline 1 elsewhere.
+    let own = vec![TimelineSwitch { timeline: Timeline(1), end: Lsn(SWITCH + 0x1000) }];
+    let other_branch = after_promotion_of_node_2().server(replica_on(2, SWITCH + 0x2000, 2)).with(|o| {
+        o.history = Some(own);
+    });
+    let d = other_branch.decide();
+    assert_eq!(d.action, Action::Rewind { leader: m(2) });
+    assert!(d.to_string().contains("on a line that left timeline 1 at 0/5021688"), "{d}");
+    let same_branch = after_promotion_of_node_2().server(replica_on(2, SWITCH + 0x2000, 2)).with(|o| {
+        o.history = Some(vec![TimelineSwitch { timeline: Timeline(1), end: Lsn(SWITCH) }]);
+    });
+    assert_eq!(same_branch.decide(), Decision::new(Action::Nothing, Reason::CatchingUp(m(2))));
+}
+
+#[test]
+fn a_peer_on_another_branch_with_the_lost_leaders_timeline_number_does_not_hold_up_the_race() {
+    let s = timeline_2_leader_lost(replica_on(2, 0x5021000, 1)).with(|o| {
+        o.history = Some(vec![TimelineSwitch { timeline: Timeline(1), end: Lsn(SWITCH) }]);
+        let other_branch = vec![TimelineSwitch { timeline: Timeline(1), end: Lsn(0x5000000) }];
+        o.cluster.members.insert(m(3), MemberStatus { history: Some(other_branch), ..reported_on(3, 2, 0x5030000) });
+    });
+    assert_eq!(s.decide().action, Action::AcquireLease);
+    let mine_elsewhere = timeline_2_leader_lost(replica_on(2, 0x5030000, 1))
+        .with(|o| o.history = Some(vec![TimelineSwitch { timeline: Timeline(1), end: Lsn(0x5000000) }]));
+    assert!(matches!(mine_elsewhere.decide().reason, Reason::ForkedFromLostLeader { .. }));
+}
+
+#[test]
+fn a_paused_forked_replica_is_not_rewound_but_still_warned_of() {
+    let d = after_promotion_of_node_2().server(replica_on(1, 0x50206F8, 2)).paused().decide();
+    assert_eq!(d, paused(Action::Wait, Reason::NoRewindPaused(m(2))));
+    assert!(d.reason.is_warning(), "{d}");
 }

@@ -20,6 +20,7 @@ fn replica(streaming: bool, timeline: u32) -> Server {
         timeline: Timeline(timeline),
         receive_lsn: Lsn(0x3000000),
         replay_lsn: Lsn(0x3000000),
+        replay_timeline: Some(Timeline(1)),
         upstream: Some(master()),
         streaming,
     }

@@ -14,6 +14,25 @@ struct Account {
 /// groups, then gid, then uid, and `HOME`, `USER` and `LOGNAME` set to the user's. A no-op
 /// returning `Ok(false)` when not running as root; `Ok(true)` when it switched. Call it early,
 /// before other threads read the environment.
+/// The locked-memory limit an unprivileged pgrepl process gets from a root parent: room for the
+/// fencer (a single-threaded process of about 20 MB) to lock all of its memory.
+const MEMLOCK_LIMIT: u64 = 64 << 20;
+
+/// Raises RLIMIT_MEMLOCK (soft and hard) to at least `bytes`; needs root, best effort.
+fn raise_memlock_limit(bytes: u64) {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit with a valid rlimit pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) != 0 {
+            return;
+        }
+        let raised = libc::rlimit { rlim_cur: limit.rlim_cur.max(bytes), rlim_max: limit.rlim_max.max(bytes) };
+        if libc::setrlimit(libc::RLIMIT_MEMLOCK, &raised) != 0 {
+            tracing::debug!("raise the locked-memory limit: {}", last_os_error());
+        }
+    }
+}
+
 pub fn become_user(name: &str) -> Result<bool, PgError> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -22,6 +41,7 @@ pub fn become_user(name: &str) -> Result<bool, PgError> {
     let account = lookup(name)?;
     let doing = format!("switch to OS user {name}");
     let c_name = c_string(name)?;
+    raise_memlock_limit(MEMLOCK_LIMIT);
     // SAFETY: plain libc calls with a valid NUL-terminated name; glibc applies set*id to every
     // thread of the process.
     unsafe {

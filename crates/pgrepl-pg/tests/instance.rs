@@ -292,6 +292,9 @@ async fn primary_replica_failover_and_rewind() {
     b.start(START).await.unwrap_or_else(|e| panic!("start replica: {e:#}"));
     wait_for(&b, "a streaming replica of node-1", is_streaming_replica_of(pa, 1)).await;
     assert!(matches!(a.observe(SUPERUSER).await, Server::Primary { .. }));
+    assert_eq!(b.replay_timeline(SUPERUSER).await.expect("replayed timeline of the replica"), Timeline(1));
+    assert_eq!(a.replay_timeline(SUPERUSER).await.expect("timeline of the primary"), Timeline(1));
+    assert_eq!(a.timeline_history(Timeline(1)).expect("timeline 1 has no history"), vec![]);
 
     let rows = sql::replication_rows(&ca).await.expect("replication rows");
     assert_eq!(rows.len(), 1, "{rows:?}");
@@ -331,6 +334,10 @@ async fn primary_replica_failover_and_rewind() {
     cb.batch_execute("INSERT INTO t VALUES ('3 after')").await.expect("write on new primary");
     sql::checkpoint(&cb).await.expect("checkpoint after promotion");
     sql::create_slot(&cb, "node_1").await.expect("create slot for node-1");
+    let history = b.timeline_history(Timeline(2)).expect("history of timeline 2");
+    assert_eq!(history.len(), 1, "{history:?}");
+    assert_eq!(history[0].timeline, Timeline(1));
+    assert!(history[0].end > pgrepl_core::Lsn(0), "{history:?}");
 
     // The old primary is rewound (crash recovery included) and follows the new one.
     a.set_standby_signal(true).expect("standby signal before rewind");
@@ -354,6 +361,7 @@ async fn primary_replica_failover_and_rewind() {
         assert!(Instant::now() < deadline, "rewound node holds {seen:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert_eq!(a.replay_timeline(SUPERUSER).await.expect("replayed timeline after the rewind"), Timeline(2));
 
     // A busy port is named as such.
     drop(ca);

@@ -92,6 +92,19 @@ pub enum Command {
         #[arg(long, default_value_t = 120)]
         wait: u64,
     },
+    /// Maintenance mode: no automatic failover, no restart of a stopped PostgreSQL, no fence
+    /// (the leader keeps its lease); promote, switchover and failover still work.
+    Pause {
+        /// Seconds to wait for every agent to take it in.
+        #[arg(long, default_value_t = 30)]
+        wait: u64,
+    },
+    /// End maintenance mode: every agent decides again from what it observes now.
+    Resume {
+        /// Seconds to wait for every agent to take it in.
+        #[arg(long, default_value_t = 30)]
+        wait: u64,
+    },
     /// Stop one member and keep it stopped (its data is kept).
     Stop { member: String },
     /// Start a member stopped with `pgrepl stop`.
@@ -118,6 +131,14 @@ pub enum Command {
     Agent {
         #[arg(long)]
         member: String,
+    },
+    /// (internal) Run the fencer of one member (started by its agent).
+    #[command(hide = true)]
+    Fencer {
+        #[arg(long)]
+        data_dir: std::path::PathBuf,
+        #[arg(long)]
+        socket: std::path::PathBuf,
     },
 }
 

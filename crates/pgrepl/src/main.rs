@@ -6,6 +6,7 @@ mod cli;
 mod cluster;
 mod commands;
 mod config;
+mod handover;
 mod init;
 mod layout;
 mod readiness;
@@ -51,10 +52,13 @@ async fn run(cli: Cli, env: Vec<config::FromEnv>) -> anyhow::Result<()> {
         Command::Promote { member, wait } => commands::promote::run(dir, Request::Promote(member), wait).await,
         Command::Switchover { to, wait } => commands::promote::run(dir, Request::Switchover(to), wait).await,
         Command::Failover { to, wait } => commands::promote::run(dir, Request::Failover(to), wait).await,
+        Command::Pause { wait } => commands::pause::run(dir, true, wait).await,
+        Command::Resume { wait } => commands::pause::run(dir, false, wait).await,
         Command::Stop { member } => commands::member_ctl::run(dir, &member, true).await,
         Command::Start { member } => commands::member_ctl::run(dir, &member, false).await,
         Command::Supervise => supervisor::run(dir).await,
         Command::Agent { member } => commands::agent::run(dir, &member).await,
+        Command::Fencer { .. } => unreachable!("the fencer runs before the async runtime starts"),
         Command::Router => commands::router::run(dir).await,
         Command::Node(args) => commands::node::run(dir, args, env).await,
         Command::Container { args } => commands::container::run(args, env).await,
@@ -78,8 +82,23 @@ fn main() -> ExitCode {
     let env = if matches!(cli.command, Command::Node(_) | Command::Container { .. }) { take_env() } else { Vec::new() };
     init_logging(matches!(
         cli.command,
-        Command::Supervise | Command::Agent { .. } | Command::Router | Command::Node(_) | Command::Container { .. }
+        Command::Supervise
+            | Command::Agent { .. }
+            | Command::Fencer { .. }
+            | Command::Router
+            | Command::Node(_)
+            | Command::Container { .. }
     ));
+    if let Command::Fencer { data_dir, socket } = &cli.command {
+        // No async runtime: one thread that waits for beats and a timer, nothing else.
+        return match pgrepl_agent::fencer::run(data_dir, socket) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     // The router moves every byte of every client: one thread, one event loop, no hand-offs
     // between workers (measured in docs/benchmarks.md). Everything else may use two.
     let mut builder = match cli.command {

@@ -42,6 +42,30 @@ pub fn check(view: &ClusterView) -> Result<MemberName, String> {
     Ok(leader.clone())
 }
 
+/// `check`, counting only the statuses published at or after `since_ms` (wall clock, as agents
+/// stamp them): a status from before, say from before a power loss and still within its TTL, is
+/// no evidence that the member runs now.
+pub fn check_since(view: &ClusterView, since_ms: u64) -> Result<MemberName, String> {
+    let mut fresh = view.clone();
+    fresh.members.retain(|_, s| s.updated_ms >= since_ms);
+    check(&fresh)
+}
+
+/// In maintenance mode, when nothing stopped is started: `Ok` once every running member of the
+/// spec has an agent that published since `since_ms`.
+pub fn agents_since(view: &ClusterView, since_ms: u64) -> Result<(), String> {
+    let spec = view.spec.as_ref().ok_or("the cluster spec to be written")?;
+    let silent = spec
+        .members
+        .iter()
+        .filter(|(_, m)| !m.stopped)
+        .find(|(name, _)| view.members.get(*name).is_none_or(|s| s.updated_ms < since_ms));
+    match silent {
+        Some((name, _)) => Err(format!("{name}'s agent to publish its status")),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,6 +116,34 @@ mod tests {
         assert_eq!(check(&view), Err("removed member node-2 to stop".into()));
         view.members.remove(&MemberName::numbered(2));
         assert!(check(&view).unwrap_err().contains("replication slots"));
+    }
+
+    #[test]
+    fn statuses_from_before_are_no_evidence() {
+        let mut view = two_member_view();
+        for s in view.members.values_mut() {
+            s.updated_ms = 1_000;
+        }
+        assert_eq!(check_since(&view, 1_000), Ok(MemberName::numbered(1)));
+        assert_eq!(check_since(&view, 1_001), Err("node-1 to run as primary".into()));
+        view.members.get_mut(&MemberName::numbered(1)).unwrap().updated_ms = 2_000;
+        assert_eq!(check_since(&view, 1_001), Err("node-2 to stream from node-1".into()));
+    }
+
+    #[test]
+    fn paused_every_running_member_needs_only_a_fresh_status() {
+        let mut view = two_member_view();
+        for s in view.members.values_mut() {
+            s.updated_ms = 1_000;
+            s.state = MemberState::Stopped;
+        }
+        assert_eq!(agents_since(&view, 1_000), Ok(()));
+        assert_eq!(agents_since(&view, 1_001), Err("node-1's agent to publish its status".into()));
+        view.spec.as_mut().unwrap().members.get_mut(&MemberName::numbered(1)).unwrap().stopped = true;
+        view.members.remove(&MemberName::numbered(1));
+        assert_eq!(agents_since(&view, 1_001), Err("node-2's agent to publish its status".into()));
+        view.members.get_mut(&MemberName::numbered(2)).unwrap().updated_ms = 2_000;
+        assert_eq!(agents_since(&view, 1_001), Ok(()));
     }
 
     #[test]

@@ -21,10 +21,13 @@ use tracing::{info, warn};
 const RESTART_DELAY: Duration = Duration::from_secs(1);
 const STOP_GRACE: Duration = Duration::from_secs(90);
 
-/// The pid in a pid file, when that process is alive.
+/// The pid in the supervisor's pid file, when that process is alive and is a pgrepl supervisor:
+/// after a power loss the file outlives its process, and its pid may name another one by now.
 pub fn running_pid(pid_file: &Path) -> Option<i32> {
     let pid: i32 = std::fs::read_to_string(pid_file).ok()?.trim().parse().ok()?;
-    is_alive(pid).then_some(pid)
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let supervises = cmdline.split(|b| *b == 0).any(|arg| arg == b"supervise");
+    (supervises && is_alive(pid)).then_some(pid)
 }
 
 /// True when `pid` runs. A zombie (dead, not yet reaped, as orphans stay where PID 1 does not
@@ -212,4 +215,19 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&pid_file);
     info!("supervisor stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pid_file_naming_another_live_process_is_no_supervisor() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("supervisor.pid");
+        std::fs::write(&file, std::process::id().to_string()).unwrap();
+        assert_eq!(running_pid(&file), None, "this test process is alive but supervises nothing");
+        std::fs::write(&file, "not a pid").unwrap();
+        assert_eq!(running_pid(&file), None);
+    }
 }

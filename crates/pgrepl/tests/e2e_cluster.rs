@@ -70,6 +70,9 @@ async fn up_streams_to_two_replicas_that_serve_reads_and_refuse_writes() {
         {
             assert!(m.get(field).is_some(), "member lacks {field}: {m}");
         }
+        assert_eq!(m["warning"], serde_json::Value::Null, "{m}");
+        let replay_timeline = if m["role"] == "replica" { serde_json::json!(1) } else { serde_json::Value::Null };
+        assert_eq!(m["replay_timeline"], replay_timeline, "{m}");
         assert_eq!(m["timeline"], 1);
     }
     assert_eq!(status["replication"].as_array().unwrap().len(), 2);

@@ -11,10 +11,15 @@
 mod common;
 
 use common::three_hosts::{host_of, tail, Cluster, ADMIN_PASSWORD, HOSTS, PATH};
-use common::writer::{missing_at, Writer};
+use common::writer::{missing_at, unix_ms, Writer};
 use common::{describe, eventually, pgrepl_bin};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+fn signal(pid: i32, sig: i32) {
+    // SAFETY: sending a signal to a process this test started.
+    assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "signal {sig} to {pid}");
+}
 
 async fn wait_for_acks(w: &Writer, at_least: usize, what: &str) {
     eventually(Duration::from_secs(60), what, || async { (w.acked() >= at_least).then_some(()) }).await;
@@ -179,6 +184,72 @@ async fn three_hosts_on_etcd_survive_a_lost_member_and_a_partitioned_primary() {
         missing_at(c.pg(p), ADMIN_PASSWORD, &kept).await.is_empty().then_some(())
     })
     .await;
+
+    // 4. The primary's whole node (agent and router: one process) is stopped while a client
+    // writes through that node's router, over a connection the kernel splices. The fencer, a
+    // process of its own, kills PostgreSQL before the lease could expire, so nothing the
+    // stopped router still forwards reaches a writable server; another host takes over, and
+    // when the node wakes its member rejoins as a replica.
+    let p = t;
+    let node = c.nodes[p].expect("the primary's node runs");
+    let through = common::writer::connect_at(c.rw(p), ADMIN_PASSWORD).await.unwrap();
+    through.batch_execute("CREATE TABLE through_router (sent_ms bigint)").await.unwrap();
+    let w = (p + 1) % HOSTS;
+    let writer = Writer::start_from(c.rw(w), ADMIN_PASSWORD.to_string(), 2_000_000).await;
+    wait_for_acks(&writer, 20, "20 rows before the node is stopped").await;
+    signal(node, libc::SIGSTOP);
+    let stopped_ms = unix_ms();
+    let mut acked_through = Vec::new();
+    let writing_until = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < writing_until {
+        let sent_ms = unix_ms();
+        let sent = sent_ms as i64;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&sent];
+        let insert = through.execute("INSERT INTO through_router VALUES ($1)", &params);
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(500), insert).await {
+            acked_through.push(sent_ms);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let fourth = eventually(Duration::from_secs(30), "another host taking over from the stopped node", || async {
+        c.leader(w).filter(|l| *l != third)
+    })
+    .await;
+    let before = writer.acked();
+    wait_for_acks(&writer, before + 20, "writes through another router after the takeover").await;
+    let acked = writer.stop().await;
+    signal(node, libc::SIGCONT);
+    let primary = eventually(Duration::from_secs(60), "all to converge after the node woke", || async {
+        c.converged(w).filter(|_| c.postgres_runs(p))
+    })
+    .await;
+    assert_eq!(primary, fourth);
+    let status = c.status(w).unwrap();
+    let fenced_ms = status["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == third)
+        .and_then(|m| m["last_fenced_unix_ms"].as_u64())
+        .unwrap_or_else(|| panic!("the fence of {third} in status: {status:#}"));
+    assert!(fenced_ms > stopped_ms, "fenced at {fenced_ms}, before the node was stopped at {stopped_ms}");
+    assert!(!acked_through.is_empty(), "the spliced connection took writes while the lease held");
+    let last_through = *acked_through.last().unwrap();
+    assert!(
+        last_through < fenced_ms,
+        "a write sent through the stopped router at {last_through} was acknowledged after the fence at {fenced_ms}"
+    );
+    let closed = tokio::time::timeout(Duration::from_secs(10), through.execute("SELECT 1", &[])).await;
+    assert!(!matches!(closed, Ok(Ok(_))), "the spliced connection to the fenced primary still answers");
+    assert!(c.node_log(p).contains("fencing: the leader lease was not renewed"), "{}", tail(&c.node_log(p), 40));
+    let lost = missing_at(c.pg(host_of(&fourth)), ADMIN_PASSWORD, &acked).await;
+    assert!(lost.len() <= 2, "lost {lost:?} (asynchronous: at most the writes in flight)");
+    eprintln!(
+        "stopped node: {} writes through its router, the last sent +{} ms; fenced +{} ms after the stop",
+        acked_through.len(),
+        last_through - stopped_ms,
+        fenced_ms - stopped_ms
+    );
     assert_eq!(watch.stop().await, 1, "never two writable primaries at once");
 
     // `up` in a node's directory would run every member on this one host: refused.

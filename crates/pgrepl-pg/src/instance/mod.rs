@@ -1,13 +1,15 @@
 //! One PostgreSQL instance of a member: its data directory, socket, port and log. Owns the
 //! data directory's life on disk (state, initdb, move aside, removal); the server's start and
 //! stop are in `control`, cloning and rewinding in `clone`, configuration files in `conf`,
-//! connection strings in `conninfo`, and what the running server says in `observe`.
+//! connection strings in `conninfo`, what the running server says in `observe`, and its
+//! timelines (the replayed one, the history of the current one) in `timeline`.
 
 mod clone;
 mod conf;
 mod conninfo;
 mod control;
 mod observe;
+mod timeline;
 
 pub use conf::{HbaRules, ServerConf};
 pub use conninfo::Conninfo;

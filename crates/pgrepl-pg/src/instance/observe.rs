@@ -111,6 +111,8 @@ pub async fn server_state(c: &tokio_postgres::Client) -> Result<Server, PgError>
         timeline: Timeline(timeline),
         receive_lsn,
         replay_lsn,
+        // Not in SQL; `Instance::replay_timeline` asks the server's walsender.
+        replay_timeline: None,
         upstream: parse_upstream(&conninfo),
         streaming: status.as_deref() == Some("streaming"),
     })

@@ -3,6 +3,7 @@
 
 use crate::cluster::Cluster;
 use crate::commands::wait;
+use anyhow::bail;
 use pgrepl_core::MemberState;
 use std::path::Path;
 use std::time::Duration;
@@ -11,6 +12,12 @@ pub async fn run(dir: &Path, name: &str, stopped: bool) -> anyhow::Result<()> {
     let cluster = Cluster::open(dir).await?;
     let (_, view) = cluster.view().await?;
     let member = Cluster::member(&view, name)?;
+    if !stopped && view.paused() {
+        bail!(
+            "the cluster is in maintenance mode (`pgrepl pause`), in which no agent starts a stopped PostgreSQL, so {member} \
+             would not run; end it with `pgrepl resume` first"
+        );
+    }
     cluster
         .update_spec(|_, spec| {
             if let Some(m) = spec.members.get_mut(&member) {

@@ -8,6 +8,7 @@ pub mod logs;
 pub mod member_ctl;
 pub mod node;
 pub mod passwd;
+pub mod pause;
 pub mod ports;
 pub mod promote;
 pub mod psql;

@@ -58,10 +58,12 @@ pub fn check_router_free(config: &Config, router_running: bool) -> anyhow::Resul
     Ok(())
 }
 
-/// Waits until both router endpoints accept connections.
-pub async fn wait_for_router(config: &Config, limit: std::time::Duration) -> anyhow::Result<()> {
+/// Waits until both router endpoints accept connections and route them: rw always, ro when
+/// `ro_routed` (the topology has somewhere to send reads). Until the router has followed the
+/// store to the state `up` saw, it refuses; a client must not meet that after `up` said ready.
+pub async fn wait_for_router(config: &Config, ro_routed: bool, limit: std::time::Duration) -> anyhow::Result<()> {
     let start = std::time::Instant::now();
-    for port in [config.port, config.ro_port] {
+    for (port, routed) in [(config.port, true), (config.ro_port, ro_routed)] {
         let addr = SocketAddr::new(config.listen, port);
         while tokio::net::TcpStream::connect(addr).await.is_err() {
             if start.elapsed() > limit {
@@ -69,8 +71,52 @@ pub async fn wait_for_router(config: &Config, limit: std::time::Duration) -> any
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
+        while routed && !answered_by_a_server(addr).await {
+            if start.elapsed() > limit {
+                bail!("the router on {addr} does not route to a server yet; see router.log in the cluster directory");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
     Ok(())
+}
+
+/// Whether a PostgreSQL server answers a startup message sent to `addr`: an authentication
+/// request, or an error other than "cannot connect now" (SQLSTATE 57P03, which the router sends
+/// when it has no route, and a server while it starts). The probe leaves before authenticating,
+/// as psql does before it prompts for a password, which servers do not log.
+async fn answered_by_a_server(addr: SocketAddr) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let probe = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        let params = format!("user\0{}\0database\0postgres\0\0", crate::config::ADMIN_USER);
+        let mut startup = ((8 + params.len()) as u32).to_be_bytes().to_vec();
+        startup.extend_from_slice(&196_608u32.to_be_bytes()); // protocol 3.0
+        startup.extend_from_slice(params.as_bytes());
+        stream.write_all(&startup).await?;
+        let kind = stream.read_u8().await?;
+        if kind != b'E' {
+            return Ok(kind == b'R');
+        }
+        let len = stream.read_u32().await? as usize;
+        let mut body = vec![0; len.saturating_sub(4).min(10_000)];
+        stream.read_exact(&mut body).await?;
+        Ok::<_, std::io::Error>(error_code(&body) != Some("57P03"))
+    };
+    matches!(tokio::time::timeout(std::time::Duration::from_secs(2), probe).await, Ok(Ok(true)))
+}
+
+/// The SQLSTATE (field `C`) of an ErrorResponse body.
+fn error_code(body: &[u8]) -> Option<&str> {
+    let mut rest = body;
+    while let Some((&tag, tail)) = rest.split_first().filter(|(t, _)| **t != 0) {
+        let end = tail.iter().position(|b| *b == 0)?;
+        if tag == b'C' {
+            return std::str::from_utf8(&tail[..end]).ok();
+        }
+        rest = &tail[end + 1..];
+    }
+    None
 }
 
 /// Every member port of a cluster about to start must be free, except those of members still
@@ -86,4 +132,17 @@ pub fn check_free(config: &Config, spec: &Spec, still_running: impl Fn(&MemberNa
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_code;
+
+    #[test]
+    fn the_sqlstate_of_an_error_response_is_found() {
+        assert_eq!(error_code(b"SFATAL\0C57P03\0Mpgrepl router: no primary\0\0"), Some("57P03"));
+        assert_eq!(error_code(b"SFATAL\0VFATAL\0C28000\0\0"), Some("28000"));
+        assert_eq!(error_code(b"SFATAL\0\0"), None);
+        assert_eq!(error_code(b"C5"), None, "unterminated");
+    }
 }

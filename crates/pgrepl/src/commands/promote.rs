@@ -9,10 +9,15 @@
 //!   MEMBER takes the free lease).
 //! - `pgrepl failover --to MEMBER`: forced. The leader gives way even if MEMBER is not
 //!   streaming, and MEMBER takes the lease whatever its lag (writes it had not received are lost).
+//!
+//! A request that cannot be met (`handover::outlook` blocked for `wait::BLOCKED_FOR`: the
+//! target stopped, without an agent, not streaming or forked from the leader's timeline) is
+//! withdrawn and the command fails at once rather than after `--wait`.
 
 use crate::cluster::Cluster;
+use crate::commands::wait::NotDone;
 use crate::commands::{summary, wait};
-use crate::readiness;
+use crate::handover;
 use anyhow::{bail, Context};
 use pgrepl_core::{keys, ClusterView, MemberName, SyncMode, TargetRecord};
 use pgrepl_store::Condition;
@@ -41,13 +46,19 @@ pub async fn run(dir: &Path, request: Request, wait_secs: u64) -> anyhow::Result
         return Ok(());
     }
     let value = serde_json::to_vec(&TargetRecord { member: member.clone(), force })?;
-    cluster.store.put(keys::TARGET, &value, Condition::Any, None).await?;
-    wait::until(&cluster, Duration::from_secs(wait_secs), |view| match readiness::check(view) {
-        Ok(leader) if leader == member && view.target.is_none() => Ok(()),
-        Ok(_) => Err(format!("{member} to become the primary")),
-        Err(awaited) => Err(awaited),
-    })
-    .await?;
+    let written = cluster.store.put(keys::TARGET, &value, Condition::Any, None).await.context("write the request")?;
+    let limit = Duration::from_secs(wait_secs);
+    match wait::while_possible(&cluster, limit, |view| handover::outlook(view, &member, force)).await? {
+        Ok(()) => {}
+        Err(NotDone::TimedOut(why)) => bail!("{why}"),
+        Err(NotDone::Blocked(why)) => {
+            // Withdrawn, unless someone has written another request since: left in place it
+            // would move the leader whenever it became possible, long after this command.
+            let withdrawn = cluster.store.delete(keys::TARGET, Condition::Revision(written)).await.is_ok();
+            let request = if withdrawn { "the request was withdrawn" } else { "the request was replaced meanwhile" };
+            bail!("{member} cannot become the primary: {why}; {request}");
+        }
+    }
     let (_, view) = cluster.view().await?;
     println!("{member} is the primary");
     summary::print(&cluster, &view);

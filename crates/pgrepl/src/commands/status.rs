@@ -3,8 +3,9 @@
 
 use crate::agent_lock;
 use crate::cluster::Cluster;
+use crate::commands::pause;
 use crate::topology;
-use pgrepl_core::{ClusterView, MemberName, MemberState, Role};
+use pgrepl_core::{ClusterView, MemberName, MemberState, MemberStatus, Role};
 use pgrepl_router::{Backend, RoFallback};
 use serde::Serialize;
 use std::path::Path;
@@ -13,6 +14,10 @@ use std::path::Path;
 pub struct StatusJson {
     pub cluster: String,
     pub leader: Option<String>,
+    /// `pgrepl pause` is in force.
+    pub maintenance_mode: bool,
+    /// Since when (wall clock, milliseconds since the Unix epoch), when it is.
+    pub paused_since_ms: Option<u64>,
     pub endpoints: EndpointsJson,
     pub members: Vec<MemberJson>,
     pub replication: Vec<ReplicationJson>,
@@ -41,10 +46,17 @@ pub struct MemberJson {
     pub host: String,
     pub port: u16,
     pub timeline: Option<u32>,
+    /// Replica: the timeline its replayed WAL lies on (`timeline` is the newest it knows of).
+    pub replay_timeline: Option<u32>,
     pub lsn: Option<String>,
     pub lag_bytes: Option<u64>,
     pub lag_seconds: Option<f64>,
     pub decision: Option<String>,
+    /// Something wrong an operator should know of (a replica whose WAL forked from the
+    /// leader's timeline, until it streams again), else `null`.
+    pub warning: Option<String>,
+    /// When the fencer last stopped this member's PostgreSQL (its lease was not renewed).
+    pub last_fenced_unix_ms: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -93,10 +105,13 @@ pub fn build(cluster_name: &str, view: &ClusterView, endpoints: EndpointsJson) -
                     host: s.host.clone(),
                     port: s.port,
                     timeline: s.timeline.map(|t| t.0),
+                    replay_timeline: s.replay_timeline.map(|t| t.0),
                     lsn: s.lsn.map(|l| l.to_string()),
                     lag_bytes: (s.role == Role::Replica).then(|| view.lag_bytes(name)).flatten(),
                     lag_seconds: if s.role == Role::Replica { lag_seconds } else { None },
                     decision: Some(s.decision.clone()),
+                    warning: warning(view, name, s),
+                    last_fenced_unix_ms: view.fences.get(name).map(|f| f.at_unix_ms),
                 }
             }
             None => MemberJson {
@@ -106,10 +121,13 @@ pub fn build(cluster_name: &str, view: &ClusterView, endpoints: EndpointsJson) -
                 host: spec.host.clone(),
                 port: spec.port,
                 timeline: None,
+                replay_timeline: None,
                 lsn: None,
                 lag_bytes: None,
                 lag_seconds: None,
                 decision: None,
+                warning: None,
+                last_fenced_unix_ms: view.fences.get(name).map(|f| f.at_unix_ms),
             },
         };
         members.push(member);
@@ -129,10 +147,22 @@ pub fn build(cluster_name: &str, view: &ClusterView, endpoints: EndpointsJson) -
     StatusJson {
         cluster: cluster_name.to_string(),
         leader: view.leader.as_ref().map(MemberName::to_string),
+        maintenance_mode: view.paused(),
+        paused_since_ms: view.pause.as_ref().map(|p| p.since_ms),
         endpoints,
         members,
         replication,
     }
+}
+
+/// The member's own warning, or one read from the view: its last report puts its replayed
+/// WAL off the running leader's timeline history (say, before its agent has acted on it).
+fn warning(view: &ClusterView, name: &MemberName, status: &MemberStatus) -> Option<String> {
+    status.warning.clone().or_else(|| {
+        let (leader, _) = view.ready_leader()?;
+        let fork = view.fork_of(name)?;
+        Some(format!("{name}'s WAL forked from {leader}'s timeline: {fork}; it cannot stream until it is rewound"))
+    })
 }
 
 fn dash<T: ToString>(v: &Option<T>) -> String {
@@ -148,6 +178,9 @@ pub async fn run(dir: &Path, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     println!("cluster {} ({}), leader {}", status.cluster, cluster.layout.dir.display(), dash(&status.leader));
+    if let Some(banner) = pause::banner(&view) {
+        println!("{banner}");
+    }
     println!(
         "{:<8} {:<8} {:<10} {:<22} {:>3} {:<12} {:>10} {:>7}  DECISION",
         "MEMBER", "ROLE", "STATE", "ADDRESS", "TL", "LSN", "LAG_BYTES", "LAG_S"
@@ -166,11 +199,23 @@ pub async fn run(dir: &Path, json: bool) -> anyhow::Result<()> {
             dash(&m.decision)
         );
     }
+    for m in status.members.iter().filter(|m| m.warning.is_some()) {
+        println!("\nWARNING {}: {}", m.name, dash(&m.warning));
+    }
     let e = &status.endpoints;
     let to = |v: &Vec<String>| if v.is_empty() { "nobody".to_string() } else { v.join(", ") };
     println!("\nendpoints (router {}):", if e.router { "running" } else { "not running" });
     println!("  rw {:<22} -> {}", e.rw.address, to(&e.rw.routes_to));
     println!("  ro {:<22} -> {}", e.ro.address, to(&e.ro.routes_to));
+    let fenced: Vec<_> = status.members.iter().filter_map(|m| Some((&m.name, m.last_fenced_unix_ms?))).collect();
+    if !fenced.is_empty() {
+        println!("\nfences (the fencer stopped PostgreSQL when the lease it served under was not renewed):");
+        let now_ms =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        for (name, at) in fenced {
+            println!("  {name:<10} last fenced {:.1} s ago", now_ms.saturating_sub(at) as f64 / 1000.0);
+        }
+    }
     if !status.replication.is_empty() {
         println!("\npg_stat_replication on {}:", dash(&status.leader));
         println!("  {:<10} {:<16} STATE", "MEMBER", "CLIENT_ADDR");
@@ -179,4 +224,39 @@ pub async fn run(dir: &Path, json: bool) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pgrepl_core::{Lsn, Timeline, TimelineSwitch};
+
+    fn view(replay_timeline: u32, replayed: u64) -> ClusterView {
+        let mut leader = pgrepl_core::testing::status(Role::Primary, MemberState::Running, 1, Lsn(0x5030000));
+        leader.timeline = Some(Timeline(2));
+        leader.history = Some(vec![TimelineSwitch { timeline: Timeline(1), end: Lsn(0x5020688) }]);
+        let mut replica = pgrepl_core::testing::status(Role::Replica, MemberState::Recovering, 2, Lsn(replayed));
+        replica.timeline = Some(Timeline(2));
+        replica.replay_timeline = Some(Timeline(replay_timeline));
+        let mut view = ClusterView { leader: Some(MemberName::numbered(1)), ..ClusterView::default() };
+        view.members.insert(MemberName::numbered(1), leader);
+        view.members.insert(MemberName::numbered(2), replica);
+        view
+    }
+
+    #[test]
+    fn a_replica_reported_past_the_leaders_switch_point_is_warned_of() {
+        let n2 = MemberName::numbered(2);
+        let v = view(1, 0x50206F8);
+        let w = warning(&v, &n2, &v.members[&n2]).expect("a warning");
+        assert!(
+            w.starts_with("node-2's WAL forked from node-1's timeline: it replayed timeline 1 up to 0/50206F8"),
+            "{w}"
+        );
+        let v = view(1, 0x5020000);
+        assert_eq!(warning(&v, &n2, &v.members[&n2]), None, "behind the switch point");
+        let mut v = view(2, 0x5030000);
+        v.members.get_mut(&n2).unwrap().warning = Some("rewound".into());
+        assert_eq!(warning(&v, &n2, &v.members[&n2]).as_deref(), Some("rewound"), "the agent's own comes first");
+    }
 }

@@ -27,6 +27,9 @@ pub fn print(cluster: &Cluster, view: &ClusterView) {
             serde_json::to_value(status.state).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
         println!("  {name:<8} {role:<8} {:<22} {state}", format!("{}:{}", status.host, status.port));
     }
+    if let Some(banner) = crate::commands::pause::banner(view) {
+        println!("{banner}");
+    }
     println!("passwords:  {} (mode 0600; `pgrepl passwd` changes them)", cluster.layout.secrets().display());
     println!("shell:      pgrepl --dir {} psql", cluster.layout.dir.display());
 }

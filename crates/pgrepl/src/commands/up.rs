@@ -10,9 +10,10 @@ use crate::config::{self, Config, RawConfig, StoreConfig};
 use crate::layout::Layout;
 use crate::readiness;
 use crate::supervisor::{is_alive, pgrepl_command, running_pid};
+use crate::topology;
 use anyhow::{bail, Context};
 use pgrepl_agent::Secrets;
-use pgrepl_core::{keys, MemberName, MemberSpec, PasswordKind, Spec};
+use pgrepl_core::{keys, ClusterView, MemberName, MemberSpec, PasswordKind, Spec};
 use pgrepl_router::Splicer;
 use pgrepl_store::{Condition, Store};
 use rand::distributions::{Alphanumeric, DistString};
@@ -146,9 +147,14 @@ pub(crate) fn write_config(layout: &Layout, raw: &RawConfig, config: &Config, by
 /// A member of this cluster still running from before: its agent (which outlived a
 /// supervisor) or its PostgreSQL (which outlived its agent).
 fn still_running(layout: &Layout, member: &MemberName) -> bool {
+    agent_lock::holder(&layout.agent_lock(member)).is_some() || postmaster_runs(layout, member)
+}
+
+/// Whether the PostgreSQL of `member` runs (from its data directory in this cluster directory).
+pub(crate) fn postmaster_runs(layout: &Layout, member: &MemberName) -> bool {
     let postmaster = std::fs::read_to_string(layout.data(member).join("postmaster.pid")).unwrap_or_default();
     let postmaster_pid = postmaster.lines().next().and_then(|l| l.trim().parse().ok());
-    agent_lock::holder(&layout.agent_lock(member)).is_some() || postmaster_pid.is_some_and(is_alive)
+    postmaster_pid.is_some_and(is_alive)
 }
 
 fn new_spec(config: &Config) -> anyhow::Result<Spec> {
@@ -228,6 +234,9 @@ async fn start_supervisor(cluster: &Cluster, splicer: Option<&Splicer>) -> anyho
 
 pub async fn run(dir: &Path, args: UpArgs) -> anyhow::Result<()> {
     let started = Instant::now();
+    // Only statuses published from now on show the cluster ready: after a power loss (every
+    // process killed at once) the store still holds the statuses of before, within their TTL.
+    let started_ms = wait::wall_clock_ms();
     let layout = Layout::new(dir);
     let existing = layout.config().exists();
     let before = if existing { read_dir_config(&layout).ok() } else { None };
@@ -250,17 +259,24 @@ pub async fn run(dir: &Path, args: UpArgs) -> anyhow::Result<()> {
     settle_spec(&cluster, &args, &changed).await?;
 
     let limit = Duration::from_secs(args.wait);
+    // In maintenance mode no agent starts a stopped PostgreSQL: `up` then starts the agents and
+    // waits only until each publishes, and says the cluster is paused, not ready.
+    let paused = cluster.view().await?.1.paused();
+    let ready = |view: &ClusterView| match paused {
+        true => readiness::agents_since(view, started_ms),
+        false => readiness::check_since(view, started_ms).map(drop),
+    };
     if running_pid(&cluster.layout.supervisor_pid()).is_some() {
         if before.is_some_and(|b| read_dir_config(&cluster.layout).is_ok_and(|now| now != b)) {
             eprintln!(
                 "note: the cluster is running; new passwords and --replicas apply now, other settings at its next start (`pgrepl down`, then `pgrepl up`)"
             );
         }
-        wait::until(&cluster, limit, readiness::check).await?;
+        wait::until(&cluster, limit, ready).await?;
     } else {
         let mut supervisor = start_supervisor(&cluster, splicer.as_ref()).await?;
         tokio::select! {
-            ready = wait::until(&cluster, limit, readiness::check) => { ready?; }
+            ready = wait::until(&cluster, limit, ready) => { ready?; }
             exit = supervisor.wait() => {
                 let log = std::fs::read_to_string(cluster.layout.supervisor_log()).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
@@ -268,8 +284,19 @@ pub async fn run(dir: &Path, args: UpArgs) -> anyhow::Result<()> {
             }
         }
     }
-    ports::wait_for_router(&cluster.config, Duration::from_secs(10)).await?;
     let (_, view) = cluster.view().await?;
+    if paused {
+        println!(
+            "cluster {:?} is in maintenance mode: its agents run ({}), but none starts a stopped PostgreSQL, so it \
+             is not waited for to be ready; after `pgrepl resume`, `pgrepl up` waits for that",
+            cluster.config.cluster,
+            cluster.layout.dir.display()
+        );
+        summary::print(&cluster, &view);
+        return Ok(());
+    }
+    let ro_routed = !topology::from_view(&view, cluster.config.ro_max_lag).ro.is_empty();
+    ports::wait_for_router(&cluster.config, ro_routed, Duration::from_secs(10)).await?;
     println!(
         "cluster {:?} is ready in {:.1} s ({})",
         cluster.config.cluster,

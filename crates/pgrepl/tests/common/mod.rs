@@ -172,11 +172,10 @@ impl TestCluster {
         one_primary_others_streaming(&status)
     }
 
-    /// Whether PostgreSQL of `member` runs (its postmaster.pid names a live process).
+    /// Whether PostgreSQL of `member` runs (its postmaster.pid names a live process, not a
+    /// killed one waiting to be reaped).
     pub fn postgres_runs(&self, member: &str) -> bool {
-        let pid_file = self.dir.join(format!("members/{member}/data/postmaster.pid"));
-        let pid = std::fs::read_to_string(pid_file).ok().and_then(|t| t.lines().next()?.trim().parse::<i32>().ok());
-        pid.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
+        postmaster_runs(&self.dir.join(format!("members/{member}/data")))
     }
 
     /// Loses `member`: nothing may restart it (the supervisor goes first), then its agent and
@@ -270,6 +269,18 @@ pub fn pids(c: &TestCluster, needle: &str) -> Vec<i32> {
         }
     }
     found
+}
+
+/// Whether the postmaster named by `data`'s postmaster.pid runs: a live process, not a killed
+/// one waiting to be reaped.
+pub fn postmaster_runs(data: &Path) -> bool {
+    let pid = std::fs::read_to_string(data.join("postmaster.pid"))
+        .ok()
+        .and_then(|t| t.lines().next()?.trim().parse::<i32>().ok());
+    pid.is_some_and(|pid| {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status.lines().any(|l| l.starts_with("State:") && !l.contains("(zombie)"))
+    })
 }
 
 pub fn kill9(pid: i32) {

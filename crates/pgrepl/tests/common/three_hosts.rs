@@ -214,9 +214,7 @@ impl Cluster {
 
     /// Whether host `i`'s PostgreSQL runs (its postmaster.pid names a live process).
     pub fn postgres_runs(&self, i: usize) -> bool {
-        let pid_file = self.dir(i).join(format!("members/{}/data/postmaster.pid", member(i)));
-        let pid = std::fs::read_to_string(pid_file).ok().and_then(|t| t.lines().next()?.trim().parse::<i32>().ok());
-        pid.is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
+        super::postmaster_runs(&self.dir(i).join(format!("members/{}/data", member(i))))
     }
 
     /// Whether host `i`'s server takes no connection, asked from inside the host: refused at

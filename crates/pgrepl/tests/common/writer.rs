@@ -80,7 +80,7 @@ fn loopback(port: u16) -> SocketAddr {
 }
 
 /// The admin user at `addr`, as `super::connect` does on loopback.
-async fn connect_at(addr: SocketAddr, password: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+pub async fn connect_at(addr: SocketAddr, password: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
     let mut config = tokio_postgres::Config::new();
     config
         .host(addr.ip().to_string())
@@ -199,5 +199,76 @@ impl PrimaryWatch {
         self.stop.store(true, Ordering::SeqCst);
         self.task.await.unwrap();
         self.most.load(Ordering::SeqCst)
+    }
+}
+
+/// Tries one small write straight at every server every 50 ms (each attempt bounded by 500 ms,
+/// so a synchronous primary that cannot commit counts as not accepting) and keeps, per
+/// server, the wall-clock moments each acknowledged write was sent and acknowledged. Unlike
+/// `PrimaryWatch`, which asks whether a server is in recovery, this sees what a client sees:
+/// a write accepted.
+pub struct WriteProbe {
+    acks: Arc<Mutex<Vec<Vec<Ack>>>>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// One acknowledged probe write: sent and acknowledged, in milliseconds since the Unix epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ack {
+    pub sent_ms: u64,
+    pub acked_ms: u64,
+}
+
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+impl WriteProbe {
+    /// Creates table `probe` through `primary_port` and starts probing `ports`.
+    pub async fn start(primary_port: u16, ports: Vec<u16>, password: String) -> WriteProbe {
+        let client = connect_at(loopback(primary_port), &password).await.unwrap();
+        client
+            .batch_execute("CREATE TABLE IF NOT EXISTS probe (port int, at timestamptz DEFAULT clock_timestamp())")
+            .await
+            .unwrap();
+        let acks = Arc::new(Mutex::new(vec![Vec::new(); ports.len()]));
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = ports
+            .into_iter()
+            .enumerate()
+            .map(|(i, port)| tokio::spawn(probe(i, port, password.clone(), acks.clone(), stop.clone())))
+            .collect();
+        WriteProbe { acks, stop, tasks }
+    }
+
+    /// Stops probing; returns each server's acknowledged writes, in the order of `ports`.
+    pub async fn stop(self) -> Vec<Vec<Ack>> {
+        self.stop.store(true, Ordering::SeqCst);
+        for task in self.tasks {
+            task.await.unwrap();
+        }
+        Arc::try_unwrap(self.acks).unwrap().into_inner().unwrap()
+    }
+}
+
+async fn probe(i: usize, port: u16, password: String, acks: Arc<Mutex<Vec<Vec<Ack>>>>, stop: Arc<AtomicBool>) {
+    let bound = Duration::from_millis(500);
+    let mut client = None;
+    while !stop.load(Ordering::SeqCst) {
+        if client.is_none() {
+            client = tokio::time::timeout(bound, connect_at(loopback(port), &password)).await.ok().and_then(Result::ok);
+        }
+        if let Some(c) = &client {
+            let sent_ms = unix_ms();
+            let port = i32::from(port);
+            match tokio::time::timeout(bound, c.execute("INSERT INTO probe (port) VALUES ($1)", &[&port])).await {
+                Ok(Ok(_)) => acks.lock().unwrap()[i].push(Ack { sent_ms, acked_ms: unix_ms() }),
+                // Refused (a replica is read-only) on a connection that still works.
+                Ok(Err(_)) if !c.is_closed() => {}
+                _ => client = None,
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
