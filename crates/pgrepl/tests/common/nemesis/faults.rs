@@ -11,19 +11,21 @@ use std::time::Duration;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
-    /// kill -9 of the node (agent and router) and every PostgreSQL process; healed by
-    /// starting the node again.
+    /// kill -9 of the node (agent and router), its fencer and every PostgreSQL process;
+    /// healed by starting the node again.
     KillMember,
     /// kill -9 of every PostgreSQL process of the host; the agent is left to restart it.
     KillPostgres,
     /// kill -9 of the node process alone (in `pgrepl node` the agent and router are one
     /// process); healed by starting it again.
     KillAgent,
+    /// kill -9 of the member's fencer process alone.
+    KillFencer,
     /// SIGSTOP of the node process, SIGCONT at the heal.
     StopAgent,
     /// SIGSTOP of every PostgreSQL process.
     StopPostgres,
-    /// SIGSTOP of the node and every PostgreSQL process: the whole member frozen.
+    /// SIGSTOP of the node, its fencer and every PostgreSQL process: the whole member frozen.
     StopMember,
     /// Every process of the host killed at once (node, PostgreSQL, etcd member), then etcd and
     /// the node started again.
@@ -48,10 +50,11 @@ pub enum Kind {
     LossyPrimary,
 }
 
-pub const KINDS: [Kind; 16] = [
+pub const KINDS: [Kind; 17] = [
     Kind::KillMember,
     Kind::KillPostgres,
     Kind::KillAgent,
+    Kind::KillFencer,
     Kind::StopAgent,
     Kind::StopPostgres,
     Kind::StopMember,
@@ -68,8 +71,15 @@ pub const KINDS: [Kind; 16] = [
 ];
 
 /// What a fault may be paired with: a second, smaller fault on another host.
-const SECOND: [Kind; 6] =
-    [Kind::KillPostgres, Kind::KillAgent, Kind::StopAgent, Kind::StopPostgres, Kind::KillEtcd, Kind::StopEtcd];
+const SECOND: [Kind; 7] = [
+    Kind::KillPostgres,
+    Kind::KillAgent,
+    Kind::KillFencer,
+    Kind::StopAgent,
+    Kind::StopPostgres,
+    Kind::KillEtcd,
+    Kind::StopEtcd,
+];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -100,6 +110,7 @@ impl Fault {
             Kind::KillMember => format!("kill -9 member ({role})"),
             Kind::KillPostgres => format!("kill -9 PostgreSQL ({role})"),
             Kind::KillAgent => format!("kill -9 agent ({role})"),
+            Kind::KillFencer => format!("kill -9 fencer ({role})"),
             Kind::StopAgent => format!("SIGSTOP agent ({role})"),
             Kind::StopPostgres => format!("SIGSTOP PostgreSQL ({role})"),
             Kind::StopMember => format!("SIGSTOP agent + PostgreSQL ({role})"),
@@ -218,6 +229,18 @@ fn postgres_pids(c: &Cluster, i: usize) -> Vec<i32> {
         .collect()
 }
 
+/// The fencer process of host `i`'s member (`pgrepl fencer`, started by its agent).
+fn fencer_pids(c: &Cluster, i: usize) -> Vec<i32> {
+    c.hosts
+        .pids(i)
+        .into_iter()
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            cmdline.split(|b| *b == 0).any(|arg| arg == b"fencer")
+        })
+        .collect()
+}
+
 fn signal(pids: &[i32], sig: i32) {
     for pid in pids {
         // SAFETY: a signal to a process of a host these tests made.
@@ -237,6 +260,13 @@ fn kill_node(c: &mut Cluster, i: usize) {
     }
 }
 
+/// The node, its fencer and its PostgreSQL, with kill -9.
+fn kill_member(c: &mut Cluster, i: usize) {
+    let rest: Vec<i32> = fencer_pids(c, i).into_iter().chain(postgres_pids(c, i)).collect();
+    kill_node(c, i);
+    signal(&rest, libc::SIGKILL);
+}
+
 fn kill_etcd(c: &mut Cluster, i: usize) {
     if let Some(pid) = c.etcd[i].take() {
         c.hosts.kill9(pid);
@@ -250,11 +280,10 @@ pub fn apply(c: &mut Cluster, fault: &Fault) -> Applied {
     let others: Vec<usize> = (0..HOSTS).filter(|h| *h != i).collect();
     match fault.kind {
         Kind::KillMember => {
-            let postgres = postgres_pids(c, i);
-            kill_node(c, i);
-            signal(&postgres, libc::SIGKILL);
+            kill_member(c, i);
             applied.restart_node = true;
         }
+        Kind::KillFencer => signal(&fencer_pids(c, i), libc::SIGKILL),
         Kind::KillPostgres => signal(&postgres_pids(c, i), libc::SIGKILL),
         Kind::KillAgent => {
             kill_node(c, i);
@@ -263,7 +292,7 @@ pub fn apply(c: &mut Cluster, fault: &Fault) -> Applied {
         Kind::StopAgent => applied.stopped = c.nodes[i].into_iter().collect(),
         Kind::StopPostgres => applied.stopped = postgres_pids(c, i),
         Kind::StopMember => {
-            applied.stopped = c.nodes[i].into_iter().chain(postgres_pids(c, i)).collect();
+            applied.stopped = c.nodes[i].into_iter().chain(fencer_pids(c, i)).chain(postgres_pids(c, i)).collect();
         }
         Kind::PowerLoss => {
             // Every process at once first, then the bookkeeping (which reaps them).
@@ -371,9 +400,7 @@ pub fn heal(c: &mut Cluster, applied: Applied) {
 /// What an operator does with a replica that will not rejoin: its node and PostgreSQL stopped,
 /// its data directory removed, the node started again (which clones it afresh).
 pub fn reclone(c: &mut Cluster, i: usize) {
-    let postgres = postgres_pids(c, i);
-    kill_node(c, i);
-    signal(&postgres, libc::SIGKILL);
+    kill_member(c, i);
     let data = c.dir(i).join(format!("members/{}/data", member(i)));
     std::fs::remove_dir_all(&data).unwrap_or_else(|e| panic!("remove {}: {e}", data.display()));
     c.start_node(i);
