@@ -21,7 +21,7 @@ use common::three_hosts::{member, Cluster, ADMIN_PASSWORD, HOSTS, PG_PORT, RW_PO
 use common::writer::Writer;
 use kit::check;
 use kit::faults;
-use kit::probe::{WriteProbe, PROBE_TABLE};
+use kit::probe::{Window, WriteProbe, PROBE_TABLE};
 use kit::report::{self, Round, Totals, CONVERGE_WITHIN};
 use rand::SeedableRng;
 use std::net::SocketAddr;
@@ -79,6 +79,8 @@ async fn run(p: Params) -> (Vec<Round>, Totals) {
     setup.batch_execute(PROBE_TABLE).await.unwrap();
     let probe = WriteProbe::start(c.hosts.clone());
     eprintln!("nemesis: converged at {:?} ({} primary)", started.elapsed(), member(primary));
+    let (self_check, back) = probe_sees_a_rogue_primary(&c, &probe, primary).await;
+    primary = back;
 
     let mut rounds = Vec::new();
     let mut spans = Vec::new();
@@ -107,6 +109,23 @@ async fn run(p: Params) -> (Vec<Round>, Totals) {
             faults::heal(&mut c, a);
         }
         let healed = Instant::now();
+        // A switchover started during the fault ends (or gives up) before convergence is judged.
+        if let Some((at, mut child)) = switchover {
+            let deadline = at + Duration::from_secs(40);
+            let status = loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    break Some(status);
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    break None;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            let out = child.wait_with_output().unwrap();
+            let said = String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or_default().to_string();
+            notes.push(format!("switchover: {status:?} after {:.1} s: {said}", at.elapsed().as_secs_f64()));
+        }
         let mut converged = check::wait_converged(&c, REPAIR_AFTER).await;
         if converged.is_none() {
             // Recorded as a failure to converge; the members left behind are cloned afresh, as
@@ -135,22 +154,6 @@ async fn run(p: Params) -> (Vec<Round>, Totals) {
             primary = p;
             took
         });
-        if let Some((at, mut child)) = switchover {
-            let deadline = at + Duration::from_secs(40);
-            let status = loop {
-                if let Some(status) = child.try_wait().unwrap() {
-                    break Some(status);
-                }
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    break None;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            };
-            let out = child.wait_with_output().unwrap();
-            let said = String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or_default().to_string();
-            notes.push(format!("switchover: {status:?} after {:.1} s: {said}", at.elapsed().as_secs_f64()));
-        }
         let converged_within = converged.filter(|d| *d <= CONVERGE_WITHIN);
         match converged {
             Some(d) if d > CONVERGE_WITHIN => notes.push(format!("converged only after {:.1} s", d.as_secs_f64())),
@@ -234,6 +237,7 @@ async fn run(p: Params) -> (Vec<Round>, Totals) {
         windows_between: 0,
         probe_rounds: probe_log.rounds,
         probe_one_writable: probe_log.one_writable,
+        self_check_windows: self_check.len(),
         diverged: 0,
         final_checksums: vec![],
     };
@@ -303,9 +307,34 @@ async fn run(p: Params) -> (Vec<Round>, Totals) {
     (rounds, totals)
 }
 
+/// Proves that the probe can see two writable servers: a replica promoted by hand
+/// (`pg_promote()`, behind pgrepl's back) while the primary runs must show up as a window, before
+/// its agent demotes it again. Returns the windows seen, and the primary once converged again.
+async fn probe_sees_a_rogue_primary(c: &Cluster, probe: &WriteProbe, primary: usize) -> (Vec<Window>, usize) {
+    let rogue = (primary + 1) % HOSTS;
+    let client = c.hosts.sql_in(rogue, PG_PORT, "postgres", ADMIN_PASSWORD).await.unwrap();
+    let promoted: bool = client.query_one("SELECT pg_promote(true, 10)", &[]).await.unwrap().get(0);
+    assert!(promoted, "pg_promote() on {}", member(rogue));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (back, took) = check::wait_converged(c, Duration::from_secs(90)).await.unwrap_or_else(|| {
+        panic!("the cluster never converged after {} was promoted by hand\n{}", member(rogue), c.logs())
+    });
+    let windows = probe.take_windows();
+    eprintln!(
+        "nemesis: self-check: {} promoted by hand; the probe saw {} window(s) with two writable servers ({:?} rounds); \
+         converged again {took:?} later ({} primary)",
+        member(rogue),
+        windows.len(),
+        windows.iter().map(|w| w.rounds).collect::<Vec<_>>(),
+        member(back)
+    );
+    (windows, back)
+}
+
 /// What the run must show, checked after the report is out.
 fn assert_held(rounds: &[Round], t: &Totals) {
     assert!(t.acked > 100, "the writer acknowledged only {} writes", t.acked);
+    assert!(t.self_check_windows > 0, "the probe did not see a replica promoted by hand as a second writable server");
     assert!(
         t.probe_one_writable * 4 > t.probe_rounds,
         "the probe found a writable server in only {} of {} rounds: it is not probing",

@@ -52,6 +52,11 @@ impl WriteProbe {
         WriteProbe { log, stop, task }
     }
 
+    /// The windows closed so far, taken out of the log (the self-check's, before the faults).
+    pub fn take_windows(&self) -> Vec<Window> {
+        std::mem::take(&mut self.log.lock().unwrap().windows)
+    }
+
     pub async fn stop(self) -> ProbeLog {
         self.stop.store(true, Ordering::SeqCst);
         self.task.await.unwrap();

@@ -46,6 +46,8 @@ pub struct Totals {
     pub windows_between: usize,
     pub probe_rounds: usize,
     pub probe_one_writable: usize,
+    /// Windows the probe saw when a replica was promoted by hand before the faults.
+    pub self_check_windows: usize,
     pub diverged: usize,
     pub final_checksums: Vec<String>,
 }
@@ -68,7 +70,7 @@ pub fn render(rounds: &[Round], t: &Totals) -> String {
         out,
         "nemesis: seed {}, synchronous = {}, {} faults in {:.0} s; writer: {} acknowledged, {} lost, {} unknown, \
          {} never sent but present; probe: {} rounds, {} with one writable server, {} split-brain windows \
-         ({} between faults); {} members diverged; final checksums {:?}\n",
+         ({} between faults; and {} in its self-check, a replica promoted by hand before the faults); {} members diverged; final checksums {:?}\n",
         t.seed,
         t.synchronous,
         t.faults,
@@ -81,6 +83,7 @@ pub fn render(rounds: &[Round], t: &Totals) -> String {
         t.probe_one_writable,
         t.windows,
         t.windows_between,
+        t.self_check_windows,
         t.diverged,
         t.final_checksums,
     );
