@@ -94,6 +94,10 @@ async fn run(p: Params) -> (Vec<Round>, Totals) {
         let detail: Vec<String> = plan.faults.iter().map(faults::Fault::detail).collect();
         eprintln!("nemesis {number}/{}: {began} {label} ({}), held {:?}", p.faults, detail.join(", "), plan.hold);
         let mut notes = Vec::new();
+        for said in c.restart_exited_nodes() {
+            eprintln!("nemesis {number}: before the fault: {said}");
+            notes.push(format!("before the fault: {said}"));
+        }
         let applied: Vec<_> = plan.faults.iter().map(|f| faults::apply(&mut c, f)).collect();
         let mut switchover = None;
         match plan.switchover {
@@ -126,7 +130,14 @@ async fn run(p: Params) -> (Vec<Round>, Totals) {
             let said = String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or_default().to_string();
             notes.push(format!("switchover: {status:?} after {:.1} s: {said}", at.elapsed().as_secs_f64()));
         }
-        let mut converged = check::wait_converged(&c, REPAIR_AFTER).await;
+        let mut converged = None;
+        while converged.is_none() && healed.elapsed() < REPAIR_AFTER {
+            for said in c.restart_exited_nodes() {
+                eprintln!("nemesis {number}: {said}");
+                notes.push(said);
+            }
+            converged = check::wait_converged(&c, Duration::from_secs(5)).await.map(|(p, _)| (p, healed.elapsed()));
+        }
         if converged.is_none() {
             // Recorded as a failure to converge; the members left behind are cloned afresh, as
             // an operator would, so the run can go on finding other failures.
@@ -142,12 +153,9 @@ async fn run(p: Params) -> (Vec<Round>, Totals) {
                     for i in behind {
                         faults::reclone(&mut c, i);
                     }
-                    converged =
-                        check::wait_converged(&c, GIVE_UP_AFTER).await.map(|(p, took)| (p, took + REPAIR_AFTER));
+                    converged = check::wait_converged(&c, GIVE_UP_AFTER).await.map(|(p, _)| (p, healed.elapsed()));
                 }
-                _ => {
-                    converged = check::wait_converged(&c, GIVE_UP_AFTER).await.map(|(p, took)| (p, took + REPAIR_AFTER))
-                }
+                _ => converged = check::wait_converged(&c, GIVE_UP_AFTER).await.map(|(p, _)| (p, healed.elapsed())),
             }
         }
         let converged = converged.map(|(p, took)| {
@@ -181,14 +189,24 @@ async fn run(p: Params) -> (Vec<Round>, Totals) {
                 }
                 None => notes.push("could not read the primary's ids".into()),
             }
-            match check::checksums(&c, primary, None, Duration::from_secs(10)).await {
-                Ok(sums) => {
-                    diverged = check::diverged(&sums, primary);
-                    if diverged > 0 {
-                        notes.push(format!("checksums {sums:?}"));
+            // A server that stops answering between convergence and the checksum (the primary
+            // fenced late, say) gets another try once the cluster has converged again.
+            for attempt in 1..=3 {
+                match check::checksums(&c, primary, None, Duration::from_secs(10)).await {
+                    Ok(sums) => {
+                        diverged = check::diverged(&sums, primary);
+                        if diverged > 0 {
+                            notes.push(format!("checksums {sums:?}"));
+                        }
+                        break;
+                    }
+                    Err(e) => {
+                        notes.push(format!("checksum (try {attempt}): {e}"));
+                        if let Some((p, _)) = check::wait_converged(&c, CONVERGE_WITHIN).await {
+                            primary = p;
+                        }
                     }
                 }
-                Err(e) => notes.push(format!("checksum: {e}")),
             }
         }
         let ended = Instant::now();

@@ -192,6 +192,15 @@ impl Hosts {
         let _ = child.wait();
     }
 
+    /// How a process started by `spawn` ended, if it has (it is then forgotten).
+    pub fn exited(&self, pid: i32) -> Option<std::process::ExitStatus> {
+        let mut children = self.children.lock().unwrap();
+        let at = children.iter().position(|(c, _)| c.id() as i32 == pid)?;
+        let status = children[at].0.try_wait().ok().flatten()?;
+        children.remove(at);
+        Some(status)
+    }
+
     /// Cuts host `i` off from every other host and from the test (the bridge end of its veth
     /// goes down); inside, its own address still works.
     pub fn cut(&self, i: usize) {

@@ -171,6 +171,20 @@ impl Cluster {
         self.nodes[i] = Some(self.hosts.spawn(cmd, OnDrop::Terminate));
     }
 
+    /// Starts again every node that exited on its own (as systemd would), saying how each ended.
+    pub fn restart_exited_nodes(&mut self) -> Vec<String> {
+        let mut said = Vec::new();
+        for i in 0..HOSTS {
+            let Some(pid) = self.nodes[i] else { continue };
+            if let Some(status) = self.hosts.exited(pid) {
+                said.push(format!("{}'s node exited on its own ({status}), started again", member(i)));
+                self.nodes[i] = None;
+                self.start_node(i);
+            }
+        }
+        said
+    }
+
     /// The host's node and its PostgreSQL die at once (kill -9 of both).
     pub fn lose_member(&mut self, i: usize) {
         let node = self.nodes[i].take().expect("a running node");
