@@ -113,15 +113,17 @@ struct Fencer {
 
 impl Fencer {
     fn fire(&mut self) {
-        let killed = kill_postgres(&self.data_dir);
-        if killed == 0 {
+        let data_dir = std::fs::canonicalize(&self.data_dir).unwrap_or_else(|_| self.data_dir.clone());
+        if postgres_processes(&data_dir).is_empty() {
             info!("the lease deadline passed unrenewed; PostgreSQL was not running, so there was nothing to fence");
             return;
         }
-        let at_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         warn!(
-            "fencing: the leader lease was not renewed and could expire in {MARGIN:?}, so every PostgreSQL process ({killed}) was killed to keep any write from landing after it"
+            "fencing: the leader lease was not renewed and could expire in {MARGIN:?}, so every PostgreSQL process is killed now to keep any write from landing after it"
         );
+        let killed = kill_postgres(&data_dir);
+        let at_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        info!(killed, "fencing: PostgreSQL's processes were killed");
         self.unreported.push(Fired { at_unix_ms, killed: killed as u64 }.to_line());
     }
 }
@@ -160,16 +162,15 @@ impl Agent {
 }
 
 /// Kills every process whose program is `postgres` and whose working directory is `data_dir`
-/// (the postmaster and all its children chdir there), repeating until none is left, so that a
+/// (canonical; the postmaster and all its children chdir there), repeating until none is left, so that a
 /// child forked during the first round goes too. Then removes `postmaster.pid` if it names a
 /// killed process: until its parent reaps it, a killed postmaster still answers `kill(pid, 0)`,
 /// and the next server (or pg_rewind's recovery) would take it for a running one. Returns how
 /// many processes were killed.
 fn kill_postgres(data_dir: &Path) -> usize {
-    let data_dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
     let mut killed = Vec::new();
     for _ in 0..50 {
-        let pids = postgres_processes(&data_dir);
+        let pids = postgres_processes(data_dir);
         if pids.is_empty() {
             break;
         }
