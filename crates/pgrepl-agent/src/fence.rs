@@ -7,6 +7,7 @@
 //! deadline) whenever it has none, so a fencer that dies is replaced at once; fences the
 //! fencer reports are handed to the loop (`take_fired`) to log and record in the store.
 
+use crate::fencer;
 use pgrepl_core::fence::{Beat, FenceState, Fired};
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -104,6 +105,7 @@ async fn keep_fencer(
         };
         first = false;
         connected.send_replace(true);
+        take_left_fences(&place, &fired);
         let (read, mut write) = stream.into_split();
         let mut lines = BufReader::new(read).lines();
         while let Ok(beat) = beats.try_recv() {
@@ -135,6 +137,14 @@ async fn keep_fencer(
         connected.send_replace(false);
         warn!("the fencer went away; starting a new one and handing it the current deadline");
     }
+}
+
+/// Hands over the fences a fencer that ran without an agent left behind (and removes them).
+fn take_left_fences(place: &FencerPlace, fired: &Mutex<Vec<Fired>>) {
+    let path = fencer::unreported_path(&place.socket);
+    let Ok(text) = std::fs::read_to_string(&path) else { return };
+    let _ = std::fs::remove_file(&path);
+    fired.lock().unwrap_or_else(|e| e.into_inner()).extend(text.lines().filter_map(Fired::parse));
 }
 
 /// Connects to the member's fencer, starting one when none listens.

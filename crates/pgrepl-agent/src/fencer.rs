@@ -15,7 +15,7 @@ use anyhow::Context;
 use pgrepl_core::fence::{Beat, FenceState, Fired, MARGIN};
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -31,6 +31,12 @@ pub fn boot_now() -> Duration {
     // SAFETY: clock_gettime writes one timespec through a valid pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Where a fencer that exits without an agent leaves the fences it could not report (`fired`
+/// lines), which the next agent reads and removes.
+pub fn unreported_path(socket: &Path) -> PathBuf {
+    socket.with_extension("fired")
 }
 
 /// Where a member's fencer listens.
@@ -81,7 +87,7 @@ pub fn run(data_dir: &Path, socket: &Path) -> anyhow::Result<()> {
                 agent = None;
                 if fencer.state.may_exit_without_agent() {
                     info!("fencer stopping: its agent has gone and it has nothing to guard");
-                    return Ok(());
+                    return fencer.leave_unreported(socket);
                 }
                 warn!(
                     "the agent went away while this member may be serving under a lease: the fencer stays and stops PostgreSQL at the deadline unless a new agent renews it"
@@ -97,9 +103,9 @@ pub fn run(data_dir: &Path, socket: &Path) -> anyhow::Result<()> {
         if let Some(a) = &mut agent {
             fencer.unreported.retain(|line| a.stream.write_all(line.as_bytes()).is_err());
         }
-        if agent.is_none() && fencer.state.may_exit_without_agent() && fencer.unreported.is_empty() {
+        if agent.is_none() && fencer.state.may_exit_without_agent() {
             info!("fencer stopping: no agent and nothing to guard");
-            return Ok(());
+            return fencer.leave_unreported(socket);
         }
     }
 }
@@ -112,16 +118,34 @@ struct Fencer {
 }
 
 impl Fencer {
+    /// Leaves fences no agent has heard of in `unreported_path`, for the next agent.
+    fn leave_unreported(&self, socket: &Path) -> anyhow::Result<()> {
+        if self.unreported.is_empty() {
+            return Ok(());
+        }
+        let path = unreported_path(socket);
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("keep the unreported fences in {}", path.display()))?;
+        file.write_all(self.unreported.concat().as_bytes())
+            .with_context(|| format!("keep the unreported fences in {}", path.display()))
+    }
+
     fn fire(&mut self) {
-        let killed = kill_postgres(&self.data_dir);
-        if killed == 0 {
+        let data_dir = std::fs::canonicalize(&self.data_dir).unwrap_or_else(|_| self.data_dir.clone());
+        if postgres_processes(&data_dir).is_empty() {
             info!("the lease deadline passed unrenewed; PostgreSQL was not running, so there was nothing to fence");
             return;
         }
-        let at_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         warn!(
-            "fencing: the leader lease was not renewed and could expire in {MARGIN:?}, so every PostgreSQL process ({killed}) was killed to keep any write from landing after it"
+            "fencing: the leader lease was not renewed and could expire in {MARGIN:?}, so every PostgreSQL process is killed now to keep any write from landing after it"
         );
+        let killed = kill_postgres(&data_dir);
+        let at_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        info!(killed, "fencing: PostgreSQL's processes were killed");
         self.unreported.push(Fired { at_unix_ms, killed: killed as u64 }.to_line());
     }
 }
@@ -160,16 +184,15 @@ impl Agent {
 }
 
 /// Kills every process whose program is `postgres` and whose working directory is `data_dir`
-/// (the postmaster and all its children chdir there), repeating until none is left, so that a
+/// (canonical; the postmaster and all its children chdir there), repeating until none is left, so that a
 /// child forked during the first round goes too. Then removes `postmaster.pid` if it names a
 /// killed process: until its parent reaps it, a killed postmaster still answers `kill(pid, 0)`,
 /// and the next server (or pg_rewind's recovery) would take it for a running one. Returns how
 /// many processes were killed.
 fn kill_postgres(data_dir: &Path) -> usize {
-    let data_dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
     let mut killed = Vec::new();
     for _ in 0..50 {
-        let pids = postgres_processes(&data_dir);
+        let pids = postgres_processes(data_dir);
         if pids.is_empty() {
             break;
         }

@@ -3,7 +3,8 @@
 //! kills that PostgreSQL before the lease could expire (counted from the lease's real expiry
 //! in the store, set by the last renewal the agent sent), a replica takes over only after it,
 //! no two servers ever accept a write at once, and when the agent wakes its member rejoins as
-//! a replica. A killed fencer is replaced by its agent and still fences.
+//! a replica. A killed fencer is replaced by its agent and still fences; a fencer whose agent was
+//! killed fences at the deadline, exits, and leaves the fence for the next agent to record.
 
 mod common;
 
@@ -174,4 +175,39 @@ async fn a_killed_fencer_is_replaced_at_once_and_the_new_one_fences() {
     signal(agent, libc::SIGCONT);
     assert_eq!(eventually(Duration::from_secs(30), "convergence", || async { c.converged() }).await, new);
     assert_eq!(fencer_of(&c, &old), vec![second], "still the one replacement fencer");
+}
+
+#[tokio::test]
+async fn a_fencer_outlives_its_killed_agent_fences_at_the_deadline_and_the_next_agent_records_it() {
+    let c = TestCluster::new();
+    let out = c.run(&["up", "--replicas", "1"]);
+    assert!(out.status.success(), "{}", common::describe(&out));
+    let old = c.leader();
+    let fencer = fencer_of(&c, &old);
+    assert_eq!(fencer.len(), 1);
+    // Nothing restarts the agent: the supervisor goes first. PostgreSQL keeps running.
+    kill9(std::fs::read_to_string(c.dir.join("supervisor.pid")).unwrap().trim().parse().unwrap());
+    kill9(agent_of(&c, &old));
+    let killed_ms = unix_ms();
+    eventually(Duration::from_secs(10), "the fencer to kill the agentless primary", || async {
+        (!c.postgres_runs(&old)).then_some(())
+    })
+    .await;
+    eventually(Duration::from_secs(10), "the fencer to exit, having nothing left to guard", || async {
+        fencer_of(&c, &old).is_empty().then_some(())
+    })
+    .await;
+    assert!(log_of(&c, &old).contains("fencing: the leader lease was not renewed"));
+    // The next agent (started by `up`) learns of the fence and records it.
+    let out = c.run(&["up"]);
+    assert!(out.status.success(), "{}", common::describe(&out));
+    let fenced_ms = eventually(Duration::from_secs(30), "the fence recorded in the store", || async {
+        common::member(&c.status(), &old)["last_fenced_unix_ms"].as_u64()
+    })
+    .await;
+    assert!(fenced_ms > killed_ms, "fenced at {fenced_ms}, the agent killed at {killed_ms}");
+    // Whoever leads now (the replica, or the old leader taking its lease back if its agent came
+    // back first), the cluster converges.
+    eventually(Duration::from_secs(30), "convergence", || async { c.converged() }).await;
+    assert!(!std::path::Path::new(&format!("{}/members/{old}/run/.pgrepl-fence.fired", c.dir.display())).exists());
 }
