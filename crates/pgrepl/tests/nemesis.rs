@@ -94,9 +94,11 @@ async fn run(p: Params) -> (Vec<Round>, Totals) {
         let detail: Vec<String> = plan.faults.iter().map(faults::Fault::detail).collect();
         eprintln!("nemesis {number}/{}: {began} {label} ({}), held {:?}", p.faults, detail.join(", "), plan.hold);
         let mut notes = Vec::new();
+        let mut exited = 0;
         for said in c.restart_exited_nodes() {
             eprintln!("nemesis {number}: before the fault: {said}");
             notes.push(format!("before the fault: {said}"));
+            exited += 1;
         }
         let applied: Vec<_> = plan.faults.iter().map(|f| faults::apply(&mut c, f)).collect();
         let mut switchover = None;
@@ -135,6 +137,7 @@ async fn run(p: Params) -> (Vec<Round>, Totals) {
             for said in c.restart_exited_nodes() {
                 eprintln!("nemesis {number}: {said}");
                 notes.push(said);
+                exited += 1;
             }
             converged = check::wait_converged(&c, Duration::from_secs(5)).await.map(|(p, _)| (p, healed.elapsed()));
         }
@@ -237,6 +240,7 @@ async fn run(p: Params) -> (Vec<Round>, Totals) {
             windows: 0,
             converged: converged_within,
             diverged,
+            exited,
             notes,
         });
         if stuck {
@@ -389,6 +393,10 @@ fn assert_held(rounds: &[Round], t: &Totals) {
     }
     if t.diverged > 0 || !diverged.is_empty() {
         failures.push(format!("members diverged (rounds {diverged:?}, {} at the end)", t.diverged));
+    }
+    let exited: Vec<usize> = rounds.iter().filter(|r| r.exited > 0).map(|r| r.number).collect();
+    if !exited.is_empty() {
+        failures.push(format!("a node exited on its own in rounds {exited:?}"));
     }
     if !late.is_empty() {
         failures.push(format!("not converged within {CONVERGE_WITHIN:?} after rounds {late:?}"));

@@ -27,6 +27,8 @@ pub struct Round {
     pub converged: Option<Duration>,
     /// The data of a member that differs from the primary's once it caught up.
     pub diverged: usize,
+    /// Nodes that exited on their own during the round (a crash: the kit starts them again).
+    pub exited: usize,
     pub notes: Vec<String>,
 }
 
@@ -88,9 +90,9 @@ pub fn render(rounds: &[Round], t: &Totals) -> String {
         t.final_checksums,
     );
     out.push_str(
-        "| fault | count | unavailable p50 / p95 / max (s) | lost | split-brain windows | diverged | converged p50 / max (s) | > 30 s |\n",
+        "| fault | count | unavailable p50 / p95 / max (s) | lost | split-brain windows | diverged | converged p50 / max (s) | > 30 s | nodes exited |\n",
     );
-    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     let mut rows: BTreeMap<&str, Vec<&Round>> = BTreeMap::new();
     for r in rounds {
         rows.entry(&r.row).or_default().push(r);
@@ -103,7 +105,7 @@ pub fn render(rounds: &[Round], t: &Totals) -> String {
         let late = rs.iter().filter(|r| r.converged.is_none()).count();
         let _ = writeln!(
             out,
-            "| {row} | {} | {} / {} / {} | {} | {} | {} | {} / {} | {late} |",
+            "| {row} | {} | {} / {} / {} | {} | {} | {} | {} / {} | {late} | {} |",
             rs.len(),
             secs(percentile(&unavailable, 0.5)),
             secs(percentile(&unavailable, 0.95)),
@@ -113,6 +115,7 @@ pub fn render(rounds: &[Round], t: &Totals) -> String {
             rs.iter().map(|r| r.diverged).sum::<usize>(),
             secs(percentile(&converged, 0.5)),
             secs(percentile(&converged, 1.0)),
+            rs.iter().map(|r| r.exited).sum::<usize>(),
         );
     }
     out.push_str("\nRounds:\n\n");
