@@ -57,7 +57,9 @@ pub fn run(data_dir: &Path, socket: &Path) -> anyhow::Result<()> {
     lock_memory();
     let listener = listen(socket)?;
     let timer = Timer::new()?;
-    let mut fencer = Fencer { data_dir: data_dir.to_path_buf(), state: FenceState::default(), unreported: vec![] };
+    let socket_dir = socket.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let mut fencer =
+        Fencer { data_dir: data_dir.to_path_buf(), socket_dir, state: FenceState::default(), unreported: vec![] };
     let mut agent: Option<Agent> = None;
     info!(data_dir = %data_dir.display(), "fencer started: it stops PostgreSQL if the lease it serves under is not renewed");
     loop {
@@ -112,6 +114,8 @@ pub fn run(data_dir: &Path, socket: &Path) -> anyhow::Result<()> {
 
 struct Fencer {
     data_dir: PathBuf,
+    /// Where PostgreSQL's socket (and this fencer's) lives.
+    socket_dir: PathBuf,
     state: FenceState,
     /// `fired` lines not yet handed to an agent.
     unreported: Vec<String>,
@@ -143,7 +147,7 @@ impl Fencer {
         warn!(
             "fencing: the leader lease was not renewed and could expire in {MARGIN:?}, so every PostgreSQL process is killed now to keep any write from landing after it"
         );
-        let killed = kill_postgres(&data_dir);
+        let killed = kill_postgres(&data_dir, &self.socket_dir);
         let at_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         info!(killed, "fencing: PostgreSQL's processes were killed");
         self.unreported.push(Fired { at_unix_ms, killed: killed as u64 }.to_line());
@@ -185,11 +189,11 @@ impl Agent {
 
 /// Kills every process whose program is `postgres` and whose working directory is `data_dir`
 /// (canonical; the postmaster and all its children chdir there), repeating until none is left, so that a
-/// child forked during the first round goes too. Then removes `postmaster.pid` if it names a
-/// killed process: until its parent reaps it, a killed postmaster still answers `kill(pid, 0)`,
-/// and the next server (or pg_rewind's recovery) would take it for a running one. Returns how
-/// many processes were killed.
-fn kill_postgres(data_dir: &Path) -> usize {
+/// child forked during the first round goes too. Then removes the lock files that name a killed
+/// process (`postmaster.pid`, and `.s.PGSQL.<port>.lock` in `socket_dir`): until its parent
+/// reaps it, a killed postmaster still answers `kill(pid, 0)`, and the next server (or
+/// pg_rewind's recovery) would take it for a running one. Returns how many processes were killed.
+fn kill_postgres(data_dir: &Path, socket_dir: &Path) -> usize {
     let mut killed = Vec::new();
     for _ in 0..50 {
         let pids = postgres_processes(data_dir);
@@ -204,15 +208,25 @@ fn kill_postgres(data_dir: &Path) -> usize {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    let lock = data_dir.join("postmaster.pid");
-    let locked_by = std::fs::read_to_string(&lock).ok().and_then(|t| t.lines().next()?.trim().parse().ok());
-    if locked_by.is_some_and(|pid| killed.contains(&pid)) {
-        match std::fs::remove_file(&lock) {
-            Ok(()) => info!(file = %lock.display(), "removed the lock file of the killed server"),
-            Err(e) => warn!(file = %lock.display(), "remove the lock file of the killed server: {e}"),
+    let socket_locks = std::fs::read_dir(socket_dir).into_iter().flatten().filter_map(Result::ok).map(|e| e.path());
+    let socket_locks = socket_locks.filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(is_socket_lock));
+    for lock in std::iter::once(data_dir.join("postmaster.pid")).chain(socket_locks) {
+        let locked_by = std::fs::read_to_string(&lock).ok().and_then(|t| t.lines().next()?.trim().parse().ok());
+        if locked_by.is_some_and(|pid| killed.contains(&pid)) {
+            match std::fs::remove_file(&lock) {
+                Ok(()) => info!(file = %lock.display(), "removed a lock file of the killed server"),
+                Err(e) => warn!(file = %lock.display(), "remove a lock file of the killed server: {e}"),
+            }
         }
     }
     killed.len()
+}
+
+/// PostgreSQL's socket lock files: `.s.PGSQL.<port>.lock`.
+fn is_socket_lock(name: &str) -> bool {
+    name.strip_prefix(".s.PGSQL.")
+        .and_then(|rest| rest.strip_suffix(".lock"))
+        .is_some_and(|port| port.parse::<u16>().is_ok())
 }
 
 fn postgres_processes(data_dir: &Path) -> Vec<libc::pid_t> {
@@ -359,6 +373,14 @@ impl Timer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn socket_lock_files_are_told_by_name() {
+        assert!(is_socket_lock(".s.PGSQL.5432.lock"));
+        for other in [".s.PGSQL.5432", ".s.PGSQL.x.lock", ".pgrepl-fence.lock", "postmaster.pid"] {
+            assert!(!is_socket_lock(other), "{other}");
+        }
+    }
 
     #[test]
     fn only_private_writable_mappings_without_a_file_are_locked_when_all_cannot_be() {

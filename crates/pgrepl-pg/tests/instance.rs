@@ -293,7 +293,6 @@ async fn primary_replica_failover_and_rewind() {
     wait_for(&b, "a streaming replica of node-1", is_streaming_replica_of(pa, 1)).await;
     assert!(matches!(a.observe(SUPERUSER).await, Server::Primary { .. }));
     assert_eq!(b.replay_timeline(SUPERUSER).await.expect("replayed timeline of the replica"), Timeline(1));
-    assert_eq!(a.replay_timeline(SUPERUSER).await.expect("timeline of the primary"), Timeline(1));
     assert_eq!(a.timeline_history(Timeline(1)).expect("timeline 1 has no history"), vec![]);
 
     let rows = sql::replication_rows(&ca).await.expect("replication rows");
@@ -302,6 +301,9 @@ async fn primary_replica_failover_and_rewind() {
     assert_eq!(rows[0].state, "streaming");
     assert_eq!(rows[0].client_addr.as_deref(), Some("127.0.0.1"));
     assert_eq!(sql::slots(&ca).await.expect("slots"), vec![Slot { name: "node_2".into(), active: true }]);
+    // Asked last: its own replication connection shows in pg_stat_replication until its
+    // walsender has exited.
+    assert_eq!(a.replay_timeline(SUPERUSER).await.expect("timeline of the primary"), Timeline(1));
 
     // Writes reach the replica; the replica refuses writes.
     ca.batch_execute("CREATE TABLE t (v text); INSERT INTO t VALUES ('1 before')").await.expect("write on primary");

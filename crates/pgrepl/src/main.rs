@@ -68,10 +68,23 @@ async fn run(cli: Cli, env: Vec<config::FromEnv>) -> anyhow::Result<()> {
 use commands::promote::Request;
 
 fn main() -> ExitCode {
-    // Die quietly on a closed pipe (`pgrepl status | head`), as Unix tools do.
-    // SAFETY: restoring a default signal disposition before any thread starts.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
+    let daemon = matches!(
+        cli.command,
+        Command::Supervise
+            | Command::Agent { .. }
+            | Command::Fencer { .. }
+            | Command::Router
+            | Command::Node(_)
+            | Command::Container { .. }
+    );
+    if !daemon {
+        // A short command dies quietly on a closed pipe (`pgrepl status | head`), as Unix tools
+        // do. A long-running one keeps Rust's default (ignored): a write to a connection the
+        // other side dropped (an etcd member killed, a client gone) is an error it handles.
+        // SAFETY: restoring a default signal disposition before any thread starts.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     if let Command::Container { args } = &cli.command {
         // PID 1 of a container: a parent that reaps every orphan (PostgreSQL's processes end
         // up there) and passes signals on, and a child that does the work.
@@ -80,15 +93,7 @@ fn main() -> ExitCode {
         }
     }
     let env = if matches!(cli.command, Command::Node(_) | Command::Container { .. }) { take_env() } else { Vec::new() };
-    init_logging(matches!(
-        cli.command,
-        Command::Supervise
-            | Command::Agent { .. }
-            | Command::Fencer { .. }
-            | Command::Router
-            | Command::Node(_)
-            | Command::Container { .. }
-    ));
+    init_logging(daemon);
     if let Command::Fencer { data_dir, socket } = &cli.command {
         // No async runtime: one thread that waits for beats and a timer, nothing else.
         return match pgrepl_agent::fencer::run(data_dir, socket) {

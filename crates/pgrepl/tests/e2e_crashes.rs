@@ -66,3 +66,30 @@ async fn members_recover_from_killed_processes() {
     assert_eq!(pids(&c, "pgrepl"), Vec::<i32>::new(), "pgrepl processes left after down");
     assert!(pids(&c, "postgres").is_empty(), "PostgreSQL left running after down");
 }
+
+/// A write to a connection the other side dropped (an etcd member killed, a client gone) is an
+/// error for the process to handle. A SIGPIPE must not end a long-running pgrepl process, as it
+/// would with the signal's default action, which the short commands keep (`status | head`).
+#[tokio::test]
+async fn a_sigpipe_ends_no_long_running_process() {
+    let c = TestCluster::new();
+    c.ok(&["up"]);
+    let mut daemons = Vec::new();
+    for kind in [" supervise", " router", " agent --member ", " fencer --data-dir "] {
+        let found = pids(&c, kind);
+        assert!(!found.is_empty(), "no{kind} process");
+        daemons.extend(found);
+    }
+    for pid in &daemons {
+        // SAFETY: a signal to a process of this test's cluster.
+        assert_eq!(unsafe { libc::kill(*pid, libc::SIGPIPE) }, 0);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for pid in &daemons {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        assert!(
+            status.lines().any(|l| l.starts_with("State:") && !l.contains("zombie")),
+            "process {pid} ended on SIGPIPE"
+        );
+    }
+}

@@ -87,6 +87,12 @@ async fn a_cluster_on_etcd_fails_over_survives_losing_etcd_and_is_destroyed_with
     // 3. etcd dies: the primary cannot renew its lease and is fenced before the lease (ttl 4 s)
     // could expire. etcd comes back on the same data: the cluster converges and takes writes.
     let primary = c.leader();
+    let daemons = |c: &TestCluster| {
+        let mut found: Vec<i32> = ["supervise", "agent --member", "router"].iter().flat_map(|n| pids(c, n)).collect();
+        found.sort();
+        found
+    };
+    let running = daemons(&c);
     etcd.stop();
     let lost_at = Instant::now();
     eventually(Duration::from_secs(10), "the primary to be fenced", || async {
@@ -107,6 +113,9 @@ async fn a_cluster_on_etcd_fails_over_survives_losing_etcd_and_is_destroyed_with
     })
     .await;
     let recovered = restarted.elapsed();
+    // Riding out the outage, no process died (a write to a connection etcd dropped must be an
+    // error to handle, not a SIGPIPE that ends the process).
+    assert_eq!(daemons(&c), running, "the supervisor, agents and router are the same processes");
     eventually(Duration::from_secs(15), "a write through rw after etcd returned", || async {
         let client = common::connect(c.rw_port, "postgres", &password, "postgres").await.ok()?;
         client.batch_execute("CREATE TABLE IF NOT EXISTS after_etcd_loss (id int)").await.ok()

@@ -198,6 +198,15 @@ async fn a_fencer_outlives_its_killed_agent_fences_at_the_deadline_and_the_next_
     })
     .await;
     assert!(log_of(&c, &old).contains("fencing: the leader lease was not renewed"));
+    // The killed server's lock files are gone (its postmaster may not be reaped yet, and
+    // PostgreSQL would take a lock naming it for a running server).
+    let member_dir = c.dir.join(format!("members/{old}"));
+    assert!(!member_dir.join("data/postmaster.pid").exists(), "postmaster.pid of the killed server left");
+    let run: Vec<String> = std::fs::read_dir(member_dir.join("run"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into())
+        .collect();
+    assert!(!run.iter().any(|n| n.starts_with(".s.PGSQL.") && n.ends_with(".lock")), "socket lock left: {run:?}");
     // The next agent (started by `up`) learns of the fence and records it.
     let out = c.run(&["up"]);
     assert!(out.status.success(), "{}", common::describe(&out));
