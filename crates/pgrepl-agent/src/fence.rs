@@ -104,7 +104,6 @@ async fn keep_fencer(
             }
         };
         first = false;
-        connected.send_replace(true);
         take_left_fences(&place, &fired);
         let (read, mut write) = stream.into_split();
         let mut lines = BufReader::new(read).lines();
@@ -113,9 +112,11 @@ async fn keep_fencer(
         }
         if let Some(current) = wanted.map(|w| w.lease_until().map_or(Beat::Disarm, Beat::Arm)) {
             if write.write_all(current.to_line().as_bytes()).await.is_err() {
+                warn!("the fencer went away before it took the current deadline; starting a new one");
                 continue;
             }
         }
+        connected.send_replace(true);
         loop {
             tokio::select! {
                 beat = beats.recv() => {
