@@ -10,10 +10,6 @@ struct Account {
     home: String,
 }
 
-/// When the process runs as root, switches it for good to the OS user `name`: supplementary
-/// groups, then gid, then uid, and `HOME`, `USER` and `LOGNAME` set to the user's. A no-op
-/// returning `Ok(false)` when not running as root; `Ok(true)` when it switched. Call it early,
-/// before other threads read the environment.
 /// The locked-memory limit an unprivileged pgrepl process gets from a root parent: room for the
 /// fencer (a single-threaded process of about 20 MB) to lock all of its memory.
 const MEMLOCK_LIMIT: u64 = 64 << 20;
@@ -33,6 +29,10 @@ fn raise_memlock_limit(bytes: u64) {
     }
 }
 
+/// When the process runs as root, switches it for good to the OS user `name`: supplementary
+/// groups, then gid, then uid, and `HOME`, `USER` and `LOGNAME` set to the user's. A no-op
+/// returning `Ok(false)` when not running as root; `Ok(true)` when it switched. Call it early,
+/// before other threads read the environment.
 pub fn become_user(name: &str) -> Result<bool, PgError> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
