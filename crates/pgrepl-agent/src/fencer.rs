@@ -18,7 +18,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tracing::{error, info, warn};
 
 /// The fencer socket's file name inside the member's socket directory (short: unix socket
@@ -148,7 +148,7 @@ impl Fencer {
             "fencing: the leader lease was not renewed and could expire in {MARGIN:?}, so every PostgreSQL process is killed now to keep any write from landing after it"
         );
         let killed = kill_postgres(&data_dir, &self.socket_dir);
-        let at_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let at_unix_ms = crate::publish::wall_clock_ms();
         info!(killed, "fencing: PostgreSQL's processes were killed");
         self.unreported.push(Fired { at_unix_ms, killed: killed as u64 }.to_line());
     }

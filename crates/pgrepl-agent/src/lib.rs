@@ -12,5 +12,6 @@ pub mod secrets;
 pub mod settings;
 
 pub use member::Agent;
+pub use publish::wall_clock_ms;
 pub use secrets::Secrets;
 pub use settings::Settings;

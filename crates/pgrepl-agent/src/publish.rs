@@ -19,7 +19,9 @@ pub(crate) fn observed(seen: &Seen) -> (Role, MemberState) {
     }
 }
 
-fn now_ms() -> u64 {
+/// The wall clock in milliseconds since the Unix epoch, as statuses (`updated_ms`) and fences
+/// are stamped.
+pub fn wall_clock_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
@@ -50,7 +52,7 @@ pub(crate) fn build(agent: &Agent, seen: &Seen, sentence: String, state: Option<
         applied_passwords: applied_passwords(agent, role),
         leader: seen.obs.cluster.leader.clone(),
         paused: seen.obs.cluster.paused(),
-        updated_ms: now_ms(),
+        updated_ms: wall_clock_ms(),
     }
 }
 

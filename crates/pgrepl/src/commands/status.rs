@@ -3,7 +3,7 @@
 
 use crate::agent_lock;
 use crate::cluster::Cluster;
-use crate::commands::pause;
+use crate::commands::{pause, wait};
 use crate::topology;
 use pgrepl_core::{ClusterView, MemberName, MemberState, MemberStatus, Role};
 use pgrepl_router::{Backend, RoFallback};
@@ -93,6 +93,7 @@ pub fn build(cluster_name: &str, view: &ClusterView, endpoints: EndpointsJson) -
     let primary = view.ready_leader().map(|(_, s)| s);
     let mut members = Vec::new();
     for (name, spec) in view.spec.iter().flat_map(|s| s.members.iter()) {
+        let last_fenced_unix_ms = view.fences.get(name).map(|f| f.at_unix_ms);
         let member = match view.members.get(name) {
             Some(s) => {
                 let lag_seconds = primary
@@ -111,7 +112,7 @@ pub fn build(cluster_name: &str, view: &ClusterView, endpoints: EndpointsJson) -
                     lag_seconds: if s.role == Role::Replica { lag_seconds } else { None },
                     decision: Some(s.decision.clone()),
                     warning: warning(view, name, s),
-                    last_fenced_unix_ms: view.fences.get(name).map(|f| f.at_unix_ms),
+                    last_fenced_unix_ms,
                 }
             }
             None => MemberJson {
@@ -127,7 +128,7 @@ pub fn build(cluster_name: &str, view: &ClusterView, endpoints: EndpointsJson) -
                 lag_seconds: None,
                 decision: None,
                 warning: None,
-                last_fenced_unix_ms: view.fences.get(name).map(|f| f.at_unix_ms),
+                last_fenced_unix_ms,
             },
         };
         members.push(member);
@@ -210,8 +211,7 @@ pub async fn run(dir: &Path, json: bool) -> anyhow::Result<()> {
     let fenced: Vec<_> = status.members.iter().filter_map(|m| Some((&m.name, m.last_fenced_unix_ms?))).collect();
     if !fenced.is_empty() {
         println!("\nfences (the fencer stopped PostgreSQL when the lease it served under was not renewed):");
-        let now_ms =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let now_ms = wait::wall_clock_ms();
         for (name, at) in fenced {
             println!("  {name:<10} last fenced {:.1} s ago", now_ms.saturating_sub(at) as f64 / 1000.0);
         }

@@ -6,13 +6,10 @@ use crate::cluster::Cluster;
 use crate::handover::Outlook;
 use anyhow::bail;
 use pgrepl_core::{ClusterView, MemberState};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-/// The wall clock in milliseconds since the Unix epoch, as agents stamp their statuses
-/// (`MemberStatus::updated_ms`).
-pub fn wall_clock_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
+/// The wall clock in milliseconds since the Unix epoch, the agents' own (`MemberStatus::updated_ms`).
+pub use pgrepl_agent::wall_clock_ms;
 
 /// Polls the store until `check` returns `Ok`, for at most `limit`.
 pub async fn until<T>(
