@@ -3,7 +3,7 @@
 
 use crate::decision::{Action, Decision, Reason, SpecWork};
 use crate::failover;
-use crate::fork::TimelineSwitch;
+use crate::fork::{Replayed, TimelineSwitch};
 use crate::local::{DataDir, ReplicationRow, Server, Slot, Upstream};
 use crate::maintenance;
 use crate::names::MemberName;
@@ -42,6 +42,14 @@ pub struct Observation {
     /// replica's replayed one); `None` when the history file could not be read.
     pub history: Option<Vec<TimelineSwitch>>,
     pub cluster: ClusterView,
+}
+
+impl Observation {
+    /// Where this replica's replayed WAL lies, when its server said which timeline it replayed.
+    pub fn replayed(&self) -> Option<Replayed<'_>> {
+        let Server::Replica { replay_timeline: Some(timeline), replay_lsn, .. } = &self.server else { return None };
+        Some(Replayed { timeline: *timeline, lsn: *replay_lsn, history: self.history.as_deref() })
+    }
 }
 
 pub fn decide(o: &Observation) -> Decision {
@@ -218,10 +226,7 @@ fn as_follower(o: &Observation, spec: &Spec, leader: &MemberName) -> Decision {
 
 /// Whether this replica replayed WAL off the history the running leader published.
 fn forked(o: &Observation, leader: Option<&crate::view::MemberStatus>) -> Option<crate::fork::Fork> {
-    let Server::Replica { replay_timeline: Some(timeline), replay_lsn, .. } = &o.server else { return None };
-    let leader = leader?;
-    let replayed = crate::fork::Replayed { timeline: *timeline, lsn: *replay_lsn, history: o.history.as_deref() };
-    crate::fork::fork(replayed, leader.timeline?, leader.history.as_deref()?)
+    leader?.fork_of_replayed(o.replayed()?)
 }
 
 fn without_leader(o: &Observation, spec: &Spec) -> Decision {

@@ -4,9 +4,9 @@
 
 use crate::decide::Observation;
 use crate::decision::{Action, Decision, Reason};
-use crate::fork::{self, TimelineSwitch};
+use crate::fork::{self, Replayed};
 use crate::local::Server;
-use crate::names::{Lsn, MemberName, Timeline};
+use crate::names::MemberName;
 use crate::spec::{Spec, SyncMode};
 use crate::view::{Role, SyncRecord};
 
@@ -41,7 +41,7 @@ fn may_race(o: &Observation, spec: &Spec) -> Result<Option<MemberName>, Box<Reas
     if !spec.failover.automatic {
         return Err(Box::new(Reason::NoLeaderManual(lost)));
     }
-    let Server::Replica { timeline, receive_lsn, replay_lsn, replay_timeline, .. } = &o.server else {
+    let Server::Replica { timeline, receive_lsn, replay_lsn, .. } = &o.server else {
         return Err(Box::new(Reason::NotACandidate(lost)));
     };
     let mine = (*timeline, (*receive_lsn).max(*replay_lsn));
@@ -52,11 +52,12 @@ fn may_race(o: &Observation, spec: &Spec) -> Result<Option<MemberName>, Box<Reas
     // newer timeline than the record is not proven off it: the record is what is stale (a
     // leader lost before it recorded itself).
     let line = last.and_then(|r| Some((r.timeline?, r.history.as_deref()?)));
-    let off_line = |t: Timeline, lsn: Lsn, history: Option<&[TimelineSwitch]>| {
-        let replayed = fork::Replayed { timeline: t, lsn, history };
-        line.filter(|(lt, _)| t <= *lt).and_then(|(lt, leader_history)| fork::fork(replayed, lt, leader_history))
+    let off_line = |replayed: Replayed<'_>| {
+        let (lt, leader_history) = line.filter(|(lt, _)| replayed.timeline <= *lt)?;
+        fork::fork(replayed, lt, leader_history)
     };
-    if let Some(fork) = replay_timeline.and_then(|t| off_line(t, *replay_lsn, o.history.as_deref())) {
+    let my_replay = o.replayed();
+    if let Some(fork) = my_replay.and_then(off_line) {
         return Err(Box::new(Reason::ForkedFromLostLeader { lost, fork }));
     }
     let leader_lsn =
@@ -78,15 +79,15 @@ fn may_race(o: &Observation, spec: &Spec) -> Result<Option<MemberName>, Box<Reas
         if !counts {
             continue;
         }
-        let their_replay = status.replay_timeline.zip(status.lsn);
-        if their_replay.is_some_and(|(t, l)| off_line(t, l, status.history.as_deref()).is_some()) {
+        let their_replay = status.replayed();
+        if their_replay.is_some_and(|r| off_line(r).is_some()) {
             continue;
         }
         if status.leader.is_some() {
             return Err(Box::new(Reason::AwaitingPosition(name.clone())));
         }
         if let Some(theirs) = status.position() {
-            let both_on_line = line.is_some() && replay_timeline.is_some() && their_replay.is_some();
+            let both_on_line = line.is_some() && my_replay.is_some() && their_replay.is_some();
             let ahead = if both_on_line { theirs.1 > mine.1 } else { theirs > mine };
             if ahead {
                 return Err(Box::new(Reason::PeerAhead(name.clone())));

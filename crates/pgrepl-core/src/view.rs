@@ -1,7 +1,7 @@
 //! The cluster as one store snapshot shows it: the key layout of the store, the values stored
 //! under each key, and `ClusterView`, the parsed whole that `decide()` and the CLI read.
 
-use crate::fork::{Fork, TimelineSwitch};
+use crate::fork::{Fork, Replayed, TimelineSwitch};
 use crate::local::ReplicationRow;
 use crate::names::{Lsn, MemberName, SystemId, Timeline};
 use crate::spec::Spec;
@@ -182,6 +182,17 @@ impl MemberStatus {
         };
         Some((self.timeline?, lsn))
     }
+
+    /// Where this replica's replayed WAL lies, as it published it (when it could say).
+    pub fn replayed(&self) -> Option<Replayed<'_>> {
+        Some(Replayed { timeline: self.replay_timeline?, lsn: self.lsn?, history: self.history.as_deref() })
+    }
+
+    /// Whether `replayed` is off the line of this leader, as it published its timeline and
+    /// history (`None` also when it published too little to tell).
+    pub fn fork_of_replayed(&self, replayed: Replayed<'_>) -> Option<Fork> {
+        crate::fork::fork(replayed, self.timeline?, self.history.as_deref()?)
+    }
 }
 
 /// The whole cluster from one store snapshot. Absent keys are `None` (unknown), not errors.
@@ -269,9 +280,7 @@ impl ClusterView {
     pub fn fork_of(&self, member: &MemberName) -> Option<Fork> {
         let (_, leader) = self.ready_leader()?;
         let s = self.members.get(member).filter(|s| s.role == Role::Replica)?;
-        let replayed =
-            crate::fork::Replayed { timeline: s.replay_timeline?, lsn: s.lsn?, history: s.history.as_deref() };
-        crate::fork::fork(replayed, leader.timeline?, leader.history.as_deref()?)
+        leader.fork_of_replayed(s.replayed()?)
     }
 
     /// Bytes `member` has still to replay to reach the primary's position, when known. Both
