@@ -16,6 +16,7 @@ mod instance;
 mod os_user;
 mod passfile;
 pub mod sql;
+pub mod wire;
 
 pub use binaries::Binaries;
 pub use error::PgError;

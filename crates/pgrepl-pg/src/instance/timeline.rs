@@ -9,6 +9,7 @@
 
 use super::Instance;
 use crate::error::PgError;
+use crate::wire;
 use pgrepl_core::fork::{parse_history, TimelineSwitch};
 use pgrepl_core::Timeline;
 use std::time::Duration;
@@ -51,18 +52,8 @@ impl Instance {
 /// One row of `IDENTIFY_SYSTEM` (system id, timeline, position, database), as text.
 async fn identify_system(socket: &std::path::Path, user: &str) -> Result<Vec<Option<String>>, String> {
     let mut stream = UnixStream::connect(socket).await.map_err(|e| format!("connect: {e}"))?;
-    let mut startup = Vec::new();
-    startup.extend_from_slice(&196_608i32.to_be_bytes()); // protocol 3.0
-    for (key, value) in [("user", user), ("replication", "true"), ("application_name", "pgrepl")] {
-        for part in [key, value] {
-            startup.extend_from_slice(part.as_bytes());
-            startup.push(0);
-        }
-    }
-    startup.push(0);
-    let mut packet = ((startup.len() + 4) as i32).to_be_bytes().to_vec();
-    packet.extend_from_slice(&startup);
-    stream.write_all(&packet).await.map_err(|e| format!("send the startup message: {e}"))?;
+    let startup = wire::startup_message(&[("user", user), ("replication", "true"), ("application_name", "pgrepl")]);
+    stream.write_all(&startup).await.map_err(|e| format!("send the startup message: {e}"))?;
     until_ready(&mut stream, "log in").await?;
     let query = b"IDENTIFY_SYSTEM\0";
     let mut packet = vec![b'Q'];
@@ -122,10 +113,7 @@ fn data_row(body: &[u8]) -> Option<Vec<Option<String>>> {
 
 /// The `M` (message) field of an ErrorResponse.
 fn error_message(body: &[u8]) -> String {
-    body.split(|b| *b == 0)
-        .find_map(|field| field.strip_prefix(b"M"))
-        .map(|m| String::from_utf8_lossy(m).into_owned())
-        .unwrap_or_else(|| "an error without a message".to_string())
+    wire::error_field(body, b'M').unwrap_or("an error without a message").to_string()
 }
 
 #[cfg(test)]

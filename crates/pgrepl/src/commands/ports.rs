@@ -4,6 +4,7 @@
 use crate::config::Config;
 use anyhow::{bail, Context};
 use pgrepl_core::{MemberName, Spec};
+use pgrepl_pg::wire;
 use std::net::{SocketAddr, TcpListener};
 
 /// A port for `member` that no other member of `spec` uses.
@@ -89,10 +90,7 @@ async fn answered_by_a_server(addr: SocketAddr) -> bool {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let probe = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await?;
-        let params = format!("user\0{}\0database\0postgres\0\0", crate::config::ADMIN_USER);
-        let mut startup = ((8 + params.len()) as u32).to_be_bytes().to_vec();
-        startup.extend_from_slice(&196_608u32.to_be_bytes()); // protocol 3.0
-        startup.extend_from_slice(params.as_bytes());
+        let startup = wire::startup_message(&[("user", crate::config::ADMIN_USER), ("database", "postgres")]);
         stream.write_all(&startup).await?;
         let kind = stream.read_u8().await?;
         if kind != b'E' {
@@ -101,22 +99,9 @@ async fn answered_by_a_server(addr: SocketAddr) -> bool {
         let len = stream.read_u32().await? as usize;
         let mut body = vec![0; len.saturating_sub(4).min(10_000)];
         stream.read_exact(&mut body).await?;
-        Ok::<_, std::io::Error>(error_code(&body) != Some("57P03"))
+        Ok::<_, std::io::Error>(wire::error_field(&body, b'C') != Some("57P03"))
     };
     matches!(tokio::time::timeout(std::time::Duration::from_secs(2), probe).await, Ok(Ok(true)))
-}
-
-/// The SQLSTATE (field `C`) of an ErrorResponse body.
-fn error_code(body: &[u8]) -> Option<&str> {
-    let mut rest = body;
-    while let Some((&tag, tail)) = rest.split_first().filter(|(t, _)| **t != 0) {
-        let end = tail.iter().position(|b| *b == 0)?;
-        if tag == b'C' {
-            return std::str::from_utf8(&tail[..end]).ok();
-        }
-        rest = &tail[end + 1..];
-    }
-    None
 }
 
 /// Every member port of a cluster about to start must be free, except those of members still
@@ -132,17 +117,4 @@ pub fn check_free(config: &Config, spec: &Spec, still_running: impl Fn(&MemberNa
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::error_code;
-
-    #[test]
-    fn the_sqlstate_of_an_error_response_is_found() {
-        assert_eq!(error_code(b"SFATAL\0C57P03\0Mpgrepl router: no primary\0\0"), Some("57P03"));
-        assert_eq!(error_code(b"SFATAL\0VFATAL\0C28000\0\0"), Some("28000"));
-        assert_eq!(error_code(b"SFATAL\0\0"), None);
-        assert_eq!(error_code(b"C5"), None, "unterminated");
-    }
 }
