@@ -81,15 +81,10 @@ async fn a_sigpipe_ends_no_long_running_process() {
         daemons.extend(found);
     }
     for pid in &daemons {
-        // SAFETY: a signal to a process of this test's cluster.
-        assert_eq!(unsafe { libc::kill(*pid, libc::SIGPIPE) }, 0);
+        common::signal(*pid, libc::SIGPIPE);
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     for pid in &daemons {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        assert!(
-            status.lines().any(|l| l.starts_with("State:") && !l.contains("zombie")),
-            "process {pid} ended on SIGPIPE"
-        );
+        assert!(common::alive(*pid), "process {pid} ended on SIGPIPE");
     }
 }

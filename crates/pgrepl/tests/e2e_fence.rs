@@ -9,7 +9,7 @@
 mod common;
 
 use common::writer::{missing, unix_ms, Ack, WriteProbe, Writer};
-use common::{eventually, kill9, pids, TestCluster};
+use common::{eventually, kill9, pids, signal, TestCluster};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -22,11 +22,6 @@ fn lease_in_store(c: &TestCluster) -> Option<(String, u64)> {
         other => other.clone(),
     };
     Some((value["member"].as_str()?.to_string(), entry["expires_at_unix_ms"].as_u64()?))
-}
-
-fn signal(pid: i32, sig: i32) {
-    // SAFETY: sending a signal to a process this test started.
-    assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "signal {sig} to {pid}");
 }
 
 fn agent_of(c: &TestCluster, member: &str) -> i32 {

@@ -12,14 +12,9 @@ mod common;
 
 use common::three_hosts::{host_of, tail, Cluster, ADMIN_PASSWORD, HOSTS, PATH};
 use common::writer::{missing_at, unix_ms, Writer};
-use common::{describe, eventually, pgrepl_bin};
+use common::{describe, eventually, pgrepl_bin, signal};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn signal(pid: i32, sig: i32) {
-    // SAFETY: sending a signal to a process this test started.
-    assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "signal {sig} to {pid}");
-}
 
 async fn wait_for_acks(w: &Writer, at_least: usize, what: &str) {
     eventually(Duration::from_secs(60), what, || async { (w.acked() >= at_least).then_some(()) }).await;

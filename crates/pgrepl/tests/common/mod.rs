@@ -277,14 +277,23 @@ pub fn postmaster_runs(data: &Path) -> bool {
     let pid = std::fs::read_to_string(data.join("postmaster.pid"))
         .ok()
         .and_then(|t| t.lines().next()?.trim().parse::<i32>().ok());
-    pid.is_some_and(|pid| {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        status.lines().any(|l| l.starts_with("State:") && !l.contains("(zombie)"))
-    })
+    pid.is_some_and(alive)
+}
+
+/// Whether `pid` is a live process, not a killed one waiting to be reaped.
+pub fn alive(pid: i32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status.lines().any(|l| l.starts_with("State:") && !l.contains("(zombie)"))
+}
+
+/// Sends `sig` to `pid`, which must exist.
+pub fn signal(pid: i32, sig: i32) {
+    // SAFETY: a signal to a process this test started.
+    assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "signal {sig} to {pid}");
 }
 
 pub fn kill9(pid: i32) {
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    signal(pid, libc::SIGKILL);
 }
 
 pub fn postmaster_pid(c: &TestCluster, member: &str) -> i32 {
