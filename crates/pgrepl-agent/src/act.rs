@@ -310,7 +310,7 @@ impl Agent {
     async fn clone_from(&mut self, seen: &Seen, leader: &MemberName) -> anyhow::Result<()> {
         self.write_passfile(seen)?;
         let from = self.conninfo(seen, leader, &self.s.replication_user)?;
-        self.pg.basebackup(&from, &self.s.member.slot_name()).await?;
+        self.beating(self.pg.basebackup(&from, &self.s.member.slot_name())).await?;
         self.configure(seen, Some(leader))?;
         self.pg.set_standby_signal(true)?;
         // Started at once, as after a rewind: joining is one action, so it also completes in
@@ -344,7 +344,7 @@ impl Agent {
             );
             return Ok(());
         }
-        if let Err(e) = self.pg.rewind(&from).await {
+        if let Err(e) = self.beating(self.pg.rewind(&from)).await {
             let aside = self.pg.move_aside("rewind-failed")?;
             warn!(
                 moved_to = %aside.display(),

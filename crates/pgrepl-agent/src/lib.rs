@@ -7,11 +7,13 @@ mod fence;
 pub mod fencer;
 pub mod fixed;
 mod member;
+pub mod probe;
 mod publish;
 pub mod secrets;
 pub mod settings;
 
 pub use member::Agent;
+pub use probe::Probe;
 pub use publish::wall_clock_ms;
 pub use secrets::Secrets;
 pub use settings::Settings;

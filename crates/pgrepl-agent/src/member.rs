@@ -5,6 +5,7 @@
 
 use crate::fence::{Fence, FencerPlace};
 use crate::fencer::{self, boot_now};
+use crate::probe::{Cycle, Probe};
 use crate::publish;
 use crate::settings::Settings;
 use anyhow::Context;
@@ -63,6 +64,8 @@ pub struct Agent {
     pub(crate) last_published: Option<(pgrepl_core::MemberStatus, Instant)>,
     /// The last warning sentence (a fork, say), published until this replica streams again.
     pub(crate) warning: Option<String>,
+    /// What the HTTP API reads of this loop.
+    probe: Probe,
 }
 
 /// One cycle's reading of the world.
@@ -116,7 +119,13 @@ impl Agent {
             client: None,
             own_revision: 0,
             warning: None,
+            probe: Probe::default(),
         })
+    }
+
+    /// A handle on this loop's last cycle, beat and counters, for the HTTP API.
+    pub fn probe(&self) -> Probe {
+        self.probe.clone()
     }
 
     /// Runs cycles until `shutdown` completes, then stops PostgreSQL and releases the lease.
@@ -133,6 +142,8 @@ impl Agent {
             self.cycle += 1;
             let span = info_span!("cycle", member = %self.s.member, n = self.cycle);
             let (seen_revision, again_now, lease_left) = self.run_cycle().instrument(span).await;
+            // Also after a cycle that could not read the store: the loop runs, the store fails.
+            self.probe.beat();
             let revision = seen_revision.max(self.own_revision);
             let store = self.store.clone();
             // Wake when another member's lease could expire, so a lost leader is replaced at once.
@@ -157,6 +168,7 @@ impl Agent {
     /// to run again at once (an action was taken, so the world has changed), and the time left
     /// on another member's lease.
     async fn run_cycle(&mut self) -> (u64, bool, Option<Duration>) {
+        let began = Instant::now();
         let seen = match self.observe().await {
             Ok(seen) => seen,
             Err(e) => {
@@ -184,6 +196,17 @@ impl Agent {
         if let Err(e) = publish::status(self, &seen, &decision, None).await {
             warn!("publish member status: {e:#}");
         }
+        self.probe.record(Cycle {
+            view: seen.obs.cluster.clone(),
+            server: seen.obs.server.clone(),
+            holds_lease: seen.obs.cluster.leader.as_ref() == Some(&self.s.member),
+            status: publish::build(self, &seen, decision.to_string(), None),
+            action: decision.action.name(),
+            decision: decision.to_string(),
+            lease_left: seen.lease_left(),
+            at: began,
+            took: began.elapsed(),
+        });
         let outcome = match renewed {
             Ok(()) => self.act(&seen, &decision).await,
             Err(e) => Err(e),
@@ -200,6 +223,7 @@ impl Agent {
         }
         let failed = outcome.is_err();
         if let Err(e) = outcome {
+            self.probe.failed(decision.action.name());
             let sentence = format!("{decision} failed: {e:#}");
             warn!("{sentence}");
             if let Err(e) = publish::status(self, &seen, &decision, Some(&sentence)).await {
@@ -314,6 +338,7 @@ impl Agent {
     /// Logs each fence the fencer reports and records the last in the store (`fences/NAME`).
     async fn record_fences(&mut self) {
         for fired in self.fence.take_fired() {
+            self.probe.fenced();
             warn!(
                 at_unix_ms = fired.at_unix_ms,
                 killed = fired.killed,
@@ -399,10 +424,24 @@ impl Agent {
             tokio::select! {
                 out = &mut work => return out,
                 _ = tick.tick() => {
+                    self.probe.beat();
                     if let Err(e) = self.renew_current().await {
                         warn!("renew the leader lease during a long action: {e:#}");
                     }
                 }
+            }
+        }
+    }
+
+    /// Runs a long action that has no bound of its own (a clone, a rewind), beating the loop's
+    /// probe while it runs: the loop waits on work in progress, it is not stuck.
+    pub(crate) async fn beating<T>(&self, work: impl Future<Output = T>) -> T {
+        tokio::pin!(work);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                _ = tick.tick() => self.probe.beat(),
             }
         }
     }

@@ -52,6 +52,7 @@ pub(crate) fn build(agent: &Agent, seen: &Seen, sentence: String, state: Option<
         applied_passwords: applied_passwords(agent, role),
         leader: seen.obs.cluster.leader.clone(),
         paused: seen.obs.cluster.paused(),
+        api: agent.s.api.clone(),
         updated_ms: wall_clock_ms(),
     }
 }

@@ -34,4 +34,6 @@ pub struct Settings {
     pub primary_start_timeout: Duration,
     /// How long a replica may fail to stream from the running leader before it rewinds.
     pub stall_timeout: Duration,
+    /// Where this member's HTTP API answers (`host:port`), published in its status.
+    pub api: Option<String>,
 }

@@ -45,6 +45,29 @@ pub enum Action {
     Nothing,
 }
 
+impl Action {
+    /// The action's name in metrics and the API (`clone`, `promote`, ...), one per variant.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Bootstrap => "bootstrap",
+            Action::CloneFrom { .. } => "clone",
+            Action::StartAsPrimary => "start_primary",
+            Action::StartAsReplica { .. } => "start_replica",
+            Action::Follow { .. } => "follow",
+            Action::AcquireLease => "acquire_lease",
+            Action::Promote { .. } => "promote",
+            Action::RenewLease => "renew_lease",
+            Action::ApplySpec(_) => "apply_spec",
+            Action::Demote { .. } => "demote",
+            Action::Rewind { .. } => "rewind",
+            Action::Reinitialize => "reinitialize",
+            Action::ReleaseLease => "release_lease",
+            Action::Wait => "wait",
+            Action::Nothing => "nothing",
+        }
+    }
+}
+
 /// Work that brings a running server in line with the spec.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SpecWork {

@@ -7,6 +7,7 @@ pub mod failover;
 pub mod fence;
 pub mod fixed;
 pub mod fork;
+pub mod health;
 pub mod local;
 pub mod maintenance;
 pub mod names;

@@ -72,6 +72,9 @@ pub struct ReplicationRow {
     pub replay_lsn: Option<Lsn>,
     /// `replay_lag` in milliseconds, when PostgreSQL reports one.
     pub replay_lag_ms: Option<u64>,
+    /// `sync_state`: `sync`, `quorum`, `potential` or `async` (what the health checks read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_state: Option<String>,
 }
 
 /// A physical replication slot on the primary.

@@ -22,6 +22,7 @@ pub fn status(role: Role, state: MemberState, port: u16, lsn: Lsn) -> MemberStat
         applied_passwords: None,
         leader: None,
         paused: false,
+        api: None,
         updated_ms: 0,
     }
 }

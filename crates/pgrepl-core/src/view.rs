@@ -169,6 +169,9 @@ pub struct MemberStatus {
     /// `resume` can tell when every agent has taken the change in).
     #[serde(default)]
     pub paused: bool,
+    /// Where the member's HTTP API answers (`host:port`), when it serves one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<String>,
     /// Wall-clock time of publication, in milliseconds since the Unix epoch.
     pub updated_ms: u64,
 }

@@ -776,6 +776,7 @@ fn a_synchronous_primary_waits_for_a_streaming_replica() {
         flush_lsn: None,
         replay_lsn: None,
         replay_lag_ms: None,
+        sync_state: None,
     };
     let s = healthy_leader().with(sync_mode(SyncMode::On)).with(|o| o.replication = vec![row(3), row(2)]);
     let want = SyncRecord { leader: Some(m(1)), members: [m(2)].into(), quorum: 1 };
@@ -801,6 +802,7 @@ fn a_synchronous_replica_that_stops_streaming_is_replaced() {
         flush_lsn: None,
         replay_lsn: None,
         replay_lag_ms: None,
+        sync_state: None,
     };
     let s = healthy_leader().with(sync_mode(SyncMode::On)).with(sync_record(&[2], 1)).with(|o| {
         o.replication = vec![row];

@@ -14,7 +14,7 @@ pub async fn replication_rows(c: &Client) -> Result<Vec<ReplicationRow>, PgError
     let rows = c
         .query(
             "SELECT application_name, host(client_addr), state, replay_lsn::text, \
-                    (extract(epoch FROM replay_lag) * 1000)::float8, flush_lsn::text \
+                    (extract(epoch FROM replay_lag) * 1000)::float8, flush_lsn::text, sync_state \
              FROM pg_stat_replication ORDER BY application_name",
             &[],
         )
@@ -35,6 +35,7 @@ pub async fn replication_rows(c: &Client) -> Result<Vec<ReplicationRow>, PgError
                 flush_lsn: flush_lsn.and_then(|t| t.parse::<Lsn>().ok()),
                 replay_lsn: replay_lsn.and_then(|t| t.parse::<Lsn>().ok()),
                 replay_lag_ms: lag.filter(|ms| ms.is_finite() && *ms >= 0.0).map(|ms| ms.round() as u64),
+                sync_state: r.try_get(6).map_err(|e| PgError::sql(doing, e))?,
             })
         })
         .collect()

@@ -87,6 +87,7 @@ mod tests {
                 flush_lsn: None,
                 replay_lsn: None,
                 replay_lag_ms: None,
+                sync_state: None,
             })
             .to_vec();
         let mut view =

@@ -2,6 +2,7 @@
 //! error into one message and a non-zero exit.
 
 mod agent_lock;
+mod api;
 mod cli;
 mod cluster;
 mod commands;

@@ -90,6 +90,7 @@ mod tests {
             flush_lsn: None,
             replay_lsn: None,
             replay_lag_ms: None,
+            sync_state: None,
         }];
         let mut view = ClusterView { leader: Some(n1.clone()), spec: Some(spec), ..ClusterView::default() };
         view.members.insert(n1, primary);

@@ -65,6 +65,7 @@ mod tests {
             flush_lsn: None,
             replay_lsn: None,
             replay_lag_ms: Some(20_000),
+            sync_state: None,
         }];
         v.members.insert(MemberName::numbered(1), primary);
         v.members.insert(MemberName::numbered(2), status(Role::Replica, MemberState::Streaming, 5002, 1_000_000));

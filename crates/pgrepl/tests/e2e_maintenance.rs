@@ -201,6 +201,8 @@ impl Nodes {
                 ("PGREPL_STORE", self.store.as_str()),
                 ("PGREPL_ADMIN_PASSWORD", "admin-of-paused-nodes"),
                 ("PGREPL_REPLICATION_PASSWORD", "replication-of-paused-nodes"),
+                // Three members on one host: each HTTP API on a free port, not all on 8008.
+                ("PGREPL_API_PORT", "0"),
             ])
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())

@@ -2,14 +2,17 @@
 //! directory and runs its agent until SIGTERM or SIGINT.
 
 use crate::agent_lock;
+use crate::api::{self, Api};
 use crate::cluster::Cluster;
 use crate::config::{Config, ADMIN_USER};
 use crate::layout::Layout;
 use pgrepl_agent::{Agent, Settings};
 use pgrepl_core::MemberName;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
+use tracing::info;
 
 pub fn settings(layout: &Layout, config: &Config, member: &MemberName) -> Settings {
     let host_bits = if config.listen.is_ipv4() { 32 } else { 128 };
@@ -32,6 +35,33 @@ pub fn settings(layout: &Layout, config: &Config, member: &MemberName) -> Settin
         destroy_on_restart: config.destroy_on_restart,
         primary_start_timeout: config.primary_start_timeout,
         stall_timeout: Duration::from_secs(30),
+        api: None,
+    }
+}
+
+/// The agent, with its HTTP API bound (`api_port`, else `default_port`; 0: a free one) and
+/// serving from its loop until the returned task is dropped.
+pub async fn with_api(
+    cluster: &Cluster,
+    member: &MemberName,
+    member_host: &str,
+    mut settings: Settings,
+    default_port: u16,
+) -> anyhow::Result<(Agent, AbortOnDrop)> {
+    let (listener, bound) = api::bind(cluster, default_port).await?;
+    settings.api = Some(api::advertised(bound, member_host));
+    let agent = Agent::new(settings, cluster.store.clone())?;
+    let api = Api { cluster: cluster.clone(), member: member.clone(), probe: agent.probe() };
+    info!(%member, api = %bound, "serving the HTTP API");
+    Ok((agent, AbortOnDrop(tokio::spawn(api::serve(listener, Arc::new(api))))))
+}
+
+/// A task that ends when this is dropped.
+pub struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -39,7 +69,14 @@ pub async fn run(dir: &Path, member: &str) -> anyhow::Result<()> {
     let cluster = Cluster::open(dir).await?;
     let member = MemberName::new(member)?;
     let _lock = agent_lock::acquire(&cluster.layout.agent_lock(&member))?;
-    let agent = Agent::new(settings(&cluster.layout, &cluster.config, &member), cluster.store.clone())?;
+    let (agent, _api) = with_api(
+        &cluster,
+        &member,
+        &cluster.config.listen.to_string(),
+        settings(&cluster.layout, &cluster.config, &member),
+        0,
+    )
+    .await?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let shutdown = async move {

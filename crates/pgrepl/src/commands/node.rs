@@ -13,7 +13,6 @@ use crate::config::{self, label, Config, FromEnv, RawConfig, StoreConfig};
 use crate::layout::Layout;
 use crate::supervisor::is_alive;
 use anyhow::{anyhow, bail, Context};
-use pgrepl_agent::Agent;
 use pgrepl_core::{keys, MemberName, MemberSpec, Spec};
 use pgrepl_store::{Condition, StoreError};
 use std::net::{SocketAddr, TcpListener};
@@ -21,6 +20,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
+
+/// The HTTP API's port when `api_port` is not set: Patroni's, so its probes and recipes apply.
+const DEFAULT_API_PORT: u16 = 8008;
 
 /// How long a starting member keeps trying to register while etcd does not answer (the hosts
 /// of a new cluster may start before their etcd has a quorum).
@@ -197,7 +199,8 @@ pub async fn run(dir: &Path, args: NodeArgs, env: Vec<FromEnv>) -> anyhow::Resul
         (None, None)
     };
 
-    let agent = Agent::new(agent::settings(&cluster.layout, &cluster.config, &member), cluster.store.clone())?;
+    let settings = agent::settings(&cluster.layout, &cluster.config, &member);
+    let (agent, _api) = agent::with_api(&cluster, &member, &wanted.host, settings, DEFAULT_API_PORT).await?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut router_failure = None;

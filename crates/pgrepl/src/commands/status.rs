@@ -57,6 +57,8 @@ pub struct MemberJson {
     pub warning: Option<String>,
     /// When the fencer last stopped this member's PostgreSQL (its lease was not renewed).
     pub last_fenced_unix_ms: Option<u64>,
+    /// Where its HTTP API answers (`host:port`), as its agent published it.
+    pub api: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -70,7 +72,7 @@ fn text<T: Serialize>(value: T) -> String {
     serde_json::to_value(value).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
 }
 
-fn endpoints(cluster: &Cluster, view: &ClusterView) -> EndpointsJson {
+pub(crate) fn endpoints(cluster: &Cluster, view: &ClusterView) -> EndpointsJson {
     let config = &cluster.config;
     let routes = topology::from_view(view, config.ro_max_lag);
     let names = |v: Vec<&Backend>| v.into_iter().map(|b| b.name.clone()).collect();
@@ -113,6 +115,7 @@ pub fn build(cluster_name: &str, view: &ClusterView, endpoints: EndpointsJson) -
                     decision: Some(s.decision.clone()),
                     warning: warning(view, name, s),
                     last_fenced_unix_ms,
+                    api: s.api.clone(),
                 }
             }
             None => MemberJson {
@@ -129,6 +132,7 @@ pub fn build(cluster_name: &str, view: &ClusterView, endpoints: EndpointsJson) -
                 decision: None,
                 warning: None,
                 last_fenced_unix_ms,
+                api: None,
             },
         };
         members.push(member);

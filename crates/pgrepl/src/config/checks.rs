@@ -170,6 +170,9 @@ pub(super) struct Network {
     pub allow: Vec<String>,
     pub upstream_host: Option<String>,
     pub upstream_port: u16,
+    pub api_listen: IpAddr,
+    /// `None`: the command's default (`Config::api_port`).
+    pub api_port: Option<u16>,
 }
 
 pub(super) fn network(raw: &RawConfig, src: &Sources) -> Result<Network, ConfigError> {
@@ -206,7 +209,21 @@ pub(super) fn network(raw: &RawConfig, src: &Sources) -> Result<Network, ConfigE
         })?),
     };
     let upstream_port = port(&src.label("upstream_port"), number_or_default(raw.upstream_port, "upstream_port"))?;
-    Ok(Network { listen, base_port, port: rw_port, ro_port, allow, upstream_host, upstream_port })
+    let api_listen = match &raw.api_listen {
+        None => listen,
+        Some(text) => text.parse().map_err(|_| {
+            bad(src.label("api_listen"), format!("{text:?} is not an IP address; use one such as 0.0.0.0 or 10.0.0.5"))
+        })?,
+    };
+    let api_port = match raw.api_port {
+        None => None,
+        Some(0) => Some(0),
+        Some(p) => Some(
+            port(&src.label("api_port"), p)
+                .map_err(|e| bad(e.setting, format!("{}, or 0 for a free port", e.problem)))?,
+        ),
+    };
+    Ok(Network { listen, base_port, port: rw_port, ro_port, allow, upstream_host, upstream_port, api_listen, api_port })
 }
 
 /// How the router serves the endpoints.

@@ -30,6 +30,12 @@ pub struct RawConfig {
     pub port: Option<i64>,
     /// Read-only endpoint port (default 5433), served by the router.
     pub ro_port: Option<i64>,
+    /// Address each member's HTTP API (health checks, metrics, `/cluster`) listens on
+    /// (default: `listen`).
+    pub api_listen: Option<String>,
+    /// Port of each member's HTTP API: `0` picks a free one (default: 8008 for `pgrepl node`,
+    /// a free port per member for `pgrepl up`).
+    pub api_port: Option<i64>,
     /// Most a replica may lag and still get read-only connections: bytes (`16MB`) or time
     /// (`10s`) (default `16MB`).
     pub ro_max_lag: Option<String>,

@@ -31,6 +31,9 @@ pub struct Config {
     pub base_port: Option<u16>,
     pub port: u16,
     pub ro_port: u16,
+    /// Where each member's HTTP API listens; `api_port` `None`: the command's default.
+    pub api_listen: IpAddr,
+    pub api_port: Option<u16>,
     pub allow: Vec<String>,
     pub ro_max_lag: MaxLag,
     pub ro_fallback: pgrepl_router::RoFallback,
@@ -70,7 +73,7 @@ pub fn validate(raw: &RawConfig, env: &[FromEnv]) -> Result<Config, ConfigError>
     let src = Sources(env);
     let (names, passwords) = checks::names_and_passwords(&raw.database, &src)?;
     let checks::Cluster { cluster, store, replicas, run_as } = checks::cluster(raw, &src)?;
-    let checks::Network { listen, base_port, port, ro_port, allow, upstream_host, upstream_port } =
+    let checks::Network { listen, base_port, port, ro_port, allow, upstream_host, upstream_port, api_listen, api_port } =
         checks::network(raw, &src)?;
     let checks::Router { ro_max_lag, ro_fallback, router_splice, rw_wait } = checks::router(raw, &src)?;
     let checks::Timing { loop_wait, ttl, primary_start_timeout, failover } = checks::timing(raw, &src)?;
@@ -85,6 +88,8 @@ pub fn validate(raw: &RawConfig, env: &[FromEnv]) -> Result<Config, ConfigError>
         base_port,
         port,
         ro_port,
+        api_listen,
+        api_port,
         allow,
         ro_max_lag,
         ro_fallback,

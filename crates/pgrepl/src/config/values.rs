@@ -101,18 +101,7 @@ pub enum MaxLag {
 
 /// Parses a byte size: `16MB`, `512kB`, `1GB`, `1048576` (bytes), as PostgreSQL writes them.
 pub fn parse_bytes(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number.parse().ok()?;
-    let factor: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "kB" | "KB" => 1 << 10,
-        "MB" => 1 << 20,
-        "GB" => 1 << 30,
-        _ => return None,
-    };
-    n.checked_mul(factor)
+    pgrepl_core::health::parse_size(text)
 }
 
 /// Role and database names.

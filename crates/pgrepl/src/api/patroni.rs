@@ -1,0 +1,71 @@
+//! This member's JSON at `/patroni` and in every check's answer, in Patroni's shape (its
+//! `rest_api.rst`: `state`, `role`, `xlog`, `timeline`, `replication`, `patroni.scope`...), so
+//! tools that read Patroni's read it, with pgrepl's own fields added under `pgrepl`.
+
+use super::checks;
+use super::Api;
+use pgrepl_core::{MemberState, Server};
+use serde_json::{json, Value};
+
+pub fn body(api: &Api) -> Value {
+    let facts = checks::facts(api);
+    let cycle = api.probe.last();
+    let status = cycle.as_ref().map(|c| &c.status);
+    let state = match status.map(|s| s.state) {
+        Some(MemberState::Running | MemberState::Streaming | MemberState::Recovering) => "running",
+        Some(MemberState::Preparing) => "creating replica",
+        Some(MemberState::Failed) => "start failed",
+        Some(MemberState::Stopped) | None => "stopped",
+    };
+    let (role, xlog) = match &facts.server {
+        Server::Primary { lsn, .. } => ("primary", json!({ "location": lsn.0 })),
+        Server::Replica { receive_lsn, replay_lsn, .. } => (
+            "replica",
+            json!({ "received_location": receive_lsn.0.max(replay_lsn.0), "replayed_location": replay_lsn.0,
+                    "replayed_timestamp": null, "paused": false }),
+        ),
+        Server::Stopped => ("uninitialized", Value::Null),
+    };
+    let timeline = match &facts.server {
+        Server::Primary { timeline, .. } | Server::Replica { timeline, .. } => Some(timeline.0),
+        Server::Stopped => None,
+    };
+    let replication: Vec<Value> = status
+        .map(|s| {
+            s.replication
+                .iter()
+                .map(|r| {
+                    json!({ "application_name": r.application_name, "client_addr": r.client_addr, "state": r.state,
+                            "sync_state": r.sync_state })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let view = cycle.as_ref().map(|c| &c.view);
+    let mut body = json!({
+        "state": state,
+        "role": role,
+        "timeline": timeline,
+        "cluster_unlocked": view.is_some_and(|v| v.leader.is_none()),
+        "dcs_last_seen": status.map(|s| s.updated_ms / 1000),
+        "database_system_identifier": view.and_then(|v| v.system_id).map(|id| id.to_string()),
+        "patroni": { "version": env!("CARGO_PKG_VERSION"), "scope": api.cluster.config.cluster, "name": api.member.as_str() },
+        "pgrepl": {
+            "version": env!("CARGO_PKG_VERSION"),
+            "holds_lease": facts.holds_lease,
+            "decision": cycle.as_ref().map(|c| c.decision.clone()),
+            "loop_age_ms": facts.loop_age.as_millis() as u64,
+            "lag_bytes": facts.lag(pgrepl_core::health::LagMode::Apply),
+        },
+    });
+    if !xlog.is_null() {
+        body["xlog"] = xlog;
+    }
+    if !replication.is_empty() {
+        body["replication"] = Value::Array(replication);
+    }
+    if view.is_some_and(|v| v.paused()) {
+        body["pause"] = Value::Bool(true);
+    }
+    body
+}
