@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod etcd;
+pub mod http;
 pub mod netns;
 pub mod three_hosts;
 pub mod writer;
@@ -138,6 +139,12 @@ impl TestCluster {
         let status = self.status();
         let m = status["members"].as_array().unwrap().iter().find(|m| m["name"] == member).unwrap();
         m["port"].as_u64().unwrap() as u16
+    }
+
+    /// Where `member`'s HTTP API answers (`host:port`), as `status --json` shows it.
+    pub fn api_of(&self, name: &str) -> String {
+        let status = self.status();
+        member(&status, name)["api"].as_str().unwrap_or_else(|| panic!("{name} has no API: {status:#}")).to_string()
     }
 
     pub fn primary_port(&self) -> u16 {
