@@ -20,3 +20,4 @@ pub mod summary;
 pub mod term;
 pub mod up;
 pub mod wait;
+pub mod watch;

@@ -1,11 +1,23 @@
 //! The little a command needs of a terminal: whether a stream is one, its size, and the plain
-//! ANSI escapes the progress line uses. No raw mode, no terminal database.
+//! ANSI escapes `status --watch` and the progress line use. No raw mode, no terminal database.
 
 use std::io::IsTerminal;
 use std::os::fd::AsRawFd;
 
+/// Switch to the alternate screen and hide the cursor.
+pub const ENTER_SCREEN: &str = "\x1b[?1049h\x1b[?25l";
+/// Show the cursor and leave the alternate screen: the terminal as it was before.
+pub const LEAVE_SCREEN: &str = "\x1b[?25h\x1b[?1049l";
+/// Cursor to the top left corner.
+pub const HOME: &str = "\x1b[H";
 /// Erase from the cursor to the end of the line.
 pub const CLEAR_LINE: &str = "\x1b[K";
+/// Erase from the cursor to the end of the screen.
+pub const CLEAR_BELOW: &str = "\x1b[J";
+
+pub fn stdout_is_terminal() -> bool {
+    std::io::stdout().is_terminal()
+}
 
 pub fn stderr_is_terminal() -> bool {
     std::io::stderr().is_terminal()
