@@ -130,7 +130,7 @@ async fn watch_into_a_pipe_prints_the_status_then_one_plain_line_per_event() {
 
 /// Ignored: it needs a database big enough that cloning it outlasts the 2 s before progress
 /// shows (about 1 GB: written in about 8 s, cloned in about 10 s here; 24 s in all on an idle
-/// machine, more on a busy one), which would make `make test` that much slower and still depend
+/// machine, 76 s on a busy one), which would make `make test` that much slower and still depend
 /// on the disk's speed. Run it with `cargo test -p pgrepl --test e2e_watch -- --ignored`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]

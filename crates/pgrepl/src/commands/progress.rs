@@ -84,7 +84,11 @@ pub async fn while_waiting<T>(cluster: &Cluster, work: impl Future<Output = T>) 
         if start.elapsed() < QUIET_FOR {
             continue;
         }
-        let clones = tokio::time::timeout(PROBE_LIMIT, probe.clones(cluster)).await.unwrap_or_default();
+        // The work is followed while the primary is asked, so its end is never held up.
+        let clones = tokio::select! {
+            out = &mut work => return out,
+            clones = tokio::time::timeout(PROBE_LIMIT, probe.clones(cluster)) => clones.unwrap_or_default(),
+        };
         drawn.draw(line(&clones).as_deref());
     }
 }
