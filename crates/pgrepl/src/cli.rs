@@ -30,6 +30,10 @@ pub enum Command {
         /// Print JSON (the format documented in the README).
         #[arg(long)]
         json: bool,
+        /// Keep watching: a view redrawn in place with events as they happen (on a terminal),
+        /// else one line per event; with --json one status object a line per change.
+        #[arg(long)]
+        watch: bool,
     },
     /// Add or remove replicas while the cluster serves.
     Scale {

@@ -44,7 +44,8 @@ async fn run(cli: Cli, env: Vec<config::FromEnv>) -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) => commands::up::run(dir, args).await,
         Command::Down { destroy } => commands::down::run(dir, destroy).await,
-        Command::Status { json } => commands::status::run(dir, json).await,
+        Command::Status { json, watch: false } => commands::status::run(dir, json).await,
+        Command::Status { json, watch: true } => commands::watch::run(dir, json).await,
         Command::Scale { replicas, wait } => commands::scale::run(dir, replicas, wait).await,
         Command::Passwd(args) => commands::passwd::run(dir, args).await,
         Command::Logs { member, follow } => commands::logs::run(dir, &member, follow).await,

@@ -2,7 +2,7 @@
 //! removal takes the newest replicas), then wait until the cluster matches it.
 
 use crate::cluster::Cluster;
-use crate::commands::{ports, summary, wait};
+use crate::commands::{ports, progress, summary, wait};
 use crate::config::validate::MAX_REPLICAS;
 use crate::readiness;
 use anyhow::bail;
@@ -26,7 +26,8 @@ pub async fn run(dir: &Path, replicas: i64, wait_secs: u64) -> anyhow::Result<()
             ports::assign_new(&config, spec)
         })
         .await?;
-    wait::until(&cluster, Duration::from_secs(wait_secs), readiness::check).await?;
+    let ready = wait::until(&cluster, Duration::from_secs(wait_secs), readiness::check);
+    progress::while_waiting(&cluster, ready).await?;
     let (_, view) = cluster.view().await?;
     println!("cluster {:?} has {} replica(s)", cluster.config.cluster, spec.members.len() - 1);
     summary::print(&cluster, &view);

@@ -72,7 +72,7 @@ fn text<T: Serialize>(value: T) -> String {
     serde_json::to_value(value).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
 }
 
-pub(crate) fn endpoints(cluster: &Cluster, view: &ClusterView) -> EndpointsJson {
+pub fn endpoints(cluster: &Cluster, view: &ClusterView) -> EndpointsJson {
     let config = &cluster.config;
     let routes = topology::from_view(view, config.ro_max_lag);
     let names = |v: Vec<&Backend>| v.into_iter().map(|b| b.name.clone()).collect();

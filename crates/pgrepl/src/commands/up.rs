@@ -5,7 +5,7 @@
 use crate::agent_lock;
 use crate::cli::UpArgs;
 use crate::cluster::{enter_as, etcd_prefix, open_store, read_dir_config, Cluster};
-use crate::commands::{ports, router, summary, wait};
+use crate::commands::{ports, progress, router, summary, wait};
 use crate::config::{self, Config, RawConfig, StoreConfig};
 use crate::layout::Layout;
 use crate::readiness;
@@ -272,11 +272,11 @@ pub async fn run(dir: &Path, args: UpArgs) -> anyhow::Result<()> {
                 "note: the cluster is running; new passwords and --replicas apply now, other settings at its next start (`pgrepl down`, then `pgrepl up`)"
             );
         }
-        wait::until(&cluster, limit, ready).await?;
+        progress::while_waiting(&cluster, wait::until(&cluster, limit, ready)).await?;
     } else {
         let mut supervisor = start_supervisor(&cluster, splicer.as_ref()).await?;
         tokio::select! {
-            ready = wait::until(&cluster, limit, ready) => { ready?; }
+            ready = progress::while_waiting(&cluster, wait::until(&cluster, limit, ready)) => { ready?; }
             exit = supervisor.wait() => {
                 let log = std::fs::read_to_string(cluster.layout.supervisor_log()).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
