@@ -320,7 +320,7 @@ fn render_cycle(t: &mut Text, c: &CycleValues) {
             );
             t.one(
                 "pgrepl_wal_position_bytes",
-                "counter",
+                "gauge",
                 "The primary's current WAL position, in bytes.",
                 Num::Int(lsn.0),
             );
@@ -334,13 +334,13 @@ fn render_cycle(t: &mut Text, c: &CycleValues) {
             );
             t.one(
                 "pgrepl_wal_received_bytes",
-                "counter",
+                "gauge",
                 "The last WAL position this replica received, in bytes.",
                 Num::Int(receive_lsn.0.max(replay_lsn.0)),
             );
             t.one(
                 "pgrepl_wal_replayed_bytes",
-                "counter",
+                "gauge",
                 "The last WAL position this replica replayed, in bytes.",
                 Num::Int(replay_lsn.0),
             );
@@ -576,6 +576,8 @@ mod tests {
             } else if let Some(rest) = line.strip_prefix("# TYPE ") {
                 let name = rest.split(' ').next().unwrap().to_string();
                 assert!(helped.contains_key(&name), "TYPE before HELP for {name}");
+                // Parsers (prometheus_client's) rename a counter's samples otherwise.
+                assert_eq!(rest.ends_with(" counter"), name.ends_with("_total"), "{line}");
                 *typed.entry(name).or_insert(0) += 1;
             } else {
                 let sample = line.split('{').next().unwrap();
