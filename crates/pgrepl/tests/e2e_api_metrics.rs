@@ -1,7 +1,7 @@
 //! End-to-end: every member's `GET /metrics` and the router's own, parsed by Prometheus's own
 //! text parser (PyPI's `prometheus_client`, installed by `scripts/setup.sh` in
-//! `target/test-python`), agree with `pgrepl status --json`, and the router's connection counts
-//! move when a client connects through rw.
+//! `target/test-python`), agree with `pgrepl status --json`, the router's connection counts
+//! move when a client connects through rw, and a switchover is counted as one.
 
 mod common;
 
@@ -200,4 +200,16 @@ async fn metrics_parse_and_match_status_and_the_router_counts_connections() {
             .then_some(())
     })
     .await;
+
+    // A switchover counts as one on the member promoted, and as nothing on the one that left.
+    c.ok(&["switchover"]);
+    let now = c.status();
+    let new_leader = now["leader"].as_str().unwrap().to_string();
+    assert_ne!(new_leader, leader);
+    for (name, switchovers) in [(&new_leader, 1.0), (&leader, 0.0)] {
+        let api = member(&now, name)["api"].as_str().unwrap();
+        let metrics = Metrics::of(api).await;
+        assert_eq!(metrics.get("pgrepl_promotions_total", &[("kind", "switchover")]), Some(switchovers), "{name}");
+        assert_eq!(metrics.get("pgrepl_promotions_total", &[("kind", "failover")]), Some(0.0), "{name}");
+    }
 }
