@@ -2,7 +2,8 @@
 # Installs what pgrepl needs to build, run and test, when it is missing: PostgreSQL's server
 # binaries (Debian's postgresql-15), etcd (etcd-server: the etcd store backend's tests start their
 # own), protoc (protobuf-compiler, with libprotobuf-dev for the well-known .proto files it
-# imports: the etcd client's build script needs both) and an unprivileged `postgres` OS user.
+# imports: the etcd client's build script needs both), an unprivileged `postgres` OS user, and
+# the PyPI packages the end-to-end tests use, in a virtual environment in target/test-python.
 # Idempotent and quiet when everything is there. Called by `make up`, `make test` and
 # `make bench`.
 #
@@ -23,6 +24,8 @@ want_packages+=(tmux)
 # For the benchmarks: haproxy (bench/router.sh, bench/failover.sh), hyperfine, and for
 # bench/failover.sh Patroni (with the local etcd above) and the writer's psycopg2.
 [ "${PGREPL_BENCH:-}" = 1 ] && want_packages+=(haproxy hyperfine patroni python3-psycopg2)
+# The end-to-end tests' Python (python3 -m venv): its PyPI packages are below.
+want_packages+=(python3 python3-venv)
 # Where a Docker engine answers, the image tests also drive the compose samples.
 if docker info >/dev/null 2>&1 && ! command -v docker-compose >/dev/null 2>&1; then want_packages+=(docker-compose); fi
 
@@ -82,6 +85,16 @@ if ! id postgres >/dev/null 2>&1; then
     log "creating the unprivileged OS user postgres"
     useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
   fi
+fi
+# PyPI packages the end-to-end tests use, in a virtual environment of their own at
+# target/test-python (the tests look there, or at $PGREPL_TEST_PYTHON): prometheus-client, whose
+# text parser e2e_api_metrics reads /metrics with.
+want_pypi=(prometheus-client)
+venv="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/target/test-python"
+if ! "$venv/bin/pip" show -q "${want_pypi[@]}" >/dev/null 2>&1; then
+  log "installing ${want_pypi[*]} from PyPI into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check "${want_pypi[@]}"
 fi
 command -v cargo >/dev/null 2>&1 || { log "cargo not found: install the Rust toolchain (rustup) first"; exit 1; }
 for tool in etcd protoc; do

@@ -5,7 +5,7 @@
 
 use crate::fence::{Fence, FencerPlace};
 use crate::fencer::{self, boot_now};
-use crate::probe::{Cycle, Probe};
+use crate::probe::{Cycle, Probe, Promotion};
 use crate::publish;
 use crate::settings::Settings;
 use anyhow::Context;
@@ -220,6 +220,9 @@ impl Agent {
             if let Err(e) = self.refresh_hba(&seen).await {
                 warn!("allow the members' hosts in pg_hba.conf: {e:#}");
             }
+        }
+        if outcome.is_ok() && matches!(decision.action, Action::Promote { .. }) {
+            self.probe.promoted(Promotion::of(&seen.obs.cluster, &self.s.member));
         }
         let failed = outcome.is_err();
         if let Err(e) = outcome {

@@ -3,12 +3,14 @@
 //! Bytes pass through untouched (the SSL request included, so TLS works end to end); only
 //! when there is nowhere to route does it speak PostgreSQL, to answer with an error.
 
+mod counters;
 mod pick;
 mod proxy;
 mod refuse;
 mod splice;
 mod spliced;
 
+pub use counters::{ConnectionCount, Connections};
 pub use pick::pick_ro;
 pub use splice::Splicer;
 
@@ -55,10 +57,12 @@ pub struct Settings {
     pub connect_timeout: Duration,
     /// Splice connections in the kernel with this; copy them in the router without.
     pub splicer: Option<Arc<Splicer>>,
+    /// Where routed and refused connections are counted (shared by both endpoints).
+    pub connections: Arc<Connections>,
 }
 
 /// Which endpoint a listener serves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Endpoint {
     Rw,
     Ro,
@@ -104,6 +108,7 @@ pub async fn serve(
             match connect(endpoint, &topology, &settings, turn).await {
                 Ok((server, backend)) => {
                     debug!(%endpoint, %peer, backend = %backend.name, "routing connection");
+                    let _routed = settings.connections.routed(endpoint, &backend.name);
                     match &settings.splicer {
                         Some(splicer) => spliced::run(endpoint, client, server, backend, topology, splicer).await,
                         None => proxy::copy(endpoint, client, server, backend, topology).await,
@@ -111,6 +116,7 @@ pub async fn serve(
                 }
                 Err(why) => {
                     debug!(%endpoint, %peer, "refusing connection: {why}");
+                    settings.connections.refused(endpoint);
                     refuse::with_error(client, &why).await;
                 }
             }

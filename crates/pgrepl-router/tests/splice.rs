@@ -47,6 +47,7 @@ async fn router(server: SocketAddr) -> (SocketAddr, watch::Sender<Topology>) {
         ro_fallback: RoFallback::Refuse,
         connect_timeout: Duration::from_secs(1),
         splicer: Some(Arc::new(splicer)),
+        connections: Default::default(),
     };
     tokio::spawn(serve(Endpoint::Rw, listener, rx, settings));
     (addr, tx)

@@ -6,6 +6,7 @@
 //! DIR/store/                 the file store (cluster state; with `store = etcd://...` it is in etcd)
 //! DIR/supervisor.pid|.log    the local supervisor
 //! DIR/router.lock|.log       the router (its lock holds its pid)
+//! DIR/router.api             where the router serves its metrics: `PID HOST:PORT`
 //! DIR/members/NAME/data      the member's PostgreSQL data directory
 //! DIR/members/NAME/member.log  the agent's and PostgreSQL's log
 //! DIR/members/NAME/run/      the member's unix socket directory (0700)
@@ -58,6 +59,9 @@ impl Layout {
     }
     pub fn router_lock(&self) -> PathBuf {
         self.dir.join("router.lock")
+    }
+    pub fn router_api(&self) -> PathBuf {
+        self.dir.join("router.api")
     }
     pub fn router_log(&self) -> PathBuf {
         self.dir.join("router.log")

@@ -8,6 +8,7 @@ use crate::config::{Config, ADMIN_USER};
 use crate::layout::Layout;
 use pgrepl_agent::{Agent, Settings};
 use pgrepl_core::MemberName;
+use pgrepl_router::Connections;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,24 +41,26 @@ pub fn settings(layout: &Layout, config: &Config, member: &MemberName) -> Settin
 }
 
 /// The agent, with its HTTP API bound (`api_port`, else `default_port`; 0: a free one) and
-/// serving from its loop until the returned task is dropped.
+/// serving from its loop until the returned task is dropped; with the connection counts of a
+/// router run in the same process in its metrics.
 pub async fn with_api(
     cluster: &Cluster,
     member: &MemberName,
     member_host: &str,
     mut settings: Settings,
     default_port: u16,
+    router: Option<Arc<Connections>>,
 ) -> anyhow::Result<(Agent, AbortOnDrop)> {
     let (listener, bound) = api::bind(cluster, default_port).await?;
     settings.api = Some(api::advertised(bound, member_host));
     let agent = Agent::new(settings, cluster.store.clone())?;
-    let api = Api { cluster: cluster.clone(), member: member.clone(), probe: agent.probe() };
+    let api = Api { cluster: cluster.clone(), member: member.clone(), probe: agent.probe(), router };
     info!(%member, api = %bound, "serving the HTTP API");
     Ok((agent, AbortOnDrop(tokio::spawn(api::serve(listener, Arc::new(api))))))
 }
 
 /// A task that ends when this is dropped.
-pub struct AbortOnDrop(tokio::task::JoinHandle<()>);
+pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -75,6 +78,7 @@ pub async fn run(dir: &Path, member: &str) -> anyhow::Result<()> {
         &cluster.config.listen.to_string(),
         settings(&cluster.layout, &cluster.config, &member),
         0,
+        None,
     )
     .await?;
     let mut term = signal(SignalKind::terminate())?;

@@ -14,9 +14,11 @@ use crate::layout::Layout;
 use crate::supervisor::is_alive;
 use anyhow::{anyhow, bail, Context};
 use pgrepl_core::{keys, MemberName, MemberSpec, Spec};
+use pgrepl_router::Connections;
 use pgrepl_store::{Condition, StoreError};
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
@@ -188,19 +190,23 @@ pub async fn run(dir: &Path, args: NodeArgs, env: Vec<FromEnv>) -> anyhow::Resul
     let wanted = MemberSpec { host: host.to_string(), port: args.pg_port, stopped: false };
     register_patiently(&cluster, &member, &wanted).await?;
 
-    let (_router_lock, mut router_task) = if args.router {
+    // The router's connection counts show in this member's /metrics.
+    let connections = args.router.then(|| Arc::new(Connections::default()));
+    let (_router_lock, mut router_task) = if let Some(connections) = connections.clone() {
         let lock = agent_lock::acquire(&cluster.layout.router_lock())?;
         let listeners = router::bind(&cluster.config).await?;
         let serving =
             Cluster { layout: cluster.layout.clone(), config: cluster.config.clone(), store: cluster.store.clone() };
         info!(listen = %cluster.config.listen, port = cluster.config.port, ro_port = cluster.config.ro_port, "serving the endpoints");
-        (Some(lock), Some(tokio::spawn(async move { router::serve(&serving, listeners, splicer).await })))
+        let task = tokio::spawn(async move { router::serve(&serving, listeners, splicer, connections).await });
+        (Some(lock), Some(task))
     } else {
         (None, None)
     };
 
     let settings = agent::settings(&cluster.layout, &cluster.config, &member);
-    let (agent, _api) = agent::with_api(&cluster, &member, &wanted.host, settings, DEFAULT_API_PORT).await?;
+    let (agent, _api) =
+        agent::with_api(&cluster, &member, &wanted.host, settings, DEFAULT_API_PORT, connections).await?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut router_failure = None;

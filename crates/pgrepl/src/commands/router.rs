@@ -1,15 +1,19 @@
 //! `pgrepl router`: serve the cluster's read-write and read-only endpoints. Reads the store,
 //! turns each view into a `Topology` for the router, and never writes cluster state.
-//! `pgrepl node --router` serves them beside its member through `bind` and `serve`.
+//! `pgrepl node --router` serves them beside its member through `bind` and `serve` (its
+//! connection counts then show in the member's `/metrics`); on its own, the router serves them
+//! at its own `/metrics` (`api_listen`, a free port, written to `router.api`).
 
 use crate::agent_lock;
+use crate::api::metrics;
 use crate::cluster::load_config;
 use crate::cluster::Cluster;
+use crate::commands::agent::AbortOnDrop;
 use crate::config::{Config, RouterSplice};
 use crate::layout::Layout;
 use crate::topology;
 use anyhow::Context;
-use pgrepl_router::{Endpoint, Settings, Splicer, Topology};
+use pgrepl_router::{Connections, Endpoint, Settings, Splicer, Topology};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -42,14 +46,20 @@ pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
 }
 
 /// Serves both endpoints, following the store, until accepting connections fails; splices
-/// connections in the kernel with `splicer`, copies them without.
-pub async fn serve(cluster: &Cluster, listeners: Listeners, splicer: Option<Splicer>) -> anyhow::Result<()> {
+/// connections in the kernel with `splicer`, copies them without; counts them in `connections`.
+pub async fn serve(
+    cluster: &Cluster,
+    listeners: Listeners,
+    splicer: Option<Splicer>,
+    connections: Arc<Connections>,
+) -> anyhow::Result<()> {
     let config = &cluster.config;
     let settings = Settings {
         rw_wait: config.rw_wait,
         ro_fallback: config.ro_fallback,
         connect_timeout: Duration::from_secs(2),
         splicer: splicer.map(Arc::new),
+        connections,
     };
     match &settings.splicer {
         Some(_) => info!("the kernel splices connections' bytes"),
@@ -145,6 +155,30 @@ pub fn handed_down() -> anyhow::Result<Option<Splicer>> {
     Ok(Some(splicer))
 }
 
+/// The router's own `/metrics`, on `api_listen` at a free port, which it writes to
+/// `router.api` (with its pid, so a reader can tell this router's from a former one's).
+async fn serve_metrics(cluster: &Cluster, connections: Arc<Connections>) -> anyhow::Result<AbortOnDrop> {
+    let addr = SocketAddr::new(cluster.config.api_listen, 0);
+    let listener =
+        TcpListener::bind(addr).await.with_context(|| format!("listen on {addr} for the router's metrics"))?;
+    let bound = listener.local_addr()?;
+    let path = cluster.layout.router_api();
+    std::fs::write(&path, format!("{} {bound}\n", std::process::id()))
+        .with_context(|| format!("write {}", path.display()))?;
+    info!(%bound, "serving the router's metrics at /metrics");
+    let cluster_name = cluster.config.cluster.clone();
+    Ok(AbortOnDrop(tokio::spawn(metrics::serve_router(listener, cluster_name, connections))))
+}
+
+/// Where the running router serves its metrics, as it wrote in `router.api`: only when the
+/// router holding `router.lock` wrote it.
+pub fn metrics_address(layout: &Layout) -> Option<String> {
+    let pid = agent_lock::holder(&layout.router_lock())?;
+    let text = std::fs::read_to_string(layout.router_api()).ok()?;
+    let (written_by, addr) = text.trim().split_once(' ')?;
+    (written_by.parse::<i32>().ok()? == pid).then(|| addr.to_string())
+}
+
 pub async fn run(dir: &Path) -> anyhow::Result<()> {
     let splicer = match handed_down()? {
         Some(splicer) => Some(splicer),
@@ -153,10 +187,12 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     let cluster = Cluster::open(dir).await?;
     let _lock = agent_lock::acquire(&cluster.layout.router_lock())?;
     let listeners = bind(&cluster.config).await?;
+    let connections = Arc::new(Connections::default());
+    let _metrics = serve_metrics(&cluster, connections.clone()).await?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     tokio::select! {
-        served = serve(&cluster, listeners, splicer) => served?,
+        served = serve(&cluster, listeners, splicer, connections) => served?,
         _ = term.recv() => info!("router stopping"),
         _ = int.recv() => info!("router stopping"),
     }

@@ -27,6 +27,10 @@ pub struct StatusJson {
 pub struct EndpointsJson {
     /// Whether the router process runs.
     pub router: bool,
+    /// Where the router process (`pgrepl router`, as `up` runs it) serves its `/metrics`
+    /// (`host:port`), while it runs; `null` otherwise (`pgrepl node --router`: in the member's
+    /// own `/metrics`, at `members[].api`).
+    pub metrics: Option<String>,
     pub rw: EndpointJson,
     pub ro: EndpointJson,
 }
@@ -83,6 +87,7 @@ pub fn endpoints(cluster: &Cluster, view: &ClusterView) -> EndpointsJson {
     };
     EndpointsJson {
         router: agent_lock::holder(&cluster.layout.router_lock()).is_some(),
+        metrics: crate::commands::router::metrics_address(&cluster.layout),
         rw: EndpointJson {
             address: format!("{}:{}", config.listen, config.port),
             routes_to: names(routes.rw.iter().collect()),
