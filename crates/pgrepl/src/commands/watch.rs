@@ -429,6 +429,7 @@ mod tests {
             router: true,
             rw: EndpointJson { address: "127.0.0.1:5432".into(), routes_to: rw },
             ro: EndpointJson { address: "127.0.0.1:5433".into(), routes_to: vec![] },
+            metrics: None,
         };
         status::build("shop", &view, endpoints)
     }
