@@ -5,6 +5,7 @@
 //! stopped agent process (SIGSTOP) answers nothing; probes time out, which they read as down.
 
 mod checks;
+pub mod history;
 mod patroni;
 
 use crate::cluster::Cluster;
@@ -28,6 +29,8 @@ pub struct Api {
     pub cluster: Cluster,
     pub member: MemberName,
     pub probe: Probe,
+    /// The replicas' lag over the last 15 minutes (`/history`), filled by `history::run_sampler`.
+    pub history: history::Shared,
 }
 
 /// The API's listener, bound before the agent starts so that the address it publishes is the
@@ -100,6 +103,7 @@ impl Api {
         match (&method, path.as_str()) {
             (&Method::GET, "/patroni") => json(StatusCode::OK, &patroni::body(self)),
             (&Method::GET, "/cluster") => self.cluster_json(),
+            (&Method::GET, "/history") => history::answer(self, &query),
             _ => error(StatusCode::NOT_FOUND, &format!("{method} {path} is not part of pgrepl's API")),
         }
     }
