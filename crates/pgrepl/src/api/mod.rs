@@ -7,6 +7,7 @@
 mod checks;
 pub mod history;
 mod patroni;
+mod ui;
 
 use crate::cluster::Cluster;
 use crate::commands::status;
@@ -104,6 +105,7 @@ impl Api {
             (&Method::GET, "/patroni") => json(StatusCode::OK, &patroni::body(self)),
             (&Method::GET, "/cluster") => self.cluster_json(),
             (&Method::GET, "/history") => history::answer(self, &query),
+            (&Method::GET, "/ui") => ui::page(),
             _ => error(StatusCode::NOT_FOUND, &format!("{method} {path} is not part of pgrepl's API")),
         }
     }
