@@ -18,6 +18,8 @@ want_packages=("postgresql-$PG_MAJOR" "postgresql-client-$PG_MAJOR" etcd-server 
 # The tests across hosts and the fault test: network namespaces, veths, a bridge and `tc`
 # (iproute2), cut links and dropped packets (iptables).
 want_packages+=(iproute2 iptables)
+# The status page's test renders /ui in headless Chromium (e2e_api_ui).
+want_packages+=(chromium)
 # For the benchmarks: haproxy (bench/router.sh, bench/failover.sh), hyperfine, and for
 # bench/failover.sh Patroni (with the local etcd above) and the writer's psycopg2.
 [ "${PGREPL_BENCH:-}" = 1 ] && want_packages+=(haproxy hyperfine patroni python3-psycopg2)
