@@ -123,15 +123,18 @@ struct HistoryJson {
     samples: Vec<Sample>,
 }
 
+/// The `since` of a query (0 without one).
+fn since(query: &str) -> Result<u64, String> {
+    match query.split('&').find_map(|kv| kv.strip_prefix("since=")) {
+        None => Ok(0),
+        Some(v) => v.parse().map_err(|_| format!("since={v} is not a time in milliseconds since the Unix epoch")),
+    }
+}
+
 /// `GET /history[?since=UNIX_MS]`: the samples after `since` (default: all), oldest first.
 pub fn answer(api: &Api, query: &str) -> super::Reply {
-    let since = query
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("since="))
-        .map(|v| v.parse::<u64>().map_err(|_| format!("since={v} is not a time in milliseconds since the Unix epoch")))
-        .transpose();
-    let since = match since {
-        Ok(s) => s.unwrap_or(0),
+    let since = match since(query) {
+        Ok(s) => s,
         Err(sentence) => return super::error(hyper::StatusCode::BAD_REQUEST, &sentence),
     };
     let samples = api.history.lock().map(|h| h.since(since)).unwrap_or_default();
@@ -215,6 +218,17 @@ mod tests {
         assert_eq!(times(&h), [1_000, 2_000, 2_500]);
         h.push(at(2_500, 10));
         assert_eq!(h.since(2_000), [at(2_500, 10)], "the same moment twice: the newer reading");
+    }
+
+    #[test]
+    fn since_is_read_from_the_query() {
+        assert_eq!(since(""), Ok(0));
+        assert_eq!(since("since=1796136201123"), Ok(1796136201123));
+        assert_eq!(since("x=1&since=5"), Ok(5));
+        assert_eq!(
+            since("since=yesterday"),
+            Err("since=yesterday is not a time in milliseconds since the Unix epoch".into())
+        );
     }
 
     #[test]
