@@ -21,6 +21,8 @@ want_packages=("postgresql-$PG_MAJOR" "postgresql-client-$PG_MAJOR" etcd-server 
 want_packages+=(iproute2 iptables)
 # The terminal tests of `pgrepl status --watch` and the progress line (e2e_watch) run it in tmux.
 want_packages+=(tmux)
+# The status page's test renders /ui in headless Chromium (e2e_api_ui).
+want_packages+=(chromium)
 # For the benchmarks: haproxy (bench/router.sh, bench/failover.sh), hyperfine, and for
 # bench/failover.sh Patroni (with the local etcd above) and the writer's psycopg2.
 [ "${PGREPL_BENCH:-}" = 1 ] && want_packages+=(haproxy hyperfine patroni python3-psycopg2)

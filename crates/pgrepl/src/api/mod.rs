@@ -5,8 +5,10 @@
 //! stopped agent process (SIGSTOP) answers nothing; probes time out, which they read as down.
 
 mod checks;
+pub mod history;
 pub mod metrics;
 mod patroni;
+mod ui;
 
 use crate::cluster::Cluster;
 use crate::commands::status;
@@ -31,6 +33,8 @@ pub struct Api {
     pub probe: Probe,
     /// The connection counts of a router run in the same process (`pgrepl node --router`).
     pub router: Option<Arc<pgrepl_router::Connections>>,
+    /// The replicas' lag over the last 15 minutes (`/history`), filled by `history::run_sampler`.
+    pub history: history::Shared,
 }
 
 /// The API's listener, bound before the agent starts so that the address it publishes is the
@@ -104,6 +108,8 @@ impl Api {
             (&Method::GET, "/patroni") => json(StatusCode::OK, &patroni::body(self)),
             (&Method::GET, "/cluster") => self.cluster_json(),
             (&Method::GET, "/metrics") => metrics::reply(self),
+            (&Method::GET, "/history") => history::answer(self, &query),
+            (&Method::GET, "/ui") => ui::page(),
             _ => error(StatusCode::NOT_FOUND, &format!("{method} {path} is not part of pgrepl's API")),
         }
     }

@@ -41,8 +41,8 @@ pub fn settings(layout: &Layout, config: &Config, member: &MemberName) -> Settin
 }
 
 /// The agent, with its HTTP API bound (`api_port`, else `default_port`; 0: a free one) and
-/// serving from its loop until the returned task is dropped; with the connection counts of a
-/// router run in the same process in its metrics.
+/// serving from its loop, and the lag history's sampler, until the returned task is dropped;
+/// with the connection counts of a router run in the same process in its metrics.
 pub async fn with_api(
     cluster: &Cluster,
     member: &MemberName,
@@ -54,9 +54,17 @@ pub async fn with_api(
     let (listener, bound) = api::bind(cluster, default_port).await?;
     settings.api = Some(api::advertised(bound, member_host));
     let agent = Agent::new(settings, cluster.store.clone())?;
-    let api = Api { cluster: cluster.clone(), member: member.clone(), probe: agent.probe(), router };
+    let history = api::history::shared();
+    let sampler = api::history::run_sampler(agent.probe(), history.clone());
+    let api = Api { cluster: cluster.clone(), member: member.clone(), probe: agent.probe(), router, history };
     info!(%member, api = %bound, "serving the HTTP API");
-    Ok((agent, AbortOnDrop(tokio::spawn(api::serve(listener, Arc::new(api))))))
+    let serve = api::serve(listener, Arc::new(api));
+    Ok((
+        agent,
+        AbortOnDrop(tokio::spawn(async move {
+            tokio::join!(serve, sampler);
+        })),
+    ))
 }
 
 /// A task that ends when this is dropped.
