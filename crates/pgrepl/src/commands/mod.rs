@@ -1,4 +1,5 @@
-//! One module per subcommand, plus what several share (ports, waiting, the ready summary).
+//! One module per subcommand, plus what several share (ports, waiting, the ready summary, why
+//! a change was refused).
 
 pub mod agent;
 pub mod container;
@@ -12,6 +13,7 @@ pub mod pause;
 pub mod ports;
 pub mod promote;
 pub mod psql;
+pub mod refusal;
 pub mod router;
 pub mod scale;
 pub mod status;
