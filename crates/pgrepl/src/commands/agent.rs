@@ -51,7 +51,7 @@ pub async fn with_api(
     let (listener, bound) = api::bind(cluster, default_port).await?;
     settings.api = Some(api::advertised(bound, member_host));
     let agent = Agent::new(settings, cluster.store.clone())?;
-    let api = Api { cluster: cluster.clone(), member: member.clone(), probe: agent.probe() };
+    let api = Api { cluster: cluster.clone(), member: member.clone(), probe: agent.probe(), chores: agent.chores() };
     info!(%member, api = %bound, "serving the HTTP API");
     Ok((agent, AbortOnDrop(tokio::spawn(api::serve(listener, Arc::new(api))))))
 }
