@@ -1,7 +1,7 @@
 //! End-to-end: the HTTP API's actions on a cluster started by `pgrepl up` with `api_token` given
 //! in a file (`PGREPL_API_TOKEN_FILE`): refused without the token (401, nothing changes) or with
 //! a wrong one, refused by the CLI's rules with their sentence, done with it (a switchover the
-//! status shows, pause and resume, a restart, a replica reinitialized with its old directory
+//! status shows, pause and resume, restarts of a replica and of the primary, a replica reinitialized with its old directory
 //! kept), and the token in no process's arguments and no log. Without a token, actions are off.
 
 mod common;
@@ -142,6 +142,16 @@ async fn actions_over_http_need_the_token_follow_the_cli_s_rules_and_keep_it_sec
     assert_eq!(aside.len(), 1, "the old data directory should be kept beside the new one");
     assert!(aside[0].path().join("PG_VERSION").exists());
     eventually(Duration::from_secs(90), "the reinitialized replica to stream", || async {
+        c.converged().filter(|l| l == candidate)
+    })
+    .await;
+
+    // A restart of the primary: it keeps the lease and runs as the primary again.
+    let before = postmaster_pid(&c, candidate);
+    let (code, answer) = post(&api_of(&status, candidate), "/restart", Some(TOKEN), "");
+    assert_eq!(code, 200, "{answer}");
+    assert_ne!(postmaster_pid(&c, candidate), before, "the primary's postmaster is the same process");
+    eventually(Duration::from_secs(30), "the restarted primary to lead a converged cluster", || async {
         c.converged().filter(|l| l == candidate)
     })
     .await;

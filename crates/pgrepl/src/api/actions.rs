@@ -75,7 +75,7 @@ pub async fn answer(api: &Api, path: &str, req: Request<Incoming>) -> Reply {
     let Some(action) = Action::parse(path) else {
         return error(StatusCode::NOT_FOUND, &format!("POST {path} is not part of pgrepl's API"));
     };
-    if let Err(reply) = authorize(api, path, &req) {
+    if let Some(reply) = refuse_unauthorized(api, path, &req) {
         return reply;
     }
     let body = match read_body(req, action).await {
@@ -99,10 +99,10 @@ pub async fn answer(api: &Api, path: &str, req: Request<Incoming>) -> Reply {
     }
 }
 
-/// Refuses unless actions are on and the request carries the token.
-fn authorize(api: &Api, path: &str, req: &Request<Incoming>) -> Result<(), Reply> {
+/// The refusal, unless actions are on and the request carries the token.
+fn refuse_unauthorized(api: &Api, path: &str, req: &Request<Incoming>) -> Option<Reply> {
     let Some(token) = &api.cluster.config.api_token else {
-        return Err(error(
+        return Some(error(
             StatusCode::FORBIDDEN,
             "actions over HTTP are off: set api_token (PGREPL_API_TOKEN, or PGREPL_API_TOKEN_FILE naming a file \
              that holds it) to allow them, with the header `Authorization: Bearer TOKEN`",
@@ -114,7 +114,7 @@ fn authorize(api: &Api, path: &str, req: &Request<Incoming>) -> Result<(), Reply
         scheme.eq_ignore_ascii_case(b"bearer ").then_some(rest)
     });
     let sentence = match bearer {
-        Some(given) if token.matches(given) => return Ok(()),
+        Some(given) if token.matches(given) => return None,
         Some(_) => "the bearer token is not this cluster's api_token; nothing was changed",
         None => "this action needs the header `Authorization: Bearer TOKEN` with the cluster's api_token; nothing was changed",
     };
@@ -125,7 +125,7 @@ fn authorize(api: &Api, path: &str, req: &Request<Incoming>) -> Result<(), Reply
     );
     let mut reply = error(StatusCode::UNAUTHORIZED, sentence);
     reply.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    Err(reply)
+    Some(reply)
 }
 
 /// The body as a JSON object holding only the fields `action` takes (empty: none).
