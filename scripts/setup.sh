@@ -2,8 +2,9 @@
 # Installs what pgrepl needs to build, run and test, when it is missing: PostgreSQL's server
 # binaries (Debian's postgresql-15), etcd (etcd-server: the etcd store backend's tests start their
 # own), protoc (protobuf-compiler, with libprotobuf-dev for the well-known .proto files it
-# imports: the etcd client's build script needs both), an unprivileged `postgres` OS user, and
-# the PyPI packages the end-to-end tests use, in a virtual environment in target/test-python.
+# imports: the etcd client's build script needs both), haproxy (e2e_haproxy), an unprivileged
+# `postgres` OS user, and the PyPI packages the end-to-end tests use, in a virtual environment in
+# target/test-python.
 # Idempotent and quiet when everything is there. Called by `make up`, `make test` and
 # `make bench`.
 #
@@ -19,13 +20,17 @@ want_packages=("postgresql-$PG_MAJOR" "postgresql-client-$PG_MAJOR" etcd-server 
 # The tests across hosts and the fault test: network namespaces, veths, a bridge and `tc`
 # (iproute2), cut links and dropped packets (iptables).
 want_packages+=(iproute2 iptables)
+# HAProxy: e2e_haproxy runs Patroni's HAProxy recipe against the members' HTTP APIs (and the
+# benchmarks bench/router.sh, bench/failover.sh use it). Its own service listens on nothing with
+# Debian's default configuration; it is stopped and disabled after installing all the same.
+want_packages+=(haproxy)
+# For the benchmarks: hyperfine, and for bench/failover.sh Patroni (with the local etcd above)
+# and the writer's psycopg2.
+[ "${PGREPL_BENCH:-}" = 1 ] && want_packages+=(hyperfine patroni python3-psycopg2)
 # The terminal tests of `pgrepl status --watch` and the progress line (e2e_watch) run it in tmux.
 want_packages+=(tmux)
 # The status page's test renders /ui in headless Chromium (e2e_api_ui).
 want_packages+=(chromium)
-# For the benchmarks: haproxy (bench/router.sh, bench/failover.sh), hyperfine, and for
-# bench/failover.sh Patroni (with the local etcd above) and the writer's psycopg2.
-[ "${PGREPL_BENCH:-}" = 1 ] && want_packages+=(haproxy hyperfine patroni python3-psycopg2)
 # The end-to-end tests' Python (python3 -m venv): its PyPI packages are below.
 want_packages+=(python3 python3-venv)
 # Where a Docker engine answers, the image tests also drive the compose samples.
@@ -74,6 +79,15 @@ if [ "${#missing[@]}" -gt 0 ]; then
     else
       $SUDO update-rc.d etcd disable >/dev/null 2>&1 || true
       $SUDO /etc/init.d/etcd stop >/dev/null 2>&1 || true
+    fi
+  fi
+  if [[ " ${missing[*]} " == *" haproxy "* ]]; then
+    log "stopping and disabling the system haproxy service (the tests run their own)"
+    if [ -d /run/systemd/system ]; then
+      $SUDO systemctl disable --now haproxy.service >/dev/null 2>&1 || true
+    else
+      $SUDO update-rc.d haproxy disable >/dev/null 2>&1 || true
+      $SUDO /etc/init.d/haproxy stop >/dev/null 2>&1 || true
     fi
   fi
 fi

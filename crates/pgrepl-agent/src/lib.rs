@@ -1,8 +1,10 @@
 //! The loop of one member: observe -> decide -> act -> publish. `member` owns the loop and the
 //! agent's own memory (first cycle, passwords applied, stall clock); `act` carries out one
-//! `Action` through `pgrepl-pg` and the store; `publish` writes the member's status.
+//! `Action` through `pgrepl-pg` and the store; `publish` writes the member's status; `chore` is
+//! work asked of the loop from outside (restart, reinitialize).
 
 mod act;
+pub mod chore;
 mod fence;
 pub mod fencer;
 pub mod fixed;
@@ -12,6 +14,7 @@ mod publish;
 pub mod secrets;
 pub mod settings;
 
+pub use chore::{Chore, ChoreError, Chores};
 pub use member::Agent;
 pub use probe::Probe;
 pub use publish::wall_clock_ms;

@@ -1,8 +1,10 @@
 //! `Agent`: one member's loop. Each cycle reads one store snapshot and the local server, asks
 //! `decide()` for one action, carries it out, and publishes the member's status. The cycle's
 //! sentence is logged when it changes (and, in maintenance mode, again once per `loop_wait`).
-//! Runs until told to shut down, then stops PostgreSQL and gives up the lease.
+//! Between cycles it takes work asked from outside (`chore`). Runs until told to shut down,
+//! then stops PostgreSQL and gives up the lease.
 
+use crate::chore::{Asked, Chores};
 use crate::fence::{Fence, FencerPlace};
 use crate::fencer::{self, boot_now};
 use crate::probe::{Cycle, Probe, Promotion};
@@ -17,6 +19,7 @@ use pgrepl_store::{Condition, Snapshot, Store, StoreError};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
 /// How long after another member's lease could expire this agent looks again.
@@ -66,6 +69,9 @@ pub struct Agent {
     pub(crate) warning: Option<String>,
     /// What the HTTP API reads of this loop.
     probe: Probe,
+    /// Work asked of the loop from outside (`Chores`), taken between cycles.
+    chores: mpsc::Receiver<Asked>,
+    chores_tx: mpsc::Sender<Asked>,
 }
 
 /// One cycle's reading of the world.
@@ -99,7 +105,10 @@ impl Agent {
             socket: fencer::socket_path(&s.socket_dir),
             program: std::env::current_exe().context("find the pgrepl binary (it runs the fencer)")?,
         });
+        let (chores_tx, chores) = mpsc::channel(4);
         Ok(Agent {
+            chores,
+            chores_tx,
             s,
             store,
             fence,
@@ -126,6 +135,11 @@ impl Agent {
     /// A handle on this loop's last cycle, beat and counters, for the HTTP API.
     pub fn probe(&self) -> Probe {
         self.probe.clone()
+    }
+
+    /// A handle to ask this loop for work between its cycles (restart, reinitialize).
+    pub fn chores(&self) -> Chores {
+        Chores(self.chores_tx.clone())
     }
 
     /// Runs cycles until `shutdown` completes, then stops PostgreSQL and releases the lease.
@@ -155,10 +169,15 @@ impl Agent {
                     tokio::time::sleep(wait).await;
                 }
             };
-            tokio::select! {
+            let asked = tokio::select! {
                 biased;
                 _ = &mut shutdown => break,
-                _ = pause => {}
+                asked = self.chores.recv() => asked,
+                _ = pause => None,
+            };
+            if let Some(Asked { chore, reply }) = asked {
+                let answer = self.carry_out(chore).await;
+                let _ = reply.send(answer);
             }
         }
         self.shut_down().await
@@ -362,7 +381,7 @@ impl Agent {
 
     /// The local server's state over the kept connection; one fresh connection is tried when
     /// the kept one fails (the server restarted), and `Stopped` when that fails too.
-    async fn observe_server(&mut self) -> Server {
+    pub(crate) async fn observe_server(&mut self) -> Server {
         for _ in 0..2 {
             if self.client.as_ref().is_none_or(|c| c.is_closed()) {
                 self.client = self.pg.connect(&self.s.admin_user, "postgres").await.ok();

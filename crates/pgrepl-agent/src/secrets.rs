@@ -1,5 +1,5 @@
-//! The passwords of one cluster, kept in a file only its OS user can read (mode 0600).
-//! Owns reading and writing that file; never logs or displays a password.
+//! The passwords of one cluster (and the HTTP API's token), kept in a file only its OS user can read (mode 0600).
+//! Owns reading and writing that file; never logs or displays a password or the token.
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
@@ -15,6 +15,9 @@ pub struct Secrets {
     pub user: Option<String>,
     pub admin: String,
     pub replication: String,
+    /// The bearer token that allows actions over the HTTP API, when they are on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_token: Option<String>,
 }
 
 impl fmt::Debug for Secrets {
@@ -70,7 +73,12 @@ mod tests {
     fn secrets_round_trip_in_a_private_file_and_hide_in_debug() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("secrets.json");
-        let s = Secrets { user: Some("u-pw".into()), admin: "a-pw".into(), replication: "r-pw".into() };
+        let s = Secrets {
+            user: Some("u-pw".into()),
+            admin: "a-pw".into(),
+            replication: "r-pw".into(),
+            api_token: Some("t-pw".into()),
+        };
         s.save(&path).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(Secrets::load(&path).unwrap(), s);

@@ -66,7 +66,8 @@ pub fn load_config(layout: &Layout) -> anyhow::Result<Config> {
     Ok(config::validate(&read_dir_config(layout)?, &[])?)
 }
 
-/// The raw configuration of a cluster directory, with its passwords from the secrets file.
+/// The raw configuration of a cluster directory, with its passwords (and the API token, when
+/// the secrets file holds one) from the secrets file.
 pub fn read_dir_config(layout: &Layout) -> anyhow::Result<config::RawConfig> {
     let mut raw = config::read_file(&layout.config())?;
     if layout.secrets().exists() {
@@ -74,6 +75,9 @@ pub fn read_dir_config(layout: &Layout) -> anyhow::Result<config::RawConfig> {
         raw.database.password = secrets.user;
         raw.database.admin_password = Some(secrets.admin);
         raw.database.replication_password = Some(secrets.replication);
+        if secrets.api_token.is_some() {
+            raw.api_token = secrets.api_token;
+        }
     }
     Ok(raw)
 }

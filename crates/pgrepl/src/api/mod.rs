@@ -3,7 +3,9 @@
 //! `pgrepl status --json` prints). It answers from the agent loop's last cycle (`Probe`) and
 //! never waits on the loop: a loop that is stuck shows as a stale beat at `/liveness`. A
 //! stopped agent process (SIGSTOP) answers nothing; probes time out, which they read as down.
+//! `actions`: the POSTs that change the cluster, off unless `api_token` is set.
 
+mod actions;
 mod checks;
 pub mod history;
 pub mod metrics;
@@ -17,7 +19,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use pgrepl_agent::Probe;
+use pgrepl_agent::{Chores, Probe};
 use pgrepl_core::MemberName;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -35,6 +37,8 @@ pub struct Api {
     pub router: Option<Arc<pgrepl_router::Connections>>,
     /// The replicas' lag over the last 15 minutes (`/history`), filled by `history::run_sampler`.
     pub history: history::Shared,
+    /// Work asked of the loop (the actions `/restart` and `/reinitialize`).
+    pub chores: Chores,
 }
 
 /// The API's listener, bound before the agent starts so that the address it publishes is the
@@ -103,6 +107,9 @@ impl Api {
             if let Some(reply) = checks::answer(self, &method, &path, &query) {
                 return reply;
             }
+        }
+        if method == Method::POST && actions::is_action(&path) {
+            return actions::answer(self, &path, req).await;
         }
         match (&method, path.as_str()) {
             (&Method::GET, "/patroni") => json(StatusCode::OK, &patroni::body(self)),

@@ -56,7 +56,14 @@ pub async fn with_api(
     let agent = Agent::new(settings, cluster.store.clone())?;
     let history = api::history::shared();
     let sampler = api::history::run_sampler(agent.probe(), history.clone());
-    let api = Api { cluster: cluster.clone(), member: member.clone(), probe: agent.probe(), router, history };
+    let api = Api {
+        cluster: cluster.clone(),
+        member: member.clone(),
+        probe: agent.probe(),
+        router,
+        history,
+        chores: agent.chores(),
+    };
     info!(%member, api = %bound, "serving the HTTP API");
     let serve = api::serve(listener, Arc::new(api));
     Ok((

@@ -1,4 +1,5 @@
-//! One module per subcommand, plus what several share (ports, waiting, the ready summary).
+//! One module per subcommand, plus what several share (ports, waiting, the ready summary, why
+//! a change was refused).
 
 pub mod agent;
 pub mod container;
@@ -13,6 +14,7 @@ pub mod ports;
 pub mod progress;
 pub mod promote;
 pub mod psql;
+pub mod refusal;
 pub mod router;
 pub mod scale;
 pub mod status;

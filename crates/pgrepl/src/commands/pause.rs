@@ -4,11 +4,13 @@
 //! failover, restart no stopped PostgreSQL, demote no primary that lost the lease, keep the
 //! leader's lease and disarm their fence (`pgrepl_core::maintenance`); `promote`, `switchover`
 //! and `failover` still work. On resume each agent's next cycle decides from a fresh observation.
+//! `set_pause` is the core, shared with the HTTP API (`POST /pause`, `/resume`).
 
 use crate::agent_lock;
 use crate::cluster::Cluster;
+use crate::commands::refusal::Refused;
 use crate::commands::{up, wait};
-use anyhow::{bail, Context};
+use anyhow::Context;
 use pgrepl_core::{keys, ClusterView, MemberName, PauseRecord};
 use pgrepl_store::{Condition, StoreError};
 use std::path::Path;
@@ -47,7 +49,7 @@ fn taken_in(view: &ClusterView, paused: bool) -> Result<(), String> {
 /// Refuses to resume while a PostgreSQL of this directory runs without its agent (stopped
 /// while paused): nothing would fence that server if another member took over once resumed,
 /// and two primaries would take writes.
-fn refuse_unguarded(cluster: &Cluster, view: &ClusterView) -> anyhow::Result<()> {
+fn refuse_unguarded(cluster: &Cluster, view: &ClusterView) -> Result<(), Refused> {
     let layout = &cluster.layout;
     let members = view.spec.iter().flat_map(|s| s.members.keys());
     let unguarded = members
@@ -55,63 +57,92 @@ fn refuse_unguarded(cluster: &Cluster, view: &ClusterView) -> anyhow::Result<()>
         .map(MemberName::to_string)
         .collect::<Vec<_>>();
     if !unguarded.is_empty() {
-        bail!(
+        return Err(Refused::rule(format!(
             "not resuming: the PostgreSQL of {} runs without its agent, and maintenance mode left it unfenced, so \
              a failover after resume could leave two primaries taking writes; start the agents first (`pgrepl up`, \
              or the member's `pgrepl node`; paused, they start no server), then `pgrepl resume`",
             unguarded.join(", ")
-        );
+        )));
     }
     Ok(())
 }
 
-/// Warns when the lease is free and its last holder publishes nothing: its agent is not
+/// A warning when the lease is free and its last holder publishes nothing: its agent is not
 /// running (on another host, say), and its PostgreSQL may still run without a fence.
-fn warn_unseen_leader(view: &ClusterView) {
+fn unseen_leader(view: &ClusterView) -> Option<String> {
     let last = view.last_leader.as_ref().map(|r| &r.member);
-    if let Some(last) = last.filter(|l| view.leader.is_none() && !view.members.contains_key(*l)) {
-        eprintln!(
-            "warning: nobody holds the leader lease and its last holder {last} publishes no status; if its PostgreSQL \
-             still runs (its agent stopped while paused), it has no fence, and the failover that follows resume could \
-             leave two primaries until its agent returns: make sure it is stopped"
-        );
-    }
+    let last = last.filter(|l| view.leader.is_none() && !view.members.contains_key(*l))?;
+    Some(format!(
+        "nobody holds the leader lease and its last holder {last} publishes no status; if its PostgreSQL \
+         still runs (its agent stopped while paused), it has no fence, and the failover that follows resume could \
+         leave two primaries until its agent returns: make sure it is stopped"
+    ))
 }
 
 pub async fn run(dir: &Path, paused: bool, wait_secs: u64) -> anyhow::Result<()> {
     let cluster = Cluster::open(dir).await?;
+    let done = set_pause(&cluster, paused, Duration::from_secs(wait_secs)).await?;
+    for warning in &done.warnings {
+        eprintln!("warning: {warning}");
+    }
+    println!("{}", done.sentence);
+    Ok(())
+}
+
+/// What `set_pause` did: its sentence, and warnings for the operator.
+#[derive(Clone, Debug)]
+pub struct Done {
+    pub sentence: String,
+    pub warnings: Vec<String>,
+}
+
+/// The core of `pause` and `resume` (also behind the HTTP API's `POST /pause` and `/resume`):
+/// sets or removes the `pause` key and waits up to `limit` until every agent publishing a
+/// status took the change in.
+pub async fn set_pause(cluster: &Cluster, paused: bool, limit: Duration) -> Result<Done, Refused> {
     let (_, view) = cluster.view().await?;
     if view.spec.is_none() {
-        bail!("the store {} holds no cluster yet, so there is nothing to pause or resume", cluster.config.store);
+        return Err(Refused::rule(format!(
+            "the store {} holds no cluster yet, so there is nothing to pause or resume",
+            cluster.config.store
+        )));
     }
     let name = &cluster.config.cluster;
+    let mut warnings = Vec::new();
+    let mut already = None;
     match (paused, &view.pause) {
-        (true, Some(_)) => println!("cluster {name:?} is already in maintenance mode"),
+        (true, Some(_)) => already = Some(format!("cluster {name:?} is already in maintenance mode")),
         (true, None) => {
-            let value = serde_json::to_vec(&PauseRecord { since_ms: now_ms() })?;
+            let value = serde_json::to_vec(&PauseRecord { since_ms: now_ms() }).context("encode the pause key")?;
             match cluster.store.put(keys::PAUSE, &value, Condition::Absent, None).await {
                 Ok(_) | Err(StoreError::Conflict { .. }) => {}
-                Err(e) => return Err(e).context("write the pause key"),
+                Err(e) => return Err(anyhow::Error::new(e).context("write the pause key").into()),
             }
         }
-        (false, None) => println!("cluster {name:?} is not in maintenance mode"),
+        (false, None) => already = Some(format!("cluster {name:?} is not in maintenance mode")),
         (false, Some(_)) => {
-            refuse_unguarded(&cluster, &view)?;
-            warn_unseen_leader(&view);
+            refuse_unguarded(cluster, &view)?;
+            warnings.extend(unseen_leader(&view));
             cluster.store.delete(keys::PAUSE, Condition::Any).await.context("remove the pause key")?;
         }
     }
-    wait::until(&cluster, Duration::from_secs(wait_secs), |view| taken_in(view, paused)).await?;
-    if paused {
+    wait::until(cluster, limit, |view| taken_in(view, paused))
+        .await
+        .map_err(|e| Refused::TimedOut(format!("{e:#}")))?;
+    let sentence = if paused {
         let (_, view) = cluster.view().await?;
-        println!("{}", banner(&view).unwrap_or_else(|| "maintenance mode was ended meanwhile".to_string()));
+        banner(&view).unwrap_or_else(|| "maintenance mode was ended meanwhile".to_string())
     } else {
-        println!(
+        format!(
             "cluster {name:?} resumed: every agent decides again from what it observes now (a stopped PostgreSQL is \
              started, a lost leader replaced); see `pgrepl status`"
-        );
-    }
-    Ok(())
+        )
+    };
+    let sentence = match already {
+        Some(already) => format!("{already}\n{sentence}"),
+        None => sentence,
+    };
+    Ok(Done { sentence, warnings })
 }
 
 #[cfg(test)]

@@ -104,7 +104,9 @@ pub(crate) fn prepare_directory(layout: &Layout, config: &Config, existing: bool
 }
 
 /// The passwords of this start: given ones win, earlier ones are kept, missing ones generated.
-/// Returns the kinds that changed from the earlier ones.
+/// Returns the kinds that changed from the earlier ones. The API token is kept beside them, as
+/// `config` has it (given now, or read from this file by `read_dir_config`), so that the agents,
+/// which read this file, get it without argv or environment.
 pub(crate) fn settle_secrets(layout: &Layout, config: &Config) -> anyhow::Result<Vec<PasswordKind>> {
     let old = if layout.secrets().exists() { Some(Secrets::load(&layout.secrets())?) } else { None };
     let given = &config.passwords;
@@ -115,6 +117,7 @@ pub(crate) fn settle_secrets(layout: &Layout, config: &Config) -> anyhow::Result
         user: config.names.app.as_ref().map(|_| pick(&given.user, old.as_ref().and_then(|o| o.user.as_deref()))),
         admin: pick(&given.admin, old.as_ref().map(|o| o.admin.as_str())),
         replication: pick(&given.replication, old.as_ref().map(|o| o.replication.as_str())),
+        api_token: config.api_token.as_ref().map(|t| t.expose().to_string()),
     };
     let changed = match &old {
         Some(old) => PasswordKind::ALL.into_iter().filter(|k| old.get(*k) != secrets.get(*k)).collect(),
@@ -124,7 +127,7 @@ pub(crate) fn settle_secrets(layout: &Layout, config: &Config) -> anyhow::Result
     Ok(changed)
 }
 
-/// Writes `pgrepl.toml` without any password (those live in the secrets file), with the role
+/// Writes `pgrepl.toml` without any password or token (those live in the secrets file), with the role
 /// names made explicit so the directory's configuration reads the same on every later load.
 /// `by` names the command in the file's first line.
 pub(crate) fn write_config(layout: &Layout, raw: &RawConfig, config: &Config, by: &str) -> anyhow::Result<()> {
@@ -135,6 +138,7 @@ pub(crate) fn write_config(layout: &Layout, raw: &RawConfig, config: &Config, by
     stored.database.password = None;
     stored.database.admin_password = None;
     stored.database.replication_password = None;
+    stored.api_token = None;
     let text = format!(
         "# pgrepl cluster configuration, written by `{by}` (passwords live in secrets.json).\n{}",
         toml::to_string_pretty(&stored)?

@@ -9,8 +9,8 @@ use super::raw::{FromEnv, RawConfig, RawDatabase};
 use super::settings::{default_value, parse_bool};
 use super::validate::{bad, ConfigError, ADMIN_USER, MAX_NAME_BYTES, MAX_REPLICAS};
 use super::values::{
-    parse_bytes, parse_cidr, parse_duration, parse_host, parse_store, AppNames, GivenPasswords, MaxLag, Names,
-    RouterSplice, StoreConfig,
+    parse_bytes, parse_cidr, parse_duration, parse_host, parse_store, ApiToken, AppNames, GivenPasswords, MaxLag,
+    Names, RouterSplice, StoreConfig, API_TOKEN_MIN_CHARS,
 };
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -69,6 +69,29 @@ fn port(setting: &str, value: i64) -> Result<u16, ConfigError> {
         .ok()
         .filter(|p| *p >= 1)
         .ok_or_else(|| bad(setting, format!("{value} is not a port; use 1 to 65535")))
+}
+
+/// `api_token`: unset (actions over HTTP are off), or at least `API_TOKEN_MIN_CHARS` characters
+/// that fit in an `Authorization` header.
+pub(super) fn api_token(raw: &RawConfig, src: &Sources) -> Result<Option<ApiToken>, ConfigError> {
+    let Some(text) = &raw.api_token else { return Ok(None) };
+    if text.chars().count() < API_TOKEN_MIN_CHARS {
+        return Err(bad(
+            src.label("api_token"),
+            format!(
+                "is {} characters long, too short to be hard to guess; use at least {API_TOKEN_MIN_CHARS} \
+                 (such as the output of `openssl rand -hex 32`)",
+                text.chars().count()
+            ),
+        ));
+    }
+    if !text.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(bad(
+            src.label("api_token"),
+            "holds a space, control or non-ASCII character, which an Authorization header cannot carry; use letters, digits and punctuation",
+        ));
+    }
+    Ok(Some(ApiToken::new(text.clone())))
 }
 
 /// `[database]`: the roles' names and the passwords given. S1: the application user, its

@@ -36,6 +36,9 @@ pub struct RawConfig {
     /// Port of each member's HTTP API: `0` picks a free one (default: 8008 for `pgrepl node`,
     /// a free port per member for `pgrepl up`).
     pub api_port: Option<i64>,
+    /// The bearer token that allows actions over the HTTP API (`POST /switchover`...); unset,
+    /// they are off. A secret: `up` and `node` keep it in the secrets file, not here.
+    pub api_token: Option<String>,
     /// Most a replica may lag and still get read-only connections: bytes (`16MB`) or time
     /// (`10s`) (default `16MB`).
     pub ro_max_lag: Option<String>,
@@ -103,9 +106,13 @@ pub struct RawDatabase {
 }
 
 impl RawConfig {
+    /// Whether the file holds a secret: a password or the API token.
     pub fn has_passwords(&self) -> bool {
         let d = &self.database;
-        d.password.is_some() || d.admin_password.is_some() || d.replication_password.is_some()
+        d.password.is_some()
+            || d.admin_password.is_some()
+            || d.replication_password.is_some()
+            || self.api_token.is_some()
     }
 }
 

@@ -133,6 +133,15 @@ pub const SETTINGS: &[Setting] = &[
         set: |r, v| whole_number(&mut r.api_port, v),
     },
     Setting {
+        key: "api_token",
+        env: &["PGREPL_API_TOKEN"],
+        default: Described("none: actions over HTTP are off"),
+        doc: "bearer token for the HTTP API's actions (`POST /switchover`, `/pause`...; see docs/api.md), at least 16 characters; kept in the secrets file",
+        secret: true,
+        empty_is_unset: true,
+        set: |r, v| text(&mut r.api_token, v),
+    },
+    Setting {
         key: "rw_wait",
         env: &["PGREPL_RW_WAIT"],
         default: Value("5s"),

@@ -216,3 +216,21 @@ fn the_password_file_variables_are_cleared_like_the_others() {
     }
     assert!(!names.iter().any(|n| n == "POSTGRESQL_USER_FILE"));
 }
+
+#[test]
+fn the_api_token_comes_from_its_variable_or_its_file_and_must_be_long_and_plain() {
+    assert_eq!(env_config(&[]).unwrap().api_token, None);
+    let token = "0123456789abcdef-token";
+    let c = env_config(&[("PGREPL_API_TOKEN", token)]).unwrap();
+    assert!(c.api_token.as_ref().is_some_and(|t| t.matches(token.as_bytes())));
+    assert!(!format!("{c:?}").contains(token), "a Config's Debug shows the token");
+    let file = file_holding(&format!("{token}\n"));
+    let c = env_config(&[("PGREPL_API_TOKEN_FILE", file.path().to_str().unwrap())]).unwrap();
+    assert!(c.api_token.as_ref().is_some_and(|t| t.matches(token.as_bytes())), "read from the file, less its newline");
+    let e = env_config(&[("PGREPL_API_TOKEN", "short")]).unwrap_err();
+    assert_eq!(e.setting, "api_token (PGREPL_API_TOKEN)");
+    assert!(e.problem.contains("at least 16"), "{}", e.problem);
+    let e = env_config(&[("PGREPL_API_TOKEN", "0123456789 abcdef")]).unwrap_err();
+    assert!(e.problem.contains("Authorization header"), "{}", e.problem);
+    assert_eq!(env_config(&[("PGREPL_API_TOKEN", "")]).unwrap().api_token, None, "empty counts as not set");
+}

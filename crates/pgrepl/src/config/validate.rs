@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use super::values::{parse_store, GivenPasswords, MaxLag, Names, RouterSplice, StoreConfig};
+pub use super::values::{parse_store, ApiToken, GivenPasswords, MaxLag, Names, RouterSplice, StoreConfig};
 
 /// PostgreSQL's limit on identifiers (NAMEDATALEN - 1).
 pub const MAX_NAME_BYTES: usize = 63;
@@ -34,6 +34,8 @@ pub struct Config {
     /// Where each member's HTTP API listens; `api_port` `None`: the command's default.
     pub api_listen: IpAddr,
     pub api_port: Option<u16>,
+    /// Allows actions over the HTTP API; `None`: they are off.
+    pub api_token: Option<ApiToken>,
     pub allow: Vec<String>,
     pub ro_max_lag: MaxLag,
     pub ro_fallback: pgrepl_router::RoFallback,
@@ -78,6 +80,7 @@ pub fn validate(raw: &RawConfig, env: &[FromEnv]) -> Result<Config, ConfigError>
     let checks::Router { ro_max_lag, ro_fallback, router_splice, rw_wait } = checks::router(raw, &src)?;
     let checks::Timing { loop_wait, ttl, primary_start_timeout, failover } = checks::timing(raw, &src)?;
     let parameters = checks::parameters(raw, &src)?;
+    let api_token = checks::api_token(raw, &src)?;
     Ok(Config {
         cluster,
         store,
@@ -90,6 +93,7 @@ pub fn validate(raw: &RawConfig, env: &[FromEnv]) -> Result<Config, ConfigError>
         ro_port,
         api_listen,
         api_port,
+        api_token,
         allow,
         ro_max_lag,
         ro_fallback,

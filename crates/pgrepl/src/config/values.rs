@@ -167,3 +167,53 @@ pub fn parse_cidr(text: &str) -> Option<String> {
     };
     Some(format!("{ip}/{prefix}"))
 }
+
+/// The bearer token that allows actions over the HTTP API. Never shown: its `Debug` says only
+/// that there is one.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiToken(String);
+
+/// A token shorter than this is refused: it would be guessed too easily over the network.
+pub const API_TOKEN_MIN_CHARS: usize = 16;
+
+impl ApiToken {
+    pub fn new(text: String) -> ApiToken {
+        ApiToken(text)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `given` is this token, in time that depends only on `given`'s length, not on
+    /// how much of it matches (nor on the token's length).
+    pub fn matches(&self, given: &[u8]) -> bool {
+        let token = self.0.as_bytes();
+        let mut diff = u8::from(given.len() != token.len());
+        for (i, b) in given.iter().enumerate() {
+            diff |= b ^ token[i % token.len().max(1)];
+        }
+        std::hint::black_box(diff) == 0 && !token.is_empty()
+    }
+}
+
+impl fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiToken(<given>)")
+    }
+}
+
+#[cfg(test)]
+mod api_token_tests {
+    use super::*;
+
+    #[test]
+    fn only_the_whole_token_matches_and_it_is_never_shown() {
+        let token = ApiToken::new("s3cret-s3cret-s3cret".into());
+        assert!(token.matches(b"s3cret-s3cret-s3cret"));
+        for wrong in ["", "s3cret", "s3cret-s3cret-s3cre", "s3cret-s3cret-s3cretX", "x3cret-s3cret-s3cret"] {
+            assert!(!token.matches(wrong.as_bytes()), "{wrong:?}");
+        }
+        assert!(!format!("{token:?}").contains("s3cret"));
+    }
+}
