@@ -1,5 +1,5 @@
 //! The loop of one member: observe -> decide -> act -> publish. `member` owns the loop and the
-//! agent's own memory (first cycle, passwords applied, stall clock); `act` carries out one
+//! agent's own memory (first cycle, passwords applied, stream clock); `act` carries out one
 //! `Action` through `pgrepl-pg` and the store; `publish` writes the member's status.
 
 mod act;
@@ -10,6 +10,7 @@ mod member;
 mod publish;
 pub mod secrets;
 pub mod settings;
+mod stream_clock;
 
 pub use member::Agent;
 pub use publish::wall_clock_ms;
