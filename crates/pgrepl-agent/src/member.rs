@@ -277,10 +277,16 @@ impl Agent {
             .as_ref()
             .and_then(|l| cluster.spec.as_ref()?.members.get(l))
             .map(|m| Upstream { host: m.host.clone(), port: m.port });
-        let stuck = matches!(&server, Server::Replica { upstream, streaming: false, .. } if *upstream == leader_endpoint && upstream.is_some())
-            && !self.paused;
+        let not_streaming_at = match &server {
+            Server::Replica { upstream, streaming: false, replay_lsn, .. }
+                if *upstream == leader_endpoint && upstream.is_some() && !self.paused =>
+            {
+                Some(*replay_lsn)
+            }
+            _ => None,
+        };
         let now = Instant::now();
-        self.stream.observe(stuck, now);
+        self.stream.observe(not_streaming_at, now);
         let replica_stalled = self.stream.stalled(now, self.s.stall_timeout);
         let replica_not_streaming_long = self.stream.restart_due(now, self.s.stream_restart_timeout);
         let obs = Observation {

@@ -3,8 +3,11 @@
 //! WAL receiver may have given up) and the stall bound (`stall_timeout`: rewind, when the leader
 //! is on a newer timeline). A restart starts the restart bound afresh but not the stall bound,
 //! so that a restart that does not help is followed by the rewind, not by restarts for ever.
+//! Nor does a replica that still replays (WAL of its own `pg_wal`, before its WAL receiver
+//! starts) count towards the restart bound: restarting it would only set its recovery back.
 //! Owns no I/O: the caller passes the time.
 
+use pgrepl_core::Lsn;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Default)]
@@ -13,16 +16,21 @@ pub(crate) struct StreamClock {
     stuck_since: Option<Instant>,
     /// When the agent last restarted it for not streaming, during this stretch.
     restarted_at: Option<Instant>,
+    /// The replay position last seen during this stretch, and since when it has stood there.
+    replayed: Option<(Lsn, Instant)>,
 }
 
 impl StreamClock {
-    /// One cycle's reading: whether the replica is pointed at the leader and not streaming. A
-    /// reading that it streams (or is not such a replica) ends the stretch.
-    pub fn observe(&mut self, stuck: bool, now: Instant) {
-        if stuck {
-            self.stuck_since.get_or_insert(now);
-        } else {
+    /// One cycle's reading: the replay position of a replica pointed at the leader and not
+    /// streaming, or `None` when it streams (or is not such a replica), which ends the stretch.
+    pub fn observe(&mut self, not_streaming_at: Option<Lsn>, now: Instant) {
+        let Some(lsn) = not_streaming_at else {
             *self = StreamClock::default();
+            return;
+        };
+        self.stuck_since.get_or_insert(now);
+        if self.replayed.is_none_or(|(seen, _)| seen != lsn) {
+            self.replayed = Some((lsn, now));
         }
     }
 
@@ -32,10 +40,11 @@ impl StreamClock {
     }
 
     /// How long the replica has not streamed, once that is longer than the restart bound and
-    /// no restart came within the bound either.
+    /// neither a restart nor replay progress came within the bound either.
     pub fn restart_due(&self, now: Instant, bound: Duration) -> Option<Duration> {
         let since = self.stuck_since?;
-        let quiet = self.restarted_at.unwrap_or(since).max(since);
+        let quiet =
+            [self.restarted_at, self.replayed.map(|(_, at)| at)].into_iter().flatten().fold(since, Instant::max);
         (now.duration_since(quiet) > bound).then(|| now.duration_since(since))
     }
 
@@ -58,6 +67,7 @@ mod tests {
 
     const RESTART: Duration = Duration::from_secs(10);
     const STALL: Duration = Duration::from_secs(30);
+    const LSN: Lsn = Lsn(0x3000000);
 
     fn secs(s: u64) -> Duration {
         Duration::from_secs(s)
@@ -72,7 +82,7 @@ mod tests {
         let (mut restarts, mut stalled) = (vec![], None);
         for s in 0..=until {
             let now = t0 + secs(s);
-            clock.observe(true, now);
+            clock.observe(Some(LSN), now);
             if clock.stalled(now, STALL) {
                 stalled.get_or_insert(s);
             } else if let Some(quiet) = clock.restart_due(now, RESTART) {
@@ -95,7 +105,7 @@ mod tests {
     fn nothing_is_due_before_the_bounds() {
         let t0 = Instant::now();
         let mut clock = StreamClock::default();
-        clock.observe(true, t0);
+        clock.observe(Some(LSN), t0);
         assert_eq!(clock.restart_due(t0 + RESTART, RESTART), None);
         assert!(!clock.stalled(t0 + STALL, STALL));
     }
@@ -104,16 +114,31 @@ mod tests {
     fn streaming_again_or_a_reset_starts_both_bounds_afresh() {
         let t0 = Instant::now();
         let mut clock = StreamClock::default();
-        clock.observe(true, t0);
+        clock.observe(Some(LSN), t0);
         clock.restarted(t0 + secs(11));
-        clock.observe(false, t0 + secs(12));
-        clock.observe(true, t0 + secs(13));
+        clock.observe(None, t0 + secs(12));
+        clock.observe(Some(LSN), t0 + secs(13));
         assert_eq!(clock.restart_due(t0 + secs(23), RESTART), None);
         assert!(clock.restart_due(t0 + secs(24), RESTART).is_some());
         assert!(!clock.stalled(t0 + secs(40), STALL));
         clock.reset();
-        clock.observe(true, t0 + secs(41));
+        clock.observe(Some(LSN), t0 + secs(41));
         assert_eq!(clock.restart_due(t0 + secs(50), RESTART), None);
+    }
+
+    #[test]
+    fn a_replica_still_replaying_is_not_restarted_but_stalls_all_the_same() {
+        let t0 = Instant::now();
+        let mut clock = StreamClock::default();
+        for s in 0..=40 {
+            clock.observe(Some(Lsn(LSN.0 + s * 0x1000)), t0 + secs(s));
+            assert_eq!(clock.restart_due(t0 + secs(s), RESTART), None, "at {s} s");
+        }
+        assert!(clock.stalled(t0 + secs(40), STALL));
+        // Once replay stands still, the restart bound counts from there.
+        clock.observe(Some(Lsn(LSN.0 + 40 * 0x1000)), t0 + secs(45));
+        assert_eq!(clock.restart_due(t0 + secs(50), RESTART), None);
+        assert_eq!(clock.restart_due(t0 + secs(51), RESTART), Some(secs(51)));
     }
 
     #[test]
@@ -121,7 +146,7 @@ mod tests {
         let t0 = Instant::now();
         let mut clock = StreamClock::default();
         clock.restarted(t0);
-        clock.observe(true, t0 + secs(1));
+        clock.observe(Some(LSN), t0 + secs(1));
         assert!(clock.restart_due(t0 + secs(12), RESTART).is_some());
     }
 }
