@@ -39,11 +39,11 @@ impl Agent {
                 self.keeping_lease(async move { pg.start(timeout).await }).await?;
                 Ok(())
             }
-            Action::StartAsReplica { leader } => {
-                self.configure(seen, leader.as_ref())?;
-                self.pg.set_standby_signal(true)?;
-                self.pg.start(START_TIMEOUT).await?;
-                Ok(())
+            Action::StartAsReplica { leader } => self.start_replica(seen, leader.as_ref()).await,
+            Action::RestartReplica { leader } => {
+                self.pg.stop(StopMode::Fast, STOP_TIMEOUT).await.context("stop the replica to restart it")?;
+                info!("stopped this replica to restart it: it did not stream from {leader}");
+                self.start_replica(seen, Some(leader)).await.context("start the replica again")
             }
             Action::Follow { leader } => {
                 self.configure(seen, Some(leader))?;
@@ -92,6 +92,14 @@ impl Agent {
             }
             Action::ReleaseLease => self.release_lease(seen).await,
         }
+    }
+
+    /// Starts this standby, streaming from `leader` (or from nobody yet).
+    async fn start_replica(&mut self, seen: &Seen, leader: Option<&MemberName>) -> anyhow::Result<()> {
+        self.configure(seen, leader)?;
+        self.pg.set_standby_signal(true)?;
+        self.pg.start(START_TIMEOUT).await?;
+        Ok(())
     }
 
     async fn release_lease(&mut self, seen: &Seen) -> anyhow::Result<()> {

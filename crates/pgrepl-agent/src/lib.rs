@@ -1,5 +1,5 @@
 //! The loop of one member: observe -> decide -> act -> publish. `member` owns the loop and the
-//! agent's own memory (first cycle, passwords applied, stall clock); `act` carries out one
+//! agent's own memory (first cycle, passwords applied, stream clock); `act` carries out one
 //! `Action` through `pgrepl-pg` and the store; `publish` writes the member's status; `chore` is
 //! work asked of the loop from outside (restart, reinitialize).
 
@@ -13,6 +13,7 @@ pub mod probe;
 mod publish;
 pub mod secrets;
 pub mod settings;
+mod stream_clock;
 
 pub use chore::{Chore, ChoreError, Chores};
 pub use member::Agent;

@@ -10,6 +10,7 @@ use crate::fencer::{self, boot_now};
 use crate::probe::{Cycle, Probe, Promotion};
 use crate::publish;
 use crate::settings::Settings;
+use crate::stream_clock::StreamClock;
 use anyhow::Context;
 use pgrepl_core::{
     decide, keys, Action, ClusterView, DataDir, Decision, Observation, PasswordVersions, Server, Upstream,
@@ -42,7 +43,8 @@ pub struct Agent {
     pub(crate) applied: Option<PasswordVersions>,
     /// Replication password version in the password file, once this agent wrote it.
     pub(crate) passfile_version: Option<u64>,
-    stalled_since: Option<Instant>,
+    /// How long this replica has not streamed from the leader (restart and stall bounds).
+    stream: StreamClock,
     /// Since when this leader's server has been stopped (for `primary_start_timeout`).
     down_since: Option<Instant>,
     /// Stops PostgreSQL if the lease this member holds is about to expire unrenewed.
@@ -120,7 +122,7 @@ impl Agent {
             first_cycle: true,
             applied: None,
             passfile_version: None,
-            stalled_since: None,
+            stream: StreamClock::default(),
             cycle: 0,
             last_sentence: String::new(),
             last_said: None,
@@ -230,9 +232,13 @@ impl Agent {
             Ok(()) => self.act(&seen, &decision).await,
             Err(e) => Err(e),
         };
-        if matches!(decision.action, Action::Rewind { .. } | Action::Follow { .. } | Action::StartAsReplica { .. }) {
-            // A re-pointed or restarted replica gets the whole stall bound again.
-            self.stalled_since = None;
+        match decision.action {
+            // A re-pointed, started or rewound replica gets the whole bounds again.
+            Action::Rewind { .. } | Action::Follow { .. } | Action::StartAsReplica { .. } => self.stream.reset(),
+            // One restarted for not streaming waits a whole restart bound before the next, but
+            // not a whole stall bound: should restarts not help, the rewind still comes.
+            Action::RestartReplica { .. } => self.stream.restarted(Instant::now()),
+            _ => {}
         }
         // After a quiet cycle `seen` still holds; a busy one runs again at once.
         if quiet && outcome.is_ok() {
@@ -317,10 +323,18 @@ impl Agent {
             .as_ref()
             .and_then(|l| cluster.spec.as_ref()?.members.get(l))
             .map(|m| Upstream { host: m.host.clone(), port: m.port });
-        let stuck = matches!(&server, Server::Replica { upstream, streaming: false, .. } if *upstream == leader_endpoint && upstream.is_some())
-            && !self.paused;
-        self.stalled_since = if stuck { Some(self.stalled_since.unwrap_or_else(Instant::now)) } else { None };
-        let replica_stalled = self.stalled_since.is_some_and(|t| t.elapsed() > self.s.stall_timeout);
+        let not_streaming_at = match &server {
+            Server::Replica { upstream, streaming: false, replay_lsn, .. }
+                if *upstream == leader_endpoint && upstream.is_some() && !self.paused =>
+            {
+                Some(*replay_lsn)
+            }
+            _ => None,
+        };
+        let now = Instant::now();
+        self.stream.observe(not_streaming_at, now);
+        let replica_stalled = self.stream.stalled(now, self.s.stall_timeout);
+        let replica_not_streaming_long = self.stream.restart_due(now, self.s.stream_restart_timeout);
         let obs = Observation {
             me: self.s.member.clone(),
             first_cycle: self.first_cycle,
@@ -328,6 +342,7 @@ impl Agent {
             data,
             server,
             replica_stalled,
+            replica_not_streaming_long,
             applied_passwords: self.applied,
             passfile_password: self.passfile_version,
             bootstrap_unfinished: self.bootstrap_mark().exists(),

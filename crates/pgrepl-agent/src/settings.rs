@@ -32,8 +32,12 @@ pub struct Settings {
     pub destroy_on_restart: bool,
     /// How long a leader whose PostgreSQL is down may try to start it before giving way.
     pub primary_start_timeout: Duration,
-    /// How long a replica may fail to stream from the running leader before it rewinds.
+    /// How long a replica may fail to stream from the running leader before it rewinds (when
+    /// the leader is on a newer timeline).
     pub stall_timeout: Duration,
+    /// How long a replica may fail to stream from the running leader before its PostgreSQL is
+    /// restarted (again at most once per this bound; shorter than `stall_timeout`).
+    pub stream_restart_timeout: Duration,
     /// Where this member's HTTP API answers (`host:port`), published in its status.
     pub api: Option<String>,
 }

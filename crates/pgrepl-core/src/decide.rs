@@ -21,6 +21,10 @@ pub struct Observation {
     pub server: Server,
     /// A replica pointed at the leader has not streamed for longer than the stall bound.
     pub replica_stalled: bool,
+    /// How long a replica pointed at the leader has not streamed, once that is longer than the
+    /// restart bound and the agent has not restarted it within that bound either (`None`
+    /// otherwise). Unlike a stall, a restart does not start this afresh.
+    pub replica_not_streaming_long: Option<std::time::Duration>,
     /// Role password versions this agent has set on its primary since it started; `None`
     /// before the first time, so that every start resets all passwords to their configured values.
     pub applied_passwords: Option<PasswordVersions>,
@@ -215,6 +219,14 @@ fn as_follower(o: &Observation, spec: &Spec, leader: &MemberName) -> Decision {
             } else if o.passfile_password != Some(spec.passwords.replication) {
                 let work = SpecWork { passwords: vec![PasswordKind::Replication], ..SpecWork::default() };
                 Decision::new(Action::ApplySpec(work.clone()), Reason::SpecChanged(work))
+            } else if let Some(quiet) = o.replica_not_streaming_long.filter(|_| leader_ready && !*streaming) {
+                // PostgreSQL may wait long before it tries to stream again, or not at all (a WAL
+                // receiver that gave up on a lossy link): a restart starts a new one now. Should
+                // it still not stream, the stall bound above comes later.
+                Decision::new(
+                    Action::RestartReplica { leader: l.clone() },
+                    Reason::NotStreaming { leader: l, secs: quiet.as_secs() },
+                )
             } else if *streaming {
                 Decision::new(Action::Nothing, Reason::Streaming(l))
             } else {

@@ -19,6 +19,9 @@ pub enum Action {
     StartAsReplica { leader: Option<MemberName> },
     /// Point a running replica at `leader` (new `primary_conninfo`, reload).
     Follow { leader: MemberName },
+    /// Stop this running replica (fast) and start it again as a replica of `leader`: its WAL
+    /// receiver gave up, or waits, and PostgreSQL makes no new attempt to stream by itself.
+    RestartReplica { leader: MemberName },
     /// Take the free leader lease.
     AcquireLease,
     /// `pg_ctl promote` this replica (it holds the lease), then create the other members'
@@ -60,6 +63,7 @@ impl Action {
             Action::ApplySpec(_) => "apply_spec",
             Action::Demote { .. } => "demote",
             Action::Rewind { .. } => "rewind",
+            Action::RestartReplica { .. } => "restart_replica",
             Action::Reinitialize => "reinitialize",
             Action::ReleaseLease => "release_lease",
             Action::Wait => "wait",
@@ -152,6 +156,11 @@ pub enum Reason {
     StartFollower(MemberName),
     NewUpstream(MemberName),
     Stalled(MemberName),
+    /// This replica, pointed at the running leader, has not streamed for `secs` seconds.
+    NotStreaming {
+        leader: MemberName,
+        secs: u64,
+    },
     /// This replica replayed WAL off the leader's timeline history.
     Forked {
         leader: MemberName,
@@ -195,6 +204,7 @@ pub enum Reason {
     DemotedByHandPaused,
     NoDemotionPaused,
     NoRewindPaused(MemberName),
+    NoRestartPaused(MemberName),
     NoWipePaused,
 }
 
@@ -231,6 +241,7 @@ impl fmt::Display for Reason {
             StartFollower(l) => write!(f, "starting as a replica of {l}"),
             NewUpstream(l) => write!(f, "following the new leader {l}"),
             Stalled(l) => write!(f, "rewinding: this replica cannot stream from {l} (diverged timeline)"),
+            NotStreaming { leader, secs } => write!(f, "restarting PostgreSQL: this replica has not streamed from {leader} for {secs} s; its WAL receiver may have given up"),
             Forked { leader, fork } => write!(f, "rewinding: this replica's WAL forked from {leader}'s timeline: {fork}, so it can never stream from {leader} as it is"),
             ForkedFromLostLeader { lost, fork } => write!(f, "waiting: this replica's WAL forked from the timeline of the lost leader {}: {fork}, so it may not take over", or_nobody(lost)),
             Streaming(l) => write!(f, "replica, streaming from {l}"),
@@ -256,6 +267,7 @@ impl fmt::Display for Reason {
             DemotedByHandPaused => write!(f, "releasing the leader lease: this member holds it but runs as a replica (demoted by hand), and is not promoted back in maintenance mode"),
             NoDemotionPaused => write!(f, "primary without the leader lease; not demoting it in maintenance mode"),
             NoRewindPaused(l) => write!(f, "this replica cannot stream from {l} (diverged timeline); not rewinding it in maintenance mode"),
+            NoRestartPaused(l) => write!(f, "this replica has not streamed from {l} for a while; not restarting it in maintenance mode"),
             NoWipePaused => write!(f, "destroy_on_restart is set, but this replica is not wiped in maintenance mode"),
         }
     }
@@ -267,7 +279,13 @@ impl Reason {
     pub fn is_warning(&self) -> bool {
         match self {
             // Paused, a replica that cannot stream is left so: an operator should know.
-            Reason::Forked { .. } | Reason::ForkedFromLostLeader { .. } | Reason::NoRewindPaused(_) => true,
+            // So is one that does not stream from a running leader: restarting it may help, but
+            // something (the network, the leader) may be wrong.
+            Reason::Forked { .. }
+            | Reason::ForkedFromLostLeader { .. }
+            | Reason::NotStreaming { .. }
+            | Reason::NoRewindPaused(_)
+            | Reason::NoRestartPaused(_) => true,
             Reason::Paused(inner) => inner.is_warning(),
             _ => false,
         }

@@ -1,7 +1,7 @@
 //! Maintenance mode (`pgrepl pause`): what a member may still do while the cluster is paused.
 //! `restrain` takes the decision `decide()` would make and holds back whatever an operator did
-//! not ask for: no automatic failover, no restart of a stopped PostgreSQL, no demotion of a
-//! primary that lost the lease, no automatic rewind or wipe. What a manual `promote`,
+//! not ask for: no automatic failover, no restart of a stopped PostgreSQL nor of a replica that
+//! does not stream, no demotion of a primary that lost the lease, no automatic rewind or wipe. What a manual `promote`,
 //! `switchover` or `failover` needs (a `target` set, the lease handed over, the former primary
 //! rejoining the new one) goes on. The leader keeps renewing its lease. Every sentence says it is
 //! paused. Pure, like `decide()`: on `resume` the next cycle simply decides unrestrained from a
@@ -41,6 +41,8 @@ pub fn restrain(o: &Observation, d: Decision) -> Decision {
         Action::Rewind { leader } if !matches!(d.reason, Reason::FormerPrimary(_)) => {
             Some(Reason::NoRewindPaused(leader.clone()))
         }
+        // Nor is one restarted for not streaming: servers are stopped and started by hand.
+        Action::RestartReplica { leader } => Some(Reason::NoRestartPaused(leader.clone())),
         Action::Reinitialize => Some(Reason::NoWipePaused),
         _ => None,
     };

@@ -48,6 +48,7 @@ impl Scenario {
             data: DataDir::Standby { system_id: SYSTEM },
             server: Server::Stopped,
             replica_stalled: false,
+            replica_not_streaming_long: None,
             applied_passwords: Some(PasswordVersions::default()),
             passfile_password: Some(0),
             bootstrap_unfinished: false,
@@ -405,6 +406,119 @@ fn a_stalled_replica_on_the_leaders_timeline_is_not_rewound() {
     assert_eq!(d, Decision::new(Action::Nothing, Reason::CatchingUp(m(1))));
 }
 
+/// Long enough without streaming for a restart (the agent's default restart bound).
+const QUIET: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `node-2`, a running replica pointed at the ready leader `node-1`, not streaming.
+fn not_streaming() -> Scenario {
+    Scenario::new().server(replica_of(Some(1), false)).ready_leader(1)
+}
+
+fn restart_of(n: u32, secs: u64) -> Decision {
+    Decision::new(Action::RestartReplica { leader: m(n) }, Reason::NotStreaming { leader: m(n), secs })
+}
+
+#[test]
+fn a_replica_that_has_not_streamed_for_the_restart_bound_is_restarted() {
+    // Round 5 of a nemesis run: the WAL receiver ended on a lossy link and PostgreSQL tried
+    // no more for a minute, while the leader ran fine.
+    let d = not_streaming().with(|o| o.replica_not_streaming_long = Some(QUIET)).decide();
+    assert_eq!(d, restart_of(1, 10));
+    assert_eq!(
+        d.to_string(),
+        "restarting PostgreSQL: this replica has not streamed from node-1 for 10 s; its WAL receiver may have given up"
+    );
+    assert!(d.reason.is_warning());
+}
+
+#[test]
+fn a_replica_not_streaming_for_less_than_the_restart_bound_is_left_to_catch_up() {
+    assert_eq!(not_streaming().decide(), Decision::new(Action::Nothing, Reason::CatchingUp(m(1))));
+    // Stalled on the leader's timeline, but restarted within the bound: nothing yet.
+    let restarted = not_streaming().with(|o| o.replica_stalled = true).decide();
+    assert_eq!(restarted, Decision::new(Action::Nothing, Reason::CatchingUp(m(1))));
+}
+
+#[test]
+fn a_streaming_replica_is_never_restarted() {
+    let d = Scenario::new()
+        .server(replica_of(Some(1), true))
+        .ready_leader(1)
+        .with(|o| o.replica_not_streaming_long = Some(QUIET))
+        .decide();
+    assert_eq!(d, Decision::new(Action::Nothing, Reason::Streaming(m(1))));
+}
+
+#[test]
+fn a_replica_not_streaming_from_a_leader_that_is_not_running_is_not_restarted() {
+    // The leader holds the lease but does not run as primary (yet): nothing to stream from.
+    let d = Scenario::new()
+        .server(replica_of(Some(1), false))
+        .leader(1)
+        .with(|o| o.replica_not_streaming_long = Some(QUIET))
+        .decide();
+    assert_eq!(d, Decision::new(Action::Nothing, Reason::CatchingUp(m(1))));
+}
+
+#[test]
+fn a_replica_pointed_elsewhere_follows_the_leader_rather_than_restart() {
+    let d = Scenario::new()
+        .server(replica_of(Some(3), false))
+        .ready_leader(1)
+        .with(|o| o.replica_not_streaming_long = Some(QUIET))
+        .decide();
+    assert_eq!(d, Decision::new(Action::Follow { leader: m(1) }, Reason::NewUpstream(m(1))));
+}
+
+#[test]
+fn a_replica_with_a_stale_password_file_rewrites_it_before_any_restart() {
+    let d = not_streaming()
+        .with(|o| {
+            o.replica_not_streaming_long = Some(QUIET);
+            o.passfile_password = None;
+        })
+        .decide();
+    assert!(matches!(d.action, Action::ApplySpec(_)), "{d:?}");
+}
+
+#[test]
+fn a_replica_restarted_in_vain_is_still_rewound_at_the_stall_bound() {
+    // The restart clock started afresh at each restart, the stall clock did not: once past
+    // stall_timeout behind a newer timeline, the rewind wins over another restart.
+    let newer = |o: &mut Observation| o.cluster.members.get_mut(&m(1)).unwrap().timeline = Some(Timeline(2));
+    let before = not_streaming().with(newer).with(|o| o.replica_not_streaming_long = Some(QUIET * 2)).decide();
+    assert_eq!(before, restart_of(1, 20), "restart first");
+    let after = not_streaming()
+        .with(newer)
+        .with(|o| {
+            o.replica_not_streaming_long = Some(QUIET * 3);
+            o.replica_stalled = true;
+        })
+        .decide();
+    assert_eq!(after, Decision::new(Action::Rewind { leader: m(1) }, Reason::Stalled(m(1))));
+    // On the leader's own timeline a rewind would not help: it keeps being restarted, once per bound.
+    let same = not_streaming()
+        .with(|o| {
+            o.replica_not_streaming_long = Some(QUIET * 3);
+            o.replica_stalled = true;
+        })
+        .decide();
+    assert_eq!(same, restart_of(1, 30));
+}
+
+#[test]
+fn a_paused_replica_that_does_not_stream_is_not_restarted() {
+    let s = || not_streaming().with(|o| o.replica_not_streaming_long = Some(QUIET));
+    assert_eq!(s().decide().action, Action::RestartReplica { leader: m(1) });
+    let d = s().paused().decide();
+    assert_eq!(d, paused(Action::Wait, Reason::NoRestartPaused(m(1))));
+    assert!(d.reason.is_warning());
+    assert_eq!(
+        d.to_string(),
+        "paused: this replica has not streamed from node-1 for a while; not restarting it in maintenance mode"
+    );
+}
+
 #[test]
 fn a_replica_rewrites_its_password_file_when_the_replication_password_changes() {
     let s = Scenario::new().server(replica_of(Some(1), true)).ready_leader(1);
@@ -570,7 +684,8 @@ fn a_paused_replica_is_neither_rewound_nor_wiped() {
 
 /// Every combination of this member's server and data, who leads, who led last, the request,
 /// and the clocks: paused, no member starts a server, races, gives the lease up for not
-/// starting, rewinds a stalled replica or wipes one unless asked to; every sentence says paused.
+/// starting, rewinds a stalled replica, restarts one that does not stream or wipes one unless
+/// asked to; every sentence says paused.
 #[test]
 fn no_paused_combination_fails_over_or_restarts_anything_nobody_asked_for() {
     let servers =
@@ -582,7 +697,7 @@ fn no_paused_combination_fails_over_or_restarts_anything_nobody_asked_for() {
             for leader in [None, Some(1), Some(2)] {
                 for last in [None, Some(1), Some(2)] {
                     for target in [None, Some(1), Some(3)] {
-                        for flags in 0..8u8 {
+                        for flags in 0..16u8 {
                             let mut s = Scenario::new().me(1).data(data.clone()).server(server.clone()).paused();
                             if let Some(l) = leader {
                                 s = s.ready_leader(l);
@@ -598,6 +713,7 @@ fn no_paused_combination_fails_over_or_restarts_anything_nobody_asked_for() {
                                 o.replica_stalled = flags & 2 != 0;
                                 o.first_cycle = flags & 4 != 0;
                                 o.destroy_on_restart = flags & 4 != 0;
+                                o.replica_not_streaming_long = (flags & 8 != 0).then_some(QUIET);
                             });
                             let d = s.decide();
                             let asked = target == Some(1);
@@ -611,7 +727,7 @@ fn no_paused_combination_fails_over_or_restarts_anything_nobody_asked_for() {
                                     "{context}"
                                 ),
                                 Action::Promote { .. } => assert!(asked, "{context}"),
-                                Action::Reinitialize => panic!("{context}"),
+                                Action::Reinitialize | Action::RestartReplica { .. } => panic!("{context}"),
                                 Action::Rewind { .. } => assert!(
                                     matches!(d.reason, Reason::Paused(ref r) if matches!(**r, Reason::FormerPrimary(_))),
                                     "{context}"
@@ -629,7 +745,7 @@ fn no_paused_combination_fails_over_or_restarts_anything_nobody_asked_for() {
             }
         }
     }
-    assert_eq!(combinations, 5 * 3 * 3 * 3 * 3 * 8);
+    assert_eq!(combinations, 5 * 3 * 3 * 3 * 3 * 16);
 }
 
 // ---- automatic failover: the race for a free lease ----
@@ -866,6 +982,11 @@ fn a_replica_that_replayed_past_the_leaders_switch_point_is_rewound_at_once() {
         "rewinding: this replica's WAL forked from node-2's timeline: it replayed timeline 1 up to 0/50206F8, \
          past 0/5020688 where timeline 2 forked from it, so it can never stream from node-2 as it is"
     );
+    let quiet = after_promotion_of_node_2()
+        .server(replica_on(1, 0x50206F8, 2))
+        .with(|o| o.replica_not_streaming_long = Some(QUIET))
+        .decide();
+    assert_eq!(quiet.action, Action::Rewind { leader: m(2) }, "forked: a restart would not help");
     let still_pointed_at_the_old_leader = after_promotion_of_node_2().server(replica_on(1, 0x50206F8, 1)).decide();
     assert_eq!(still_pointed_at_the_old_leader.action, Action::Rewind { leader: m(2) }, "no follow to try first");
 }

@@ -36,6 +36,7 @@ pub fn settings(layout: &Layout, config: &Config, member: &MemberName) -> Settin
         destroy_on_restart: config.destroy_on_restart,
         primary_start_timeout: config.primary_start_timeout,
         stall_timeout: Duration::from_secs(30),
+        stream_restart_timeout: Duration::from_secs(10),
         api: None,
     }
 }
