@@ -6,30 +6,17 @@
 
 mod common;
 
-use common::{eventually, member, postmaster_pid, TestCluster};
+use common::{eventually, http, member, postmaster_pid, TestCluster};
 use serde_json::Value;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 const TOKEN: &str = "e2e-token-3f9c1a7d55b04e21";
 
-/// One HTTP/1.1 request over a plain socket (the token must not go through a child's argv, as
-/// it would with curl): the status code and the JSON body.
+/// A POST over a plain socket (the token must not go through a child's argv, as it would with
+/// curl): the status code and the JSON body.
 fn post(api: &str, path: &str, token: Option<&str>, body: &str) -> (u16, Value) {
-    let mut stream = TcpStream::connect(api).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(180))).unwrap();
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {api}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
-    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (code, serde_json::from_str(body).unwrap_or(Value::Null))
+    let reply = http::post(api, path, token, body, Duration::from_secs(180));
+    (reply.status, serde_json::from_str(&reply.body).unwrap_or(Value::Null))
 }
 
 /// Whether the file store holds `key`.

@@ -5,13 +5,12 @@
 
 mod common;
 
-use common::{connect, eventually, member, TestCluster};
+use common::{connect, eventually, http, member, TestCluster};
 use serde_json::Value;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Python with `prometheus_client`: `$PGREPL_TEST_PYTHON`, else setup.sh's virtual environment.
 fn python() -> PathBuf {
@@ -53,20 +52,10 @@ fn parse(text: &str) -> Vec<Value> {
 }
 
 /// `GET /metrics` at `addr`: the content type and the body.
-async fn fetch(addr: &str) -> (String, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut raw = String::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut raw)).await.unwrap().unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    let content_type = head
-        .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-type: ").map(str::to_string))
-        .unwrap_or_default();
-    (content_type, body.to_string())
+fn fetch(addr: &str) -> (String, String) {
+    let reply = http::get(addr, "/metrics");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    (reply.header("content-type").unwrap_or_default(), reply.body)
 }
 
 /// Parsed metrics: the value of a sample by name and the labels beyond `cluster` and `member`.
@@ -74,7 +63,7 @@ struct Metrics(Vec<Value>);
 
 impl Metrics {
     async fn of(addr: &str) -> Metrics {
-        let (content_type, text) = fetch(addr).await;
+        let (content_type, text) = fetch(addr);
         assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
         let families = parse(&text);
         for f in &families {
@@ -167,7 +156,13 @@ async fn metrics_parse_and_match_status_and_the_router_counts_connections() {
         let now = c.status();
         let lag = member(&now, name)["lag_bytes"].as_f64().unwrap();
         let own = Metrics::of(member(&now, name)["api"].as_str().unwrap()).await.value("pgrepl_lag_bytes");
-        let seen = Metrics::of(&leader_api).await;
+        // The primary lists the replica from its first cycle after the replica's walsender
+        // started, which may follow `up`'s return by a loop_wait.
+        let seen = eventually(Duration::from_secs(10), &format!("{name} in the primary's metrics"), || async {
+            let seen = Metrics::of(&leader_api).await;
+            seen.get("pgrepl_replication_lag_bytes", &[("replica", name)]).is_some().then_some(seen)
+        })
+        .await;
         let from_primary = seen.get("pgrepl_replication_lag_bytes", &[("replica", name)]).unwrap();
         assert!(seen.get("pgrepl_replication_lag_seconds", &[("replica", name)]).is_some());
         for got in [own, from_primary] {

@@ -5,30 +5,17 @@
 
 mod common;
 
-use common::{eventually, TestCluster};
+use common::{eventually, http, TestCluster};
 use serde_json::Value;
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// `GET path` from `addr` (`host:port`) over HTTP/1.0: the status line, headers and body.
-fn get(addr: &str, path: &str) -> (u16, String, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    let code = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (code, head.to_ascii_lowercase(), body.to_string())
-}
-
 fn get_json(addr: &str, path: &str) -> Value {
-    let (code, _, body) = get(addr, path);
-    assert_eq!(code, 200, "GET {path}: {body}");
-    serde_json::from_str(&body).unwrap()
+    let reply = http::get(addr, path);
+    assert_eq!(reply.status, 200, "GET {path}: {}", reply.body);
+    reply.json()
 }
 
 /// Where the build keeps test artifacts: target/artifacts, beside the profile's directory.
@@ -101,7 +88,8 @@ async fn the_status_page_shows_every_member_the_primary_and_each_replicas_lag() 
     let addr = api(&primary);
 
     // The page is one self-contained file that may reach nothing but its own agent.
-    let (code, head, page) = get(&addr, "/ui");
+    let reply = http::get(&addr, "/ui");
+    let (code, head, page) = (reply.status, reply.headers.to_ascii_lowercase(), reply.body);
     assert_eq!(code, 200);
     assert!(head.contains("content-type: text/html"), "{head}");
     assert!(head.contains("content-security-policy: default-src 'none';"), "{head}");

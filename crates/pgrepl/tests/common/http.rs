@@ -18,6 +18,14 @@ impl Reply {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
+
+    /// The value of header `name` (any case), when the answer has it.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.lines().find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    }
 }
 
 /// Sends one request to `addr` (`host:port`) and reads the answer, within `timeout`.
@@ -58,6 +66,17 @@ pub fn request(
 /// `GET path`, which must be answered within 5 s.
 pub fn get(addr: &str, path: &str) -> Reply {
     request(addr, "GET", path, &[], "", Duration::from_secs(5)).unwrap_or_else(|e| panic!("GET {addr}{path}: {e}"))
+}
+
+/// `POST path` with a JSON `body`, and `Authorization: Bearer TOKEN` when given, answered within
+/// `timeout` (an action may wait for a switchover).
+pub fn post(addr: &str, path: &str, token: Option<&str>, body: &str, timeout: Duration) -> Reply {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("Content-Type", "application/json")];
+    if let Some(auth) = &auth {
+        headers.push(("Authorization", auth));
+    }
+    request(addr, "POST", path, &headers, body, timeout).unwrap_or_else(|e| panic!("POST {addr}{path}: {e}"))
 }
 
 /// The status code of `method path`, which must be answered within 5 s.
