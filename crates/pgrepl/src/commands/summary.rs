@@ -32,4 +32,9 @@ pub fn print(cluster: &Cluster, view: &ClusterView) {
     }
     println!("passwords:  {} (mode 0600; `pgrepl passwd` changes them)", cluster.layout.secrets().display());
     println!("shell:      pgrepl --dir {} psql", cluster.layout.dir.display());
+    // Every member's API serves the page; the leader's is the one most likely to stay up.
+    let api = view.leader.as_ref().and_then(|l| view.members.get(l)).or_else(|| view.members.values().next());
+    if let Some(api) = api.and_then(|s| s.api.as_deref()) {
+        println!("status:     http://{api}/ui  (also `pgrepl status --watch`)");
+    }
 }
