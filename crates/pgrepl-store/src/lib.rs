@@ -31,7 +31,7 @@ pub mod file;
 pub mod memory;
 pub mod testing;
 
-pub use etcd::EtcdStore;
+pub use etcd::{AccessLabels, EtcdAccess, EtcdStore, EtcdTls, EtcdUser};
 pub use file::FileStore;
 pub use memory::MemoryStore;
 
