@@ -110,6 +110,15 @@ impl Default for AccessLabels {
     }
 }
 
+/// Why etcd did not serve a call, when a person must act.
+enum Refusal {
+    /// etcd or TLS said so: `StoreError::Refused`.
+    Certain(String),
+    /// What the failure looks like, though an etcd that is merely down may look the same:
+    /// `StoreError::Unavailable`, with the hint.
+    Likely(String),
+}
+
 /// One endpoint's client, and whether it has logged in (when there is a user).
 struct Endpoint {
     client: Client,
@@ -284,62 +293,67 @@ impl EtcdStore {
     fn failed(&self, doing: &str, e: etcd_client::Error) -> StoreError {
         let detail = error_chain(&e);
         match self.refusal(&detail) {
-            Some(why) => StoreError::Unavailable(format!("{doing}: etcd at {}: {why} ({detail})", self.endpoints)),
+            Some(Refusal::Certain(why)) => {
+                StoreError::Refused(format!("{doing}: etcd at {}: {why} ({detail})", self.endpoints))
+            }
+            Some(Refusal::Likely(why)) => {
+                StoreError::Unavailable(format!("{doing}: etcd at {}: {why} ({detail})", self.endpoints))
+            }
             None => StoreError::Unavailable(format!("{doing}: etcd at {}: {detail}", self.endpoints)),
         }
     }
 
     /// What a person must change, when `detail` (an error's whole chain) is etcd or TLS
     /// refusing this client rather than etcd being down.
-    fn refusal(&self, detail: &str) -> Option<String> {
+    fn refusal(&self, detail: &str) -> Option<Refusal> {
         let l = &self.labels;
         let lower = detail.to_ascii_lowercase();
         let has = |text: &str| lower.contains(&text.to_ascii_lowercase());
         let any = |texts: &[&str]| texts.iter().any(|t| has(t));
         if any(&["UnknownIssuer", "BadSignature", "invalid peer certificate"]) {
-            return Some(format!(
+            return Some(Refusal::Certain(format!(
                 "etcd's server certificate is not one {} vouches for: give the CA that signed etcd's certificate",
                 l.ca
-            ));
+            )));
         }
         if any(&["CertificateRequired", "certificate required", "BadCertificate", "bad certificate"]) {
-            return Some(match self.identity {
+            return Some(Refusal::Certain(match self.identity {
                 true => format!(
                     "etcd refused this client's certificate: give {} issued by a CA etcd trusts (its --trusted-ca-file)",
                     l.identity
                 ),
                 false => format!("etcd wants a client certificate (--client-cert-auth): set {}", l.identity),
-            });
+            }));
         }
         // With TLS 1.3 the client's handshake is over before the server checks its certificate:
         // an etcd refusing a client without one often just closes the connection.
         let closed = ["broken pipe", "connection closed", "operation was canceled", "connection reset"];
         if self.tls && !self.identity && any(&closed) {
-            return Some(format!(
+            return Some(Refusal::Likely(format!(
                 "etcd closed the TLS connection; an etcd started with --client-cert-auth does that to a client \
                  without a certificate: if it was, set {}",
                 l.identity
-            ));
+            )));
         }
         if !self.tls && (any(&closed) || has("frame with invalid size")) {
-            return Some(format!(
+            return Some(Refusal::Likely(format!(
                 "etcd closed the connection; an etcd serving TLS does that to plain gRPC: if it does, set {} \
                  (or write the store etcds://)",
                 l.ca
-            ));
+            )));
         }
         if any(&["authentication failed", "invalid user ID or password"]) {
             let name = self.user.as_ref().map_or("", |u| u.name.as_str());
-            return Some(format!("etcd refused user {name:?} with this password: check {}", l.user));
+            return Some(Refusal::Certain(format!("etcd refused user {name:?} with this password: check {}", l.user)));
         }
         if any(&["user name is empty", "user name not found"]) {
-            return Some(format!("etcd has authentication on and wants a user: set {}", l.user));
+            return Some(Refusal::Certain(format!("etcd has authentication on and wants a user: set {}", l.user)));
         }
         if has("permission denied") {
-            return Some(format!(
+            return Some(Refusal::Certain(format!(
                 "etcd's user lacks permission: grant its role readwrite on the keys {}*",
                 self.prefix
-            ));
+            )));
         }
         None
     }
