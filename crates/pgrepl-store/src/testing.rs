@@ -32,9 +32,21 @@ pub enum Mode {
     /// Plain gRPC with etcd's authentication on: user [`USER`] (password [`Etcd::password`]),
     /// whose role may read and write under `/pgrepl/`, and `root`.
     Password,
+    /// Both: TLS with client-certificate authentication, and a user and password.
+    TlsClientCertAndPassword,
 }
 
-/// The etcd user of [`Mode::Password`].
+impl Mode {
+    pub fn tls(self) -> bool {
+        matches!(self, Mode::TlsClientCert | Mode::TlsClientCertAndPassword)
+    }
+
+    pub fn password(self) -> bool {
+        matches!(self, Mode::Password | Mode::TlsClientCertAndPassword)
+    }
+}
+
+/// The etcd user of the password modes.
 pub const USER: &str = "pgrepl";
 
 pub struct Etcd {
@@ -44,7 +56,7 @@ pub struct Etcd {
     peer_port: u16,
     child: Option<Child>,
     pub mode: Mode,
-    /// The password of [`USER`] (and `root`) in [`Mode::Password`].
+    /// The password of [`USER`] (and `root`) in the password modes.
     password: String,
     /// Whether its authentication is on (from the first start's end on, in password mode).
     auth_on: bool,
@@ -57,7 +69,7 @@ impl Etcd {
     }
 
     /// Starts etcd in `mode` on free ports and waits until it answers (and, in
-    /// [`Mode::Password`], until its authentication is on).
+    /// the password modes, until its authentication is on).
     pub async fn start_in(mode: Mode) -> Etcd {
         let binary = etcd_binary();
         let dir = tempfile::tempdir().expect("create temporary directory");
@@ -69,11 +81,11 @@ impl Etcd {
         drop((client, peer));
         let password = format!("pw-{:x}", std::process::id() as u64 * 7919 + u64::from(client_port));
         let mut etcd = Etcd { binary, dir, client_port, peer_port, child: None, mode, password, auth_on: false };
-        if mode == Mode::TlsClientCert {
+        if mode.tls() {
             etcd.make_certificates();
         }
         etcd.restart().await;
-        if mode == Mode::Password {
+        if mode.password() {
             etcd.enable_auth().await;
         }
         etcd
@@ -81,7 +93,7 @@ impl Etcd {
 
     /// Its client URL (`http://127.0.0.1:PORT`, or `https://` with TLS).
     pub fn endpoint(&self) -> String {
-        let scheme = if self.mode == Mode::TlsClientCert { "https" } else { "http" };
+        let scheme = if self.mode.tls() { "https" } else { "http" };
         format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
@@ -90,7 +102,7 @@ impl Etcd {
         format!("127.0.0.1:{}", self.client_port)
     }
 
-    /// The password of [`USER`] in [`Mode::Password`].
+    /// The password of [`USER`] in the password modes.
     pub fn password(&self) -> &str {
         &self.password
     }
@@ -114,19 +126,13 @@ impl Etcd {
     /// user in password mode.
     pub fn access(&self) -> EtcdAccess {
         let read = |path: PathBuf| fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-        match self.mode {
-            Mode::Plain => EtcdAccess::default(),
-            Mode::TlsClientCert => EtcdAccess {
-                tls: Some(EtcdTls {
-                    ca_pem: read(self.ca_file()),
-                    identity: Some((read(self.client_cert_file()), read(self.client_key_file()))),
-                }),
-                ..EtcdAccess::default()
-            },
-            Mode::Password => EtcdAccess {
-                user: Some(EtcdUser { name: USER.to_owned(), password: self.password.clone() }),
-                ..EtcdAccess::default()
-            },
+        EtcdAccess {
+            tls: self.mode.tls().then(|| EtcdTls {
+                ca_pem: read(self.ca_file()),
+                identity: Some((read(self.client_cert_file()), read(self.client_key_file()))),
+            }),
+            user: self.mode.password().then(|| EtcdUser { name: USER.to_owned(), password: self.password.clone() }),
+            ..EtcdAccess::default()
         }
     }
 
@@ -160,8 +166,16 @@ impl Etcd {
     /// Adds `root` and [`USER`] (its role `pgrepl`: readwrite on `/pgrepl/`) with the password,
     /// and turns authentication on.
     async fn enable_auth(&mut self) {
-        use etcd_client::{Client, Permission};
-        let mut client = Client::connect([self.endpoint()], None).await.expect("connect to etcd");
+        use etcd_client::{Certificate, Client, ConnectOptions, Identity, Permission, TlsOptions};
+        let mut options = ConnectOptions::new();
+        if let Some(tls) = self.access().tls {
+            let mut tls_options = TlsOptions::new().ca_certificate(Certificate::from_pem(tls.ca_pem));
+            if let Some((cert, key)) = tls.identity {
+                tls_options = tls_options.identity(Identity::from_pem(cert, key));
+            }
+            options = options.with_tls(tls_options);
+        }
+        let mut client = Client::connect([self.endpoint()], Some(options)).await.expect("connect to etcd");
         client.role_add("root").await.expect("add role root");
         client.user_add("root", self.password.as_str(), None).await.expect("add user root");
         client.user_grant_role("root", "root").await.expect("grant root");
@@ -195,7 +209,7 @@ impl Etcd {
             .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
             .args(["--initial-cluster", &format!("pgrepl-test={peer_url}"), "--initial-cluster-state", "new"])
             .args(["--logger", "zap", "--log-outputs", "stderr", "--log-level", "warn"]);
-        if self.mode == Mode::TlsClientCert {
+        if self.mode.tls() {
             command
                 .arg("--cert-file")
                 .arg(dir.join("server.pem"))

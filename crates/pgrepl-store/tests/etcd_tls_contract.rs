@@ -117,3 +117,9 @@ async fn a_client_with_a_user_logs_in_again_after_etcd_restarts() {
     let snap = store.snapshot().await.expect("snapshot");
     assert_eq!(snap.get("kept").map(|e| e.value.as_slice()), Some(&b"w"[..]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_contract_holds_over_tls_with_a_client_certificate_and_a_user() {
+    let etcd = Etcd::start_in(Mode::TlsClientCertAndPassword).await;
+    run_contract(&etcd).await;
+}
