@@ -346,6 +346,12 @@ impl EtcdStore {
             let name = self.user.as_ref().map_or("", |u| u.name.as_str());
             return Some(Refusal::Certain(format!("etcd refused user {name:?} with this password: check {}", l.user)));
         }
+        if has("authentication is not enabled") {
+            return Some(Refusal::Certain(format!(
+                "etcd has authentication off, yet a user is given: turn it on (etcdctl auth enable) or unset {}",
+                l.user
+            )));
+        }
         if any(&["user name is empty", "user name not found"]) {
             return Some(Refusal::Certain(format!("etcd has authentication on and wants a user: set {}", l.user)));
         }

@@ -123,3 +123,13 @@ async fn the_contract_holds_over_tls_with_a_client_certificate_and_a_user() {
     let etcd = Etcd::start_in(Mode::TlsClientCertAndPassword).await;
     run_contract(&etcd).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_given_for_an_etcd_without_authentication_is_refused_and_said_so() {
+    let etcd = Etcd::start().await;
+    let user =
+        EtcdAccess { user: Some(EtcdUser { name: "pgrepl".into(), password: "pw".into() }), ..EtcdAccess::default() };
+    let (message, refused) = refusal(etcd.endpoint(), user).await;
+    assert!(refused, "{message}");
+    assert!(message.contains("etcd has authentication off, yet a user is given"), "{message}");
+}
