@@ -106,6 +106,21 @@ async fn a_cluster_runs_on_an_etcd_with_tls_client_certificates_and_a_password_i
         }
     }
     assert!(agents >= 2, "the agents' command lines should have been read ({agents} found under {dir})");
+
+    // A wrong password: `status` fails at once, in one line naming the settings to check.
+    let secrets_path = c.dir.join("secrets.json");
+    let kept = std::fs::read_to_string(&secrets_path).unwrap();
+    std::fs::write(&secrets_path, kept.replace(password, "not-the-password")).unwrap();
+    let out = c.run(&["status"]);
+    std::fs::write(&secrets_path, &kept).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{}", common::describe(&out));
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("etcd refused user \"pgrepl\" with this password: check store_user and store_password"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("not-the-password") && !stderr.contains("panicked"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
