@@ -1,4 +1,4 @@
-//! The passwords of one cluster (and the HTTP API's token), kept in a file only its OS user can read (mode 0600).
+//! The passwords of one cluster (and the HTTP API's token, the etcd store's password), kept in a file only its OS user can read (mode 0600).
 //! Owns reading and writing that file; never logs or displays a password or the token.
 
 use anyhow::{bail, Context};
@@ -18,6 +18,9 @@ pub struct Secrets {
     /// The bearer token that allows actions over the HTTP API, when they are on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_token: Option<String>,
+    /// The etcd store's password (`store_password`), when its etcd has authentication on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_password: Option<String>,
 }
 
 impl fmt::Debug for Secrets {
@@ -78,6 +81,7 @@ mod tests {
             admin: "a-pw".into(),
             replication: "r-pw".into(),
             api_token: Some("t-pw".into()),
+            store_password: Some("s-pw".into()),
         };
         s.save(&path).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);

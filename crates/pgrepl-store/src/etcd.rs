@@ -30,6 +30,16 @@
 //! seen to fail) would then time out a share of all calls for as long as the cut lasts. A read
 //! that fails for want of etcd is tried again on each other endpoint, each try bounded by the
 //! timeout; a write is not (it may have landed), so its caller sees the error.
+//!
+//! [`EtcdAccess`] says how to reach etcd beyond its addresses: TLS (the server verified against
+//! a given CA, optionally with a client certificate for etcd's `--client-cert-auth`) and a user
+//! and password for etcd's own authentication. The password is sent only in etcd's
+//! `Authenticate` call, made on an endpoint's first use (not at `connect`, so a store can be
+//! opened while etcd is down) and again whenever etcd refuses the token it gave (it forgets
+//! its tokens when it restarts, and they expire: 5 minutes by default). Failures that a person
+//! must fix (a CA that did not sign etcd's certificate, a missing client certificate, a refused
+//! password) are told apart from an etcd that is merely down, in the words of
+//! [`AccessLabels`], so the message names what to change.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -39,25 +49,99 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, PutOptions, ResponseHeader, Txn, TxnOp,
-    TxnOpResponse, TxnResponse, WatchOptions,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, Identity, PutOptions,
+    ResponseHeader, TlsOptions, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchOptions,
 };
 use tokio::task::JoinSet;
 
 use crate::{Condition, Entry, Revision, Snapshot, Store, StoreError};
+
+/// How to reach etcd beyond its addresses. The default: plain gRPC, no user.
+#[derive(Clone, Debug, Default)]
+pub struct EtcdAccess {
+    /// TLS: every endpoint is reached over `https`.
+    pub tls: Option<EtcdTls>,
+    /// etcd's own authentication (`etcdctl auth enable`).
+    pub user: Option<EtcdUser>,
+    /// What the caller calls each of these, for error messages.
+    pub labels: AccessLabels,
+}
+
+/// TLS to etcd, in PEM.
+#[derive(Clone)]
+pub struct EtcdTls {
+    /// The CA etcd's server certificate must be signed by (system roots are not used).
+    pub ca_pem: Vec<u8>,
+    /// A client certificate and its key, for an etcd started with `--client-cert-auth`.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl fmt::Debug for EtcdTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EtcdTls").field("identity", &self.identity.as_ref().map(|_| "<given>")).finish_non_exhaustive()
+    }
+}
+
+/// An etcd user and its password. The password never shows in `Debug`.
+#[derive(Clone)]
+pub struct EtcdUser {
+    pub name: String,
+    pub password: String,
+}
+
+impl fmt::Debug for EtcdUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EtcdUser").field("name", &self.name).field("password", &"<secret>").finish()
+    }
+}
+
+/// The names the caller gives the parts of an [`EtcdAccess`] (its configuration settings, say),
+/// so that an error tells what to change.
+#[derive(Clone, Debug)]
+pub struct AccessLabels {
+    pub ca: &'static str,
+    pub identity: &'static str,
+    pub user: &'static str,
+}
+
+impl Default for AccessLabels {
+    fn default() -> AccessLabels {
+        AccessLabels { ca: "the CA", identity: "a client certificate and key", user: "a user and password" }
+    }
+}
+
+/// Why etcd did not serve a call, when a person must act.
+enum Refusal {
+    /// etcd or TLS said so: `StoreError::Refused`.
+    Certain(String),
+    /// What the failure looks like, though an etcd that is merely down may look the same:
+    /// `StoreError::Unavailable`, with the hint.
+    Likely(String),
+}
+
+/// One endpoint's client, and whether it has logged in (when there is a user).
+struct Endpoint {
+    client: Client,
+    logged_in: std::sync::atomic::AtomicBool,
+}
 
 /// A store in etcd under one key prefix. Cheap to clone (clones share the connection); any
 /// number of handles, in any number of processes and hosts, may share the prefix.
 #[derive(Clone)]
 pub struct EtcdStore {
     /// One client per endpoint, in the order given.
-    clients: Arc<[Client]>,
+    clients: Arc<[Endpoint]>,
     /// The index in `clients` that calls go to now.
     current: Arc<AtomicUsize>,
     prefix: String,
     timeout: Duration,
     /// The endpoints, comma-separated, for error messages.
     endpoints: String,
+    user: Option<EtcdUser>,
+    /// Whether TLS is on, and with a client certificate: for error messages.
+    tls: bool,
+    identity: bool,
+    labels: AccessLabels,
 }
 
 impl fmt::Debug for EtcdStore {
@@ -77,13 +161,43 @@ impl EtcdStore {
     /// down: an unreachable etcd shows as `Unavailable` from each call instead. Fails only on
     /// arguments it cannot use (no endpoint, an endpoint that is not a URL).
     pub async fn connect(endpoints: &[String], prefix: &str, timeout: Duration) -> Result<EtcdStore, StoreError> {
+        EtcdStore::connect_with(endpoints, prefix, timeout, EtcdAccess::default()).await
+    }
+
+    /// [`EtcdStore::connect`] with TLS and a user as `access` says. With TLS, an endpoint
+    /// written `host:port` is reached over `https`; one written `http://` is refused. Does not
+    /// log in yet (see the module's documentation), so a wrong password shows on first use.
+    pub async fn connect_with(
+        endpoints: &[String],
+        prefix: &str,
+        timeout: Duration,
+        access: EtcdAccess,
+    ) -> Result<EtcdStore, StoreError> {
         let joined = endpoints.join(",");
         if endpoints.is_empty() {
             return Err(StoreError::Unavailable("connect to etcd: no endpoints given".to_owned()));
         }
+        let tls = access.tls.as_ref().map(|tls| {
+            let options = TlsOptions::new().ca_certificate(Certificate::from_pem(&tls.ca_pem));
+            match &tls.identity {
+                Some((cert, key)) => options.identity(Identity::from_pem(cert, key)),
+                None => options,
+            }
+        });
         let mut clients = Vec::new();
         for endpoint in endpoints {
-            let options = ConnectOptions::new().with_connect_timeout(timeout).with_require_leader(true);
+            let mut options = ConnectOptions::new()
+                .with_connect_timeout(timeout)
+                .with_require_leader(true)
+                .with_auto_token_refresh(access.user.is_some());
+            if let Some(tls) = &tls {
+                if endpoint.starts_with("http://") {
+                    return Err(StoreError::Unavailable(format!(
+                        "connect to etcd at {endpoint}: TLS is on, so the endpoint cannot be http://"
+                    )));
+                }
+                options = options.with_tls(tls.clone());
+            }
             let client = match tokio::time::timeout(timeout, Client::connect([endpoint], Some(options))).await {
                 Ok(Ok(client)) => client,
                 Ok(Err(e)) => return Err(StoreError::Unavailable(format!("connect to etcd at {endpoint}: {e}"))),
@@ -93,7 +207,7 @@ impl EtcdStore {
                     )))
                 }
             };
-            clients.push(client);
+            clients.push(Endpoint { client, logged_in: false.into() });
         }
         Ok(EtcdStore {
             clients: clients.into(),
@@ -101,6 +215,10 @@ impl EtcdStore {
             prefix: prefix.to_owned(),
             timeout,
             endpoints: joined,
+            tls: access.tls.is_some(),
+            identity: access.tls.as_ref().is_some_and(|tls| tls.identity.is_some()),
+            user: access.user,
+            labels: access.labels,
         })
     }
 
@@ -121,7 +239,11 @@ impl EtcdStore {
         Fut: Future<Output = Result<T, StoreError>>,
     {
         let used = self.current.load(Ordering::Relaxed) % self.clients.len();
-        let result = match tokio::time::timeout(self.timeout, op(self.clients[used].clone())).await {
+        let call = async {
+            self.log_in(&self.clients[used], doing).await?;
+            op(self.clients[used].client.clone()).await
+        };
+        let result = match tokio::time::timeout(self.timeout, call).await {
             Ok(result) => result,
             Err(_elapsed) => Err(StoreError::Unavailable(format!(
                 "{doing}: etcd at {} did not answer within {:?}",
@@ -152,8 +274,94 @@ impl EtcdStore {
         }
     }
 
+    /// Logs in on `endpoint` once, when there is a user: etcd's `Authenticate`, whose token
+    /// the client then sends with every call (and renews when etcd refuses it).
+    async fn log_in(&self, endpoint: &Endpoint, doing: &str) -> Result<(), StoreError> {
+        let Some(user) = &self.user else { return Ok(()) };
+        if endpoint.logged_in.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let mut client = endpoint.client.clone();
+        client
+            .update_user(Some((user.name.clone(), user.password.clone())))
+            .await
+            .map_err(|e| self.failed(&format!("{doing}: log in to etcd as {:?}", user.name), e))?;
+        endpoint.logged_in.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
     fn failed(&self, doing: &str, e: etcd_client::Error) -> StoreError {
-        StoreError::Unavailable(format!("{doing}: etcd at {}: {e}", self.endpoints))
+        let detail = error_chain(&e);
+        match self.refusal(&detail) {
+            Some(Refusal::Certain(why)) => {
+                StoreError::Refused(format!("{doing}: etcd at {}: {why} ({detail})", self.endpoints))
+            }
+            Some(Refusal::Likely(why)) => {
+                StoreError::Unavailable(format!("{doing}: etcd at {}: {why} ({detail})", self.endpoints))
+            }
+            None => StoreError::Unavailable(format!("{doing}: etcd at {}: {detail}", self.endpoints)),
+        }
+    }
+
+    /// What a person must change, when `detail` (an error's whole chain) is etcd or TLS
+    /// refusing this client rather than etcd being down.
+    fn refusal(&self, detail: &str) -> Option<Refusal> {
+        let l = &self.labels;
+        let lower = detail.to_ascii_lowercase();
+        let has = |text: &str| lower.contains(&text.to_ascii_lowercase());
+        let any = |texts: &[&str]| texts.iter().any(|t| has(t));
+        if any(&["UnknownIssuer", "BadSignature", "invalid peer certificate"]) {
+            return Some(Refusal::Certain(format!(
+                "etcd's server certificate is not one {} vouches for: give the CA that signed etcd's certificate",
+                l.ca
+            )));
+        }
+        if any(&["CertificateRequired", "certificate required", "BadCertificate", "bad certificate"]) {
+            return Some(Refusal::Certain(match self.identity {
+                true => format!(
+                    "etcd refused this client's certificate: give {} issued by a CA etcd trusts (its --trusted-ca-file)",
+                    l.identity
+                ),
+                false => format!("etcd wants a client certificate (--client-cert-auth): set {}", l.identity),
+            }));
+        }
+        // With TLS 1.3 the client's handshake is over before the server checks its certificate:
+        // an etcd refusing a client without one often just closes the connection.
+        let closed = ["broken pipe", "connection closed", "operation was canceled", "connection reset"];
+        if self.tls && !self.identity && any(&closed) {
+            return Some(Refusal::Likely(format!(
+                "etcd closed the TLS connection; an etcd started with --client-cert-auth does that to a client \
+                 without a certificate: if it was, set {}",
+                l.identity
+            )));
+        }
+        if !self.tls && (any(&closed) || has("frame with invalid size")) {
+            return Some(Refusal::Likely(format!(
+                "etcd closed the connection; an etcd serving TLS does that to plain gRPC: if it does, set {} \
+                 (or write the store etcds://)",
+                l.ca
+            )));
+        }
+        if any(&["authentication failed", "invalid user ID or password"]) {
+            let name = self.user.as_ref().map_or("", |u| u.name.as_str());
+            return Some(Refusal::Certain(format!("etcd refused user {name:?} with this password: check {}", l.user)));
+        }
+        if has("authentication is not enabled") {
+            return Some(Refusal::Certain(format!(
+                "etcd has authentication off, yet a user is given: turn it on (etcdctl auth enable) or unset {}",
+                l.user
+            )));
+        }
+        if any(&["user name is empty", "user name not found"]) {
+            return Some(Refusal::Certain(format!("etcd has authentication on and wants a user: set {}", l.user)));
+        }
+        if has("permission denied") {
+            return Some(Refusal::Certain(format!(
+                "etcd's user lacks permission: grant its role readwrite on the keys {}*",
+                self.prefix
+            )));
+        }
+        None
     }
 
     /// The time left on each lease, all asked concurrently: one request per lease, one round
@@ -189,7 +397,7 @@ impl EtcdStore {
         }
         // Calls run on a tokio runtime (the etcd client needs one); without one, leave the lease.
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-        let mut client = self.clients[self.current.load(Ordering::Relaxed) % self.clients.len()].clone();
+        let mut client = self.clients[self.current.load(Ordering::Relaxed) % self.clients.len()].client.clone();
         let timeout = self.timeout;
         runtime.spawn(async move {
             let _ = tokio::time::timeout(timeout, client.lease_revoke(lease)).await;
@@ -409,6 +617,26 @@ fn header_revision(header: Option<&ResponseHeader>, doing: &str) -> Result<Revis
 /// etcd revisions are positive `i64`s.
 fn revision_of(revision: i64) -> Revision {
     u64::try_from(revision).unwrap_or(0)
+}
+
+/// An etcd client error with everything beneath it (TLS and connection failures sit in the
+/// sources of a gRPC status or a transport error), as one line.
+fn error_chain(e: &etcd_client::Error) -> String {
+    let mut text = e.to_string();
+    let mut source: Option<&(dyn std::error::Error + 'static)> = match e {
+        etcd_client::Error::GRpcStatus(status) => std::error::Error::source(status),
+        etcd_client::Error::TransportError(transport) => std::error::Error::source(transport),
+        _ => None,
+    };
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text.replace('\n', " ")
 }
 
 /// Whether etcd said the lease does not exist (expired or revoked): `ErrGRPCLeaseNotFound`.

@@ -31,7 +31,7 @@ pub mod file;
 pub mod memory;
 pub mod testing;
 
-pub use etcd::EtcdStore;
+pub use etcd::{AccessLabels, EtcdAccess, EtcdStore, EtcdTls, EtcdUser};
 pub use file::FileStore;
 pub use memory::MemoryStore;
 
@@ -112,6 +112,11 @@ pub enum StoreError {
     Conflict { key: String, expected: String },
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The store answered, and refused this client (a CA that did not sign its certificate, no
+    /// or a wrong client certificate, a wrong password, no permission): trying again will not
+    /// help until its configuration changes.
+    #[error("store refused this client: {0}")]
+    Refused(String),
     #[error("{doing}: {source}")]
     Io {
         doing: String,

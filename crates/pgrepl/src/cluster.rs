@@ -3,11 +3,12 @@
 //! Opening switches a root process to the cluster's OS user first. `open_store` is the one
 //! place a store backend is chosen.
 
-use crate::config::{self, Config, StoreConfig};
+use crate::config::{self, Config, StoreAccess, StoreConfig};
 use crate::layout::Layout;
 use anyhow::{bail, Context};
 use pgrepl_core::{keys, ClusterView, MemberName, Spec};
-use pgrepl_store::{Condition, EtcdStore, FileStore, Snapshot, Store};
+use pgrepl_store::{AccessLabels, Condition, EtcdAccess, EtcdStore, EtcdTls, EtcdUser, FileStore, Snapshot, Store};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,14 +38,63 @@ pub fn etcd_prefix(cluster: &str) -> String {
 pub async fn open_store(layout: &Layout, config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     Ok(match &config.store {
         StoreConfig::File => Arc::new(FileStore::open(&layout.store())?),
-        StoreConfig::Etcd { endpoints } => {
+        StoreConfig::Etcd { endpoints, .. } => {
             let prefix = etcd_prefix(&config.cluster);
-            let store = EtcdStore::connect(endpoints, &prefix, STORE_TIMEOUT)
+            let access = etcd_access(&config.store_access)?;
+            let store = EtcdStore::connect_with(endpoints, &prefix, STORE_TIMEOUT, access)
                 .await
                 .with_context(|| format!("open the store {}", config.store))?;
             Arc::new(store)
         }
     })
+}
+
+/// The store's TLS files read (the key only from a file of mode 0600) and its user, each error
+/// naming the setting and the file.
+fn etcd_access(given: &StoreAccess) -> anyhow::Result<EtcdAccess> {
+    let read = |key: &str, path: &Path| {
+        std::fs::read(path).with_context(|| format!("{key}: read {} (as {})", path.display(), whoami()))
+    };
+    let tls = match &given.tls {
+        None => None,
+        Some(tls) => {
+            let identity = match &tls.identity {
+                None => None,
+                Some((cert, key)) => {
+                    let meta = std::fs::metadata(key)
+                        .with_context(|| format!("store_tls_key: read {} (as {})", key.display(), whoami()))?;
+                    let mode = meta.permissions().mode() & 0o777;
+                    if mode & 0o077 != 0 {
+                        bail!(
+                            "store_tls_key: {} is readable by others (mode {mode:o}); a private key must be mode 0600: \
+                             run `chmod 600 {}`",
+                            key.display(),
+                            key.display()
+                        );
+                    }
+                    Some((read("store_tls_cert", cert)?, read("store_tls_key", key)?))
+                }
+            };
+            Some(EtcdTls { ca_pem: read("store_tls_ca", &tls.ca)?, identity })
+        }
+    };
+    let user = match (&given.user, &given.password) {
+        (Some(name), Some(password)) => Some(EtcdUser { name: name.clone(), password: password.clone() }),
+        _ => None,
+    };
+    let labels = AccessLabels {
+        ca: "store_tls_ca",
+        identity: "store_tls_cert and store_tls_key",
+        user: "store_user and store_password",
+    };
+    Ok(EtcdAccess { tls, user, labels })
+}
+
+/// This process's OS user, for messages about files it cannot read (after `enter_as`, the
+/// cluster's `run_as`).
+fn whoami() -> String {
+    // SAFETY: geteuid has no preconditions.
+    format!("uid {}", unsafe { libc::geteuid() })
 }
 
 /// When running as root, become `run_as` for good, then check the directory is reachable.
@@ -66,8 +116,8 @@ pub fn load_config(layout: &Layout) -> anyhow::Result<Config> {
     Ok(config::validate(&read_dir_config(layout)?, &[])?)
 }
 
-/// The raw configuration of a cluster directory, with its passwords (and the API token, when
-/// the secrets file holds one) from the secrets file.
+/// The raw configuration of a cluster directory, with its passwords (and the API token and the
+/// store's password, when the secrets file holds them) from the secrets file.
 pub fn read_dir_config(layout: &Layout) -> anyhow::Result<config::RawConfig> {
     let mut raw = config::read_file(&layout.config())?;
     if layout.secrets().exists() {
@@ -77,6 +127,9 @@ pub fn read_dir_config(layout: &Layout) -> anyhow::Result<config::RawConfig> {
         raw.database.replication_password = Some(secrets.replication);
         if secrets.api_token.is_some() {
             raw.api_token = secrets.api_token;
+        }
+        if secrets.store_password.is_some() {
+            raw.store_password = secrets.store_password;
         }
     }
     Ok(raw)

@@ -69,7 +69,8 @@ pub async fn run(args: Vec<String>, env: Vec<FromEnv>) -> anyhow::Result<()> {
     };
     ensure_passwd_entry()?;
     // On etcd, `pgrepl node` takes the environment as it is (the seeds' defaults are not its).
-    if env.iter().any(|e| e.field == "store" && e.value.trim().starts_with("etcd://")) {
+    let on_etcd = |value: &str| value.trim().starts_with("etcd://") || value.trim().starts_with("etcds://");
+    if env.iter().any(|e| e.field == "store" && on_etcd(&e.value)) {
         return run_node(env).await;
     }
     let mut raw = RawConfig::default();

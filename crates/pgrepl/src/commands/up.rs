@@ -104,9 +104,10 @@ pub(crate) fn prepare_directory(layout: &Layout, config: &Config, existing: bool
 }
 
 /// The passwords of this start: given ones win, earlier ones are kept, missing ones generated.
-/// Returns the kinds that changed from the earlier ones. The API token is kept beside them, as
-/// `config` has it (given now, or read from this file by `read_dir_config`), so that the agents,
-/// which read this file, get it without argv or environment.
+/// Returns the kinds that changed from the earlier ones. The API token and the store's password
+/// are kept beside them, as `config` has them (given now, or read from this file by
+/// `read_dir_config`), so that the agents and the router, which read this file, get them
+/// without argv or environment.
 pub(crate) fn settle_secrets(layout: &Layout, config: &Config) -> anyhow::Result<Vec<PasswordKind>> {
     let old = if layout.secrets().exists() { Some(Secrets::load(&layout.secrets())?) } else { None };
     let given = &config.passwords;
@@ -118,6 +119,7 @@ pub(crate) fn settle_secrets(layout: &Layout, config: &Config) -> anyhow::Result
         admin: pick(&given.admin, old.as_ref().map(|o| o.admin.as_str())),
         replication: pick(&given.replication, old.as_ref().map(|o| o.replication.as_str())),
         api_token: config.api_token.as_ref().map(|t| t.expose().to_string()),
+        store_password: config.store_access.password.clone(),
     };
     let changed = match &old {
         Some(old) => PasswordKind::ALL.into_iter().filter(|k| old.get(*k) != secrets.get(*k)).collect(),
@@ -139,6 +141,7 @@ pub(crate) fn write_config(layout: &Layout, raw: &RawConfig, config: &Config, by
     stored.database.admin_password = None;
     stored.database.replication_password = None;
     stored.api_token = None;
+    stored.store_password = None;
     let text = format!(
         "# pgrepl cluster configuration, written by `{by}` (passwords live in secrets.json).\n{}",
         toml::to_string_pretty(&stored)?

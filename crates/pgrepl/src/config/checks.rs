@@ -10,7 +10,7 @@ use super::settings::{default_value, parse_bool};
 use super::validate::{bad, ConfigError, ADMIN_USER, MAX_NAME_BYTES, MAX_REPLICAS};
 use super::values::{
     parse_bytes, parse_cidr, parse_duration, parse_host, parse_store, ApiToken, AppNames, GivenPasswords, MaxLag,
-    Names, RouterSplice, StoreConfig, API_TOKEN_MIN_CHARS,
+    Names, RouterSplice, StoreAccess, StoreConfig, StoreTls, API_TOKEN_MIN_CHARS,
 };
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -182,6 +182,102 @@ pub(super) fn cluster(raw: &RawConfig, src: &Sources) -> Result<Cluster, ConfigE
         ));
     }
     Ok(Cluster { cluster, store, replicas, run_as })
+}
+
+/// How the etcd store is reached: TLS (`etcds://` or `store_tls_ca`, with an optional client
+/// certificate) and etcd's user. Paths must be absolute (agents and the router read them from
+/// another working directory); the files themselves are read when the store is opened.
+pub(super) fn store_access(raw: &RawConfig, store: &StoreConfig, src: &Sources) -> Result<StoreAccess, ConfigError> {
+    let given = [
+        ("store_tls_ca", &raw.store_tls_ca),
+        ("store_tls_cert", &raw.store_tls_cert),
+        ("store_tls_key", &raw.store_tls_key),
+        ("store_user", &raw.store_user),
+        ("store_password", &raw.store_password),
+    ];
+    let StoreConfig::Etcd { tls: etcds, .. } = store else {
+        return match given.iter().find(|(_, v)| v.is_some()) {
+            Some((key, _)) => Err(bad(
+                src.label(key),
+                "applies to an etcd store only, and the store is \"file\": set store to etcd:// or etcds://, or leave \
+                 this unset",
+            )),
+            None => Ok(StoreAccess::default()),
+        };
+    };
+    let path = |key: &str, value: &Option<String>| -> Result<Option<std::path::PathBuf>, ConfigError> {
+        match value {
+            None => Ok(None),
+            Some(text) if std::path::Path::new(text).is_absolute() => Ok(Some(text.into())),
+            Some(text) => Err(bad(
+                src.label(key),
+                format!("{text:?} is not an absolute path; give the file's absolute path (pgrepl's processes read it from another working directory)"),
+            )),
+        }
+    };
+    let ca = path("store_tls_ca", &raw.store_tls_ca)?;
+    let cert = path("store_tls_cert", &raw.store_tls_cert)?;
+    let key = path("store_tls_key", &raw.store_tls_key)?;
+    let identity = match (cert, key) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(bad(
+                src.label("store_tls_key"),
+                "is not set, but store_tls_cert is: a client certificate needs its key; set both or neither",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(bad(
+                src.label("store_tls_cert"),
+                "is not set, but store_tls_key is: a key needs its client certificate; set both or neither",
+            ))
+        }
+    };
+    let tls =
+        match ca {
+            Some(ca) => Some(StoreTls { ca, identity }),
+            None if *etcds => {
+                return Err(bad(
+                    src.label("store_tls_ca"),
+                    format!(
+                    "is not set, and the store {store} is reached over TLS: give the CA certificate (PEM) that signed \
+                     etcd's server certificate (the system's roots are not used)"
+                ),
+                ))
+            }
+            None if identity.is_some() => return Err(bad(
+                src.label("store_tls_ca"),
+                "is not set, but store_tls_cert is: a client certificate is for TLS; give the CA certificate (PEM) \
+                 that signed etcd's server certificate",
+            )),
+            None => None,
+        };
+    match (&raw.store_user, &raw.store_password) {
+        (Some(_), None) => {
+            return Err(bad(
+                src.label("store_password"),
+                "is not set, but store_user is: give the etcd user's password (PGREPL_STORE_PASSWORD or \
+                 PGREPL_STORE_PASSWORD_FILE)",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(bad(src.label("store_user"), "is not set, but store_password is: give the etcd user's name"))
+        }
+        (Some(user), Some(password)) => {
+            if user.is_empty() || user.chars().any(char::is_control) {
+                return Err(bad(
+                    src.label("store_user"),
+                    format!("{user:?} is not allowed; give the etcd user's name"),
+                ));
+            }
+            if password.is_empty() {
+                return Err(bad(src.label("store_password"), "is empty; give the etcd user's password"));
+            }
+        }
+        (None, None) => {}
+    }
+    Ok(StoreAccess { tls, user: raw.store_user.clone(), password: raw.store_password.clone() })
 }
 
 /// Where the members listen, who may connect, and the upstream of a fixed-role replica.

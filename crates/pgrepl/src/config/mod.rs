@@ -11,11 +11,13 @@ pub mod validate;
 pub mod values;
 
 #[cfg(test)]
+mod store_tests;
+#[cfg(test)]
 mod tests;
 
 pub use env::{apply_env, label, read_env};
 pub use raw::{FromEnv, RawConfig};
-pub use validate::{check_unchanged, validate, Config, RouterSplice, StoreConfig, ADMIN_USER};
+pub use validate::{check_unchanged, validate, Config, RouterSplice, StoreAccess, StoreConfig, ADMIN_USER};
 
 use anyhow::{bail, Context};
 use std::os::unix::fs::PermissionsExt;

@@ -15,6 +15,17 @@ pub struct RawConfig {
     /// Where the cluster's state lives: `file` (default; `DIR/store`, members on this machine)
     /// or `etcd://HOST:PORT[,HOST:PORT...]` (an etcd cluster). Fixed once the cluster exists.
     pub store: Option<String>,
+    /// The CA certificate (PEM) that signed etcd's server certificate; given, the store is
+    /// reached over TLS. Required for `etcds://`.
+    pub store_tls_ca: Option<String>,
+    /// A client certificate (PEM) for an etcd that requires one (`--client-cert-auth`).
+    pub store_tls_cert: Option<String>,
+    /// Its private key (PEM), a file of mode 0600.
+    pub store_tls_key: Option<String>,
+    /// The etcd user, for an etcd with authentication on.
+    pub store_user: Option<String>,
+    /// Its password. A secret: `up` and `node` keep it in the secrets file, not here.
+    pub store_password: Option<String>,
     /// Number of replicas `up` creates for a new cluster (default 1).
     pub replicas: Option<i64>,
     /// OS user PostgreSQL runs as when pgrepl is started as root (default `postgres`).
@@ -106,13 +117,14 @@ pub struct RawDatabase {
 }
 
 impl RawConfig {
-    /// Whether the file holds a secret: a password or the API token.
+    /// Whether the file holds a secret: a password (also the store's) or the API token.
     pub fn has_passwords(&self) -> bool {
         let d = &self.database;
         d.password.is_some()
             || d.admin_password.is_some()
             || d.replication_password.is_some()
             || self.api_token.is_some()
+            || self.store_password.is_some()
     }
 }
 

@@ -232,11 +232,60 @@ pub const SETTINGS: &[Setting] = &[
         key: "store",
         env: &["PGREPL_STORE"],
         default: Value("file"),
-        doc: "where cluster state lives: `file` (`DIR/store`) or `etcd://HOST:PORT[,HOST:PORT...]` (keys under \
-              `/pgrepl/<cluster>/`); fixed once the cluster exists, and `down --destroy` removes the keys",
+        doc: "where cluster state lives: `file` (`DIR/store`), `etcd://HOST:PORT[,HOST:PORT...]` or, over TLS, \
+              `etcds://HOST:PORT[,...]` (keys under `/pgrepl/<cluster>/`); fixed once the cluster exists (`etcd://` may \
+              become `etcds://`), and `down --destroy` removes the keys",
         secret: false,
         empty_is_unset: false,
         set: |r, v| text(&mut r.store, v),
+    },
+    Setting {
+        key: "store_tls_ca",
+        env: &["PGREPL_STORE_TLS_CA"],
+        default: Described("none: plain gRPC for `etcd://`; required for `etcds://`"),
+        doc: "absolute path of the CA certificate (PEM) that signed etcd's server certificate; given, TLS is on \
+              (also for `etcd://`); the system's roots are not used",
+        secret: false,
+        empty_is_unset: true,
+        set: |r, v| text(&mut r.store_tls_ca, v),
+    },
+    Setting {
+        key: "store_tls_cert",
+        env: &["PGREPL_STORE_TLS_CERT"],
+        default: Described("none"),
+        doc: "absolute path of a client certificate (PEM) for an etcd started with `--client-cert-auth`; with \
+              `store_tls_key`",
+        secret: false,
+        empty_is_unset: true,
+        set: |r, v| text(&mut r.store_tls_cert, v),
+    },
+    Setting {
+        key: "store_tls_key",
+        env: &["PGREPL_STORE_TLS_KEY"],
+        default: Described("none"),
+        doc: "absolute path of its private key (PEM); the file must be mode 0600 and readable by `run_as`",
+        secret: false,
+        empty_is_unset: true,
+        set: |r, v| text(&mut r.store_tls_key, v),
+    },
+    Setting {
+        key: "store_user",
+        env: &["PGREPL_STORE_USER"],
+        default: Described("none: etcd without authentication"),
+        doc: "etcd user, for an etcd with authentication on (`etcdctl auth enable`); its role needs readwrite on \
+              `/pgrepl/<cluster>/`",
+        secret: false,
+        empty_is_unset: true,
+        set: |r, v| text(&mut r.store_user, v),
+    },
+    Setting {
+        key: "store_password",
+        env: &["PGREPL_STORE_PASSWORD"],
+        default: Described("none"),
+        doc: "its password; kept in the secrets file",
+        secret: true,
+        empty_is_unset: true,
+        set: |r, v| text(&mut r.store_password, v),
     },
     Setting {
         key: "loop_wait",

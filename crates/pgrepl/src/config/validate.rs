@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use super::values::{parse_store, ApiToken, GivenPasswords, MaxLag, Names, RouterSplice, StoreConfig};
+pub use super::values::{parse_store, ApiToken, GivenPasswords, MaxLag, Names, RouterSplice, StoreAccess, StoreConfig};
 
 /// PostgreSQL's limit on identifiers (NAMEDATALEN - 1).
 pub const MAX_NAME_BYTES: usize = 63;
@@ -24,6 +24,8 @@ pub const ADMIN_USER: &str = "postgres";
 pub struct Config {
     pub cluster: String,
     pub store: StoreConfig,
+    /// TLS and the user for an etcd store (empty for `file`).
+    pub store_access: StoreAccess,
     pub replicas: usize,
     pub run_as: String,
     pub bin_dir: Option<PathBuf>,
@@ -75,6 +77,7 @@ pub fn validate(raw: &RawConfig, env: &[FromEnv]) -> Result<Config, ConfigError>
     let src = Sources(env);
     let (names, passwords) = checks::names_and_passwords(&raw.database, &src)?;
     let checks::Cluster { cluster, store, replicas, run_as } = checks::cluster(raw, &src)?;
+    let store_access = checks::store_access(raw, &store, &src)?;
     let checks::Network { listen, base_port, port, ro_port, allow, upstream_host, upstream_port, api_listen, api_port } =
         checks::network(raw, &src)?;
     let checks::Router { ro_max_lag, ro_fallback, router_splice, rw_wait } = checks::router(raw, &src)?;
@@ -84,6 +87,7 @@ pub fn validate(raw: &RawConfig, env: &[FromEnv]) -> Result<Config, ConfigError>
     Ok(Config {
         cluster,
         store,
+        store_access,
         replicas,
         run_as,
         bin_dir: raw.bin_dir.as_ref().map(PathBuf::from),
@@ -120,7 +124,7 @@ pub fn validate(raw: &RawConfig, env: &[FromEnv]) -> Result<Config, ConfigError>
 pub fn check_unchanged(before: &RawConfig, now: &Config, env: &[FromEnv]) -> Result<(), ConfigError> {
     let src = Sources(env);
     let before_store = given_or_default(&before.store, "store");
-    if parse_store(before_store).as_ref() != Ok(&now.store) {
+    if !parse_store(before_store).is_ok_and(|before| before.same_place(&now.store)) {
         return Err(bad(
             src.label("store"),
             format!(
@@ -277,17 +281,18 @@ mod tests {
         assert_eq!(env_config(&[]).unwrap().store, StoreConfig::File);
         assert_eq!(env_config(&[("PGREPL_STORE", "file")]).unwrap().store, StoreConfig::File);
         let c = env_config(&[("PGREPL_STORE", "etcd://127.0.0.1:2379")]).unwrap();
-        assert_eq!(c.store, StoreConfig::Etcd { endpoints: vec!["127.0.0.1:2379".into()] });
+        assert_eq!(c.store, StoreConfig::Etcd { endpoints: vec!["127.0.0.1:2379".into()], tls: false });
         let c = env_config(&[("PGREPL_STORE", "etcd://etcd-1.example:2379, 10.0.0.2:2379,[::1]:2379")]).unwrap();
         assert_eq!(
             c.store,
             StoreConfig::Etcd {
-                endpoints: vec!["etcd-1.example:2379".into(), "10.0.0.2:2379".into(), "[::1]:2379".into()]
+                endpoints: vec!["etcd-1.example:2379".into(), "10.0.0.2:2379".into(), "[::1]:2379".into()],
+                tls: false,
             }
         );
         assert_eq!(c.store.to_string(), "etcd://etcd-1.example:2379,10.0.0.2:2379,[::1]:2379");
         let raw = RawConfig { store: Some("etcd://h:1".into()), ..RawConfig::default() };
-        assert_eq!(validate(&raw, &[]).unwrap().store, StoreConfig::Etcd { endpoints: vec!["h:1".into()] });
+        assert_eq!(validate(&raw, &[]).unwrap().store, StoreConfig::Etcd { endpoints: vec!["h:1".into()], tls: false });
     }
 
     #[test]

@@ -22,21 +22,65 @@ pub enum RouterSplice {
 pub enum StoreConfig {
     /// `DIR/store`: members on this one machine.
     File,
-    /// An etcd cluster reached at any of these `HOST:PORT` endpoints.
-    Etcd { endpoints: Vec<String> },
+    /// An etcd cluster reached at any of these `HOST:PORT` endpoints; `tls`: written `etcds://`
+    /// (TLS is also on for `etcd://` with `store_tls_ca`: see `StoreAccess`).
+    Etcd { endpoints: Vec<String>, tls: bool },
 }
 
-impl fmt::Display for StoreConfig {
-    /// As it is written in the configuration: `file` or `etcd://HOST:PORT[,HOST:PORT...]`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StoreConfig::File => f.write_str("file"),
-            StoreConfig::Etcd { endpoints } => write!(f, "etcd://{}", endpoints.join(",")),
+impl StoreConfig {
+    /// Whether `other` is the same store, however it is reached: the same endpoints
+    /// (`etcd://` and `etcds://` name the same etcd).
+    pub fn same_place(&self, other: &StoreConfig) -> bool {
+        match (self, other) {
+            (StoreConfig::File, StoreConfig::File) => true,
+            (StoreConfig::Etcd { endpoints: a, .. }, StoreConfig::Etcd { endpoints: b, .. }) => a == b,
+            _ => false,
         }
     }
 }
 
-const STORE_FORMS: &str = "use file or etcd://HOST:PORT[,HOST:PORT...], such as etcd://127.0.0.1:2379";
+/// How the etcd store is reached beyond its endpoints: TLS and etcd's own user. The password
+/// never shows in `Debug`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct StoreAccess {
+    pub tls: Option<StoreTls>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+}
+
+/// TLS to etcd: files, read when the store is opened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreTls {
+    /// The CA that signed etcd's server certificate.
+    pub ca: std::path::PathBuf,
+    /// A client certificate and its key (mode 0600).
+    pub identity: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+impl fmt::Debug for StoreAccess {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreAccess")
+            .field("tls", &self.tls)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<given>"))
+            .finish()
+    }
+}
+
+impl fmt::Display for StoreConfig {
+    /// As it is written in the configuration: `file`, `etcd://HOST:PORT[,HOST:PORT...]` or
+    /// `etcds://...`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreConfig::File => f.write_str("file"),
+            StoreConfig::Etcd { endpoints, tls: false } => write!(f, "etcd://{}", endpoints.join(",")),
+            StoreConfig::Etcd { endpoints, tls: true } => write!(f, "etcds://{}", endpoints.join(",")),
+        }
+    }
+}
+
+const STORE_FORMS: &str = "use file, etcd://HOST:PORT[,HOST:PORT...] (such as etcd://127.0.0.1:2379) or, over TLS, \
+                           etcds://HOST:PORT[,HOST:PORT...]";
 
 /// Parses the `store` setting; the error says what is wrong with it.
 pub fn parse_store(text: &str) -> Result<StoreConfig, String> {
@@ -44,8 +88,10 @@ pub fn parse_store(text: &str) -> Result<StoreConfig, String> {
     if text == "file" {
         return Ok(StoreConfig::File);
     }
-    let Some(list) = text.strip_prefix("etcd://") else {
-        return Err(format!("{text:?} is not allowed; {STORE_FORMS}"));
+    let (list, tls) = match (text.strip_prefix("etcd://"), text.strip_prefix("etcds://")) {
+        (Some(list), _) => (list, false),
+        (_, Some(list)) => (list, true),
+        _ => return Err(format!("{text:?} is not allowed; {STORE_FORMS}")),
     };
     let endpoints = list
         .split(',')
@@ -56,7 +102,7 @@ pub fn parse_store(text: &str) -> Result<StoreConfig, String> {
                 .map_err(|why| format!("{text:?} is not allowed: {why}; {STORE_FORMS}"))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(StoreConfig::Etcd { endpoints })
+    Ok(StoreConfig::Etcd { endpoints, tls })
 }
 
 /// One etcd endpoint: `HOST:PORT`, the host a name, an IPv4 address or a bracketed IPv6 one.

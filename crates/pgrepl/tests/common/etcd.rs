@@ -5,7 +5,7 @@ use pgrepl_store::{EtcdStore, Store};
 use std::time::Duration;
 
 pub trait EtcdExt {
-    /// The `store` setting that points pgrepl at this etcd.
+    /// The `store` setting that points pgrepl at this etcd (`etcds://` for a TLS one).
     fn store_setting(&self) -> String;
     /// A store client on this etcd with every key under `prefix`.
     async fn store(&self, prefix: &str) -> EtcdStore;
@@ -15,11 +15,13 @@ pub trait EtcdExt {
 
 impl EtcdExt for Etcd {
     fn store_setting(&self) -> String {
-        format!("etcd://127.0.0.1:{}", self.client_port)
+        let scheme = if self.mode.tls() { "etcds" } else { "etcd" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
+    /// With the CA, client certificate and user the etcd's mode asks for.
     async fn store(&self, prefix: &str) -> EtcdStore {
-        EtcdStore::connect(&[self.endpoint()], prefix, Duration::from_secs(1)).await.expect("connect to etcd")
+        self.connect(prefix, Duration::from_secs(1)).await
     }
 
     async fn keys(&self, prefix: &str) -> Vec<String> {
