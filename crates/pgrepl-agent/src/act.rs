@@ -19,6 +19,8 @@ use tracing::{info, warn};
 
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often a running member looks whether its certificate is due for renewal.
+const TLS_CHECK_EVERY: Duration = Duration::from_secs(3600);
 
 impl Agent {
     pub(crate) async fn act(&mut self, seen: &Seen, decision: &Decision) -> anyhow::Result<()> {
@@ -202,6 +204,7 @@ impl Agent {
             dbname: "postgres".to_string(),
             application_name: self.s.member.to_string(),
             passfile: self.s.passfile.clone(),
+            tls: self.s.tls.client(),
         })
     }
 
@@ -246,11 +249,13 @@ impl Agent {
         } else {
             String::new()
         };
+        let tls = self.install_tls()?;
         self.pg.write_conf(&ServerConf {
             parameters: self.s.parameters.clone(),
             primary_conninfo,
             primary_slot_name,
             synchronous_standby_names,
+            tls,
         })?;
         let rules = self.hba_rules(seen);
         self.pg.write_hba(&rules)?;
@@ -266,7 +271,32 @@ impl Agent {
             replication_user: self.s.replication_user.clone(),
             members: member_cidrs(&self.s.member_cidrs, seen.obs.cluster.spec.as_ref()),
             allow: self.s.allow.clone(),
+            require_tls: self.s.require_tls,
         }
+    }
+
+    /// Installs this member's certificate from its source when it is missing or due (see
+    /// `tls::install`), and returns the files PostgreSQL is to read; `None` with TLS off.
+    fn install_tls(&mut self) -> anyhow::Result<Option<pgrepl_pg::ServerTls>> {
+        let crate::tls::Tls::On(on) = &self.s.tls else { return Ok(None) };
+        crate::tls::install(on, std::time::SystemTime::now())?;
+        self.tls_checked = Some(std::time::Instant::now());
+        Ok(Some(on.server()))
+    }
+
+    /// Once an hour: renews this member's certificate when it is due (or no longer names what
+    /// it must) and has a running server reload it.
+    pub(crate) async fn refresh_tls(&mut self, seen: &Seen) -> anyhow::Result<()> {
+        let crate::tls::Tls::On(on) = &self.s.tls else { return Ok(()) };
+        if seen.obs.data == DataDir::Missing || self.tls_checked.is_some_and(|at| at.elapsed() < TLS_CHECK_EVERY) {
+            return Ok(());
+        }
+        self.tls_checked = Some(std::time::Instant::now());
+        if crate::tls::install(on, std::time::SystemTime::now())?.replaced && seen.obs.server != Server::Stopped {
+            self.pg.reload().await?;
+            info!("reloaded PostgreSQL for this member's new certificate");
+        }
+        Ok(())
     }
 
     /// Rewrites `pg_hba.conf` (and reloads a running server) when the spec's member hosts

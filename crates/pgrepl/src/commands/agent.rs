@@ -6,7 +6,7 @@ use crate::api::{self, Api};
 use crate::cluster::Cluster;
 use crate::config::{Config, ADMIN_USER};
 use crate::layout::Layout;
-use pgrepl_agent::{Agent, Settings};
+use pgrepl_agent::{Agent, CertSource, Settings, Tls, TlsOn};
 use pgrepl_core::MemberName;
 use pgrepl_router::Connections;
 use std::path::Path;
@@ -15,7 +15,8 @@ use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::info;
 
-pub fn settings(layout: &Layout, config: &Config, member: &MemberName) -> Settings {
+/// The agent's settings for `member`, reached by the other members at `host`.
+pub fn settings(layout: &Layout, config: &Config, member: &MemberName, host: &str) -> Settings {
     let host_bits = if config.listen.is_ipv4() { 32 } else { 128 };
     Settings {
         member: member.clone(),
@@ -38,7 +39,48 @@ pub fn settings(layout: &Layout, config: &Config, member: &MemberName) -> Settin
         stall_timeout: Duration::from_secs(30),
         stream_restart_timeout: Duration::from_secs(10),
         api: None,
+        tls: tls(layout, config, member, host),
+        require_tls: config.tls.require,
     }
+}
+
+/// The member's TLS: off, or a certificate issued from the cluster CA (`DIR/ca.crt`) that names
+/// what clients may verify it by: the member's host, the endpoints' address (`listen`, so
+/// `verify-full` works through rw and ro), loopback and the machine's name.
+fn tls(layout: &Layout, config: &Config, member: &MemberName, host: &str) -> Tls {
+    if !config.tls.on {
+        return Tls::Off;
+    }
+    let mut names: Vec<String> = vec![host.to_string(), config.listen.to_string(), "localhost".into(), "127.0.0.1".into()];
+    names.extend(machine_name());
+    let mut unique = Vec::new();
+    for n in names {
+        if !unique.contains(&n) {
+            unique.push(n);
+        }
+    }
+    Tls::On(TlsOn {
+        source: CertSource::Issue {
+            common_name: member.to_string(),
+            ca_cert: layout.ca_cert(),
+            ca_key: layout.ca_key(),
+        },
+        dir: layout.tls_dir(member),
+        names: unique,
+    })
+}
+
+/// This machine's host name, when it has one that can be a DNS name.
+fn machine_name() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    let name = std::str::from_utf8(&buf[..end]).ok()?.trim().to_string();
+    let dns_like = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    dns_like.then_some(name)
 }
 
 /// The agent, with its HTTP API bound (`api_port`, else `default_port`; 0: a free one) and
@@ -92,7 +134,7 @@ pub async fn run(dir: &Path, member: &str) -> anyhow::Result<()> {
         &cluster,
         &member,
         &cluster.config.listen.to_string(),
-        settings(&cluster.layout, &cluster.config, &member),
+        settings(&cluster.layout, &cluster.config, &member, &cluster.config.listen.to_string()),
         0,
         None,
     )

@@ -8,7 +8,7 @@
 use crate::agent_lock;
 use crate::cli::NodeArgs;
 use crate::cluster::{open_store, read_dir_config, Cluster};
-use crate::commands::{agent, router, up};
+use crate::commands::{agent, ca, router, up};
 use crate::config::{self, label, Config, FromEnv, RawConfig, StoreConfig};
 use crate::layout::Layout;
 use crate::supervisor::is_alive;
@@ -185,6 +185,7 @@ pub async fn run(dir: &Path, args: NodeArgs, env: Vec<FromEnv>) -> anyhow::Resul
     check_port_free(&layout, &config, &member, args.pg_port)?;
     let store = open_store(&layout, &config).await?;
     up::settle_secrets(&layout, &config)?;
+    ca::settle(&layout, &config, ca::Missing::Refuse)?;
     up::write_config(&layout, &raw, &config, "pgrepl node")?;
     let cluster = Cluster { layout, config, store };
     let wanted = MemberSpec { host: host.to_string(), port: args.pg_port, stopped: false };
@@ -204,7 +205,7 @@ pub async fn run(dir: &Path, args: NodeArgs, env: Vec<FromEnv>) -> anyhow::Resul
         (None, None)
     };
 
-    let settings = agent::settings(&cluster.layout, &cluster.config, &member);
+    let settings = agent::settings(&cluster.layout, &cluster.config, &member, &wanted.host);
     let (agent, _api) =
         agent::with_api(&cluster, &member, &wanted.host, settings, DEFAULT_API_PORT, connections).await?;
     let mut term = signal(SignalKind::terminate())?;
