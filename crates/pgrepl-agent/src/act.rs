@@ -249,7 +249,7 @@ impl Agent {
         } else {
             String::new()
         };
-        let tls = self.install_tls()?;
+        let tls = self.install_tls(seen)?;
         self.pg.write_conf(&ServerConf {
             parameters: self.s.parameters.clone(),
             primary_conninfo,
@@ -277,22 +277,27 @@ impl Agent {
 
     /// Installs this member's certificate from its source when it is missing or due (see
     /// `tls::install`), and returns the files PostgreSQL is to read; `None` with TLS off.
-    fn install_tls(&mut self) -> anyhow::Result<Option<pgrepl_pg::ServerTls>> {
+    fn install_tls(&mut self, seen: &Seen) -> anyhow::Result<Option<pgrepl_pg::ServerTls>> {
         let crate::tls::Tls::On(on) = &self.s.tls else { return Ok(None) };
-        crate::tls::install(on, std::time::SystemTime::now())?;
-        self.tls_checked = Some(std::time::Instant::now());
+        let on = with_member_hosts(on, seen.obs.cluster.spec.as_ref());
+        crate::tls::install(&on, std::time::SystemTime::now())?;
+        self.tls_checked = Some((std::time::Instant::now(), on.names.clone()));
         Ok(Some(on.server()))
     }
 
-    /// Once an hour: renews this member's certificate when it is due (or no longer names what
-    /// it must) and has a running server reload it.
+    /// When the members' hosts changed (a router on any of them may route here), else once an
+    /// hour: renews this member's certificate when it is due or no longer names what it must,
+    /// and has a running server reload it.
     pub(crate) async fn refresh_tls(&mut self, seen: &Seen) -> anyhow::Result<()> {
         let crate::tls::Tls::On(on) = &self.s.tls else { return Ok(()) };
-        if seen.obs.data == DataDir::Missing || self.tls_checked.is_some_and(|at| at.elapsed() < TLS_CHECK_EVERY) {
+        let on = with_member_hosts(on, seen.obs.cluster.spec.as_ref());
+        let fresh =
+            self.tls_checked.as_ref().is_some_and(|(at, names)| at.elapsed() < TLS_CHECK_EVERY && *names == on.names);
+        if seen.obs.data == DataDir::Missing || fresh {
             return Ok(());
         }
-        self.tls_checked = Some(std::time::Instant::now());
-        if crate::tls::install(on, std::time::SystemTime::now())?.replaced && seen.obs.server != Server::Stopped {
+        self.tls_checked = Some((std::time::Instant::now(), on.names.clone()));
+        if crate::tls::install(&on, std::time::SystemTime::now())?.replaced && seen.obs.server != Server::Stopped {
             self.pg.reload().await?;
             info!("reloaded PostgreSQL for this member's new certificate");
         }
@@ -347,6 +352,8 @@ impl Agent {
 
     async fn clone_from(&mut self, seen: &Seen, leader: &MemberName) -> anyhow::Result<()> {
         self.write_passfile(seen)?;
+        // pg_basebackup verifies the leader against the installed CA.
+        self.install_tls(seen)?;
         let from = self.conninfo(seen, leader, &self.s.replication_user)?;
         self.beating(self.pg.basebackup(&from, &self.s.member.slot_name())).await?;
         self.configure(seen, Some(leader))?;
@@ -374,6 +381,8 @@ impl Agent {
             self.pg.stop(StopMode::Fast, STOP_TIMEOUT).await?;
         }
         self.write_passfile(seen)?;
+        // pg_rewind verifies the leader against the installed CA.
+        self.install_tls(seen)?;
         if clone_instead {
             let aside = self.pg.move_aside("other-branch")?;
             warn!(
@@ -446,6 +455,18 @@ impl Agent {
         }
         Ok(())
     }
+}
+
+/// `on` with every spec member's host among the names its certificate must have: the router
+/// on any member's host may route a client here, and the client verifies the name it dialled.
+fn with_member_hosts(on: &crate::tls::TlsOn, spec: Option<&Spec>) -> crate::tls::TlsOn {
+    let mut on = on.clone();
+    for host in spec.iter().flat_map(|s| s.members.values()).map(|m| &m.host) {
+        if !host.is_empty() && !on.names.contains(host) {
+            on.names.push(host.clone());
+        }
+    }
+    on
 }
 
 /// The member ranges of `pg_hba.conf`: the configured ones first, then each spec member's host

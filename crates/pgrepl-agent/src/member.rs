@@ -13,8 +13,7 @@ use crate::settings::Settings;
 use crate::stream_clock::StreamClock;
 use anyhow::Context;
 use pgrepl_core::{
-    decide, keys, Action, ClusterView, DataDir, Decision, Observation, PasswordVersions, Reason, Server,
-    Upstream,
+    decide, keys, Action, ClusterView, DataDir, Decision, Observation, PasswordVersions, Reason, Server, Upstream,
 };
 use pgrepl_pg::{Binaries, Instance, StopMode};
 use pgrepl_store::{Condition, Snapshot, Store, StoreError};
@@ -57,8 +56,9 @@ pub struct Agent {
     pub(crate) standby_names: Option<String>,
     /// What this agent last wrote into `pg_hba.conf` (`None`: nothing yet).
     pub(crate) hba: Option<pgrepl_pg::HbaRules>,
-    /// When this member's certificate was last installed or looked at (`None`: not yet).
-    pub(crate) tls_checked: Option<Instant>,
+    /// When this member's certificate was last installed or looked at, and the names it was
+    /// to have then (`None`: not yet).
+    pub(crate) tls_checked: Option<(Instant, Vec<String>)>,
     cycle: u64,
     last_sentence: String,
     /// When the sentence was last logged (paused, an unchanged one is logged again each loop_wait).

@@ -117,7 +117,10 @@ pub fn install(on: &TlsOn, now: SystemTime) -> anyhow::Result<Installed> {
         // name refuse it (the warning says so).
         Err(e) => match current.or_else(|_| pgrepl_tls::check_files(&files, now, &[])) {
             Ok(info) => {
-                warn!("kept this member's certificate {}: a new one is wanted ({why}) but could not be made: {e:#}", files.cert.display());
+                warn!(
+                    "kept this member's certificate {}: a new one is wanted ({why}) but could not be made: {e:#}",
+                    files.cert.display()
+                );
                 Ok(Installed { files, info, replaced: false })
             }
             Err(_) => Err(e.context(format!("make this member's certificate ({why})"))),

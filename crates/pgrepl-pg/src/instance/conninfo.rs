@@ -42,20 +42,16 @@ impl ClientTls {
         match self {
             ClientTls::Prefer => vec![],
             ClientTls::Disable => vec![("sslmode", "disable".into())],
-            ClientTls::VerifyFull { root_cert } => vec![
-                ("sslmode", "verify-full".into()),
-                ("sslrootcert", root_cert.to_string_lossy().into_owned()),
-            ],
+            ClientTls::VerifyFull { root_cert } => {
+                vec![("sslmode", "verify-full".into()), ("sslrootcert", root_cert.to_string_lossy().into_owned())]
+            }
         }
     }
 
     /// The same as libpq environment variables (`PGSSLMODE`, `PGSSLROOTCERT`), for the tools
     /// that take host and port as flags (`pg_basebackup`).
     pub fn env(&self) -> Vec<(&'static str, String)> {
-        self.pairs()
-            .into_iter()
-            .map(|(k, v)| (if k == "sslmode" { "PGSSLMODE" } else { "PGSSLROOTCERT" }, v))
-            .collect()
+        self.pairs().into_iter().map(|(k, v)| (if k == "sslmode" { "PGSSLMODE" } else { "PGSSLROOTCERT" }, v)).collect()
     }
 }
 
@@ -211,10 +207,8 @@ mod tests {
 
     #[test]
     fn tls_adds_sslmode_and_the_root_certificate() {
-        let verify = Conninfo {
-            tls: ClientTls::VerifyFull { root_cert: "/c/members/node-2/tls/ca.crt".into() },
-            ..conninfo()
-        };
+        let verify =
+            Conninfo { tls: ClientTls::VerifyFull { root_cert: "/c/members/node-2/tls/ca.crt".into() }, ..conninfo() };
         let s = verify.to_conninfo_string();
         assert!(
             s.ends_with("connect_timeout='5' sslmode='verify-full' sslrootcert='/c/members/node-2/tls/ca.crt'"),
@@ -228,7 +222,10 @@ mod tests {
         assert!(!conninfo().to_conninfo_string().contains("sslmode"), "prefer is libpq's default, left unsaid");
         assert_eq!(
             verify.tls.env(),
-            vec![("PGSSLMODE", "verify-full".to_string()), ("PGSSLROOTCERT", "/c/members/node-2/tls/ca.crt".to_string())]
+            vec![
+                ("PGSSLMODE", "verify-full".to_string()),
+                ("PGSSLROOTCERT", "/c/members/node-2/tls/ca.crt".to_string())
+            ]
         );
         assert!(ClientTls::Prefer.env().is_empty());
     }

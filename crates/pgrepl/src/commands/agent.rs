@@ -51,7 +51,8 @@ fn tls(layout: &Layout, config: &Config, member: &MemberName, host: &str) -> Tls
     if !config.tls.on {
         return Tls::Off;
     }
-    let mut names: Vec<String> = vec![host.to_string(), config.listen.to_string(), "localhost".into(), "127.0.0.1".into()];
+    let mut names: Vec<String> =
+        vec![host.to_string(), config.listen.to_string(), "localhost".into(), "127.0.0.1".into()];
     names.extend(machine_name());
     let mut unique = Vec::new();
     for n in names {

@@ -11,43 +11,38 @@ use std::path::Path;
 use std::time::SystemTime;
 use tracing::info;
 
-/// Where the directory's CA comes from when it is not given.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Missing {
-    /// `up`: one machine, so the CA is made here.
-    Generate,
-    /// `node`: every host must have the same CA, so it is never made per host.
-    Refuse,
-}
-
 /// Puts the cluster CA in `DIR/ca.crt` and `DIR/ca.key` (0600): a given one (`tls.ca_cert`,
-/// `tls.ca_key`) replaces what is there; else an earlier one is kept; else `missing` says.
-/// Nothing with TLS off.
-pub fn settle(layout: &Layout, config: &Config, missing: Missing) -> anyhow::Result<()> {
+/// `tls.ca_key`) replaces what is there; else an earlier one is kept; else one is made (`up`:
+/// one machine; `node` has refused before, in `check_given`). Nothing with TLS off.
+pub fn settle(layout: &Layout, config: &Config) -> anyhow::Result<()> {
     if !config.tls.on {
         return Ok(());
     }
-    let (cert, key) = (layout.ca_cert(), layout.ca_key());
     if let Some(given) = &config.tls.given_ca {
         return write(layout.dir.as_path(), &given.cert_pem, &given.key_pem);
     }
-    if cert.exists() && key.exists() {
+    if layout.ca_cert().exists() && layout.ca_key().exists() {
         return Ok(());
     }
-    match missing {
-        Missing::Generate => {
-            let ca = pgrepl_tls::Ca::generate(&config.cluster, SystemTime::now())
-                .map_err(|e| anyhow::anyhow!("make the cluster CA: {e}"))?;
-            write(&layout.dir, &ca.cert_pem, &ca.key_pem)?;
-            info!(cert = %cert.display(), "made the cluster CA");
-            Ok(())
-        }
-        Missing::Refuse => bail!(
+    let ca = pgrepl_tls::Ca::generate(&config.cluster, SystemTime::now())
+        .map_err(|e| anyhow::anyhow!("make the cluster CA: {e}"))?;
+    write(&layout.dir, &ca.cert_pem, &ca.key_pem)?;
+    info!(cert = %layout.ca_cert().display(), "made the cluster CA");
+    Ok(())
+}
+
+/// For `pgrepl node`: with TLS on, the CA must be given (or kept from an earlier start), since
+/// every host of the cluster must use the same one: it is never made per host.
+pub fn check_given(layout: &Layout, config: &Config) -> anyhow::Result<()> {
+    let kept = layout.ca_cert().exists() && layout.ca_key().exists();
+    if config.tls.on && config.tls.given_ca.is_none() && !kept {
+        bail!(
             "tls.ca_cert and tls.ca_key (PGREPL_TLS_CA_CERT_FILE, PGREPL_TLS_CA_KEY_FILE) are not set: `pgrepl node` never \
              makes a CA, since every host of the cluster must use the same one; make one with `pgrepl ca init DIR` and give \
              its ca.crt and ca.key to every host (or set tls.mode = off)"
-        ),
+        );
     }
+    Ok(())
 }
 
 /// Writes `ca.crt` and `ca.key` into `dir`, both 0600, each atomically.
@@ -63,7 +58,10 @@ fn write(dir: &Path, cert_pem: &str, key_pem: &str) -> anyhow::Result<()> {
 pub fn init(dir: &Path, cluster: &str) -> anyhow::Result<()> {
     let (cert, key) = (dir.join("ca.crt"), dir.join("ca.key"));
     if cert.exists() || key.exists() {
-        bail!("{} already holds a CA (ca.crt or ca.key); refusing to replace it: choose another directory", dir.display());
+        bail!(
+            "{} already holds a CA (ca.crt or ca.key); refusing to replace it: choose another directory",
+            dir.display()
+        );
     }
     std::fs::DirBuilder::new()
         .recursive(true)

@@ -261,7 +261,7 @@ pub async fn run(dir: &Path, args: UpArgs) -> anyhow::Result<()> {
         check_store_unused(store.as_ref(), &config).await?;
     }
     let changed = settle_secrets(&layout, &config)?;
-    ca::settle(&layout, &config, ca::Missing::Generate)?;
+    ca::settle(&layout, &config)?;
     write_config(&layout, &raw, &config, "pgrepl up")?;
     let cluster = Cluster { layout, config, store };
     settle_spec(&cluster, &args, &changed).await?;

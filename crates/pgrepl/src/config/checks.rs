@@ -93,8 +93,12 @@ pub(super) fn tls(raw: &RawConfig, src: &Sources, listen: IpAddr) -> Result<TlsC
     };
     let given_ca = match (&raw.tls.ca_cert, &raw.tls.ca_key) {
         (None, None) => None,
-        (Some(_), None) => return Err(bad(src.label("tls.ca_key"), "is not set, but tls.ca_cert is; give both or neither")),
-        (None, Some(_)) => return Err(bad(src.label("tls.ca_cert"), "is not set, but tls.ca_key is; give both or neither")),
+        (Some(_), None) => {
+            return Err(bad(src.label("tls.ca_key"), "is not set, but tls.ca_cert is; give both or neither"))
+        }
+        (None, Some(_)) => {
+            return Err(bad(src.label("tls.ca_cert"), "is not set, but tls.ca_key is; give both or neither"))
+        }
         (Some(cert), Some(key)) => {
             let info = pgrepl_tls::read_cert(cert).map_err(|e| bad(src.label("tls.ca_cert"), e.to_string()))?;
             if !info.is_ca {
@@ -109,7 +113,10 @@ pub(super) fn tls(raw: &RawConfig, src: &Sources, listen: IpAddr) -> Result<TlsC
                 pgrepl_tls::check(&p.cert_pem, &p.key_pem, cert, std::time::SystemTime::now(), &[]).is_ok()
             });
             if !signed {
-                return Err(bad(src.label("tls.ca_key"), "is not the private key of tls.ca_cert (or not a key in PEM)"));
+                return Err(bad(
+                    src.label("tls.ca_key"),
+                    "is not the private key of tls.ca_cert (or not a key in PEM)",
+                ));
             }
             // A `_FILE` variable's text comes without its last line break; PEM files end with one.
             let pem = |t: &str| format!("{}\n", t.trim_end());

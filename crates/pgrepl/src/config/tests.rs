@@ -267,10 +267,14 @@ fn a_given_ca_is_a_ca_certificate_with_its_own_key_from_files() {
     assert!(!format!("{given:?}").contains("PRIVATE"), "Debug hides the key");
     let err = env_config(&[("PGREPL_TLS_CA_CERT_FILE", &path(&cert)), ("PGREPL_TLS_CA_KEY_FILE", &path(&other_key))])
         .unwrap_err();
-    assert!(err.to_string().starts_with("tls.ca_key (PGREPL_TLS_CA_KEY_FILE): is not the private key of tls.ca_cert"), "{err}");
+    assert!(
+        err.to_string().starts_with("tls.ca_key (PGREPL_TLS_CA_KEY_FILE): is not the private key of tls.ca_cert"),
+        "{err}"
+    );
     let err = env_config(&[("PGREPL_TLS_CA_CERT_FILE", &path(&cert))]).unwrap_err();
     assert!(err.to_string().contains("give both or neither"), "{err}");
     let member = ca.issue("node-1", &[], now, pgrepl_tls::MEMBER_VALIDITY).unwrap();
-    let err = env_config(&[("PGREPL_TLS_CA_CERT", &member.cert_pem), ("PGREPL_TLS_CA_KEY", &member.key_pem)]).unwrap_err();
+    let err =
+        env_config(&[("PGREPL_TLS_CA_CERT", &member.cert_pem), ("PGREPL_TLS_CA_KEY", &member.key_pem)]).unwrap_err();
     assert!(err.to_string().contains("is not a CA certificate"), "{err}");
 }

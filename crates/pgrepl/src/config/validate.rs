@@ -9,9 +9,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use super::values::{
-    parse_store, ApiToken, GivenPasswords, MaxLag, Names, RouterSplice, StoreConfig, TlsConfig,
-};
+pub use super::values::{parse_store, ApiToken, GivenPasswords, MaxLag, Names, RouterSplice, StoreConfig, TlsConfig};
 
 /// PostgreSQL's limit on identifiers (NAMEDATALEN - 1).
 pub const MAX_NAME_BYTES: usize = 63;

@@ -155,6 +155,12 @@ impl Hosts {
         format!("{}.0/24", self.prefix)
     }
 
+    /// The bridge every host's veth is on (in the test's namespace): all traffic between hosts
+    /// crosses it.
+    pub fn bridge(&self) -> &str {
+        &self.bridge
+    }
+
     pub fn namespace(&self, i: usize) -> &str {
         &self.namespaces[i]
     }
