@@ -61,7 +61,7 @@ impl Cluster {
         let tmp = tempfile::Builder::new().prefix("pgrepl-hosts-").tempdir_in("/tmp").unwrap();
         std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let ca = tmp.path().join("ca");
-        make_ca(&ca);
+        make_ca(&ca, "hosts");
         Cluster {
             hosts,
             tmp,
@@ -347,9 +347,9 @@ pub fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n") + "\n"
 }
 
-/// A new CA in `dir`, made by `pgrepl ca init`.
-pub fn make_ca(dir: &std::path::Path) {
-    let out = Command::new(pgrepl_bin()).args(["ca", "init", "--cluster", "hosts"]).arg(dir).output().unwrap();
+/// A new CA for `cluster` in `dir`, made by `pgrepl ca init`.
+pub fn make_ca(dir: &std::path::Path, cluster: &str) {
+    let out = Command::new(pgrepl_bin()).args(["ca", "init", "--cluster", cluster]).arg(dir).output().unwrap();
     assert!(out.status.success(), "pgrepl ca init: {}", String::from_utf8_lossy(&out.stderr));
     let key_mode = std::fs::metadata(dir.join("ca.key")).unwrap().permissions().mode() & 0o777;
     assert_eq!(key_mode, 0o600, "the CA's key is private");
