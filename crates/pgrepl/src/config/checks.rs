@@ -126,6 +126,20 @@ pub(super) fn tls(raw: &RawConfig, src: &Sources, listen: IpAddr) -> Result<TlsC
     Ok(TlsConfig { on, require, given_ca })
 }
 
+/// With TLS on, pgrepl sets the server's certificate files and `ssl`: `[parameters]` must not,
+/// or replicas verifying the member against the cluster CA would refuse it.
+pub(super) fn parameters_leave_tls(parameters: &BTreeMap<String, String>, tls: &TlsConfig) -> Result<(), ConfigError> {
+    const MANAGED: [&str; 4] = ["ssl", "ssl_cert_file", "ssl_key_file", "ssl_ca_file"];
+    match parameters.keys().find(|k| tls.on && MANAGED.contains(&k.as_str())) {
+        Some(key) => Err(bad(
+            format!("parameters.{key}"),
+            "is set by pgrepl while tls.mode is on (each member's certificate from the cluster CA, which replicas \
+             verify); leave it out, or set tls.mode = off to run TLS yourself",
+        )),
+        None => Ok(()),
+    }
+}
+
 /// `api_token`: unset (actions over HTTP are off), or at least `API_TOKEN_MIN_CHARS` characters
 /// that fit in an `Authorization` header.
 pub(super) fn api_token(raw: &RawConfig, src: &Sources) -> Result<Option<ApiToken>, ConfigError> {

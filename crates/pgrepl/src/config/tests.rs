@@ -278,3 +278,15 @@ fn a_given_ca_is_a_ca_certificate_with_its_own_key_from_files() {
         env_config(&[("PGREPL_TLS_CA_CERT", &member.cert_pem), ("PGREPL_TLS_CA_KEY", &member.key_pem)]).unwrap_err();
     assert!(err.to_string().contains("is not a CA certificate"), "{err}");
 }
+
+#[test]
+fn with_tls_on_parameters_may_not_set_the_servers_certificate() {
+    let mut raw = RawConfig::default();
+    raw.parameters.insert("ssl_cert_file".into(), toml::Value::String("/etc/my.crt".into()));
+    let err = start(raw.clone(), &[]).unwrap_err();
+    assert!(err.to_string().starts_with("parameters.ssl_cert_file: is set by pgrepl while tls.mode is on"), "{err}");
+    assert!(start(raw, &[("PGREPL_TLS", "off")]).is_ok(), "with TLS off the user runs it");
+    let mut raw = RawConfig::default();
+    raw.parameters.insert("ssl_min_protocol_version".into(), toml::Value::String("TLSv1.3".into()));
+    assert!(start(raw, &[]).is_ok(), "a stricter protocol is the user's to choose");
+}

@@ -83,6 +83,7 @@ pub fn validate(raw: &RawConfig, env: &[FromEnv]) -> Result<Config, ConfigError>
     let parameters = checks::parameters(raw, &src)?;
     let api_token = checks::api_token(raw, &src)?;
     let tls = checks::tls(raw, &src, listen)?;
+    checks::parameters_leave_tls(&parameters, &tls)?;
     Ok(Config {
         cluster,
         store,
