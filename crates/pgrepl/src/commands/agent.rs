@@ -46,13 +46,16 @@ pub fn settings(layout: &Layout, config: &Config, member: &MemberName, host: &st
 
 /// The member's TLS: off, or a certificate issued from the cluster CA (`DIR/ca.crt`) that names
 /// what clients may verify it by: the member's host, the endpoints' address (`listen`, so
-/// `verify-full` works through rw and ro), loopback and the machine's name.
+/// `verify-full` works through rw and ro; not when it is `0.0.0.0`), loopback and the
+/// machine's name. The agent adds every spec member's host.
 fn tls(layout: &Layout, config: &Config, member: &MemberName, host: &str) -> Tls {
     if !config.tls.on {
         return Tls::Off;
     }
-    let mut names: Vec<String> =
-        vec![host.to_string(), config.listen.to_string(), "localhost".into(), "127.0.0.1".into()];
+    let listen = (!config.listen.is_unspecified()).then(|| config.listen.to_string());
+    let mut names: Vec<String> = vec![host.to_string()];
+    names.extend(listen);
+    names.extend(["localhost".to_string(), "127.0.0.1".to_string()]);
     names.extend(machine_name());
     let mut unique = Vec::new();
     for n in names {
@@ -149,4 +152,35 @@ pub async fn run(dir: &Path, member: &str) -> anyhow::Result<()> {
         }
     };
     agent.run(shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{validate, RawConfig};
+
+    #[test]
+    fn a_members_certificate_names_its_host_the_endpoints_and_loopback_once_each() {
+        let layout = Layout::new(Path::new("/c"));
+        let raw = RawConfig { listen: Some("10.0.0.5".into()), ..RawConfig::default() };
+        let config = validate(&raw, &[]).unwrap();
+        let member = MemberName::numbered(2);
+        let Tls::On(on) = tls(&layout, &config, &member, "10.0.0.9") else { panic!("TLS is on by default") };
+        assert_eq!(on.names[..4], ["10.0.0.9", "10.0.0.5", "localhost", "127.0.0.1"]);
+        assert_eq!(on.dir, Path::new("/c/members/node-2/tls"));
+        let same = tls(&layout, &config, &member, "10.0.0.5");
+        let Tls::On(same) = same else { unreachable!() };
+        assert_eq!(same.names.iter().filter(|n| *n == "10.0.0.5").count(), 1, "{:?}", same.names);
+        let CertSource::Issue { common_name, ca_cert, ca_key } = &on.source;
+        assert_eq!(
+            (common_name.as_str(), ca_cert.as_path(), ca_key.as_path()),
+            ("node-2", Path::new("/c/ca.crt"), Path::new("/c/ca.key"))
+        );
+        let any = validate(&RawConfig { listen: Some("0.0.0.0".into()), ..RawConfig::default() }, &[]).unwrap();
+        let Tls::On(any) = tls(&layout, &any, &member, "10.0.0.9") else { unreachable!() };
+        assert!(!any.names.contains(&"0.0.0.0".to_string()));
+        let mut off = RawConfig::default();
+        off.tls.mode = Some("off".into());
+        assert_eq!(tls(&layout, &validate(&off, &[]).unwrap(), &member, "10.0.0.9"), Tls::Off);
+    }
 }
