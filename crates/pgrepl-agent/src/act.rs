@@ -498,4 +498,23 @@ mod tests {
         assert_eq!(member_cidrs(&configured, Some(&spec)), ["10.0.0.1/32", "10.0.0.2/32", "fd00::4/128"]);
         assert_eq!(member_cidrs(&configured, None), ["10.0.0.1/32"]);
     }
+
+    #[test]
+    fn a_certificate_names_every_spec_members_host_after_its_own_names_once() {
+        let mut spec = Spec::default();
+        for (n, host) in [(1, "10.0.0.1"), (2, "10.0.0.2"), (3, ""), (4, "10.0.0.1")] {
+            spec.members.insert(MemberName::numbered(n), MemberSpec { host: host.into(), port: 5432, stopped: false });
+        }
+        let on = crate::tls::TlsOn {
+            source: crate::tls::CertSource::Issue {
+                common_name: "node-2".into(),
+                ca_cert: "/c/ca.crt".into(),
+                ca_key: "/c/ca.key".into(),
+            },
+            dir: "/c/members/node-2/tls".into(),
+            names: vec!["10.0.0.2".into(), "localhost".into()],
+        };
+        assert_eq!(with_member_hosts(&on, Some(&spec)).names, ["10.0.0.2", "localhost", "10.0.0.1"]);
+        assert_eq!(with_member_hosts(&on, None).names, on.names);
+    }
 }
