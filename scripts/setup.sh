@@ -20,6 +20,8 @@ want_packages=("postgresql-$PG_MAJOR" "postgresql-client-$PG_MAJOR" etcd-server 
 # The tests across hosts and the fault test: network namespaces, veths, a bridge and `tc`
 # (iproute2), cut links and dropped packets (iptables).
 want_packages+=(iproute2 iptables)
+# e2e_tls captures the replication traffic between two such hosts to show it is encrypted.
+want_packages+=(tcpdump)
 # HAProxy: e2e_haproxy runs Patroni's HAProxy recipe against the members' HTTP APIs (and the
 # benchmarks bench/router.sh, bench/failover.sh use it). Its own service listens on nothing with
 # Debian's default configuration; it is stopped and disabled after installing all the same.

@@ -19,6 +19,8 @@ use tracing::{info, warn};
 
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often a running member looks whether its certificate is due for renewal.
+const TLS_CHECK_EVERY: Duration = Duration::from_secs(3600);
 
 impl Agent {
     pub(crate) async fn act(&mut self, seen: &Seen, decision: &Decision) -> anyhow::Result<()> {
@@ -202,6 +204,7 @@ impl Agent {
             dbname: "postgres".to_string(),
             application_name: self.s.member.to_string(),
             passfile: self.s.passfile.clone(),
+            tls: self.s.tls.client(),
         })
     }
 
@@ -246,11 +249,13 @@ impl Agent {
         } else {
             String::new()
         };
+        let tls = self.install_tls(seen)?;
         self.pg.write_conf(&ServerConf {
             parameters: self.s.parameters.clone(),
             primary_conninfo,
             primary_slot_name,
             synchronous_standby_names,
+            tls,
         })?;
         let rules = self.hba_rules(seen);
         self.pg.write_hba(&rules)?;
@@ -266,7 +271,37 @@ impl Agent {
             replication_user: self.s.replication_user.clone(),
             members: member_cidrs(&self.s.member_cidrs, seen.obs.cluster.spec.as_ref()),
             allow: self.s.allow.clone(),
+            require_tls: self.s.require_tls,
         }
+    }
+
+    /// Installs this member's certificate from its source when it is missing or due (see
+    /// `tls::install`), and returns the files PostgreSQL is to read; `None` with TLS off.
+    fn install_tls(&mut self, seen: &Seen) -> anyhow::Result<Option<pgrepl_pg::ServerTls>> {
+        let crate::tls::Tls::On(on) = &self.s.tls else { return Ok(None) };
+        let on = with_member_hosts(on, seen.obs.cluster.spec.as_ref());
+        crate::tls::install(&on, std::time::SystemTime::now())?;
+        self.tls_checked = Some((std::time::Instant::now(), on.names.clone()));
+        Ok(Some(on.server()))
+    }
+
+    /// When the members' hosts changed (a router on any of them may route here), else once an
+    /// hour: renews this member's certificate when it is due or no longer names what it must,
+    /// and has a running server reload it.
+    pub(crate) async fn refresh_tls(&mut self, seen: &Seen) -> anyhow::Result<()> {
+        let crate::tls::Tls::On(on) = &self.s.tls else { return Ok(()) };
+        let on = with_member_hosts(on, seen.obs.cluster.spec.as_ref());
+        let fresh =
+            self.tls_checked.as_ref().is_some_and(|(at, names)| at.elapsed() < TLS_CHECK_EVERY && *names == on.names);
+        if seen.obs.data == DataDir::Missing || fresh {
+            return Ok(());
+        }
+        self.tls_checked = Some((std::time::Instant::now(), on.names.clone()));
+        if crate::tls::install(&on, std::time::SystemTime::now())?.replaced && seen.obs.server != Server::Stopped {
+            self.pg.reload().await?;
+            info!("reloaded PostgreSQL for this member's new certificate");
+        }
+        Ok(())
     }
 
     /// Rewrites `pg_hba.conf` (and reloads a running server) when the spec's member hosts
@@ -317,6 +352,8 @@ impl Agent {
 
     async fn clone_from(&mut self, seen: &Seen, leader: &MemberName) -> anyhow::Result<()> {
         self.write_passfile(seen)?;
+        // pg_basebackup verifies the leader against the installed CA.
+        self.install_tls(seen)?;
         let from = self.conninfo(seen, leader, &self.s.replication_user)?;
         self.beating(self.pg.basebackup(&from, &self.s.member.slot_name())).await?;
         self.configure(seen, Some(leader))?;
@@ -344,6 +381,8 @@ impl Agent {
             self.pg.stop(StopMode::Fast, STOP_TIMEOUT).await?;
         }
         self.write_passfile(seen)?;
+        // pg_rewind verifies the leader against the installed CA.
+        self.install_tls(seen)?;
         if clone_instead {
             let aside = self.pg.move_aside("other-branch")?;
             warn!(
@@ -418,6 +457,18 @@ impl Agent {
     }
 }
 
+/// `on` with every spec member's host among the names its certificate must have: the router
+/// on any member's host may route a client here, and the client verifies the name it dialled.
+fn with_member_hosts(on: &crate::tls::TlsOn, spec: Option<&Spec>) -> crate::tls::TlsOn {
+    let mut on = on.clone();
+    for host in spec.iter().flat_map(|s| s.members.values()).map(|m| &m.host) {
+        if !host.is_empty() && !on.names.contains(host) {
+            on.names.push(host.clone());
+        }
+    }
+    on
+}
+
 /// The member ranges of `pg_hba.conf`: the configured ones first, then each spec member's host
 /// that is an IP address as a single-host range, without repeats.
 fn member_cidrs(configured: &[String], spec: Option<&Spec>) -> Vec<String> {
@@ -446,5 +497,24 @@ mod tests {
         let configured = vec!["10.0.0.1/32".to_string()];
         assert_eq!(member_cidrs(&configured, Some(&spec)), ["10.0.0.1/32", "10.0.0.2/32", "fd00::4/128"]);
         assert_eq!(member_cidrs(&configured, None), ["10.0.0.1/32"]);
+    }
+
+    #[test]
+    fn a_certificate_names_every_spec_members_host_after_its_own_names_once() {
+        let mut spec = Spec::default();
+        for (n, host) in [(1, "10.0.0.1"), (2, "10.0.0.2"), (3, ""), (4, "10.0.0.1")] {
+            spec.members.insert(MemberName::numbered(n), MemberSpec { host: host.into(), port: 5432, stopped: false });
+        }
+        let on = crate::tls::TlsOn {
+            source: crate::tls::CertSource::Issue {
+                common_name: "node-2".into(),
+                ca_cert: "/c/ca.crt".into(),
+                ca_key: "/c/ca.key".into(),
+            },
+            dir: "/c/members/node-2/tls".into(),
+            names: vec!["10.0.0.2".into(), "localhost".into()],
+        };
+        assert_eq!(with_member_hosts(&on, Some(&spec)).names, ["10.0.0.2", "localhost", "10.0.0.1"]);
+        assert_eq!(with_member_hosts(&on, None).names, on.names);
     }
 }

@@ -461,6 +461,9 @@ impl FixedMember {
             dbname: "replication".into(),
             application_name: self.s.name.clone(),
             passfile: self.s.passfile.clone(),
+            // The seeds' image users bring no certificates and give no cluster CA: libpq's
+            // default (TLS if the upstream offers it, unverified), as before.
+            tls: pgrepl_pg::ClientTls::Prefer,
         }
     }
 
@@ -490,6 +493,7 @@ impl FixedMember {
             primary_slot_name: primary_conninfo.as_ref().map(|_| self.slot_name()),
             primary_conninfo,
             synchronous_standby_names: String::new(),
+            tls: None,
         })?;
         self.pg.write_hba(&self.hba_rules())?;
         Ok(())
@@ -505,6 +509,7 @@ impl FixedMember {
             replication_user: self.s.replication_user.clone(),
             members: open.clone(),
             allow: open,
+            require_tls: false,
         }
     }
 }

@@ -14,6 +14,7 @@ mod publish;
 pub mod secrets;
 pub mod settings;
 mod stream_clock;
+pub mod tls;
 
 pub use chore::{Chore, ChoreError, Chores};
 pub use member::Agent;
@@ -21,3 +22,4 @@ pub use probe::Probe;
 pub use publish::wall_clock_ms;
 pub use secrets::Secrets;
 pub use settings::Settings;
+pub use tls::{CertSource, Tls, TlsOn};

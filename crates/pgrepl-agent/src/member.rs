@@ -13,7 +13,7 @@ use crate::settings::Settings;
 use crate::stream_clock::StreamClock;
 use anyhow::Context;
 use pgrepl_core::{
-    decide, keys, Action, ClusterView, DataDir, Decision, Observation, PasswordVersions, Server, Upstream,
+    decide, keys, Action, ClusterView, DataDir, Decision, Observation, PasswordVersions, Reason, Server, Upstream,
 };
 use pgrepl_pg::{Binaries, Instance, StopMode};
 use pgrepl_store::{Condition, Snapshot, Store, StoreError};
@@ -56,6 +56,9 @@ pub struct Agent {
     pub(crate) standby_names: Option<String>,
     /// What this agent last wrote into `pg_hba.conf` (`None`: nothing yet).
     pub(crate) hba: Option<pgrepl_pg::HbaRules>,
+    /// When this member's certificate was last installed or looked at, and the names it was
+    /// to have then (`None`: not yet).
+    pub(crate) tls_checked: Option<(Instant, Vec<String>)>,
     cycle: u64,
     last_sentence: String,
     /// When the sentence was last logged (paused, an unchanged one is logged again each loop_wait).
@@ -118,6 +121,7 @@ impl Agent {
             down_since: None,
             standby_names: None,
             hba: None,
+            tls_checked: None,
             pg,
             first_cycle: true,
             applied: None,
@@ -203,9 +207,10 @@ impl Agent {
         let leader = seen.obs.cluster.leader.as_ref();
         let others_lease_left = seen.lease_left().filter(|_| leader.is_some_and(|l| *l != self.s.member));
         let decision = decide(&seen.obs);
-        self.say(&decision.to_string(), decision.reason.is_warning());
+        let sentence = self.sentence(&decision);
+        self.say(&sentence, decision.reason.is_warning());
         if decision.reason.is_warning() {
-            self.warning = Some(decision.to_string());
+            self.warning = Some(sentence);
         } else if matches!(seen.obs.server, Server::Replica { streaming: true, .. } | Server::Primary { .. }) {
             self.warning = None;
         }
@@ -245,6 +250,9 @@ impl Agent {
             if let Err(e) = self.refresh_hba(&seen).await {
                 warn!("allow the members' hosts in pg_hba.conf: {e:#}");
             }
+            if let Err(e) = self.refresh_tls(&seen).await {
+                warn!("renew this member's certificate: {e:#}");
+            }
         }
         if outcome.is_ok() && matches!(decision.action, Action::Promote { .. }) {
             self.probe.promoted(Promotion::of(&seen.obs.cluster, &self.s.member));
@@ -259,6 +267,19 @@ impl Agent {
             }
         }
         (revision, !quiet && !failed, others_lease_left)
+    }
+
+    /// The decision's sentence; for a replica that does not stream, with what its WAL receiver
+    /// last said in the server log (a certificate refused, a login refused), which PostgreSQL
+    /// tells nowhere else.
+    fn sentence(&self, decision: &Decision) -> String {
+        let mut sentence = decision.to_string();
+        if matches!(decision.reason, Reason::NotStreaming { .. }) {
+            if let Some(said) = self.pg.wal_receiver_error() {
+                sentence.push_str(&format!("; its WAL receiver last said: {said}"));
+            }
+        }
+        sentence
     }
 
     /// Logs the cycle's sentence when it changed (as a warning when it reports something gone

@@ -38,6 +38,10 @@ pub struct Settings {
     /// How long a replica may fail to stream from the running leader before its PostgreSQL is
     /// restarted (again at most once per this bound; shorter than `stall_timeout`).
     pub stream_restart_timeout: Duration,
+    /// Whether its PostgreSQL runs with TLS (its certificate's source and installed files).
+    pub tls: crate::tls::Tls,
+    /// `pg_hba.conf` rules for every range but loopback are `hostssl`.
+    pub require_tls: bool,
     /// Where this member's HTTP API answers (`host:port`), published in its status.
     pub api: Option<String>,
 }

@@ -21,6 +21,6 @@ pub mod wire;
 pub use binaries::Binaries;
 pub use error::PgError;
 pub use fsx::write_atomic;
-pub use instance::{server_state, Conninfo, HbaRules, Instance, ServerConf, StopMode};
+pub use instance::{server_state, ClientTls, Conninfo, HbaRules, Instance, ServerConf, ServerTls, StopMode};
 pub use os_user::{become_user, user_ids};
 pub use passfile::{write_passfile, PassEntry};

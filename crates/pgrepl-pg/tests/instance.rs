@@ -78,6 +78,7 @@ fn conninfo(port: u16, user: &str, application_name: &str, passfile: &Path) -> C
         dbname: "postgres".into(),
         application_name: application_name.into(),
         passfile: passfile.to_path_buf(),
+        tls: pgrepl_pg::ClientTls::Prefer,
     }
 }
 
@@ -87,6 +88,7 @@ fn hba() -> HbaRules {
         replication_user: REPL_USER.into(),
         members: vec!["127.0.0.1/32".into()],
         allow: vec!["127.0.0.1/32".into(), "::1/128".into()],
+        require_tls: false,
     }
 }
 

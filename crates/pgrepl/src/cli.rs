@@ -113,6 +113,12 @@ pub enum Command {
     Stop { member: String },
     /// Start a member stopped with `pgrepl stop`.
     Start { member: String },
+    /// The cluster CA: `ca show` prints the cluster's CA certificate (for clients'
+    /// `sslrootcert`); `ca init DIR` makes a CA for the hosts of a `pgrepl node` cluster.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
     /// Serve the read-write (--port) and read-only (--ro-port) endpoints of the cluster
     /// (`up` runs one under its supervisor).
     Router,
@@ -166,6 +172,20 @@ pub struct UpArgs {
     /// Seconds to wait for the cluster to be ready.
     #[arg(long, default_value_t = 120)]
     pub wait: u64,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CaCommand {
+    /// Print the cluster's CA certificate (PEM) from the cluster directory.
+    Show,
+    /// Make a new CA (ca.crt, and ca.key with mode 0600) in DIR, to give every host's `pgrepl node`.
+    Init {
+        /// Where to write ca.crt and ca.key (created when missing).
+        dir: PathBuf,
+        /// The cluster's name, written into the CA's subject.
+        #[arg(long, default_value = "pgrepl")]
+        cluster: String,
+    },
 }
 
 #[derive(Args, Debug)]

@@ -3,6 +3,7 @@
 //! ```text
 //! DIR/pgrepl.toml            configuration (no passwords)
 //! DIR/secrets.json           passwords, mode 0600
+//! DIR/ca.crt, DIR/ca.key     the cluster CA (made by `up`; given to `node`), the key 0600
 //! DIR/store/                 the file store (cluster state; with `store = etcd://...` it is in etcd)
 //! DIR/supervisor.pid|.log    the local supervisor
 //! DIR/router.lock|.log       the router (its lock holds its pid)
@@ -12,6 +13,8 @@
 //! DIR/members/NAME/run/      the member's unix socket directory (0700)
 //! DIR/members/NAME/pgpass    the member's libpq password file (0600)
 //! DIR/members/NAME/agent.lock  held by the member's running agent (its pid)
+//! DIR/members/NAME/tls/      what the member's PostgreSQL reads: server.crt, server.key, ca.crt
+//!                            (0700, files 0600; installed by its agent, only once they pass)
 //! ```
 
 use pgrepl_core::MemberName;
@@ -32,6 +35,15 @@ impl Layout {
     }
     pub fn secrets(&self) -> PathBuf {
         self.dir.join("secrets.json")
+    }
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+    pub fn ca_key(&self) -> PathBuf {
+        self.dir.join("ca.key")
+    }
+    pub fn tls_dir(&self, m: &MemberName) -> PathBuf {
+        self.member(m).join("tls")
     }
     pub fn store(&self) -> PathBuf {
         self.dir.join("store")

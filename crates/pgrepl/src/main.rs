@@ -15,7 +15,7 @@ mod supervisor;
 mod topology;
 
 use clap::Parser;
-use cli::{Cli, Command};
+use cli::{CaCommand, Cli, Command};
 use std::process::ExitCode;
 
 fn init_logging(daemon: bool) {
@@ -62,6 +62,8 @@ async fn run(cli: Cli, env: Vec<config::FromEnv>) -> anyhow::Result<()> {
         Command::Agent { member } => commands::agent::run(dir, &member).await,
         Command::Fencer { .. } => unreachable!("the fencer runs before the async runtime starts"),
         Command::Router => commands::router::run(dir).await,
+        Command::Ca { command: CaCommand::Show } => commands::ca::show(&layout::Layout::new(dir)),
+        Command::Ca { command: CaCommand::Init { dir, cluster } } => commands::ca::init(&dir, &cluster),
         Command::Node(args) => commands::node::run(dir, args, env).await,
         Command::Container { args } => commands::container::run(args, env).await,
     }

@@ -21,7 +21,7 @@ async fn wait_for_acks(w: &Writer, at_least: usize, what: &str) {
 }
 
 /// What `pgrepl node` refuses before it touches anything: the file store, a missing password,
-/// a member port that is also the router's, a bad member name.
+/// a missing CA, a member port that is also the router's, a bad member name.
 fn node_refuses_what_hosts_cannot_share(c: &Cluster) {
     let dir = c.tmp.path().join("refused");
     let refused_with = |args: &[&str], env: &[(&str, &str)]| {
@@ -47,8 +47,18 @@ fn node_refuses_what_hosts_cannot_share(c: &Cluster) {
     let stderr = refused(&[("PGREPL_STORE", &store), ("PGREPL_ADMIN_PASSWORD", "a")]);
     assert!(stderr.contains("database.replication_password (PGREPL_REPLICATION_PASSWORD) not set"), "{stderr}");
     assert!(stderr.contains("never generates a password"), "{stderr}");
-    let given =
+    let no_ca =
         [("PGREPL_STORE", store.as_str()), ("PGREPL_ADMIN_PASSWORD", "a"), ("PGREPL_REPLICATION_PASSWORD", "r")];
+    let stderr = refused(&no_ca);
+    assert!(
+        stderr.contains("tls.ca_cert and tls.ca_key (PGREPL_TLS_CA_CERT_FILE, PGREPL_TLS_CA_KEY_FILE) are not set"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("never makes a CA"), "{stderr}");
+    let (ca_cert, ca_key) = (c.ca[0].join("ca.crt"), c.ca[0].join("ca.key"));
+    let ca =
+        [("PGREPL_TLS_CA_CERT_FILE", ca_cert.to_str().unwrap()), ("PGREPL_TLS_CA_KEY_FILE", ca_key.to_str().unwrap())];
+    let given = [&no_ca[..], &ca[..]].concat();
     let stderr = refused_with(&["--member", "node-9", "--router"], &[&given[..], &[("PGREPL_PORT", "5432")]].concat());
     assert!(stderr.contains("--pg-port 5432 is also the router's read-write port"), "{stderr}");
     let stderr = refused_with(&["--member", "node_9"], &given);

@@ -204,6 +204,8 @@ impl Nodes {
                 // Three members on one host: each HTTP API on a free port, not all on 8008.
                 ("PGREPL_API_PORT", "0"),
             ])
+            .env("PGREPL_TLS_CA_CERT_FILE", self.tmp.path().join("ca/ca.crt"))
+            .env("PGREPL_TLS_CA_KEY_FILE", self.tmp.path().join("ca/ca.key"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
@@ -260,6 +262,7 @@ async fn paused_nodes_on_etcd_keep_the_primary_running_without_the_store_and_fen
     let mut etcd = Etcd::start().await;
     let tmp = tempfile::Builder::new().prefix("pgrepl-pause-").tempdir_in("/tmp").unwrap();
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    common::three_hosts::make_ca(&tmp.path().join("ca"), "paused-nodes");
     let mut nodes = Nodes { tmp, store: etcd.store_setting(), ports: [free_port(), free_port()], children: vec![] };
     nodes.start(0);
     eventually(Duration::from_secs(60), "node-1 to bootstrap", || async { nodes.converged() }).await;

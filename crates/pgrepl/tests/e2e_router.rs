@@ -7,7 +7,6 @@ mod common;
 
 use common::{connect, describe, eventually, TestCluster};
 use std::collections::BTreeSet;
-use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use tokio_postgres::error::SqlState;
@@ -19,47 +18,28 @@ async fn lands_on(c: &TestCluster, port: u16) -> (u16, bool) {
     (row.get::<_, i32>(0) as u16, row.get(1))
 }
 
-/// A self-signed certificate for the members, owned by the postgres OS user.
-fn make_certificate(c: &TestCluster) -> (String, String) {
-    let dir = c.scratch("tls");
-    std::fs::create_dir_all(&dir).unwrap();
-    let (crt, key) = (dir.join("server.crt"), dir.join("server.key"));
-    let out = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&crt)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "openssl: {}", String::from_utf8_lossy(&out.stderr));
-    let chown = Command::new("chown").arg("-R").arg("postgres:postgres").arg(&dir).status().unwrap();
-    assert!(chown.success());
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-    (crt.to_string_lossy().to_string(), key.to_string_lossy().to_string())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endpoints_route_reads_and_writes_and_follow_the_primary() {
     let c = TestCluster::new();
     let (rw, ro) = (c.rw_port, c.ro_port);
-    let (crt, key) = make_certificate(&c);
     let config = c.scratch("pgrepl.toml");
     std::fs::write(
         &config,
         // Failover is manual here, so that stopping the primary leaves the cluster without one.
-        format!("rw_wait = \"1s\"\nro_max_lag = \"1MB\"\nautomatic_failover = false\n[parameters]\nssl = \"on\"\nssl_cert_file = \"{crt}\"\nssl_key_file = \"{key}\"\n"),
+        "rw_wait = \"1s\"\nro_max_lag = \"1MB\"\nautomatic_failover = false\n",
     )
     .unwrap();
     let out = c.run(&["up", "--replicas", "2", "--config", config.to_str().unwrap()]);
     assert!(out.status.success(), "{}", describe(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
+    let ca = c.dir.join("ca.crt");
+    let tls = format!("?sslmode=verify-full&sslrootcert={}", ca.display());
     assert!(
-        stdout.contains(&format!("read-write: postgresql://app@127.0.0.1:{rw}/app  (routes to node-1)")),
+        stdout.contains(&format!("read-write: postgresql://app@127.0.0.1:{rw}/app{tls}  (routes to node-1)")),
         "{stdout}"
     );
     assert!(
-        stdout.contains(&format!("read-only:  postgresql://app@127.0.0.1:{ro}/app  (routes to node-2, node-3)")),
+        stdout.contains(&format!("read-only:  postgresql://app@127.0.0.1:{ro}/app{tls}  (routes to node-2, node-3)")),
         "{stdout}"
     );
 
@@ -89,15 +69,19 @@ async fn endpoints_route_reads_and_writes_and_follow_the_primary() {
         "{endpoints}"
     );
 
-    // TLS from the client to PostgreSQL passes through the router untouched.
-    let psql = Command::new("psql")
-        .arg(format!("host=127.0.0.1 port={rw} user=postgres dbname=postgres sslmode=require"))
-        .args(["-Atc", "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"])
-        .env("PGPASSWORD", c.secret("admin"))
-        .output()
-        .unwrap();
-    assert!(psql.status.success(), "psql over TLS: {}", String::from_utf8_lossy(&psql.stderr));
-    assert_eq!(String::from_utf8_lossy(&psql.stdout).trim(), "t");
+    // TLS from the client to PostgreSQL passes through the router untouched, and the client
+    // verifies the member's certificate (issued from the cluster CA, naming the endpoints'
+    // address) through both endpoints, with the connection string `up` printed.
+    for port in [rw, ro] {
+        let psql = Command::new("psql")
+            .arg(format!("postgresql://postgres@127.0.0.1:{port}/postgres{tls}"))
+            .args(["-Atc", "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"])
+            .env("PGPASSWORD", c.secret("admin"))
+            .output()
+            .unwrap();
+        assert!(psql.status.success(), "psql over TLS to {port}: {}", String::from_utf8_lossy(&psql.stderr));
+        assert_eq!(String::from_utf8_lossy(&psql.stdout).trim(), "t");
+    }
 
     // A replica that falls behind by more than ro_max_lag gets no new reads, then again once
     // it catches up.

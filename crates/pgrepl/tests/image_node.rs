@@ -11,9 +11,17 @@ use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(90);
 
+/// The cluster CA every member is given (as `pgrepl node` needs), made once for the test.
+fn ca() -> &'static pgrepl_tls::Ca {
+    static CA: std::sync::OnceLock<pgrepl_tls::Ca> = std::sync::OnceLock::new();
+    CA.get_or_init(|| pgrepl_tls::Ca::generate("pgrepl", std::time::SystemTime::now()).unwrap())
+}
+
 fn member(n: u32) -> Spec {
     Spec::new(&format!("db-{n}"))
         .env("PGREPL_STORE", "etcd://etcd:2379")
+        .env("PGREPL_TLS_CA_CERT", &ca().cert_pem)
+        .env("PGREPL_TLS_CA_KEY", &ca().key_pem)
         .env("PGREPL_MEMBER", &format!("db-{n}"))
         .env("PGREPL_ADMIN_PASSWORD", "adm1nPass")
         .env("PGREPL_REPLICATION_PASSWORD", "r3plPass")

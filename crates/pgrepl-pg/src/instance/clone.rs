@@ -40,7 +40,8 @@ impl Instance {
             .args(["-X", "stream", "-c", "fast", "-S", slot, "--no-password"])
             .env("PGPASSFILE", &from.passfile)
             .env("PGAPPNAME", &from.application_name)
-            .env("PGCONNECT_TIMEOUT", "10");
+            .env("PGCONNECT_TIMEOUT", "10")
+            .envs(from.tls.env());
         run(cmd, &doing, None).await?;
         if target != self.data_dir {
             std::fs::rename(&target, &self.data_dir).map_err(|e| {

@@ -21,6 +21,17 @@ pub struct ServerConf {
     pub primary_slot_name: Option<String>,
     /// What a commit on this server waits for (empty: nobody).
     pub synchronous_standby_names: String,
+    /// The server's TLS files (`ssl = on`, TLS 1.2 at least); `None` leaves `ssl` as
+    /// `postgresql.conf` has it (off unless the user turned it on).
+    pub tls: Option<ServerTls>,
+}
+
+/// The certificate, key and CA a server with TLS on reads; the caller checked them first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerTls {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    pub ca: std::path::PathBuf,
 }
 
 /// Who may connect, written into `pg_hba.conf`.
@@ -33,6 +44,9 @@ pub struct HbaRules {
     pub members: Vec<String>,
     /// CIDRs of clients: `host all all CIDR scram-sha-256`.
     pub allow: Vec<String>,
+    /// Every range that is not loopback gets `hostssl` rules (so a plain-TCP login from it is
+    /// refused); loopback ranges keep `host`.
+    pub require_tls: bool,
 }
 
 impl Instance {
@@ -102,11 +116,21 @@ fn render_conf(inst: &Instance, conf: &ServerConf) -> Result<String, String> {
         ("primary_slot_name", conf.primary_slot_name.clone().unwrap_or_default()),
         ("synchronous_standby_names", conf.synchronous_standby_names.clone()),
     ];
+    let tls: Vec<(&str, String)> = match &conf.tls {
+        None => vec![],
+        Some(t) => vec![
+            ("ssl", "on".into()),
+            ("ssl_min_protocol_version", "TLSv1.2".into()),
+            ("ssl_cert_file", t.cert.to_string_lossy().into_owned()),
+            ("ssl_key_file", t.key.to_string_lossy().into_owned()),
+            ("ssl_ca_file", t.ca.to_string_lossy().into_owned()),
+        ],
+    };
     let mut text = String::from(
         "# Written by pgrepl and replaced whenever it applies its configuration: do not edit.\n\
          # postgresql.conf includes this file last, so these settings win over it.\n",
     );
-    for (key, value) in &fixed {
+    for (key, value) in fixed.iter().chain(&tls) {
         text.push_str(&format!("{key} = {}\n", quote_conf(value)));
     }
     if !conf.parameters.is_empty() {
@@ -166,14 +190,29 @@ fn render_hba(rules: &HbaRules) -> String {
     line("local", "replication", "all", "", "trust");
     let repl = quote_hba_user(&rules.replication_user);
     let admin = quote_hba_user(&rules.admin_user);
+    let kind = |cidr: &str| if rules.require_tls && !is_loopback_range(cidr) { "hostssl" } else { "host" };
     for cidr in &rules.members {
-        line("host", "replication", &repl, cidr, "scram-sha-256");
-        line("host", "all", &admin, cidr, "scram-sha-256");
+        line(kind(cidr), "replication", &repl, cidr, "scram-sha-256");
+        line(kind(cidr), "all", &admin, cidr, "scram-sha-256");
     }
     for cidr in &rules.allow {
-        line("host", "all", "all", cidr, "scram-sha-256");
+        line(kind(cidr), "all", "all", cidr, "scram-sha-256");
     }
     text
+}
+
+/// Whether every address of `cidr` is a loopback one (`127.0.0.0/8` or narrower, `::1/128`).
+/// Anything that does not parse counts as not loopback, so it gets the stricter rule.
+fn is_loopback_range(cidr: &str) -> bool {
+    let (addr, bits) = match cidr.split_once('/') {
+        Some((a, b)) => (a, b.parse::<u8>().ok()),
+        None => (cidr, None),
+    };
+    match addr.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(a)) => a.is_loopback() && bits.unwrap_or(32) >= 8,
+        Ok(std::net::IpAddr::V6(a)) => a.is_loopback() && bits.unwrap_or(128) == 128,
+        Err(_) => false,
+    }
 }
 
 /// Quoted so that a user named like a keyword (`all`) or with odd characters is taken literally.
@@ -195,6 +234,7 @@ mod tests {
             dbname: "postgres".into(),
             application_name: "node-2".into(),
             passfile: PathBuf::from("/var/lib/pgrepl/pg\\pass"),
+            tls: super::super::ClientTls::Prefer,
         }
     }
 
@@ -261,6 +301,7 @@ mod tests {
             replication_user: "repl".into(),
             members: vec!["10.0.0.0/24".into(), "fd00::/64".into()],
             allow: vec!["0.0.0.0/0".into()],
+            require_tls: false,
         });
         let rows: Vec<Vec<&str>> =
             text.lines().filter(|l| !l.starts_with('#')).map(|l| l.split_whitespace().collect()).collect();
@@ -277,5 +318,57 @@ mod tests {
             ]
         );
         assert_eq!(quote_hba_user("a\"b"), "\"a\"\"b\"");
+    }
+
+    #[test]
+    fn require_tls_makes_every_range_but_loopback_hostssl() {
+        let text = render_hba(&HbaRules {
+            admin_user: "postgres".into(),
+            replication_user: "repl".into(),
+            members: vec!["10.0.0.0/24".into(), "127.0.0.1/32".into(), "::1/128".into()],
+            allow: vec!["127.0.0.0/8".into(), "0.0.0.0/0".into(), "::/0".into(), "db.example".into()],
+            require_tls: true,
+        });
+        let rows: Vec<(String, String)> = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.starts_with("local"))
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f[0].to_string(), f[3].to_string())
+            })
+            .collect();
+        let kind_of = |addr: &str| rows.iter().filter(|(_, a)| a == addr).map(|(k, _)| k.as_str()).collect::<Vec<_>>();
+        assert_eq!(kind_of("10.0.0.0/24"), ["hostssl", "hostssl"], "replication and admin rules alike");
+        assert_eq!(kind_of("127.0.0.1/32"), ["host", "host"]);
+        assert_eq!(kind_of("::1/128"), ["host", "host"]);
+        assert_eq!(kind_of("127.0.0.0/8"), ["host"]);
+        assert_eq!(kind_of("0.0.0.0/0"), ["hostssl"], "a range that holds loopback and more is not loopback");
+        assert_eq!(kind_of("::/0"), ["hostssl"]);
+        assert_eq!(kind_of("db.example"), ["hostssl"]);
+        assert!(!is_loopback_range("127.0.0.0/7") && is_loopback_range("127.1.2.3"));
+    }
+
+    #[test]
+    fn tls_turns_ssl_on_with_the_given_files_and_at_least_tls_1_2() {
+        let conf = ServerConf {
+            tls: Some(ServerTls {
+                cert: "/d/tls/server.crt".into(),
+                key: "/d/tls/server.key".into(),
+                ca: "/d/tls/ca.crt".into(),
+            }),
+            ..Default::default()
+        };
+        let text = render_conf(&instance(), &conf).unwrap();
+        for line in [
+            "ssl = 'on'\n",
+            "ssl_min_protocol_version = 'TLSv1.2'\n",
+            "ssl_cert_file = '/d/tls/server.crt'\n",
+            "ssl_key_file = '/d/tls/server.key'\n",
+            "ssl_ca_file = '/d/tls/ca.crt'\n",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+        let off = render_conf(&instance(), &ServerConf::default()).unwrap();
+        assert!(!off.contains("ssl"), "without TLS files pgrepl says nothing of ssl");
     }
 }

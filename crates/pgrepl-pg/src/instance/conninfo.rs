@@ -18,6 +18,41 @@ pub struct Conninfo {
     pub dbname: String,
     pub application_name: String,
     pub passfile: PathBuf,
+    /// Whether and how the connection is encrypted and the server verified.
+    pub tls: ClientTls,
+}
+
+/// How libpq secures a connection to another member.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ClientTls {
+    /// libpq's default (`sslmode=prefer`: TLS when the server offers it, unverified): what a
+    /// fixed-role member without a cluster CA does.
+    #[default]
+    Prefer,
+    /// Never TLS (`sslmode=disable`): the cluster runs with `tls.mode = off`.
+    Disable,
+    /// TLS, with the server's certificate signed by `root_cert` and naming the host connected
+    /// to (`sslmode=verify-full`).
+    VerifyFull { root_cert: PathBuf },
+}
+
+impl ClientTls {
+    /// libpq's `sslmode` and `sslrootcert` for this, as key-value pairs (none for `Prefer`).
+    pub fn pairs(&self) -> Vec<(&'static str, String)> {
+        match self {
+            ClientTls::Prefer => vec![],
+            ClientTls::Disable => vec![("sslmode", "disable".into())],
+            ClientTls::VerifyFull { root_cert } => {
+                vec![("sslmode", "verify-full".into()), ("sslrootcert", root_cert.to_string_lossy().into_owned())]
+            }
+        }
+    }
+
+    /// The same as libpq environment variables (`PGSSLMODE`, `PGSSLROOTCERT`), for the tools
+    /// that take host and port as flags (`pg_basebackup`).
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        self.pairs().into_iter().map(|(k, v)| (if k == "sslmode" { "PGSSLMODE" } else { "PGSSLROOTCERT" }, v)).collect()
+    }
 }
 
 impl Conninfo {
@@ -27,6 +62,7 @@ impl Conninfo {
         let port = self.port.to_string();
         let passfile = self.passfile.to_string_lossy();
         let timeout = CONNECT_TIMEOUT_SECS.to_string();
+        let tls = self.tls.pairs();
         let pairs: [(&str, &str); 7] = [
             ("host", &self.host),
             ("port", &port),
@@ -36,7 +72,13 @@ impl Conninfo {
             ("passfile", &passfile),
             ("connect_timeout", &timeout),
         ];
-        pairs.iter().map(|(k, v)| format!("{k}={}", quote_conninfo(v))).collect::<Vec<_>>().join(" ")
+        pairs
+            .iter()
+            .copied()
+            .chain(tls.iter().map(|(k, v)| (*k, v.as_str())))
+            .map(|(k, v)| format!("{k}={}", quote_conninfo(v)))
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 }
 
@@ -159,7 +201,33 @@ mod tests {
             dbname: "postgres".into(),
             application_name: "node-2".into(),
             passfile: PathBuf::from("/var/lib/pgrepl/pg\\pass"),
+            tls: ClientTls::Prefer,
         }
+    }
+
+    #[test]
+    fn tls_adds_sslmode_and_the_root_certificate() {
+        let verify =
+            Conninfo { tls: ClientTls::VerifyFull { root_cert: "/c/members/node-2/tls/ca.crt".into() }, ..conninfo() };
+        let s = verify.to_conninfo_string();
+        assert!(
+            s.ends_with("connect_timeout='5' sslmode='verify-full' sslrootcert='/c/members/node-2/tls/ca.crt'"),
+            "{s}"
+        );
+        let parsed = parse_key_values(&s).unwrap();
+        assert!(parsed.contains(&("sslmode".into(), "verify-full".into())));
+        assert_eq!(parse_upstream(&s).map(|u| u.host), Some("10.0.0.1".into()));
+        let off = Conninfo { tls: ClientTls::Disable, ..conninfo() }.to_conninfo_string();
+        assert!(off.ends_with("sslmode='disable'"), "{off}");
+        assert!(!conninfo().to_conninfo_string().contains("sslmode"), "prefer is libpq's default, left unsaid");
+        assert_eq!(
+            verify.tls.env(),
+            vec![
+                ("PGSSLMODE", "verify-full".to_string()),
+                ("PGSSLROOTCERT", "/c/members/node-2/tls/ca.crt".to_string())
+            ]
+        );
+        assert!(ClientTls::Prefer.env().is_empty());
     }
 
     #[test]

@@ -8,11 +8,12 @@ mod clone;
 mod conf;
 mod conninfo;
 mod control;
+mod log;
 mod observe;
 mod timeline;
 
-pub use conf::{HbaRules, ServerConf};
-pub use conninfo::Conninfo;
+pub use conf::{HbaRules, ServerConf, ServerTls};
+pub use conninfo::{ClientTls, Conninfo};
 pub use observe::server_state;
 
 use crate::binaries::Binaries;

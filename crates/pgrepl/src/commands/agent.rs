@@ -6,7 +6,7 @@ use crate::api::{self, Api};
 use crate::cluster::Cluster;
 use crate::config::{Config, ADMIN_USER};
 use crate::layout::Layout;
-use pgrepl_agent::{Agent, Settings};
+use pgrepl_agent::{Agent, CertSource, Settings, Tls, TlsOn};
 use pgrepl_core::MemberName;
 use pgrepl_router::Connections;
 use std::path::Path;
@@ -15,7 +15,8 @@ use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::info;
 
-pub fn settings(layout: &Layout, config: &Config, member: &MemberName) -> Settings {
+/// The agent's settings for `member`, reached by the other members at `host`.
+pub fn settings(layout: &Layout, config: &Config, member: &MemberName, host: &str) -> Settings {
     let host_bits = if config.listen.is_ipv4() { 32 } else { 128 };
     Settings {
         member: member.clone(),
@@ -38,7 +39,52 @@ pub fn settings(layout: &Layout, config: &Config, member: &MemberName) -> Settin
         stall_timeout: Duration::from_secs(30),
         stream_restart_timeout: Duration::from_secs(10),
         api: None,
+        tls: tls(layout, config, member, host),
+        require_tls: config.tls.require,
     }
+}
+
+/// The member's TLS: off, or a certificate issued from the cluster CA (`DIR/ca.crt`) that names
+/// what clients may verify it by: the member's host, the endpoints' address (`listen`, so
+/// `verify-full` works through rw and ro; not when it is `0.0.0.0`), loopback and the
+/// machine's name. The agent adds every spec member's host.
+fn tls(layout: &Layout, config: &Config, member: &MemberName, host: &str) -> Tls {
+    if !config.tls.on {
+        return Tls::Off;
+    }
+    let listen = (!config.listen.is_unspecified()).then(|| config.listen.to_string());
+    let mut names: Vec<String> = vec![host.to_string()];
+    names.extend(listen);
+    names.extend(["localhost".to_string(), "127.0.0.1".to_string()]);
+    names.extend(machine_name());
+    let mut unique = Vec::new();
+    for n in names {
+        if !unique.contains(&n) {
+            unique.push(n);
+        }
+    }
+    Tls::On(TlsOn {
+        source: CertSource::Issue {
+            common_name: member.to_string(),
+            ca_cert: layout.ca_cert(),
+            ca_key: layout.ca_key(),
+        },
+        dir: layout.tls_dir(member),
+        names: unique,
+    })
+}
+
+/// This machine's host name, when it has one that can be a DNS name.
+fn machine_name() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    let name = std::str::from_utf8(&buf[..end]).ok()?.trim().to_string();
+    let dns_like = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    dns_like.then_some(name)
 }
 
 /// The agent, with its HTTP API bound (`api_port`, else `default_port`; 0: a free one) and
@@ -92,7 +138,7 @@ pub async fn run(dir: &Path, member: &str) -> anyhow::Result<()> {
         &cluster,
         &member,
         &cluster.config.listen.to_string(),
-        settings(&cluster.layout, &cluster.config, &member),
+        settings(&cluster.layout, &cluster.config, &member, &cluster.config.listen.to_string()),
         0,
         None,
     )
@@ -106,4 +152,35 @@ pub async fn run(dir: &Path, member: &str) -> anyhow::Result<()> {
         }
     };
     agent.run(shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{validate, RawConfig};
+
+    #[test]
+    fn a_members_certificate_names_its_host_the_endpoints_and_loopback_once_each() {
+        let layout = Layout::new(Path::new("/c"));
+        let raw = RawConfig { listen: Some("10.0.0.5".into()), ..RawConfig::default() };
+        let config = validate(&raw, &[]).unwrap();
+        let member = MemberName::numbered(2);
+        let Tls::On(on) = tls(&layout, &config, &member, "10.0.0.9") else { panic!("TLS is on by default") };
+        assert_eq!(on.names[..4], ["10.0.0.9", "10.0.0.5", "localhost", "127.0.0.1"]);
+        assert_eq!(on.dir, Path::new("/c/members/node-2/tls"));
+        let same = tls(&layout, &config, &member, "10.0.0.5");
+        let Tls::On(same) = same else { unreachable!() };
+        assert_eq!(same.names.iter().filter(|n| *n == "10.0.0.5").count(), 1, "{:?}", same.names);
+        let CertSource::Issue { common_name, ca_cert, ca_key } = &on.source;
+        assert_eq!(
+            (common_name.as_str(), ca_cert.as_path(), ca_key.as_path()),
+            ("node-2", Path::new("/c/ca.crt"), Path::new("/c/ca.key"))
+        );
+        let any = validate(&RawConfig { listen: Some("0.0.0.0".into()), ..RawConfig::default() }, &[]).unwrap();
+        let Tls::On(any) = tls(&layout, &any, &member, "10.0.0.9") else { unreachable!() };
+        assert!(!any.names.contains(&"0.0.0.0".to_string()));
+        let mut off = RawConfig::default();
+        off.tls.mode = Some("off".into());
+        assert_eq!(tls(&layout, &validate(&off, &[]).unwrap(), &member, "10.0.0.9"), Tls::Off);
+    }
 }

@@ -2,6 +2,7 @@
 //! a change was refused).
 
 pub mod agent;
+pub mod ca;
 pub mod container;
 pub mod down;
 pub mod endpoints;

@@ -8,7 +8,7 @@
 use crate::agent_lock;
 use crate::cli::NodeArgs;
 use crate::cluster::{open_store, read_dir_config, Cluster};
-use crate::commands::{agent, router, up};
+use crate::commands::{agent, ca, router, up};
 use crate::config::{self, label, Config, FromEnv, RawConfig, StoreConfig};
 use crate::layout::Layout;
 use crate::supervisor::is_alive;
@@ -44,9 +44,9 @@ fn settle_config(layout: &Layout, env: &[FromEnv]) -> anyhow::Result<(RawConfig,
     Ok((raw, config))
 }
 
-/// A member on several hosts needs the shared store, and the same passwords as every other
-/// host: they are given, never generated here.
-fn check_for_hosts(config: &Config, env: &[FromEnv]) -> anyhow::Result<()> {
+/// A member on several hosts needs the shared store, and the same passwords and CA as every
+/// other host: they are given (or kept from an earlier start), never generated here.
+fn check_for_hosts(layout: &Layout, config: &Config, env: &[FromEnv]) -> anyhow::Result<()> {
     if config.store == StoreConfig::File {
         bail!(
             "{}: \"file\" keeps the cluster's state in one directory, which members on other hosts cannot share; \
@@ -72,7 +72,7 @@ fn check_for_hosts(config: &Config, env: &[FromEnv]) -> anyhow::Result<()> {
             missing.join(", ")
         );
     }
-    Ok(())
+    ca::check_given(layout, config)
 }
 
 /// This member's entry in the spec: the spec is created with it (as the bootstrap member) when
@@ -168,7 +168,7 @@ fn check_port_free(layout: &Layout, config: &Config, member: &MemberName, port: 
 pub async fn run(dir: &Path, args: NodeArgs, env: Vec<FromEnv>) -> anyhow::Result<()> {
     let layout = Layout::new(dir);
     let (raw, config) = settle_config(&layout, &env)?;
-    check_for_hosts(&config, &env)?;
+    check_for_hosts(&layout, &config, &env)?;
     check_router_ports(&config, args.pg_port, args.router)?;
     let member = MemberName::new(args.member.as_str())?;
     let host = args.host.unwrap_or(config.listen);
@@ -185,6 +185,7 @@ pub async fn run(dir: &Path, args: NodeArgs, env: Vec<FromEnv>) -> anyhow::Resul
     check_port_free(&layout, &config, &member, args.pg_port)?;
     let store = open_store(&layout, &config).await?;
     up::settle_secrets(&layout, &config)?;
+    ca::settle(&layout, &config)?;
     up::write_config(&layout, &raw, &config, "pgrepl node")?;
     let cluster = Cluster { layout, config, store };
     let wanted = MemberSpec { host: host.to_string(), port: args.pg_port, stopped: false };
@@ -204,7 +205,7 @@ pub async fn run(dir: &Path, args: NodeArgs, env: Vec<FromEnv>) -> anyhow::Resul
         (None, None)
     };
 
-    let settings = agent::settings(&cluster.layout, &cluster.config, &member);
+    let settings = agent::settings(&cluster.layout, &cluster.config, &member, &wanted.host);
     let (agent, _api) =
         agent::with_api(&cluster, &member, &wanted.host, settings, DEFAULT_API_PORT, connections).await?;
     let mut term = signal(SignalKind::terminate())?;

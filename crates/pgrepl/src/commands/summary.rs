@@ -15,8 +15,13 @@ pub fn print(cluster: &Cluster, view: &ClusterView) {
     let rw_to = routes.rw.as_ref().map_or_else(|| "nobody yet".to_string(), |b| b.name.clone());
     let ro_to: Vec<&str> = routes.ro.iter().map(|b| b.name.as_str()).collect();
     let ro_to = if ro_to.is_empty() { "no replica yet".to_string() } else { ro_to.join(", ") };
-    println!("read-write: postgresql://{user}@{}:{}/{db}  (routes to {rw_to})", config.listen, config.port);
-    println!("read-only:  postgresql://{user}@{}:{}/{db}  (routes to {ro_to})", config.listen, config.ro_port);
+    // Verified against the cluster CA: every member's certificate names the endpoints' address.
+    let tls = match config.tls.on {
+        true => format!("?sslmode=verify-full&sslrootcert={}", cluster.layout.ca_cert().display()),
+        false => String::new(),
+    };
+    println!("read-write: postgresql://{user}@{}:{}/{db}{tls}  (routes to {rw_to})", config.listen, config.port);
+    println!("read-only:  postgresql://{user}@{}:{}/{db}{tls}  (routes to {ro_to})", config.listen, config.ro_port);
     for (name, status) in &view.members {
         let role = match status.role {
             Role::Primary => "primary",
@@ -31,6 +36,9 @@ pub fn print(cluster: &Cluster, view: &ClusterView) {
         println!("{banner}");
     }
     println!("passwords:  {} (mode 0600; `pgrepl passwd` changes them)", cluster.layout.secrets().display());
+    if config.tls.on {
+        println!("TLS:        the cluster CA is {} (`pgrepl ca show` prints it)", cluster.layout.ca_cert().display());
+    }
     println!("shell:      pgrepl --dir {} psql", cluster.layout.dir.display());
     // Every member's API serves the page; the leader's is the one most likely to stay up.
     let api = view.leader.as_ref().and_then(|l| view.members.get(l)).or_else(|| view.members.values().next());

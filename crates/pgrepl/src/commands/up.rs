@@ -5,7 +5,7 @@
 use crate::agent_lock;
 use crate::cli::UpArgs;
 use crate::cluster::{enter_as, etcd_prefix, open_store, read_dir_config, Cluster};
-use crate::commands::{ports, progress, router, summary, wait};
+use crate::commands::{ca, ports, progress, router, summary, wait};
 use crate::config::{self, Config, RawConfig, StoreConfig};
 use crate::layout::Layout;
 use crate::readiness;
@@ -142,6 +142,9 @@ pub(crate) fn write_config(layout: &Layout, raw: &RawConfig, config: &Config, by
     stored.database.replication_password = None;
     stored.api_token = None;
     stored.store_password = None;
+    // The CA lives in ca.crt and ca.key beside the secrets.
+    stored.tls.ca_cert = None;
+    stored.tls.ca_key = None;
     let text = format!(
         "# pgrepl cluster configuration, written by `{by}` (passwords live in secrets.json).\n{}",
         toml::to_string_pretty(&stored)?
@@ -261,6 +264,7 @@ pub async fn run(dir: &Path, args: UpArgs) -> anyhow::Result<()> {
         check_store_unused(store.as_ref(), &config).await?;
     }
     let changed = settle_secrets(&layout, &config)?;
+    ca::settle(&layout, &config)?;
     write_config(&layout, &raw, &config, "pgrepl up")?;
     let cluster = Cluster { layout, config, store };
     settle_spec(&cluster, &args, &changed).await?;

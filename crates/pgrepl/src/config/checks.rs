@@ -9,8 +9,8 @@ use super::raw::{FromEnv, RawConfig, RawDatabase};
 use super::settings::{default_value, parse_bool};
 use super::validate::{bad, ConfigError, ADMIN_USER, MAX_NAME_BYTES, MAX_REPLICAS};
 use super::values::{
-    parse_bytes, parse_cidr, parse_duration, parse_host, parse_store, ApiToken, AppNames, GivenPasswords, MaxLag,
-    Names, RouterSplice, StoreAccess, StoreConfig, StoreTls, API_TOKEN_MIN_CHARS,
+    parse_bytes, parse_cidr, parse_duration, parse_host, parse_store, ApiToken, AppNames, GivenCa, GivenPasswords,
+    MaxLag, Names, RouterSplice, StoreAccess, StoreConfig, StoreTls, TlsConfig, API_TOKEN_MIN_CHARS,
 };
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -69,6 +69,75 @@ fn port(setting: &str, value: i64) -> Result<u16, ConfigError> {
         .ok()
         .filter(|p| *p >= 1)
         .ok_or_else(|| bad(setting, format!("{value} is not a port; use 1 to 65535")))
+}
+
+/// `tls.mode`, `require_tls` (default: TLS on and `listen` not loopback; refused with TLS off)
+/// and the given CA (`tls.ca_cert` with `tls.ca_key`, or neither): a CA certificate, and a key
+/// that is the certificate's.
+pub(super) fn tls(raw: &RawConfig, src: &Sources, listen: IpAddr) -> Result<TlsConfig, ConfigError> {
+    let mode = given_or_default(&raw.tls.mode, "tls.mode");
+    let on = match mode.trim().to_ascii_lowercase().as_str() {
+        "on" => true,
+        "off" => false,
+        _ => return Err(bad(src.label("tls.mode"), format!("{mode:?} is not allowed; use on or off"))),
+    };
+    let require = match raw.require_tls {
+        Some(true) if !on => {
+            return Err(bad(
+                src.label("require_tls"),
+                "is true while tls.mode is off: nobody could connect from beyond loopback; turn TLS on or leave require_tls unset",
+            ))
+        }
+        Some(given) => given,
+        None => on && !listen.is_loopback(),
+    };
+    let given_ca = match (&raw.tls.ca_cert, &raw.tls.ca_key) {
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(bad(src.label("tls.ca_key"), "is not set, but tls.ca_cert is; give both or neither"))
+        }
+        (None, Some(_)) => {
+            return Err(bad(src.label("tls.ca_cert"), "is not set, but tls.ca_key is; give both or neither"))
+        }
+        (Some(cert), Some(key)) => {
+            let info = pgrepl_tls::read_cert(cert).map_err(|e| bad(src.label("tls.ca_cert"), e.to_string()))?;
+            if !info.is_ca {
+                return Err(bad(
+                    src.label("tls.ca_cert"),
+                    format!("{} is not a CA certificate (give the CA's, as `pgrepl ca init` makes)", info.subject),
+                ));
+            }
+            let ca = pgrepl_tls::Ca { cert_pem: cert.clone(), key_pem: key.clone() };
+            let probe = ca.issue("probe", &[], std::time::SystemTime::now(), Duration::from_secs(60));
+            let signed = probe.ok().is_some_and(|p| {
+                pgrepl_tls::check(&p.cert_pem, &p.key_pem, cert, std::time::SystemTime::now(), &[]).is_ok()
+            });
+            if !signed {
+                return Err(bad(
+                    src.label("tls.ca_key"),
+                    "is not the private key of tls.ca_cert (or not a key in PEM)",
+                ));
+            }
+            // A `_FILE` variable's text comes without its last line break; PEM files end with one.
+            let pem = |t: &str| format!("{}\n", t.trim_end());
+            Some(GivenCa { cert_pem: pem(cert), key_pem: pem(key) })
+        }
+    };
+    Ok(TlsConfig { on, require, given_ca })
+}
+
+/// With TLS on, pgrepl sets the server's certificate files and `ssl`: `[parameters]` must not,
+/// or replicas verifying the member against the cluster CA would refuse it.
+pub(super) fn parameters_leave_tls(parameters: &BTreeMap<String, String>, tls: &TlsConfig) -> Result<(), ConfigError> {
+    const MANAGED: [&str; 4] = ["ssl", "ssl_cert_file", "ssl_key_file", "ssl_ca_file"];
+    match parameters.keys().find(|k| tls.on && MANAGED.contains(&k.as_str())) {
+        Some(key) => Err(bad(
+            format!("parameters.{key}"),
+            "is set by pgrepl while tls.mode is on (each member's certificate from the cluster CA, which replicas \
+             verify); leave it out, or set tls.mode = off to run TLS yourself",
+        )),
+        None => Ok(()),
+    }
 }
 
 /// `api_token`: unset (actions over HTTP are off), or at least `API_TOKEN_MIN_CHARS` characters

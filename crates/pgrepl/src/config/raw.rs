@@ -90,6 +90,13 @@ pub struct RawConfig {
     /// How long a leader may try to restart its crashed PostgreSQL before a replica takes
     /// over (default `30s`).
     pub primary_start_timeout: Option<String>,
+    /// `pg_hba.conf` lets in every range but loopback only over TLS (`hostssl`), so a plain-TCP
+    /// login from an allowed range is refused (default: true when `listen` is not loopback and
+    /// TLS is on).
+    pub require_tls: Option<bool>,
+    /// TLS: whether it is on, and the cluster CA `pgrepl node` is given.
+    #[serde(default, skip_serializing_if = "RawTls::is_empty")]
+    pub tls: RawTls,
     /// Names and passwords of the roles pgrepl creates.
     #[serde(default)]
     pub database: RawDatabase,
@@ -116,6 +123,25 @@ pub struct RawDatabase {
     pub replication_password: Option<String>,
 }
 
+/// `[tls]`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// `on` (default: every member serves TLS with a certificate from the cluster CA, and
+    /// replicas verify it) or `off` (no TLS at all, say where it is terminated elsewhere).
+    pub mode: Option<String>,
+    /// The cluster CA's certificate, PEM (for `pgrepl node`; `up` makes its own).
+    pub ca_cert: Option<String>,
+    /// The cluster CA's private key, PEM. A secret: kept in `ca.key` (0600), not here.
+    pub ca_key: Option<String>,
+}
+
+impl RawTls {
+    pub fn is_empty(&self) -> bool {
+        *self == RawTls::default()
+    }
+}
+
 impl RawConfig {
     /// Whether the file holds a secret: a password (also the store's) or the API token.
     pub fn has_passwords(&self) -> bool {
@@ -125,6 +151,7 @@ impl RawConfig {
             || d.replication_password.is_some()
             || self.api_token.is_some()
             || self.store_password.is_some()
+            || self.tls.ca_key.is_some()
     }
 }
 

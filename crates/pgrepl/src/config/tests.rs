@@ -234,3 +234,59 @@ fn the_api_token_comes_from_its_variable_or_its_file_and_must_be_long_and_plain(
     assert!(e.problem.contains("Authorization header"), "{}", e.problem);
     assert_eq!(env_config(&[("PGREPL_API_TOKEN", "")]).unwrap().api_token, None, "empty counts as not set");
 }
+
+#[test]
+fn tls_is_on_by_default_and_required_beyond_loopback() {
+    let local = env_config(&[]).unwrap().tls;
+    assert!(local.on && !local.require && local.given_ca.is_none());
+    let hosts = env_config(&[("PGREPL_LISTEN", "10.0.0.5")]).unwrap().tls;
+    assert!(hosts.on && hosts.require);
+    let relaxed = env_config(&[("PGREPL_LISTEN", "10.0.0.5"), ("PGREPL_REQUIRE_TLS", "false")]).unwrap().tls;
+    assert!(relaxed.on && !relaxed.require);
+    let off = env_config(&[("PGREPL_LISTEN", "10.0.0.5"), ("PGREPL_TLS", "off")]).unwrap().tls;
+    assert!(!off.on && !off.require, "with TLS off nothing is required by default");
+    let err = env_config(&[("PGREPL_TLS", "off"), ("PGREPL_REQUIRE_TLS", "true")]).unwrap_err();
+    assert!(err.to_string().starts_with("require_tls (PGREPL_REQUIRE_TLS): is true while tls.mode is off"), "{err}");
+    let err = env_config(&[("PGREPL_TLS", "maybe")]).unwrap_err();
+    assert_eq!(err.to_string(), "tls.mode (PGREPL_TLS): \"maybe\" is not allowed; use on or off");
+}
+
+#[test]
+fn a_given_ca_is_a_ca_certificate_with_its_own_key_from_files() {
+    let now = std::time::SystemTime::now();
+    let ca = pgrepl_tls::Ca::generate("shop", now).unwrap();
+    let other = pgrepl_tls::Ca::generate("shop", now).unwrap();
+    let (cert, key, other_key) = (file_holding(&ca.cert_pem), file_holding(&ca.key_pem), file_holding(&other.key_pem));
+    let path = |f: &tempfile::NamedTempFile| f.path().to_str().unwrap().to_string();
+    let given = env_config(&[("PGREPL_TLS_CA_CERT_FILE", &path(&cert)), ("PGREPL_TLS_CA_KEY_FILE", &path(&key))])
+        .unwrap()
+        .tls
+        .given_ca
+        .unwrap();
+    assert_eq!(given.cert_pem, ca.cert_pem);
+    assert!(!format!("{given:?}").contains("PRIVATE"), "Debug hides the key");
+    let err = env_config(&[("PGREPL_TLS_CA_CERT_FILE", &path(&cert)), ("PGREPL_TLS_CA_KEY_FILE", &path(&other_key))])
+        .unwrap_err();
+    assert!(
+        err.to_string().starts_with("tls.ca_key (PGREPL_TLS_CA_KEY_FILE): is not the private key of tls.ca_cert"),
+        "{err}"
+    );
+    let err = env_config(&[("PGREPL_TLS_CA_CERT_FILE", &path(&cert))]).unwrap_err();
+    assert!(err.to_string().contains("give both or neither"), "{err}");
+    let member = ca.issue("node-1", &[], now, pgrepl_tls::MEMBER_VALIDITY).unwrap();
+    let err =
+        env_config(&[("PGREPL_TLS_CA_CERT", &member.cert_pem), ("PGREPL_TLS_CA_KEY", &member.key_pem)]).unwrap_err();
+    assert!(err.to_string().contains("is not a CA certificate"), "{err}");
+}
+
+#[test]
+fn with_tls_on_parameters_may_not_set_the_servers_certificate() {
+    let mut raw = RawConfig::default();
+    raw.parameters.insert("ssl_cert_file".into(), toml::Value::String("/etc/my.crt".into()));
+    let err = start(raw.clone(), &[]).unwrap_err();
+    assert!(err.to_string().starts_with("parameters.ssl_cert_file: is set by pgrepl while tls.mode is on"), "{err}");
+    assert!(start(raw, &[("PGREPL_TLS", "off")]).is_ok(), "with TLS off the user runs it");
+    let mut raw = RawConfig::default();
+    raw.parameters.insert("ssl_min_protocol_version".into(), toml::Value::String("TLSv1.3".into()));
+    assert!(start(raw, &[]).is_ok(), "a stricter protocol is the user's to choose");
+}

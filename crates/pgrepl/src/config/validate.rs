@@ -9,7 +9,9 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use super::values::{parse_store, ApiToken, GivenPasswords, MaxLag, Names, RouterSplice, StoreAccess, StoreConfig};
+pub use super::values::{
+    parse_store, ApiToken, GivenPasswords, MaxLag, Names, RouterSplice, StoreAccess, StoreConfig, TlsConfig,
+};
 
 /// PostgreSQL's limit on identifiers (NAMEDATALEN - 1).
 pub const MAX_NAME_BYTES: usize = 63;
@@ -39,6 +41,7 @@ pub struct Config {
     /// Allows actions over the HTTP API; `None`: they are off.
     pub api_token: Option<ApiToken>,
     pub allow: Vec<String>,
+    pub tls: TlsConfig,
     pub ro_max_lag: MaxLag,
     pub ro_fallback: pgrepl_router::RoFallback,
     pub rw_wait: Duration,
@@ -84,6 +87,8 @@ pub fn validate(raw: &RawConfig, env: &[FromEnv]) -> Result<Config, ConfigError>
     let checks::Timing { loop_wait, ttl, primary_start_timeout, failover } = checks::timing(raw, &src)?;
     let parameters = checks::parameters(raw, &src)?;
     let api_token = checks::api_token(raw, &src)?;
+    let tls = checks::tls(raw, &src, listen)?;
+    checks::parameters_leave_tls(&parameters, &tls)?;
     Ok(Config {
         cluster,
         store,
@@ -99,6 +104,7 @@ pub fn validate(raw: &RawConfig, env: &[FromEnv]) -> Result<Config, ConfigError>
         api_port,
         api_token,
         allow,
+        tls,
         ro_max_lag,
         ro_fallback,
         rw_wait,

@@ -249,6 +249,30 @@ impl fmt::Debug for ApiToken {
     }
 }
 
+/// What TLS a cluster runs with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// TLS on: every member serves it with a certificate from the cluster CA, replicas verify.
+    pub on: bool,
+    /// Every `pg_hba.conf` range but loopback is `hostssl`.
+    pub require: bool,
+    /// The cluster CA as given (`tls.ca_cert`, `tls.ca_key`), checked to be a CA and a key.
+    pub given_ca: Option<GivenCa>,
+}
+
+/// A CA certificate and its key as given, in PEM; the key hides itself in `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct GivenCa {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl fmt::Debug for GivenCa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("GivenCa { cert_pem, key_pem: <secret> }")
+    }
+}
+
 #[cfg(test)]
 mod api_token_tests {
     use super::*;

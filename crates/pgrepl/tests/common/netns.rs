@@ -155,6 +155,12 @@ impl Hosts {
         format!("{}.0/24", self.prefix)
     }
 
+    /// The bridge end of host `i`'s veth (in the test's namespace): every packet to or from
+    /// host `i` crosses it (the bridge device itself sees only what is flooded or for the test).
+    pub fn veth(&self, i: usize) -> &str {
+        &self.veths[i]
+    }
+
     pub fn namespace(&self, i: usize) -> &str {
         &self.namespaces[i]
     }

@@ -36,6 +36,15 @@ pub struct Cluster {
     pub etcd: Vec<Option<i32>>,
     /// The `synchronous` setting every node is given (`None`: the default).
     pub synchronous: Option<&'static str>,
+    /// The directory of the CA (`ca.crt`, `ca.key`, made by `pgrepl ca init`) each host's node
+    /// is given: one for all, unless a test gives a host another.
+    pub ca: Vec<PathBuf>,
+    /// `require_tls` for every node. False unless a test says otherwise: TLS is on (members
+    /// serve it, replicas verify it), but the kit's own probes log in from inside each host at
+    /// its address without TLS (tokio-postgres here has no TLS connector).
+    pub require_tls: bool,
+    /// `tls.mode` for every node (`None`: the default, on).
+    pub tls_mode: Option<&'static str>,
 }
 
 pub fn member(i: usize) -> String {
@@ -51,7 +60,18 @@ impl Cluster {
         let hosts = Arc::new(Hosts::create(HOSTS));
         let tmp = tempfile::Builder::new().prefix("pgrepl-hosts-").tempdir_in("/tmp").unwrap();
         std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        Cluster { hosts, tmp, nodes: vec![None; HOSTS], etcd: vec![None; HOSTS], synchronous: None }
+        let ca = tmp.path().join("ca");
+        make_ca(&ca, "hosts");
+        Cluster {
+            hosts,
+            tmp,
+            nodes: vec![None; HOSTS],
+            etcd: vec![None; HOSTS],
+            synchronous: None,
+            ca: vec![ca; HOSTS],
+            require_tls: false,
+            tls_mode: None,
+        }
     }
 
     pub fn dir(&self, i: usize) -> PathBuf {
@@ -132,9 +152,21 @@ impl Cluster {
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
 
+    /// What host `i`'s node is given of TLS (host 1 too: the rest of its settings are in its
+    /// pgrepl.toml).
+    fn tls_env(&self, i: usize) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("PGREPL_TLS_CA_CERT_FILE".to_string(), self.ca[i].join("ca.crt").display().to_string()),
+            ("PGREPL_TLS_CA_KEY_FILE".to_string(), self.ca[i].join("ca.key").display().to_string()),
+            ("PGREPL_REQUIRE_TLS".to_string(), self.require_tls.to_string()),
+        ];
+        env.extend(self.tls_mode.map(|m| ("PGREPL_TLS".to_string(), m.to_string())));
+        env
+    }
+
     pub fn env(&self, i: usize) -> Vec<(String, String)> {
         if i == 0 {
-            return vec![];
+            return self.tls_env(0);
         }
         let synchronous = self.synchronous.map(|s| ("PGREPL_SYNCHRONOUS", s.to_string()));
         [
@@ -150,6 +182,7 @@ impl Cluster {
         .into_iter()
         .chain(synchronous)
         .map(|(k, v)| (k.to_string(), v))
+        .chain(self.tls_env(i))
         .collect()
     }
 
@@ -312,4 +345,12 @@ fn all_converged(status: &Value) -> Option<String> {
 pub fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n") + "\n"
+}
+
+/// A new CA for `cluster` in `dir`, made by `pgrepl ca init`.
+pub fn make_ca(dir: &std::path::Path, cluster: &str) {
+    let out = Command::new(pgrepl_bin()).args(["ca", "init", "--cluster", cluster]).arg(dir).output().unwrap();
+    assert!(out.status.success(), "pgrepl ca init: {}", String::from_utf8_lossy(&out.stderr));
+    let key_mode = std::fs::metadata(dir.join("ca.key")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(key_mode, 0o600, "the CA's key is private");
 }
