@@ -37,6 +37,10 @@ use crate::{Condition, Entry, Revision, Snapshot, Store, StoreError};
 const STATE_FILE: &str = "state.json";
 const TEMP_FILE: &str = "state.json.tmp";
 const LOCK_FILE: &str = "lock";
+/// How long an operation waits for the lock before it fails as unavailable (a write holds it
+/// for milliseconds; a process stopped while holding it must not hang every other one).
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(5);
 /// How often `wait_change` reads the revision.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
@@ -211,7 +215,7 @@ struct LockGuard {
 }
 
 impl Paths {
-    /// Take the store lock, blocking until it is granted. Each call opens its own descriptor:
+    /// Take the store lock, waiting for it at most `LOCK_PATIENCE`. Each call opens its own descriptor:
     /// `flock` locks belong to the open file description, so sharing one descriptor between
     /// operations would not exclude them from each other.
     fn lock(&self, mode: LockMode) -> Result<LockGuard, StoreError> {
@@ -227,15 +231,28 @@ impl Paths {
             LockMode::Shared => libc::LOCK_SH,
             LockMode::Exclusive => libc::LOCK_EX,
         };
+        let deadline = std::time::Instant::now() + LOCK_PATIENCE;
         loop {
             // SAFETY: `file` owns a valid open descriptor for the duration of the call.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), operation) };
+            let rc = unsafe { libc::flock(file.as_raw_fd(), operation | libc::LOCK_NB) };
             if rc == 0 {
                 return Ok(LockGuard { _file: file });
             }
             let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::Interrupted {
-                return Err(io_error(format!("lock {}", self.lock.display()), err));
+            match err.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EWOULDBLOCK) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(LOCK_RETRY);
+                }
+                Some(libc::EWOULDBLOCK) => {
+                    return Err(StoreError::Unavailable(format!(
+                        "the store's lock {} has been held by another process for over {} s (a pgrepl process \
+                         stopped or hung in the middle of a write?); nothing was read or written",
+                        self.lock.display(),
+                        LOCK_PATIENCE.as_secs()
+                    )))
+                }
+                _ => return Err(io_error(format!("lock {}", self.lock.display()), err)),
             }
         }
     }

@@ -117,3 +117,26 @@ async fn writes_wait_for_the_lock_held_elsewhere() {
         .unwrap();
     assert_eq!(revision, 1);
 }
+
+/// A process stopped while it holds the lock (SIGSTOP in the middle of a write) must not hang
+/// every other one: after a bounded wait, reads and writes fail as unavailable, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_held_for_long_fails_operations_instead_of_hanging_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = FileStore::open(tmp.path()).unwrap();
+    let lock = fs::File::open(tmp.path().join("lock")).unwrap();
+    // SAFETY: `lock` is an open descriptor for the whole call.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let started = std::time::Instant::now();
+    let read = tokio::time::timeout(Duration::from_secs(10), store.snapshot()).await.expect("a read hung");
+    let waited = started.elapsed();
+    match read {
+        Err(StoreError::Unavailable(why)) => assert!(why.contains("held by another process"), "{why}"),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert!(waited >= Duration::from_millis(1500), "gave up after {waited:?}, sooner than its patience");
+    let write = tokio::time::timeout(Duration::from_secs(10), store.put("k", b"v", Condition::Any, None)).await;
+    assert!(matches!(write, Ok(Err(StoreError::Unavailable(_)))), "{write:?}");
+    drop(lock);
+    store.put("k", b"v", Condition::Any, None).await.unwrap();
+}

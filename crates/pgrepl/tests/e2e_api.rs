@@ -1,14 +1,13 @@
 //! End-to-end: each agent's HTTP API under `pgrepl up`. Patroni's health checks answer with
 //! Patroni's codes on the primary and on replicas, lag bounds follow a replica whose replay is
 //! paused while the primary writes, `/cluster` is `status --json`, and `/liveness` tells a
-//! stuck loop (the store lock held: the API answers 503) and a stopped agent (SIGSTOP: no
+//! stuck loop (its PostgreSQL stopped, a query of the loop unanswered: the API answers 503) and a stopped agent (SIGSTOP: no
 //! answer, which probes read as not alive) from a live one.
 
 mod common;
 
 use common::http::{code, get, request};
-use common::{eventually, pids, signal, TestCluster};
-use std::os::fd::AsRawFd;
+use common::{eventually, pids, server_processes, signal, TestCluster};
 use std::time::Duration;
 
 const CHECKS: &[&str] = &[
@@ -136,21 +135,27 @@ async fn every_agent_answers_patronis_checks_and_liveness_tells_a_stuck_loop() {
     })
     .await;
 
-    // A stuck loop: the store's lock held, every agent's loop waits on it; the API still
-    // answers, and /liveness turns 503 once the loop has not beaten for a ttl (4 s).
-    let lock = std::fs::File::open(c.dir.join("store/lock")).unwrap();
-    // SAFETY: flock on a descriptor this test owns.
-    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    // A stuck loop: node-2's PostgreSQL stopped (SIGSTOP), its agent's loop waits on a query
+    // that gets no answer; the API still answers, and /liveness turns 503 once the loop has not
+    // beaten for a ttl (4 s).
+    let server = server_processes(&c.dir.join("members/node-2/data"));
+    assert!(server.len() > 2, "node-2's PostgreSQL processes: {server:?}");
+    for pid in &server {
+        signal(*pid, libc::SIGSTOP);
+    }
     let held = std::time::Instant::now();
-    eventually(Duration::from_secs(10), "node-2's /liveness 503 with its loop stuck", || async {
-        (code(n2_api, "GET", "/liveness") == 503).then_some(())
+    let stuck = eventually(Duration::from_secs(10), "node-2's /liveness 503 with its loop stuck", || async {
+        let reply = get(n2_api, "/liveness");
+        (reply.status == 503).then_some(reply)
     })
     .await;
-    assert!(held.elapsed() >= Duration::from_secs(3), "503 after {:?}, before a ttl could pass", held.elapsed());
-    let body = get(n2_api, "/liveness").json();
-    assert!(body["pgrepl"]["loop_age_ms"].as_u64().unwrap() > 4000, "{body}");
-    drop(lock);
-    eventually(Duration::from_secs(10), "node-2's /liveness 200 once the store answers", || async {
+    let waited = held.elapsed();
+    for pid in &server {
+        signal(*pid, libc::SIGCONT);
+    }
+    assert!(waited >= Duration::from_secs(3), "503 after {waited:?}, before a ttl could pass");
+    assert!(stuck.json()["pgrepl"]["loop_age_ms"].as_u64().unwrap() > 4000, "{}", stuck.body);
+    eventually(Duration::from_secs(10), "node-2's /liveness 200 once its server answers", || async {
         (code(n2_api, "GET", "/liveness") == 200).then_some(())
     })
     .await;

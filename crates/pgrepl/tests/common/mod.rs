@@ -287,6 +287,22 @@ pub fn postmaster_runs(data: &Path) -> bool {
     pid.is_some_and(alive)
 }
 
+/// Every live PostgreSQL process of the server in `data` (the postmaster and its children: their
+/// working directory is the data directory), as the fencer finds them.
+pub fn server_processes(data: &Path) -> Vec<i32> {
+    let data = std::fs::canonicalize(data).unwrap_or_else(|_| data.to_path_buf());
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+        let cwd = std::fs::read_link(entry.path().join("cwd")).ok();
+        if comm.trim() == "postgres" && cwd.as_deref() == Some(data.as_path()) && alive(pid) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
 /// Whether `pid` is a live process, not a killed one waiting to be reaped.
 pub fn alive(pid: i32) -> bool {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
