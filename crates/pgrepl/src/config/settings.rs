@@ -230,7 +230,10 @@ pub const SETTINGS: &[Setting] = &[
         key: "tls.cert_file",
         env: &["PGREPL_TLS_CERT_FILE"],
         default: Described("none: issued from the cluster CA"),
-        doc: "absolute path of this member's own server certificate (PEM; a chain may follow it), which replaces               the one issued from the cluster CA (say a Kubernetes Secret mounted as files); with `tls.key_file` and               `tls.ca_file`, all three or none; it must name the member's host; read again when it changes, and               PostgreSQL reloaded",
+        doc: "absolute path of this member's own server certificate (PEM, signed by `tls.ca_file` itself), which replaces \
+              the one issued from the cluster CA (say a Kubernetes Secret mounted as files); with `tls.key_file` and \
+              `tls.ca_file`, all three or none; it must name the member's host; read again when it changes, and \
+              PostgreSQL reloaded",
         secret: false,
         empty_is_unset: true,
         set: |r, v| text(&mut r.tls.cert_file, v),
@@ -248,7 +251,8 @@ pub const SETTINGS: &[Setting] = &[
         key: "tls.ca_file",
         env: &["PGREPL_TLS_CA_FILE"],
         default: Described("none"),
-        doc: "absolute path of the CA certificate (PEM) that signed `tls.cert_file`, the same on every member:               replicas and clients verify the members against it",
+        doc: "absolute path of the CA certificate (PEM) that signed `tls.cert_file`, the same on every member: \
+              replicas and clients verify the members against it",
         secret: false,
         empty_is_unset: true,
         set: |r, v| text(&mut r.tls.ca_file, v),
