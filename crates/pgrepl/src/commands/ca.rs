@@ -123,3 +123,37 @@ pub fn show(layout: &Layout) -> anyhow::Result<()> {
     print!("{text}");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{validate, RawConfig};
+    use std::time::Duration;
+
+    #[test]
+    fn a_node_with_its_own_certificate_files_needs_no_ca_and_bad_files_are_refused_naming_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = Layout::new(tmp.path());
+        assert!(check_given(&layout, &validate(&RawConfig::default(), &[]).unwrap()).is_err(), "no CA, no files");
+        let now = SystemTime::now();
+        let ca = pgrepl_tls::Ca::generate("shop", now).unwrap();
+        let m = ca.issue("db", &["10.0.0.5".to_string()], now, Duration::from_secs(86400)).unwrap();
+        let (cert, key, ca_file) = (tmp.path().join("tls.crt"), tmp.path().join("tls.key"), tmp.path().join("ca.pem"));
+        std::fs::write(&cert, &m.cert_pem).unwrap();
+        std::fs::write(&key, &m.key_pem).unwrap();
+        std::fs::write(&ca_file, &ca.cert_pem).unwrap();
+        let mut raw = RawConfig::default();
+        raw.tls.cert_file = Some(cert.display().to_string());
+        raw.tls.key_file = Some(key.display().to_string());
+        raw.tls.ca_file = Some(ca_file.display().to_string());
+        let config = validate(&raw, &[]).unwrap();
+        check_given(&layout, &config).unwrap();
+        settle(&layout, &config).unwrap();
+        assert!(!layout.ca_cert().exists() && !layout.ca_key().exists(), "no CA made beside given files");
+        assert_eq!(client_root(&layout, &config), ca_file);
+        check_files(&config, "10.0.0.5", &["10.0.0.6".to_string()]).unwrap();
+        let e = check_files(&config, "10.0.0.9", &[]).unwrap_err().to_string();
+        assert!(e.contains(&cert.display().to_string()) && e.contains("does not name 10.0.0.9"), "{e}");
+        assert!(!e.contains('\n'), "one line: {e}");
+    }
+}

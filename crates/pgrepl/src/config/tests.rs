@@ -320,6 +320,12 @@ fn given_certificate_files_come_all_three_or_none_as_absolute_paths() {
     assert!(e.to_string().starts_with("tls.ca_file (PGREPL_TLS_CA_FILE): \"ca.crt\" is not an absolute path"), "{e}");
     let e = env_config(&[all[0], all[1], all[2], ("PGREPL_TLS", "off")]).unwrap_err();
     assert!(e.problem.contains("tls.mode is off"), "{e}");
+    let ca = pgrepl_tls::Ca::generate("shop", std::time::SystemTime::now()).unwrap();
+    let e =
+        env_config(&[all[0], all[1], all[2], ("PGREPL_TLS_CA_CERT", &ca.cert_pem), ("PGREPL_TLS_CA_KEY", &ca.key_pem)])
+            .unwrap_err();
+    assert_eq!(e.setting, "tls.ca_cert (PGREPL_TLS_CA_CERT)");
+    assert!(e.problem.contains("replaces the certificate issued from it"), "{e}");
     let empty = env_config(&[("PGREPL_TLS_CERT_FILE", ""), ("PGREPL_TLS_KEY_FILE", ""), ("PGREPL_TLS_CA_FILE", "")]);
     assert_eq!(empty.unwrap().tls.files, None, "empty variables count as not set");
 }
