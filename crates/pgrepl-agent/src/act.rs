@@ -280,28 +280,51 @@ impl Agent {
     fn install_tls(&mut self, seen: &Seen) -> anyhow::Result<Option<pgrepl_pg::ServerTls>> {
         let crate::tls::Tls::On(on) = &self.s.tls else { return Ok(None) };
         let on = with_member_hosts(on, seen.obs.cluster.spec.as_ref());
-        crate::tls::install(&on, std::time::SystemTime::now())?;
+        self.tls_given = crate::tls::fingerprint(&on.source);
+        self.tls_cert = Some(crate::tls::install(&on, std::time::SystemTime::now())?.info);
         self.tls_checked = Some((std::time::Instant::now(), on.names.clone()));
         Ok(Some(on.server()))
     }
 
-    /// When the members' hosts changed (a router on any of them may route here), else once an
-    /// hour: renews this member's certificate when it is due or no longer names what it must,
-    /// and has a running server reload it.
+    /// When the members' hosts changed (a router on any of them may route here) or the given
+    /// certificate files changed (checked each quiet cycle by their fingerprint), else once an
+    /// hour: renews or replaces this member's certificate when it is due, no longer names what
+    /// it must or was given anew, and has a running server reload it (PostgreSQL reads its
+    /// certificate files again on reload). Warns, at most hourly, of an end within 30 days.
     pub(crate) async fn refresh_tls(&mut self, seen: &Seen) -> anyhow::Result<()> {
         let crate::tls::Tls::On(on) = &self.s.tls else { return Ok(()) };
         let on = with_member_hosts(on, seen.obs.cluster.spec.as_ref());
-        let fresh =
-            self.tls_checked.as_ref().is_some_and(|(at, names)| at.elapsed() < TLS_CHECK_EVERY && *names == on.names);
+        self.warn_of_expiry();
+        let given = crate::tls::fingerprint(&on.source);
+        let fresh = self.tls_given == given
+            && self
+                .tls_checked
+                .as_ref()
+                .is_some_and(|(at, names)| at.elapsed() < TLS_CHECK_EVERY && *names == on.names);
         if seen.obs.data == DataDir::Missing || fresh {
             return Ok(());
         }
         self.tls_checked = Some((std::time::Instant::now(), on.names.clone()));
-        if crate::tls::install(&on, std::time::SystemTime::now())?.replaced && seen.obs.server != Server::Stopped {
+        self.tls_given = given;
+        let installed = crate::tls::install(&on, std::time::SystemTime::now())?;
+        self.tls_cert = Some(installed.info);
+        if installed.replaced && seen.obs.server != Server::Stopped {
             self.pg.reload().await?;
             info!("reloaded PostgreSQL for this member's new certificate");
         }
         Ok(())
+    }
+
+    /// Logs the installed certificate's coming end (within 30 days), at most once an hour.
+    fn warn_of_expiry(&mut self) {
+        let Some(warning) = self.tls_cert.as_ref().and_then(|c| c.expiry_warning(std::time::SystemTime::now())) else {
+            return;
+        };
+        if self.tls_warned.is_some_and(|at| at.elapsed() < TLS_CHECK_EVERY) {
+            return;
+        }
+        self.tls_warned = Some(std::time::Instant::now());
+        warn!("{warning}");
     }
 
     /// Rewrites `pg_hba.conf` (and reloads a running server) when the spec's member hosts
@@ -512,6 +535,7 @@ mod tests {
                 ca_key: "/c/ca.key".into(),
             },
             dir: "/c/members/node-2/tls".into(),
+            host: "10.0.0.2".into(),
             names: vec!["10.0.0.2".into(), "localhost".into()],
         };
         assert_eq!(with_member_hosts(&on, Some(&spec)).names, ["10.0.0.2", "localhost", "10.0.0.1"]);

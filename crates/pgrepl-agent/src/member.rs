@@ -59,6 +59,12 @@ pub struct Agent {
     /// When this member's certificate was last installed or looked at, and the names it was
     /// to have then (`None`: not yet).
     pub(crate) tls_checked: Option<(Instant, Vec<String>)>,
+    /// The given certificate files' fingerprint when last installed (`tls::fingerprint`).
+    pub(crate) tls_given: Option<u64>,
+    /// The installed certificate, as last checked (its end is published and warned of).
+    pub(crate) tls_cert: Option<pgrepl_tls::CertInfo>,
+    /// When its coming end was last warned of in the log (at most hourly).
+    pub(crate) tls_warned: Option<Instant>,
     cycle: u64,
     last_sentence: String,
     /// When the sentence was last logged (paused, an unchanged one is logged again each loop_wait).
@@ -122,6 +128,9 @@ impl Agent {
             standby_names: None,
             hba: None,
             tls_checked: None,
+            tls_given: None,
+            tls_cert: None,
+            tls_warned: None,
             pg,
             first_cycle: true,
             applied: None,

@@ -45,7 +45,8 @@ pub(crate) fn build(agent: &Agent, seen: &Seen, sentence: String, state: Option<
         receive_lsn,
         replay_timeline,
         history: seen.obs.history.clone(),
-        warning: agent.warning.clone(),
+        warning: warning(agent),
+        tls_not_after_unix: agent.tls_cert.as_ref().map(|c| c.not_after_unix()),
         decision: sentence,
         replication: seen.obs.replication.clone(),
         slots: seen.obs.slots.iter().map(|s| s.name.clone()).collect(),
@@ -54,6 +55,15 @@ pub(crate) fn build(agent: &Agent, seen: &Seen, sentence: String, state: Option<
         paused: seen.obs.cluster.paused(),
         api: agent.s.api.clone(),
         updated_ms: wall_clock_ms(),
+    }
+}
+
+/// The agent's warning, and its certificate's coming end (within 30 days), joined.
+fn warning(agent: &Agent) -> Option<String> {
+    let expiry = agent.tls_cert.as_ref().and_then(|c| c.expiry_warning(SystemTime::now()));
+    match (agent.warning.clone(), expiry) {
+        (Some(w), Some(e)) => Some(format!("{w}; {e}")),
+        (w, e) => w.or(e),
     }
 }
 

@@ -1,13 +1,15 @@
 //! The member's TLS files: what PostgreSQL reads (`server.crt`, `server.key`, `ca.crt` in the
-//! member's own `tls/` directory) and where they come from (a `CertSource`: for now issued from
-//! the cluster CA). Owns installing them: a new set is checked before it replaces the installed
+//! member's own `tls/` directory) and where they come from (a `CertSource`: issued from the
+//! cluster CA, or the user's own files, say a Kubernetes Secret mounted as files). Owns
+//! installing them: a new set is checked before it replaces the installed
 //! one, and a source that fails leaves a set that still passes in place, so PostgreSQL only
 //! ever reads files that passed `pgrepl_tls::check` and is never left unable to start by a bad
 //! source. Decides nothing about the cluster.
 
 use anyhow::{bail, Context};
 use pgrepl_pg::{ClientTls, ServerTls};
-use pgrepl_tls::{Ca, CertInfo, TlsFiles, MEMBER_VALIDITY, RENEW_BEFORE};
+use pgrepl_tls::{Ca, CertInfo, PemSet, TlsFiles, MEMBER_VALIDITY, RENEW_BEFORE};
+use std::hash::{Hash, Hasher};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -27,17 +29,36 @@ pub struct TlsOn {
     pub source: CertSource,
     /// The member's own directory of installed files (`server.crt`, `server.key`, `ca.crt`).
     pub dir: PathBuf,
+    /// The member's own host: a given certificate must name it (the others in `names` it
+    /// should, and is warned of when it does not).
+    pub host: String,
     /// What the certificate must name so that clients verifying host names accept it: the
     /// member's host, the endpoints' address, `localhost`, `127.0.0.1`, the machine's name.
     pub names: Vec<String>,
 }
 
-/// Where a member's certificate comes from. (Bring-your-own files will be a second kind: the
-/// user's certificate, key and CA, checked and copied in the same way.)
+/// Where a member's certificate comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CertSource {
     /// Issued here, as `common_name`, from the cluster CA's certificate and key (key 0600).
     Issue { common_name: String, ca_cert: PathBuf, ca_key: PathBuf },
+    /// The user's own certificate, key and CA (`tls.cert_file`, `tls.key_file`,
+    /// `tls.ca_file`), copied in when they pass; never renewed here, only warned of.
+    Files(TlsFiles),
+}
+
+/// What the given files hold now, as one number (content, or why a file cannot be read), so
+/// the agent can tell cheaply when they changed; `None` for an issued certificate.
+pub fn fingerprint(source: &CertSource) -> Option<u64> {
+    let CertSource::Files(given) = source else { return None };
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for path in [&given.cert, &given.key, &given.ca] {
+        match std::fs::read(path) {
+            Ok(bytes) => bytes.hash(&mut h),
+            Err(e) => e.kind().to_string().hash(&mut h),
+        }
+    }
+    Some(h.finish())
 }
 
 /// What `install` left in place.
@@ -87,9 +108,12 @@ impl Tls {
 /// else a new set is made from the source, checked, and only then written over them. Should the
 /// source fail, installed files that are still valid stay (with a warning); with none, the error.
 pub fn install(on: &TlsOn, now: SystemTime) -> anyhow::Result<Installed> {
+    let (common_name, ca_cert, ca_key) = match &on.source {
+        CertSource::Issue { common_name, ca_cert, ca_key } => (common_name, ca_cert, ca_key),
+        CertSource::Files(given) => return install_given(on, given, now),
+    };
     let files = on.files();
     let current = pgrepl_tls::check_files(&files, now, &on.names);
-    let CertSource::Issue { common_name, ca_cert, ca_key } = &on.source;
     let source_ca = std::fs::read_to_string(ca_cert);
     let why = match (&current, &source_ca) {
         (Ok(info), Ok(ca)) if !info.expires_within(now, RENEW_BEFORE) && same_file_text(&files.ca, ca) => {
@@ -126,6 +150,68 @@ pub fn install(on: &TlsOn, now: SystemTime) -> anyhow::Result<Installed> {
             Err(_) => Err(e.context(format!("make this member's certificate ({why})"))),
         },
     }
+}
+
+/// The user's files: checked (readable, the key the certificate's, signed by their CA, valid
+/// now, naming the member's own host) and copied in when they differ from the installed set.
+/// Files that fail leave an installed set that is still valid in place, with a warning; names
+/// of `names` the certificate lacks (other members' hosts, the endpoints' address) are warned of.
+fn install_given(on: &TlsOn, given: &TlsFiles, now: SystemTime) -> anyhow::Result<Installed> {
+    let files = on.files();
+    let checked = check_given(given, &on.host, now);
+    let (set, info) = match checked {
+        Ok(ok) => ok,
+        Err(e) => {
+            return match pgrepl_tls::check_files(&files, now, &[]) {
+                Ok(info) if files_hold(&files).is_some() => {
+                    warn!(
+                        "refused the given certificate files, kept the installed ones ({}): {e}",
+                        files.cert.display()
+                    );
+                    Ok(Installed { files, info, replaced: false })
+                }
+                _ => Err(anyhow::anyhow!("{e}")),
+            }
+        }
+    };
+    if files_hold(&files).as_ref() == Some(&set) {
+        return Ok(Installed { files, info, replaced: false });
+    }
+    write_set(&on.dir, &files, &set.ca, &set.cert, &set.key)?;
+    let missing = unnamed(&info, &on.names);
+    if !missing.is_empty() {
+        warn!(
+            cert = %given.cert.display(),
+            "the given certificate does not name {}: clients verifying host names (sslmode=verify-full) that reach this member by those names refuse it",
+            missing.join(", ")
+        );
+    }
+    info!(cert = %given.cert.display(), subject = %info.subject, "installed the given certificate files");
+    Ok(Installed { files, info, replaced: true })
+}
+
+/// Checks the user's files as `pgrepl up` and `node` do before starting anything: each
+/// error names the file at fault.
+pub fn check_given(given: &TlsFiles, host: &str, now: SystemTime) -> Result<(PemSet, CertInfo), pgrepl_tls::TlsError> {
+    let set = pgrepl_tls::read_set(given)?;
+    let info = pgrepl_tls::check_set(given, &set, now, &[host.to_string()])?;
+    Ok((set, info))
+}
+
+/// Those of `names` the certificate does not name, loopback names aside (clients on the
+/// member's own machine may use its socket).
+pub fn unnamed(info: &CertInfo, names: &[String]) -> Vec<String> {
+    names
+        .iter()
+        .filter(|n| !matches!(n.as_str(), "localhost" | "127.0.0.1" | "::1"))
+        .filter(|n| !pgrepl_tls::names_cover(&info.names, n))
+        .cloned()
+        .collect()
+}
+
+/// The installed set, when all three files can be read.
+fn files_hold(files: &TlsFiles) -> Option<PemSet> {
+    pgrepl_tls::read_set(files).ok()
 }
 
 fn same_file_text(path: &Path, text: &str) -> bool {
@@ -187,6 +273,7 @@ mod tests {
                 ca_key: dir.join("ca.key"),
             },
             dir: dir.join("members/node-1/tls"),
+            host: "10.0.0.5".into(),
             names: vec!["10.0.0.5".into(), "localhost".into()],
         }
     }
@@ -238,5 +325,68 @@ mod tests {
         let e = format!("{:#}", install(&on, now).unwrap_err());
         assert!(e.contains("readable by others") && e.contains("there is none yet"), "{e}");
         assert!(!on.files().cert.exists());
+    }
+
+    /// Writes a certificate of `ca` for `names`, valid from `from` for `lasts`, with its key and
+    /// the CA, as the user's files in `dir`.
+    fn given(dir: &Path, ca: &Ca, names: &[&str], from: SystemTime, lasts: Duration) -> TlsFiles {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let m = ca.issue("db", &names, from, lasts).unwrap();
+        std::fs::create_dir_all(dir).unwrap();
+        let files = TlsFiles { cert: dir.join("tls.crt"), key: dir.join("tls.key"), ca: dir.join("ca.crt") };
+        std::fs::write(&files.cert, &m.cert_pem).unwrap();
+        std::fs::write(&files.key, &m.key_pem).unwrap();
+        std::fs::write(&files.ca, &ca.cert_pem).unwrap();
+        files
+    }
+
+    #[test]
+    fn given_files_are_installed_when_they_pass_and_a_bad_change_keeps_the_installed_set() {
+        let tmp = tempfile::tempdir().unwrap();
+        let now = SystemTime::now();
+        let ca = Ca::generate("shop", now).unwrap();
+        let secret = tmp.path().join("secret");
+        let files = given(&secret, &ca, &["10.0.0.5"], now, MEMBER_VALIDITY);
+        let on = TlsOn {
+            source: CertSource::Files(files.clone()),
+            dir: tmp.path().join("members/node-1/tls"),
+            host: "10.0.0.5".into(),
+            names: vec!["10.0.0.5".into(), "localhost".into(), "10.0.0.6".into()],
+        };
+        let first = install(&on, now).unwrap();
+        assert!(first.replaced, "installed although it does not name 10.0.0.6 (only warned of)");
+        assert_eq!(std::fs::read_to_string(&first.files.cert).unwrap(), std::fs::read_to_string(&files.cert).unwrap());
+        assert_eq!(unnamed(&first.info, &on.names), ["10.0.0.6"]);
+        assert!(!install(&on, now).unwrap().replaced, "the same files again change nothing");
+
+        let seen = fingerprint(&on.source);
+        assert_eq!(seen, fingerprint(&on.source), "unchanged files, same fingerprint");
+        given(&secret, &ca, &["10.0.0.5"], now, MEMBER_VALIDITY);
+        assert_ne!(seen, fingerprint(&on.source), "a new certificate, another fingerprint");
+        let second = install(&on, now).unwrap();
+        assert!(second.replaced);
+        let installed = std::fs::read_to_string(&second.files.cert).unwrap();
+
+        // Expired, or not naming the member's own host: refused, the installed set stays.
+        given(&secret, &ca, &["10.0.0.5"], now - 2 * RENEW_BEFORE, RENEW_BEFORE);
+        let kept = install(&on, now).unwrap();
+        assert!(!kept.replaced);
+        assert_eq!(std::fs::read_to_string(&kept.files.cert).unwrap(), installed);
+        let e = check_given(&files, "10.0.0.5", now).unwrap_err().to_string();
+        assert!(e.contains("tls.crt") && e.contains("expired"), "{e}");
+        given(&secret, &ca, &["10.0.0.7"], now, MEMBER_VALIDITY);
+        assert!(!install(&on, now).unwrap().replaced);
+        assert_eq!(std::fs::read_to_string(&on.files().cert).unwrap(), installed);
+
+        // With nothing installed, the refusal is the error.
+        std::fs::remove_file(on.files().cert).unwrap();
+        let e = format!("{:#}", install(&on, now).unwrap_err());
+        assert!(e.contains("does not name 10.0.0.5"), "{e}");
+        std::fs::remove_file(&files.key).unwrap();
+        assert_ne!(fingerprint(&on.source), None);
+        assert_eq!(
+            fingerprint(&CertSource::Issue { common_name: "x".into(), ca_cert: "/a".into(), ca_key: "/b".into() }),
+            None
+        );
     }
 }

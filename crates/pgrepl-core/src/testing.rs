@@ -23,6 +23,7 @@ pub fn status(role: Role, state: MemberState, port: u16, lsn: Lsn) -> MemberStat
         leader: None,
         paused: false,
         api: None,
+        tls_not_after_unix: None,
         updated_ms: 0,
     }
 }

@@ -172,6 +172,9 @@ pub struct MemberStatus {
     /// Where the member's HTTP API answers (`host:port`), when it serves one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api: Option<String>,
+    /// When the member's installed TLS certificate ends (Unix seconds), with TLS on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_not_after_unix: Option<u64>,
     /// Wall-clock time of publication, in milliseconds since the Unix epoch.
     pub updated_ms: u64,
 }

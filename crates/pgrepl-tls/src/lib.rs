@@ -143,6 +143,32 @@ impl CertInfo {
     pub fn not_after_unix(&self) -> u64 {
         self.not_after.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
     }
+
+    /// The warning an operator gets when it ends within `RENEW_BEFORE` of `now` (see
+    /// `expiry_warning`).
+    pub fn expiry_warning(&self, now: SystemTime) -> Option<String> {
+        expiry_warning(self.not_after, now)
+    }
+}
+
+/// The warning for a certificate that ends at `not_after`: none while that is further than
+/// `RENEW_BEFORE` from `now`; else how long it has left (in whole days, hours below a day),
+/// or that it has expired.
+pub fn expiry_warning(not_after: SystemTime, now: SystemTime) -> Option<String> {
+    if not_after > now + RENEW_BEFORE {
+        return None;
+    }
+    let at = not_after.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    Some(match not_after.duration_since(now) {
+        Err(_) => format!("this member's certificate expired at {at} (unix); replace it"),
+        Ok(left) if left < Duration::from_secs(24 * 3600) => {
+            format!("this member's certificate expires in {} hours (at {at}, unix); replace it", left.as_secs() / 3600)
+        }
+        Ok(left) => format!(
+            "this member's certificate expires in {} days (at {at}, unix), within 30 days; replace it",
+            left.as_secs() / (24 * 3600)
+        ),
+    })
 }
 
 fn to_system_time(t: x509_parser::time::ASN1Time) -> SystemTime {
@@ -258,11 +284,29 @@ pub struct TlsFiles {
     pub ca: PathBuf,
 }
 
-/// `check` on files, each error naming the file at fault.
-pub fn check_files(files: &TlsFiles, now: SystemTime, must_name: &[String]) -> Result<CertInfo, TlsError> {
+/// The text of the three files, as read at one moment.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PemSet {
+    pub cert: String,
+    pub key: String,
+    pub ca: String,
+}
+
+impl std::fmt::Debug for PemSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PemSet").field("cert", &self.cert).field("key", &"<secret>").field("ca", &self.ca).finish()
+    }
+}
+
+/// Reads the three files, the error naming the one that cannot be read.
+pub fn read_set(files: &TlsFiles) -> Result<PemSet, TlsError> {
     let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| bad(format!("{}: cannot be read: {e}", p.display())));
-    let (cert, key, ca) = (read(&files.cert)?, read(&files.key)?, read(&files.ca)?);
-    check(&cert, &key, &ca, now, must_name).map_err(|TlsError::Bad(s)| {
+    Ok(PemSet { cert: read(&files.cert)?, key: read(&files.key)?, ca: read(&files.ca)? })
+}
+
+/// `check_files` on what was read of `files`.
+pub fn check_set(files: &TlsFiles, set: &PemSet, now: SystemTime, must_name: &[String]) -> Result<CertInfo, TlsError> {
+    check(&set.cert, &set.key, &set.ca, now, must_name).map_err(|TlsError::Bad(s)| {
         let s = if let Some(rest) = s.strip_prefix("key: ") {
             format!("{}: {rest}", files.key.display())
         } else if let Some(rest) = s.strip_prefix("CA: ") {
@@ -272,6 +316,11 @@ pub fn check_files(files: &TlsFiles, now: SystemTime, must_name: &[String]) -> R
         };
         bad(s)
     })
+}
+
+/// `check` on files, each error naming the file at fault.
+pub fn check_files(files: &TlsFiles, now: SystemTime, must_name: &[String]) -> Result<CertInfo, TlsError> {
+    check_set(files, &read_set(files)?, now, must_name)
 }
 
 #[cfg(test)]
@@ -284,6 +333,24 @@ mod tests {
 
     fn names(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_certificate_is_warned_of_only_within_30_days_of_its_end() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let day = Duration::from_secs(24 * 3600);
+        assert_eq!(expiry_warning(now + RENEW_BEFORE + Duration::from_secs(1), now), None);
+        let w = expiry_warning(now + RENEW_BEFORE, now).expect("at 30 days");
+        assert!(w.contains("expires in 30 days"), "{w}");
+        let w = expiry_warning(now + 10 * day + Duration::from_secs(60), now).expect("10 days");
+        assert!(w.contains("in 10 days") && w.contains(&format!("at {}", 1_800_000_000 + 10 * 86400 + 60)), "{w}");
+        assert!(expiry_warning(now + Duration::from_secs(7200), now).unwrap().contains("in 2 hours"));
+        assert!(expiry_warning(now - Duration::from_secs(1), now).unwrap().contains("expired at 1799999999"));
+        let ca = Ca::generate("shop", now).unwrap();
+        let m = ca.issue("node-1", &[], now, 10 * day).unwrap();
+        let info = read_cert(&m.cert_pem).unwrap();
+        assert_eq!(info.expiry_warning(now), expiry_warning(info.not_after, now));
+        assert!(info.expiry_warning(now).is_some() && info.expiry_warning(now - 30 * day).is_none());
     }
 
     #[test]

@@ -64,6 +64,8 @@ pub struct CycleValues {
     pub took: Duration,
     /// This member's last fence, as recorded in the store.
     pub last_fence_unix_ms: Option<u64>,
+    /// When its installed TLS certificate ends (Unix seconds), as its status publishes it.
+    pub tls_not_after_unix: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -119,6 +121,7 @@ pub fn gather(api: &Api) -> Values {
             own_lag_seconds,
             took: c.took,
             last_fence_unix_ms: c.view.fences.get(me).map(|f| f.at_unix_ms),
+            tls_not_after_unix: c.status.tls_not_after_unix,
         }
     });
     Values {
@@ -407,6 +410,14 @@ fn render_cycle(t: &mut Text, c: &CycleValues) {
             Num::Float(at as f64 / 1000.0),
         );
     }
+    if let Some(at) = c.tls_not_after_unix {
+        t.one(
+            "pgrepl_tls_certificate_expiry_timestamp_seconds",
+            "gauge",
+            "When this member's installed TLS certificate expires (Unix time; warned of within 30 days).",
+            Num::Int(at),
+        );
+    }
 }
 
 fn render_router(t: &mut Text, r: &RouterValues) {
@@ -515,6 +526,7 @@ mod tests {
                     own_lag_seconds: None,
                     took: Duration::from_millis(4),
                     last_fence_unix_ms: Some(1_700_000_000_500),
+                    tls_not_after_unix: Some(1_800_000_000),
                 }),
             }),
             router: Some(RouterValues {
@@ -550,6 +562,7 @@ mod tests {
             format!(r#"pgrepl_replication_lag_seconds{{{c},replica="node-2"}} 0.25"#),
             format!("pgrepl_lease_expires_in_seconds{{{c}}} 9.5"),
             format!("pgrepl_last_fence_timestamp_seconds{{{c}}} 1700000000.5"),
+            format!("pgrepl_tls_certificate_expiry_timestamp_seconds{{{c}}} 1800000000"),
             format!(r#"pgrepl_decisions_total{{{c},action="promote"}} 1"#),
             format!(r#"pgrepl_action_failures_total{{{c},action="apply_spec"}} 2"#),
             format!(r#"pgrepl_promotions_total{{{c},kind="switchover"}} 1"#),

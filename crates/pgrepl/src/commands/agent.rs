@@ -44,8 +44,9 @@ pub fn settings(layout: &Layout, config: &Config, member: &MemberName, host: &st
     }
 }
 
-/// The member's TLS: off, or a certificate issued from the cluster CA (`DIR/ca.crt`) that names
-/// what clients may verify it by: the member's host, the endpoints' address (`listen`, so
+/// The member's TLS: off, or a certificate issued from the cluster CA (`DIR/ca.crt`), or the
+/// user's own files (`tls.cert_file`, which must name `host` and should name the rest), that
+/// names what clients may verify it by: the member's host, the endpoints' address (`listen`, so
 /// `verify-full` works through rw and ro; not when it is `0.0.0.0`), loopback and the
 /// machine's name. The agent adds every spec member's host.
 fn tls(layout: &Layout, config: &Config, member: &MemberName, host: &str) -> Tls {
@@ -63,15 +64,13 @@ fn tls(layout: &Layout, config: &Config, member: &MemberName, host: &str) -> Tls
             unique.push(n);
         }
     }
-    Tls::On(TlsOn {
-        source: CertSource::Issue {
-            common_name: member.to_string(),
-            ca_cert: layout.ca_cert(),
-            ca_key: layout.ca_key(),
-        },
-        dir: layout.tls_dir(member),
-        names: unique,
-    })
+    let source = match &config.tls.files {
+        Some(given) => CertSource::Files(given.clone()),
+        None => {
+            CertSource::Issue { common_name: member.to_string(), ca_cert: layout.ca_cert(), ca_key: layout.ca_key() }
+        }
+    };
+    Tls::On(TlsOn { source, dir: layout.tls_dir(member), host: host.to_string(), names: unique })
 }
 
 /// This machine's host name, when it has one that can be a DNS name.
@@ -171,7 +170,8 @@ mod tests {
         let same = tls(&layout, &config, &member, "10.0.0.5");
         let Tls::On(same) = same else { unreachable!() };
         assert_eq!(same.names.iter().filter(|n| *n == "10.0.0.5").count(), 1, "{:?}", same.names);
-        let CertSource::Issue { common_name, ca_cert, ca_key } = &on.source;
+        let CertSource::Issue { common_name, ca_cert, ca_key } = &on.source else { panic!("issued by default") };
+        assert_eq!(on.host, "10.0.0.9");
         assert_eq!(
             (common_name.as_str(), ca_cert.as_path(), ca_key.as_path()),
             ("node-2", Path::new("/c/ca.crt"), Path::new("/c/ca.key"))
@@ -182,5 +182,14 @@ mod tests {
         let mut off = RawConfig::default();
         off.tls.mode = Some("off".into());
         assert_eq!(tls(&layout, &validate(&off, &[]).unwrap(), &member, "10.0.0.9"), Tls::Off);
+        let mut own = raw.clone();
+        own.tls.cert_file = Some("/s/tls.crt".into());
+        own.tls.key_file = Some("/s/tls.key".into());
+        own.tls.ca_file = Some("/s/ca.crt".into());
+        let Tls::On(own) = tls(&layout, &validate(&own, &[]).unwrap(), &member, "10.0.0.9") else { unreachable!() };
+        let given =
+            pgrepl_tls::TlsFiles { cert: "/s/tls.crt".into(), key: "/s/tls.key".into(), ca: "/s/ca.crt".into() };
+        assert_eq!(own.source, CertSource::Files(given));
+        assert_eq!(own.names, on.names, "the same names are wanted of a given certificate (only its host is required)");
     }
 }

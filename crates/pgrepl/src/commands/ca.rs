@@ -1,6 +1,7 @@
 //! The cluster CA: `pgrepl ca init DIR` (a new CA for the user to give every host's
 //! `pgrepl node`), `pgrepl ca show` (the cluster's CA certificate, for clients to verify the
-//! members with), and `settle`, which puts a cluster directory's CA in place at `up` and `node`.
+//! members with), `settle`, which puts a cluster directory's CA in place at `up` and `node`,
+//! and `check_files`, which checks the user's own certificate files (`tls.cert_file`) there.
 //! The CA's key never leaves its files (mode 0600) and is never printed.
 
 use crate::config::Config;
@@ -9,13 +10,14 @@ use anyhow::{bail, Context};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::time::SystemTime;
-use tracing::info;
+use tracing::{info, warn};
 
 /// Puts the cluster CA in `DIR/ca.crt` and `DIR/ca.key` (0600): a given one (`tls.ca_cert`,
 /// `tls.ca_key`) replaces what is there; else an earlier one is kept; else one is made (`up`:
 /// one machine; `node` has refused before, in `check_given`). Nothing with TLS off.
 pub fn settle(layout: &Layout, config: &Config) -> anyhow::Result<()> {
-    if !config.tls.on {
+    // The user's own files need no CA key: nothing is issued here.
+    if !config.tls.on || config.tls.files.is_some() {
         return Ok(());
     }
     if let Some(given) = &config.tls.given_ca {
@@ -35,14 +37,44 @@ pub fn settle(layout: &Layout, config: &Config) -> anyhow::Result<()> {
 /// every host of the cluster must use the same one: it is never made per host.
 pub fn check_given(layout: &Layout, config: &Config) -> anyhow::Result<()> {
     let kept = layout.ca_cert().exists() && layout.ca_key().exists();
-    if config.tls.on && config.tls.given_ca.is_none() && !kept {
+    if config.tls.on && config.tls.given_ca.is_none() && config.tls.files.is_none() && !kept {
         bail!(
             "tls.ca_cert and tls.ca_key (PGREPL_TLS_CA_CERT_FILE, PGREPL_TLS_CA_KEY_FILE) are not set: `pgrepl node` never \
              makes a CA, since every host of the cluster must use the same one; make one with `pgrepl ca init DIR` and give \
-             its ca.crt and ca.key to every host (or set tls.mode = off)"
+             its ca.crt and ca.key to every host, or give each host its own certificate (tls.cert_file, tls.key_file, \
+             tls.ca_file), or set tls.mode = off"
         );
     }
     Ok(())
+}
+
+/// At `up` and `node`, before anything is started or changed: the user's own certificate files
+/// (`tls.cert_file`, `tls.key_file`, `tls.ca_file`) must be readable, the key the
+/// certificate's, signed by the CA, valid now and name `host` (the member's own); the error is
+/// one line naming the file and what is wrong. Names it should have besides (`others`: the
+/// endpoints' address, the other members' hosts) are warned of. Nothing without such files.
+pub fn check_files(config: &Config, host: &str, others: &[String]) -> anyhow::Result<()> {
+    let Some(given) = config.tls.files.as_ref().filter(|_| config.tls.on) else { return Ok(()) };
+    let (_, info) = pgrepl_agent::tls::check_given(given, host, SystemTime::now()).map_err(|e| {
+        anyhow::anyhow!("the given certificate files are refused (tls.cert_file, tls.key_file, tls.ca_file): {e}")
+    })?;
+    let missing = pgrepl_agent::tls::unnamed(&info, others);
+    if !missing.is_empty() {
+        warn!(
+            cert = %given.cert.display(),
+            "the given certificate does not name {}: clients verifying host names (sslmode=verify-full) that reach a member by those names refuse it",
+            missing.join(", ")
+        );
+    }
+    if let Some(w) = info.expiry_warning(SystemTime::now()) {
+        warn!(cert = %given.cert.display(), "{w}");
+    }
+    Ok(())
+}
+
+/// The CA clients verify the members against: the given `tls.ca_file`, else `DIR/ca.crt`.
+pub fn client_root(layout: &Layout, config: &Config) -> std::path::PathBuf {
+    config.tls.files.as_ref().map_or_else(|| layout.ca_cert(), |f| f.ca.clone())
 }
 
 /// Writes `ca.crt` and `ca.key` into `dir`, both 0600, each atomically.
@@ -83,11 +115,45 @@ pub fn init(dir: &Path, cluster: &str) -> anyhow::Result<()> {
 
 /// `pgrepl ca show`: the cluster directory's CA certificate, PEM.
 pub fn show(layout: &Layout) -> anyhow::Result<()> {
-    let path = layout.ca_cert();
+    let path = crate::cluster::load_config(layout).map_or_else(|_| layout.ca_cert(), |c| client_root(layout, &c));
     let text = std::fs::read_to_string(&path).with_context(|| {
         format!("read the cluster CA {} (is this a cluster directory, with TLS on?)", path.display())
     })?;
     pgrepl_tls::read_cert(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     print!("{text}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{validate, RawConfig};
+    use std::time::Duration;
+
+    #[test]
+    fn a_node_with_its_own_certificate_files_needs_no_ca_and_bad_files_are_refused_naming_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = Layout::new(tmp.path());
+        assert!(check_given(&layout, &validate(&RawConfig::default(), &[]).unwrap()).is_err(), "no CA, no files");
+        let now = SystemTime::now();
+        let ca = pgrepl_tls::Ca::generate("shop", now).unwrap();
+        let m = ca.issue("db", &["10.0.0.5".to_string()], now, Duration::from_secs(86400)).unwrap();
+        let (cert, key, ca_file) = (tmp.path().join("tls.crt"), tmp.path().join("tls.key"), tmp.path().join("ca.pem"));
+        std::fs::write(&cert, &m.cert_pem).unwrap();
+        std::fs::write(&key, &m.key_pem).unwrap();
+        std::fs::write(&ca_file, &ca.cert_pem).unwrap();
+        let mut raw = RawConfig::default();
+        raw.tls.cert_file = Some(cert.display().to_string());
+        raw.tls.key_file = Some(key.display().to_string());
+        raw.tls.ca_file = Some(ca_file.display().to_string());
+        let config = validate(&raw, &[]).unwrap();
+        check_given(&layout, &config).unwrap();
+        settle(&layout, &config).unwrap();
+        assert!(!layout.ca_cert().exists() && !layout.ca_key().exists(), "no CA made beside given files");
+        assert_eq!(client_root(&layout, &config), ca_file);
+        check_files(&config, "10.0.0.5", &["10.0.0.6".to_string()]).unwrap();
+        let e = check_files(&config, "10.0.0.9", &[]).unwrap_err().to_string();
+        assert!(e.contains(&cert.display().to_string()) && e.contains("does not name 10.0.0.9"), "{e}");
+        assert!(!e.contains('\n'), "one line: {e}");
+    }
 }

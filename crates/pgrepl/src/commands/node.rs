@@ -175,6 +175,8 @@ pub async fn run(dir: &Path, args: NodeArgs, env: Vec<FromEnv>) -> anyhow::Resul
     if host.is_loopback() {
         warn!(%host, "this member's address is a loopback one, which members on other hosts cannot reach: set `listen` (PGREPL_LISTEN) or --host");
     }
+    let endpoints = (!config.listen.is_unspecified()).then(|| config.listen.to_string());
+    ca::check_files(&config, &host.to_string(), &Vec::from_iter(endpoints))?;
     pgrepl_pg::Binaries::find(config.bin_dir.as_deref())?;
     // Loaded while still root: serving the endpoints splices in the kernel where it can.
     let splicer = if args.router { router::load_splicer(config.router_splice)? } else { None };

@@ -63,6 +63,9 @@ pub struct MemberJson {
     pub last_fenced_unix_ms: Option<u64>,
     /// Where its HTTP API answers (`host:port`), as its agent published it.
     pub api: Option<String>,
+    /// When its installed TLS certificate ends (Unix seconds; within 30 days, `warning` says
+    /// so), `null` with TLS off or while unknown.
+    pub tls_not_after_unix: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -121,6 +124,7 @@ pub fn build(cluster_name: &str, view: &ClusterView, endpoints: EndpointsJson) -
                     warning: warning(view, name, s),
                     last_fenced_unix_ms,
                     api: s.api.clone(),
+                    tls_not_after_unix: s.tls_not_after_unix,
                 }
             }
             None => MemberJson {
@@ -138,6 +142,7 @@ pub fn build(cluster_name: &str, view: &ClusterView, endpoints: EndpointsJson) -
                 warning: None,
                 last_fenced_unix_ms,
                 api: None,
+                tls_not_after_unix: None,
             },
         };
         members.push(member);

@@ -17,7 +17,10 @@ pub fn print(cluster: &Cluster, view: &ClusterView) {
     let ro_to = if ro_to.is_empty() { "no replica yet".to_string() } else { ro_to.join(", ") };
     // Verified against the cluster CA: every member's certificate names the endpoints' address.
     let tls = match config.tls.on {
-        true => format!("?sslmode=verify-full&sslrootcert={}", cluster.layout.ca_cert().display()),
+        true => format!(
+            "?sslmode=verify-full&sslrootcert={}",
+            crate::commands::ca::client_root(&cluster.layout, config).display()
+        ),
         false => String::new(),
     };
     println!("read-write: postgresql://{user}@{}:{}/{db}{tls}  (routes to {rw_to})", config.listen, config.port);
@@ -37,7 +40,8 @@ pub fn print(cluster: &Cluster, view: &ClusterView) {
     }
     println!("passwords:  {} (mode 0600; `pgrepl passwd` changes them)", cluster.layout.secrets().display());
     if config.tls.on {
-        println!("TLS:        the cluster CA is {} (`pgrepl ca show` prints it)", cluster.layout.ca_cert().display());
+        let root = crate::commands::ca::client_root(&cluster.layout, config);
+        println!("TLS:        the cluster CA is {} (`pgrepl ca show` prints it)", root.display());
     }
     println!("shell:      pgrepl --dir {} psql", cluster.layout.dir.display());
     // Every member's API serves the page; the leader's is the one most likely to stay up.

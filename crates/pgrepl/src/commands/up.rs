@@ -251,6 +251,8 @@ pub async fn run(dir: &Path, args: UpArgs) -> anyhow::Result<()> {
     let existing = layout.config().exists();
     let before = if existing { read_dir_config(&layout).ok() } else { None };
     let (raw, config) = settle_config(&layout, &args, existing)?;
+    // Every member of one machine is reached at `listen`.
+    ca::check_files(&config, &config.listen.to_string(), &[])?;
     pgrepl_pg::Binaries::find(config.bin_dir.as_deref())?;
     // Loaded while still root, for the router the new supervisor will start.
     let splicer = match running_pid(&layout.supervisor_pid()) {

@@ -123,7 +123,54 @@ pub(super) fn tls(raw: &RawConfig, src: &Sources, listen: IpAddr) -> Result<TlsC
             Some(GivenCa { cert_pem: pem(cert), key_pem: pem(key) })
         }
     };
-    Ok(TlsConfig { on, require, given_ca })
+    let files = given_files(raw, src, on)?;
+    if let (Some(_), Some(_)) = (&files, &given_ca) {
+        return Err(bad(
+            src.label("tls.ca_cert"),
+            "is set, but tls.cert_file replaces the certificate issued from it; give tls.ca_cert and tls.ca_key, or \
+             tls.cert_file, tls.key_file and tls.ca_file",
+        ));
+    }
+    Ok(TlsConfig { on, require, given_ca, files })
+}
+
+/// `tls.cert_file`, `tls.key_file` and `tls.ca_file`: all three or none, absolute paths, and
+/// only with TLS on.
+fn given_files(raw: &RawConfig, src: &Sources, on: bool) -> Result<Option<pgrepl_tls::TlsFiles>, ConfigError> {
+    let given =
+        [("tls.cert_file", &raw.tls.cert_file), ("tls.key_file", &raw.tls.key_file), ("tls.ca_file", &raw.tls.ca_file)];
+    let set: Vec<&str> = given.iter().filter(|(_, v)| v.is_some()).map(|(k, _)| *k).collect();
+    if set.is_empty() {
+        return Ok(None);
+    }
+    if !on {
+        return Err(bad(src.label(set[0]), "is set while tls.mode is off; turn TLS on or leave it unset"));
+    }
+    if let Some((missing, _)) = given.iter().find(|(_, v)| v.is_none()) {
+        return Err(bad(
+            src.label(missing),
+            format!(
+                "is not set, but {} {}; give tls.cert_file, tls.key_file and tls.ca_file (certificate, key, CA), all three or none",
+                set.join(" and "),
+                if set.len() == 1 { "is" } else { "are" }
+            ),
+        ));
+    }
+    let path = |key: &str, value: &Option<String>| {
+        let text = value.as_deref().unwrap_or_default();
+        match std::path::Path::new(text).is_absolute() {
+            true => Ok(std::path::PathBuf::from(text)),
+            false => Err(bad(
+                src.label(key),
+                format!("{text:?} is not an absolute path; give the file's absolute path (pgrepl's processes read it from another working directory)"),
+            )),
+        }
+    };
+    Ok(Some(pgrepl_tls::TlsFiles {
+        cert: path("tls.cert_file", &raw.tls.cert_file)?,
+        key: path("tls.key_file", &raw.tls.key_file)?,
+        ca: path("tls.ca_file", &raw.tls.ca_file)?,
+    }))
 }
 
 /// With TLS on, pgrepl sets the server's certificate files and `ssl`: `[parameters]` must not,

@@ -134,6 +134,12 @@ pub struct RawTls {
     pub ca_cert: Option<String>,
     /// The cluster CA's private key, PEM. A secret: kept in `ca.key` (0600), not here.
     pub ca_key: Option<String>,
+    /// This member's own certificate (absolute path, PEM), replacing the issued one.
+    pub cert_file: Option<String>,
+    /// Its private key (absolute path, PEM).
+    pub key_file: Option<String>,
+    /// The CA that signed it (absolute path, PEM).
+    pub ca_file: Option<String>,
 }
 
 impl RawTls {

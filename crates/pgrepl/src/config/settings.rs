@@ -227,6 +227,37 @@ pub const SETTINGS: &[Setting] = &[
         set: |r, v| text(&mut r.tls.ca_key, v),
     },
     Setting {
+        key: "tls.cert_file",
+        env: &["PGREPL_TLS_CERT_FILE"],
+        default: Described("none: issued from the cluster CA"),
+        doc: "absolute path of this member's own server certificate (PEM, signed by `tls.ca_file` itself), which replaces \
+              the one issued from the cluster CA (say a Kubernetes Secret mounted as files); with `tls.key_file` and \
+              `tls.ca_file`, all three or none; it must name the member's host; read again when it changes, and \
+              PostgreSQL reloaded",
+        secret: false,
+        empty_is_unset: true,
+        set: |r, v| text(&mut r.tls.cert_file, v),
+    },
+    Setting {
+        key: "tls.key_file",
+        env: &["PGREPL_TLS_KEY_FILE"],
+        default: Described("none"),
+        doc: "absolute path of its private key (PEM), readable by `run_as`",
+        secret: false,
+        empty_is_unset: true,
+        set: |r, v| text(&mut r.tls.key_file, v),
+    },
+    Setting {
+        key: "tls.ca_file",
+        env: &["PGREPL_TLS_CA_FILE"],
+        default: Described("none"),
+        doc: "absolute path of the CA certificate (PEM) that signed `tls.cert_file`, the same on every member: \
+              replicas and clients verify the members against it",
+        secret: false,
+        empty_is_unset: true,
+        set: |r, v| text(&mut r.tls.ca_file, v),
+    },
+    Setting {
         key: "destroy_on_restart",
         env: &["PGREPL_DESTROY_ON_RESTART", "DESTROY_DATABASE_ON_RESTART"],
         default: Value("false"),

@@ -290,3 +290,42 @@ fn with_tls_on_parameters_may_not_set_the_servers_certificate() {
     raw.parameters.insert("ssl_min_protocol_version".into(), toml::Value::String("TLSv1.3".into()));
     assert!(start(raw, &[]).is_ok(), "a stricter protocol is the user's to choose");
 }
+
+#[test]
+fn given_certificate_files_come_all_three_or_none_as_absolute_paths() {
+    let all = [
+        ("PGREPL_TLS_CERT_FILE", "/etc/tls/tls.crt"),
+        ("PGREPL_TLS_KEY_FILE", "/etc/tls/tls.key"),
+        ("PGREPL_TLS_CA_FILE", "/etc/tls/ca.crt"),
+    ];
+    let files = env_config(&all).unwrap().tls.files.expect("given");
+    assert_eq!(
+        files,
+        pgrepl_tls::TlsFiles {
+            cert: "/etc/tls/tls.crt".into(),
+            key: "/etc/tls/tls.key".into(),
+            ca: "/etc/tls/ca.crt".into()
+        }
+    );
+    assert_eq!(env_config(&[]).unwrap().tls.files, None);
+    let e = env_config(&all[..1]).unwrap_err();
+    assert_eq!(e.setting, "tls.key_file", "not given, so no variable to name");
+    assert!(e.problem.contains("but tls.cert_file is") && e.problem.contains("all three or none"), "{e}");
+    let e = env_config(&all[..2]).unwrap_err();
+    assert_eq!(e.setting, "tls.ca_file");
+    assert!(e.problem.contains("tls.cert_file and tls.key_file are"), "{e}");
+    let e = env_config(&all[1..]).unwrap_err();
+    assert_eq!(e.setting, "tls.cert_file");
+    let e = env_config(&[all[0], all[1], ("PGREPL_TLS_CA_FILE", "ca.crt")]).unwrap_err();
+    assert!(e.to_string().starts_with("tls.ca_file (PGREPL_TLS_CA_FILE): \"ca.crt\" is not an absolute path"), "{e}");
+    let e = env_config(&[all[0], all[1], all[2], ("PGREPL_TLS", "off")]).unwrap_err();
+    assert!(e.problem.contains("tls.mode is off"), "{e}");
+    let ca = pgrepl_tls::Ca::generate("shop", std::time::SystemTime::now()).unwrap();
+    let e =
+        env_config(&[all[0], all[1], all[2], ("PGREPL_TLS_CA_CERT", &ca.cert_pem), ("PGREPL_TLS_CA_KEY", &ca.key_pem)])
+            .unwrap_err();
+    assert_eq!(e.setting, "tls.ca_cert (PGREPL_TLS_CA_CERT)");
+    assert!(e.problem.contains("replaces the certificate issued from it"), "{e}");
+    let empty = env_config(&[("PGREPL_TLS_CERT_FILE", ""), ("PGREPL_TLS_KEY_FILE", ""), ("PGREPL_TLS_CA_FILE", "")]);
+    assert_eq!(empty.unwrap().tls.files, None, "empty variables count as not set");
+}

@@ -258,6 +258,10 @@ pub struct TlsConfig {
     pub require: bool,
     /// The cluster CA as given (`tls.ca_cert`, `tls.ca_key`), checked to be a CA and a key.
     pub given_ca: Option<GivenCa>,
+    /// The user's own certificate, key and CA (`tls.cert_file`, `tls.key_file`,
+    /// `tls.ca_file`), absolute paths, instead of a certificate issued from the cluster CA.
+    /// Their content is checked at start (`ca::check_files`) and by the agent, not here.
+    pub files: Option<pgrepl_tls::TlsFiles>,
 }
 
 /// A CA certificate and its key as given, in PEM; the key hides itself in `Debug`.
