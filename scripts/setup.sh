@@ -18,9 +18,10 @@ want_packages=("postgresql-$PG_MAJOR" "postgresql-client-$PG_MAJOR" etcd-server 
 # The tests across hosts and the fault test: network namespaces, veths, a bridge and `tc`
 # (iproute2), cut links and dropped packets (iptables).
 want_packages+=(iproute2 iptables)
-# For the benchmarks: haproxy (bench/router.sh, bench/failover.sh), hyperfine, and for
-# bench/failover.sh Patroni (with the local etcd above) and the writer's psycopg2.
-[ "${PGREPL_BENCH:-}" = 1 ] && want_packages+=(haproxy hyperfine patroni python3-psycopg2)
+# For the benchmarks: haproxy (bench/router.sh, bench/failover.sh, bench/api.sh), hyperfine, wrk
+# (bench/api.sh), and for bench/failover.sh and bench/api.sh Patroni (with the local etcd above)
+# and the writer's psycopg2.
+[ "${PGREPL_BENCH:-}" = 1 ] && want_packages+=(haproxy hyperfine wrk patroni python3-psycopg2)
 # Where a Docker engine answers, the image tests also drive the compose samples.
 if docker info >/dev/null 2>&1 && ! command -v docker-compose >/dev/null 2>&1; then want_packages+=(docker-compose); fi
 
