@@ -134,7 +134,7 @@ cleanup() {
   stop_pid "$HAPROXY_PID" 5
   if [ -n "$PATRONI_PID" ]; then log "cleanup: stopping Patroni"; stop_patroni; fi
   if [ -n "$ETCD_PID" ]; then log "cleanup: stopping etcd"; stop_pid "$ETCD_PID" 10; fi
-  save_logs
+  save_logs || true # (a full disk must not keep the cluster from being destroyed)
   if [ -e "$PD/pgrepl.toml" ]; then destroy_cluster "$PD" || keep=1; fi
   if [ "$keep" -eq 0 ]; then rm -rf "$WORK"; fi
   [ "$rc" -eq 0 ] || log "failed (exit $rc); partial raw results in $OUT"
