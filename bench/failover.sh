@@ -159,7 +159,8 @@ stop_patroni() {
   done
 }
 
-# now, wait_for_quiet, destroy_cluster: shared with the other benchmark scripts.
+# now, wait_for_quiet, destroy_cluster, free_ports, is_proc, start_etcd: shared with the other
+# benchmark scripts.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 cleanup() {
@@ -179,24 +180,6 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # ---- helpers ----------------------------------------------------------------------------------
-
-# free_ports N: N TCP ports free on 127.0.0.1 right now (never 5432 or 5433).
-free_ports() {
-  "$PY" -c '
-import socket, sys
-socks = []
-while len(socks) < int(sys.argv[1]):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    if s.getsockname()[1] in (5432, 5433):
-        continue
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-' "$1"
-}
-
-# is_proc PID WORD: PID runs and WORD is in its command line (guards against stale pid files).
-is_proc() { [[ $1 =~ ^[0-9]+$ ]] && tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -q -- "$2"; }
 
 secret() { "$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1/secrets.json" "$2"; }
 gen_password() { "$PY" -c 'import secrets; print(secrets.token_hex(16))'; }
@@ -344,26 +327,6 @@ pgrepl_teardown() {
 # ---- Patroni ----------------------------------------------------------------------------------
 NODES=(node1 node2 node3)
 declare -A PAT_REST=() PAT_PG=()
-
-start_etcd() {
-  local d=$WORK/etcd
-  read -r ETCD_CLIENT ETCD_PEER <<<"$(free_ports 2)"
-  install -d -o postgres -g postgres -m 0700 "$d"
-  log "etcd: starting on 127.0.0.1:$ETCD_CLIENT (v3 API; as the postgres user)"
-  (cd "$d" && exec setpriv --reuid postgres --regid postgres --init-groups -- "$ETCD" --name bench \
-    --data-dir "$d/data" --listen-client-urls "http://127.0.0.1:$ETCD_CLIENT" \
-    --advertise-client-urls "http://127.0.0.1:$ETCD_CLIENT" --listen-peer-urls "http://127.0.0.1:$ETCD_PEER" \
-    --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER" --initial-cluster "bench=http://127.0.0.1:$ETCD_PEER" \
-    --initial-cluster-state new) >"$OUT/etcd.log" 2>&1 3>&- &
-  ETCD_PID=$!
-  local i
-  for i in $(seq 1 100); do
-    curl -fsS "http://127.0.0.1:$ETCD_CLIENT/health" 2>/dev/null | grep -q '"health":"true"' && return 0
-    kill -0 "$ETCD_PID" 2>/dev/null || die "etcd exited; see $OUT/etcd.log"
-    sleep 0.2
-  done
-  die "etcd not healthy after 20 s; see $OUT/etcd.log"
-}
 
 # patroni_write_config CONFIG NODE: the node's patroni.yml (mode 0600, owned by postgres).
 patroni_write_config() {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Helpers shared by the benchmark scripts (sourced, not run). They expect `log`, LOAD_MAX and
-# LOAD_WAIT (wait_for_quiet), PGREPL and OUT (destroy_cluster) from the script that sources them.
+# LOAD_WAIT (wait_for_quiet), PGREPL and OUT (destroy_cluster), PY (free_ports), and `die`, ETCD,
+# WORK, OUT and ETCD_PID (start_etcd) from the script that sources them.
 
 now() { date +%s.%N; }
 
@@ -31,4 +32,44 @@ destroy_cluster() {
   "$PGREPL" --dir "$1" down >/dev/null 2>>"$OUT/cleanup.err" && return 0
   log "cleanup: could not stop the cluster in $1; left in place (see $OUT/cleanup.err)"
   return 1
+}
+
+# free_ports N: N TCP ports free on 127.0.0.1 right now (never 5432 or 5433).
+free_ports() {
+  "$PY" -c '
+import socket, sys
+socks = []
+while len(socks) < int(sys.argv[1]):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    if s.getsockname()[1] in (5432, 5433):
+        continue
+    socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+' "$1"
+}
+
+# is_proc PID WORD: PID runs and WORD is in its command line (guards against stale pid files).
+is_proc() { [[ $1 =~ ^[0-9]+$ ]] && tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -q -- "$2"; }
+
+# start_etcd: a one-member etcd (v3 API) as the postgres user under WORK/etcd, on free ports; sets
+# ETCD_PID, ETCD_CLIENT and ETCD_PEER, its log in OUT/etcd.log. The caller stops it.
+start_etcd() {
+  local d=$WORK/etcd
+  read -r ETCD_CLIENT ETCD_PEER <<<"$(free_ports 2)"
+  install -d -o postgres -g postgres -m 0700 "$d"
+  log "etcd: starting on 127.0.0.1:$ETCD_CLIENT (v3 API; as the postgres user)"
+  (cd "$d" && exec setpriv --reuid postgres --regid postgres --init-groups -- "$ETCD" --name bench \
+    --data-dir "$d/data" --listen-client-urls "http://127.0.0.1:$ETCD_CLIENT" \
+    --advertise-client-urls "http://127.0.0.1:$ETCD_CLIENT" --listen-peer-urls "http://127.0.0.1:$ETCD_PEER" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER" --initial-cluster "bench=http://127.0.0.1:$ETCD_PEER" \
+    --initial-cluster-state new) >"$OUT/etcd.log" 2>&1 3>&- &
+  ETCD_PID=$!
+  local i
+  for i in $(seq 1 100); do
+    curl -fsS "http://127.0.0.1:$ETCD_CLIENT/health" 2>/dev/null | grep -q '"health":"true"' && return 0
+    kill -0 "$ETCD_PID" 2>/dev/null || die "etcd exited; see $OUT/etcd.log"
+    sleep 0.2
+  done
+  die "etcd not healthy after 20 s; see $OUT/etcd.log"
 }

@@ -26,9 +26,9 @@ want_packages+=(tcpdump)
 # benchmarks bench/router.sh, bench/failover.sh use it). Its own service listens on nothing with
 # Debian's default configuration; it is stopped and disabled after installing all the same.
 want_packages+=(haproxy)
-# For the benchmarks: hyperfine, and for bench/failover.sh Patroni (with the local etcd above)
-# and the writer's psycopg2.
-[ "${PGREPL_BENCH:-}" = 1 ] && want_packages+=(hyperfine patroni python3-psycopg2)
+# For the benchmarks: hyperfine, wrk (bench/api.sh), and for bench/failover.sh and bench/api.sh
+# Patroni (with the local etcd above) and the writer's psycopg2.
+[ "${PGREPL_BENCH:-}" = 1 ] && want_packages+=(hyperfine wrk patroni python3-psycopg2)
 # The terminal tests of `pgrepl status --watch` and the progress line (e2e_watch) run it in tmux.
 want_packages+=(tmux)
 # The status page's test renders /ui in headless Chromium (e2e_api_ui).
