@@ -240,7 +240,7 @@ psql_direct CHECKPOINT
 
 # ---- one run ----------------------------------------------------------------------------------
 SEQ=0
-printf 'seq\ttrial\tmode\ttarget\ttls\tt0\tt1\tload\tidle_before\tidle_waited_s\tbusy_pct\tsteal_pct\tbusy_ticks\tok\ttps\tlatency_ms\tconnection_ms\ttxns\tfailed\n' >"$OUT/runs.tsv"
+printf 'seq\ttrial\tmode\ttarget\ttls\tt0\tt1\tload\tidle_before\tidle_waited_s\tbusy_pct\tsteal_pct\tbusy_ticks\tother_bench\tok\ttps\tlatency_ms\tconnection_ms\ttxns\tfailed\n' >"$OUT/runs.tsv"
 
 # run_case TRIAL MODE TARGET TLS [warmup]: one run, redone (up to RETRIES times) when the
 # hypervisor stole more than STEAL_MAX % of the CPUs during it.
@@ -255,7 +255,7 @@ run_case() {
 
 # run_once TRIAL MODE TARGET TLS [warmup]: sets OK (1, 0, warmup or disturbed).
 run_once() {
-  local trial=$1 mode=$2 target=$3 tls=$4 port flags secs id ok=1 t0 t1 a b load busy steal ticks tps lat conn txns failed
+  local trial=$1 mode=$2 target=$3 tls=$4 port flags secs id ok=1 t0 t1 a b load busy steal ticks other=no tps lat conn txns failed
   case $target in
     direct) port=$PRIMARY_PORT ;;
     rw) port=$RW_PORT ;;
@@ -274,12 +274,15 @@ run_once() {
   sync
   wait_idle
   load=$(cut -d' ' -f1 /proc/loadavg)
+  # another benchmark started meanwhile: the run still counts, but it is marked
+  pgrep -f "$OTHER_BENCH" >/dev/null && other=yes
   t0=$(now)
   a=$(head -1 /proc/stat)
   as_client "$tls" "$PG_BIN/pgbench" -h 127.0.0.1 -p "$port" -U postgres -T "$secs" -c "$CLIENTS" -j "$(( CLIENTS < 2 ? CLIENTS : 2 ))" \
     "${flags[@]}" postgres >"$OUT/runs/$id.out" 2>&1 || ok=0
   b=$(head -1 /proc/stat)
   t1=$(now)
+  pgrep -f "$OTHER_BENCH" >/dev/null && other=yes
   read -r busy steal ticks <<<"$(cpu_delta "$a" "$b")"
   tps=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$OUT/runs/$id.out")
   lat=$(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' "$OUT/runs/$id.out")
@@ -291,9 +294,9 @@ run_once() {
   [ "$ok" = 1 ] && awk -v s="$steal" -v m="$STEAL_MAX" 'BEGIN { exit !(s > m) }' && ok=disturbed
   [ -n "${5:-}" ] && ok=warmup
   OK=$ok
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$id" "$trial" "$mode" "$target" "$tls" "$t0" "$t1" \
-    "$load" "$IDLE" "$IDLE_WAITED" "$busy" "$steal" "$ticks" "$ok" "${tps:--}" "${lat:--}" "${conn:--}" "${txns:--}" "${failed:--}" >>"$OUT/runs.tsv"
-  log "  $mode $target $tls: tps ${tps:-?}, latency ${lat:-?} ms${conn:+, connection $conn ms}, ok=$ok (load $load; before: ${IDLE%/*}% busy, ${IDLE#*/}% stolen, waited ${IDLE_WAITED}s; during: ${busy}% busy, ${steal}% stolen)"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$id" "$trial" "$mode" "$target" "$tls" "$t0" "$t1" \
+    "$load" "$IDLE" "$IDLE_WAITED" "$busy" "$steal" "$ticks" "$other" "$ok" "${tps:--}" "${lat:--}" "${conn:--}" "${txns:--}" "${failed:--}" >>"$OUT/runs.tsv"
+  log "  $mode $target $tls: tps ${tps:-?}, latency ${lat:-?} ms${conn:+, connection $conn ms}, ok=$ok (load $load; before: ${IDLE%/*}% busy, ${IDLE#*/}% stolen, waited ${IDLE_WAITED}s; during: ${busy}% busy, ${steal}% stolen; another benchmark running: $other)"
   [ "$ok" != 0 ] || log "  run failed; see $OUT/runs/$id.out"
 }
 

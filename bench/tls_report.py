@@ -71,6 +71,7 @@ def main():
     n_timed = len([r for r in runs if r["ok"] != "warmup"])
     n_disturbed = len([r for r in runs if r["ok"] == "disturbed"])
     n_failed = len([r for r in runs if r["ok"] == "0"])
+    n_other = len([r for r in runs if r["ok"] != "warmup" and r.get("other_bench") == "yes"])
 
     md = [BEGIN, "",
           f"Run of {machine['date_utc']} with `bash bench/tls.sh`; raw results in "
@@ -92,7 +93,7 @@ def main():
            f"min {fmt(min(loads) if loads else None)}, max {fmt(max(loads) if loads else None)} |",
            "",
            f"{n_ok} of {n_timed} timed runs counted ({n_disturbed} disturbed by steal above "
-           f"{machine['steal_max']} %, {n_failed} failed). Every figure is the median over the "
+           f"{machine['steal_max']} %, {n_failed} failed; during {n_other} of them another benchmark was running). Every figure is the median over the "
            f"{machine['trials']} trials; *TLS / plain* is the ratio of the medians, then per trial "
            "(each TLS run against the plain run next to it).", ""]
 
@@ -135,12 +136,12 @@ def main():
 
     md += ["<details><summary>Every run</summary>", "",
            "| run | trial | mode | target | TLS | TPS | latency (ms) | connection (ms) | transactions "
-           "| 1-min load | before: busy/steal %, waited (s) | busy % | steal % | ok |",
-           "|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|:---:|"]
+           "| 1-min load | before: busy/steal %, waited (s) | busy % | steal % | another benchmark running | ok |",
+           "|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|:---:|:---:|"]
     for r in runs:
         md.append(f"| {r['seq']} | {r['trial']} | {r['mode']} | {r['target']} | {r['tls']} | {r['tps']} "
                   f"| {r['latency_ms']} | {r['connection_ms']} | {r['txns']} | {r['load']} "
-                  f"| {r['idle_before']}, {r['idle_waited_s']} | {r['busy_pct']} | {r['steal_pct']} | {r['ok']} |")
+                  f"| {r['idle_before']}, {r['idle_waited_s']} | {r['busy_pct']} | {r['steal_pct']} | {r.get('other_bench', '–')} | {r['ok']} |")
     md += ["", "</details>", "", END]
     publish("\n".join(md) + "\n", out_dir, doc, BEGIN, END, "## TLS cost: results")
 
