@@ -23,7 +23,7 @@ NEMESIS_SEED   ?=
 
 image_tests := image_seed000 image_seed002 image_bad_env image_compose image_node
 
-.PHONY: setup build image test-image up down destroy status scale test nemesis bench bench-api logs master-log slave-log master-shell slave-shell
+.PHONY: setup build image test-image up down destroy status scale test nemesis bench bench-api bench-tls logs master-log slave-log master-shell slave-shell
 
 setup:
 	@bash scripts/setup.sh
@@ -87,3 +87,7 @@ bench: build
 bench-api: build
 	PGREPL_BENCH=1 bash scripts/setup.sh
 	bash bench/api.sh
+
+# `make bench-tls`: the cost of TLS (pgbench with and without TLS, direct and through rw; docs/benchmarks.md, "TLS cost").
+bench-tls: build
+	bash bench/tls.sh
