@@ -31,6 +31,9 @@
 # The admin password is read from the cluster's secrets.json into the environment of the one
 # client process that needs it; it is never printed or put on a command line.
 set -euo pipefail
+# The router's own cost, not TLS's (bench/tls.sh measures that): clients speak plain TCP, as
+# they may over loopback (require_tls is off for a loopback listen).
+export PGSSLMODE=${PGSSLMODE:-disable}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PGREPL=$ROOT/target/release/pgrepl
