@@ -97,18 +97,9 @@ PATRONI_PID=
 HAPROXY_PID=
 log "raw results: $OUT; scratch: $WORK"
 
-# now, wait_for_quiet, destroy_cluster, free_ports, is_proc, start_etcd: shared with the other
-# benchmark scripts.
+# now, wait_for_quiet, destroy_cluster, free_ports, is_proc, start_etcd, secret, gen_password,
+# stop_pid: shared with the other benchmark scripts.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-
-stop_pid() { # stop_pid PID SECONDS: SIGTERM, wait up to SECONDS, then SIGKILL
-  local pid=$1 i
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < $2 * 10; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
-  wait "$pid" 2>/dev/null || true
-}
 
 # stop_patroni: patroni (which stops its PostgreSQL), then a PostgreSQL left behind, immediately.
 stop_patroni() {
@@ -195,7 +186,6 @@ log "pgrepl: primary $PRIMARY, its API at $PRIMARY_API (agent pid $PRIMARY_AGENT
 start_etcd
 read -r PAT_REST PAT_PG <<<"$(free_ports 2)"
 install -d -o postgres -g postgres -m 0700 "$PAT_DIR"
-gen_password() { "$PY" -c 'import secrets; print(secrets.token_hex(16))'; }
 # ttl 10, loop_wait 1, retry_timeout 4: a loop as often as pgrepl's (loop_wait 1 s by default)
 cat >"$PAT_DIR/patroni.yml" <<EOF
 scope: bench-api

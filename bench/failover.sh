@@ -131,15 +131,6 @@ HAPROXY_PID=
 PAT_DIR=                 # the current Patroni cluster's directory
 declare -A PAT_PID=()    # Patroni node name -> pid of its patroni process
 
-stop_pid() { # stop_pid PID SECONDS: SIGTERM, wait up to SECONDS, then SIGKILL
-  local pid=$1 i
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < $2 * 10; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
-  wait "$pid" 2>/dev/null || true
-}
-
 stop_writer() { stop_pid "$WRITER_PID" 10; WRITER_PID=; }
 stop_haproxy() { stop_pid "$HAPROXY_PID" 5; HAPROXY_PID=; }
 
@@ -159,8 +150,8 @@ stop_patroni() {
   done
 }
 
-# now, wait_for_quiet, destroy_cluster, free_ports, is_proc, start_etcd: shared with the other
-# benchmark scripts.
+# now, wait_for_quiet, destroy_cluster, free_ports, is_proc, start_etcd, secret, gen_password,
+# stop_pid: shared with the other benchmark scripts.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 cleanup() {
@@ -181,8 +172,6 @@ trap 'exit 143' TERM
 
 # ---- helpers ----------------------------------------------------------------------------------
 
-secret() { "$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1/secrets.json" "$2"; }
-gen_password() { "$PY" -c 'import secrets; print(secrets.token_hex(16))'; }
 
 # log_offsets FILE WALL PATTERN...: for each PATTERN, the seconds after WALL (epoch) of the first
 # line of FILE at or after WALL that contains it ("-" when none), joined by "/". Understands the

@@ -36,7 +36,7 @@ destroy_cluster() {
 
 # free_ports N: N TCP ports free on 127.0.0.1 right now (never 5432 or 5433).
 free_ports() {
-  "$PY" -c '
+  "${PY:-python3}" -c '
 import socket, sys
 socks = []
 while len(socks) < int(sys.argv[1]):
@@ -72,4 +72,20 @@ start_etcd() {
     sleep 0.2
   done
   die "etcd not healthy after 20 s; see $OUT/etcd.log"
+}
+
+# secret DIR KIND: a password from DIR/secrets.json (for an environment variable only).
+secret() { "${PY:-python3}" -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1/secrets.json" "$2"; }
+
+# gen_password: a fresh random password (for a baseline's own configuration file).
+gen_password() { "${PY:-python3}" -c 'import secrets; print(secrets.token_hex(16))'; }
+
+# stop_pid PID SECONDS: SIGTERM, wait up to SECONDS, then SIGKILL (PID a child of this shell).
+stop_pid() {
+  local pid=$1 i
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < $2 * 10; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null || true
 }

@@ -79,7 +79,7 @@ D=$WORK/cluster
 HAPROXY_PID=
 log "raw results: $OUT; scratch: $WORK"
 
-# now, wait_for_quiet, destroy_cluster: shared with the other benchmark scripts.
+# now, wait_for_quiet, destroy_cluster, free_ports, secret: shared with the other benchmark scripts.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # ---- cleanup, also on failure or interrupt ---------------------------------------------------
@@ -146,19 +146,7 @@ print(round(100 * d["steal"] / total))
 ' "$1"
 }
 
-# secret DIR KIND: a password from DIR/secrets.json (for an environment variable only).
-secret() { python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1/secrets.json" "$2"; }
 
-# free_ports N: N TCP ports free on 127.0.0.1 right now.
-free_ports() {
-  python3 -c '
-import socket, sys
-socks = [socket.socket() for _ in range(int(sys.argv[1]))]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-' "$1"
-}
 
 # psql_direct SQL: runs SQL on the primary as the admin user.
 psql_direct() {

@@ -54,7 +54,7 @@ chown postgres:postgres "$WORK"
 chmod 0755 "$WORK"
 log "raw results: $OUT; scratch: $WORK"
 
-# now, wait_for_quiet, destroy_cluster: shared with the other benchmark scripts.
+# now, wait_for_quiet, destroy_cluster, secret: shared with the other benchmark scripts.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # ---- cleanup, also on failure or interrupt ---------------------------------------------------
@@ -75,8 +75,6 @@ trap 'exit 143' TERM
 
 # ---- helpers ----------------------------------------------------------------------------------
 
-# secret DIR KIND: a password from DIR/secrets.json (for an environment variable only).
-secret() { python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1/secrets.json" "$2"; }
 
 # check_status DIR REPLICAS: prints the replica names when the cluster has a running primary and
 # exactly REPLICAS streaming replicas; fails otherwise.
