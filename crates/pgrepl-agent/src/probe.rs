@@ -29,6 +29,14 @@ pub struct Cycle {
     pub took: Duration,
 }
 
+impl Cycle {
+    /// This member's lease: the time it has left now, counted from what the cycle read (`None`:
+    /// it did not hold one; zero: it may have expired since).
+    pub fn own_lease_left_now(&self) -> Option<Duration> {
+        self.lease_left.filter(|_| self.holds_lease).map(|left| left.saturating_sub(self.at.elapsed()))
+    }
+}
+
 /// What the loop has done since the agent started.
 #[derive(Clone, Debug, Default)]
 pub struct Counters {

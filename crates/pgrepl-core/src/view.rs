@@ -295,9 +295,21 @@ impl ClusterView {
     /// separately published position is the fallback.
     pub fn lag_bytes(&self, member: &MemberName) -> Option<u64> {
         let (_, primary) = self.ready_leader()?;
-        let from_primary = primary.replication.iter().find(|r| r.application_name == member.as_str());
-        let replayed = from_primary.and_then(|r| r.replay_lsn).or_else(|| self.members.get(member)?.lsn)?;
+        let replayed =
+            self.replication_of(member).and_then(|r| r.replay_lsn).or_else(|| self.members.get(member)?.lsn)?;
         Some(primary.lsn?.bytes_after(replayed))
+    }
+
+    /// `member`'s `replay_lag` in seconds as the running primary reports it (0 when it reports
+    /// none), when the primary lists the member.
+    pub fn lag_seconds(&self, member: &MemberName) -> Option<f64> {
+        self.replication_of(member).map(|r| r.replay_lag_ms.unwrap_or(0) as f64 / 1000.0)
+    }
+
+    /// The running primary's `pg_stat_replication` row of `member`, when it lists one.
+    pub fn replication_of(&self, member: &MemberName) -> Option<&ReplicationRow> {
+        let (_, primary) = self.ready_leader()?;
+        primary.replication.iter().find(|r| r.application_name == member.as_str())
     }
 }
 

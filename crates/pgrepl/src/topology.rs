@@ -17,11 +17,9 @@ fn backend(name: &MemberName, status: &MemberStatus) -> Option<Backend> {
 fn within(view: &ClusterView, member: &MemberName, max: MaxLag) -> bool {
     match max {
         MaxLag::Bytes(max) => view.lag_bytes(member).is_none_or(|lag| lag <= max),
-        MaxLag::Time(max) => view
-            .ready_leader()
-            .and_then(|(_, p)| p.replication.iter().find(|r| r.application_name == member.as_str()))
-            .and_then(|r| r.replay_lag_ms)
-            .is_none_or(|ms| u128::from(ms) <= max.as_millis()),
+        MaxLag::Time(max) => {
+            view.replication_of(member).and_then(|r| r.replay_lag_ms).is_none_or(|ms| u128::from(ms) <= max.as_millis())
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 
 use super::{error, json, patroni, reply, Api, Reply};
 use hyper::{Method, StatusCode};
+use pgrepl_agent::probe::Cycle;
 use pgrepl_core::health::{Check, Facts, NotACheck};
 use pgrepl_core::Server;
 use std::time::Duration;
@@ -15,19 +16,22 @@ pub fn answer(api: &Api, method: &Method, path: &str, query: &str) -> Option<Rep
         Err(NotACheck::Path) => return None,
         Err(NotACheck::Bad(sentence)) => return Some(error(StatusCode::BAD_REQUEST, &sentence)),
     };
-    let code = if check.passes(&facts(api)) { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    // One read of the loop's last cycle, so the code and the body say the same.
+    let cycle = api.probe.last();
+    let facts = facts(api, cycle.as_deref());
+    let code = if check.passes(&facts) { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     Some(match *method {
-        Method::GET => json(code, &patroni::body(api)),
+        Method::GET => json(code, &patroni::body(api, cycle.as_deref(), &facts)),
         _ => reply(code, "application/json", ""),
     })
 }
 
 /// What the checks read: the loop's last cycle. A lease counts as held only for the time it
 /// had left when that cycle read it, so a stuck agent's primary stops passing `/primary` then.
-pub fn facts(api: &Api) -> Facts {
+pub fn facts(api: &Api, cycle: Option<&Cycle>) -> Facts {
     let config = &api.cluster.config;
     let loop_age = api.probe.loop_age();
-    let Some(c) = api.probe.last() else {
+    let Some(c) = cycle else {
         return Facts {
             server: Server::Stopped,
             holds_lease: false,
@@ -38,11 +42,9 @@ pub fn facts(api: &Api) -> Facts {
             maximum_lag_on_failover: config.failover.maximum_lag_bytes,
         };
     };
-    let lease_held = c.holds_lease && c.lease_left.is_some_and(|left| c.at.elapsed() < left);
+    let lease_held = c.own_lease_left_now().is_some_and(|left| !left.is_zero());
     let leader = c.view.ready_leader();
-    let sync_state = leader
-        .and_then(|(_, s)| s.replication.iter().find(|r| r.application_name == api.member.as_str()))
-        .and_then(|r| r.sync_state.clone());
+    let sync_state = c.view.replication_of(&api.member).and_then(|r| r.sync_state.clone());
     let maximum_lag_on_failover =
         c.view.spec.as_ref().map_or(config.failover.maximum_lag_bytes, |s| s.failover.maximum_lag_bytes);
     Facts {

@@ -101,7 +101,7 @@ pub fn reply(api: &Api) -> Reply {
 pub fn gather(api: &Api) -> Values {
     let cycle = api.probe.last().map(|c| {
         let me = &api.member;
-        let lease_expires_in = c.lease_left.filter(|_| c.holds_lease).map(|left| left.saturating_sub(c.at.elapsed()));
+        let lease_expires_in = c.own_lease_left_now();
         let replicas = match c.server {
             Server::Primary { .. } => replica_lags(&c.status.replication, c.status.lsn),
             _ => Vec::new(),
@@ -148,11 +148,7 @@ fn replica_lags(rows: &[pgrepl_core::ReplicationRow], lsn: Option<pgrepl_core::L
 
 /// This replica's lag as `status --json` computes it from the same view.
 fn own_lag(view: &ClusterView, me: &MemberName) -> (Option<u64>, Option<f64>) {
-    let seconds = view
-        .ready_leader()
-        .and_then(|(_, p)| p.replication.iter().find(|r| r.application_name == me.as_str()))
-        .map(|r| r.replay_lag_ms.unwrap_or(0) as f64 / 1000.0);
-    (view.lag_bytes(me), seconds)
+    (view.lag_bytes(me), view.lag_seconds(me))
 }
 
 /// A sample's value: integers stay exact (WAL positions pass 2^53 only in theory, but counts

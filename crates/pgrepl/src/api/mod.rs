@@ -112,7 +112,7 @@ impl Api {
             return actions::answer(self, &path, req).await;
         }
         match (&method, path.as_str()) {
-            (&Method::GET, "/patroni") => json(StatusCode::OK, &patroni::body(self)),
+            (&Method::GET, "/patroni") => json(StatusCode::OK, &patroni::current(self)),
             (&Method::GET, "/cluster") => self.cluster_json(),
             (&Method::GET, "/metrics") => metrics::reply(self),
             (&Method::GET, "/history") => history::answer(self, &query),

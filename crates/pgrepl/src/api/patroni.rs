@@ -4,13 +4,20 @@
 
 use super::checks;
 use super::Api;
+use pgrepl_agent::probe::Cycle;
+use pgrepl_core::health::Facts;
 use pgrepl_core::{MemberState, Server};
 use serde_json::{json, Value};
 
-pub fn body(api: &Api) -> Value {
-    let facts = checks::facts(api);
+/// `/patroni`: this member's JSON from the loop's last cycle.
+pub fn current(api: &Api) -> Value {
     let cycle = api.probe.last();
-    let status = cycle.as_ref().map(|c| &c.status);
+    body(api, cycle.as_deref(), &checks::facts(api, cycle.as_deref()))
+}
+
+/// The JSON of `cycle`, whose `facts` the caller read from it.
+pub fn body(api: &Api, cycle: Option<&Cycle>, facts: &Facts) -> Value {
+    let status = cycle.map(|c| &c.status);
     let state = match status.map(|s| s.state) {
         Some(MemberState::Running | MemberState::Streaming | MemberState::Recovering) => "running",
         Some(MemberState::Preparing) => "creating replica",
@@ -41,7 +48,7 @@ pub fn body(api: &Api) -> Value {
                 .collect()
         })
         .unwrap_or_default();
-    let view = cycle.as_ref().map(|c| &c.view);
+    let view = cycle.map(|c| &c.view);
     let mut body = json!({
         "state": state,
         "role": role,
@@ -53,7 +60,7 @@ pub fn body(api: &Api) -> Value {
         "pgrepl": {
             "version": env!("CARGO_PKG_VERSION"),
             "holds_lease": facts.holds_lease,
-            "decision": cycle.as_ref().map(|c| c.decision.clone()),
+            "decision": cycle.map(|c| c.decision.clone()),
             "loop_age_ms": facts.loop_age.as_millis() as u64,
             "lag_bytes": facts.lag(pgrepl_core::health::LagMode::Apply),
         },

@@ -106,9 +106,7 @@ pub fn build(cluster_name: &str, view: &ClusterView, endpoints: EndpointsJson) -
         let last_fenced_unix_ms = view.fences.get(name).map(|f| f.at_unix_ms);
         let member = match view.members.get(name) {
             Some(s) => {
-                let lag_seconds = primary
-                    .and_then(|p| p.replication.iter().find(|r| r.application_name == name.as_str()))
-                    .map(|r| r.replay_lag_ms.unwrap_or(0) as f64 / 1000.0);
+                let lag_seconds = view.lag_seconds(name);
                 MemberJson {
                     name: name.to_string(),
                     role: text(s.role),
