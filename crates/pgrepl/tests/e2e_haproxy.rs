@@ -9,16 +9,12 @@
 mod common;
 
 use common::writer::connect_at;
-use common::{eventually, member, postmaster_pid, TestCluster};
+use common::{eventually, free_ports, member, postmaster_pid, TestCluster};
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 fn haproxy_bin() -> PathBuf {
     ["/usr/sbin/haproxy", "/usr/bin/haproxy", "/usr/local/sbin/haproxy"]
@@ -108,7 +104,7 @@ async fn haproxy_with_patroni_s_recipe_routes_writes_to_the_primary_and_reads_to
     let status = c.status();
     let old = c.leader();
     let port_of = |name: &str| member(&status, name)["port"].as_u64().unwrap() as u16;
-    let (primary_port, replicas_port) = (free_port(), free_port());
+    let [primary_port, replicas_port] = free_ports();
     let config = c.scratch("haproxy.cfg");
     std::fs::write(&config, haproxy_config(&status, primary_port, replicas_port)).unwrap();
     let _haproxy = Haproxy::start(&config);

@@ -9,7 +9,7 @@ mod common;
 
 use common::etcd::{Etcd, EtcdExt};
 use common::writer::PrimaryWatch;
-use common::{eventually, kill9, pgrepl_bin, pids, postmaster_pid, TestCluster};
+use common::{eventually, free_ports, kill9, pgrepl_bin, pids, postmaster_pid, TestCluster};
 use serde_json::Value;
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
@@ -253,17 +253,13 @@ impl Drop for Nodes {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paused_nodes_on_etcd_keep_the_primary_running_without_the_store_and_fence_it_again_once_resumed() {
     let mut etcd = Etcd::start().await;
     let tmp = tempfile::Builder::new().prefix("pgrepl-pause-").tempdir_in("/tmp").unwrap();
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     common::three_hosts::make_ca(&tmp.path().join("ca"), "paused-nodes");
-    let mut nodes = Nodes { tmp, store: etcd.store_setting(), ports: [free_port(), free_port()], children: vec![] };
+    let mut nodes = Nodes { tmp, store: etcd.store_setting(), ports: free_ports(), children: vec![] };
     nodes.start(0);
     eventually(Duration::from_secs(60), "node-1 to bootstrap", || async { nodes.converged() }).await;
     nodes.start(1);

@@ -23,8 +23,11 @@ use std::time::{Duration, Instant};
 /// (`config::env`) fails, printing the expected text, when the file and `SETTINGS` differ.
 const PGREPL_VARS: &str = include_str!("variables.txt");
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// `N` distinct TCP ports free on 127.0.0.1 now: bound together, so the kernel cannot hand the
+/// same one out twice (ports taken one at a time, each let go at once, can repeat).
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<_> = (0..N).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    std::array::from_fn(|i| listeners[i].local_addr().unwrap().port())
 }
 
 fn reachable_by_others(path: &Path) -> bool {
@@ -65,7 +68,8 @@ impl TestCluster {
         let tmp = tempfile::Builder::new().prefix("pgrepl-e2e-").tempdir_in("/tmp").unwrap();
         std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let dir = tmp.path().join("c");
-        TestCluster { tmp, dir, rw_port: free_port(), ro_port: free_port() }
+        let [rw_port, ro_port] = free_ports();
+        TestCluster { tmp, dir, rw_port, ro_port }
     }
 
     /// A second directory beside the cluster's, for tests that need one.
