@@ -54,13 +54,14 @@ impl Seed {
     }
 }
 
-const ARGUMENTS: &str = "run-postgresql-master, run-postgresql-slave, run-postgresql, check [--live], or none";
+const ARGUMENTS: &str = "run-postgresql-master, run-postgresql-slave, run-postgresql, router, check [--live], or none";
 
 pub async fn run(args: Vec<String>, env: Vec<FromEnv>) -> anyhow::Result<()> {
     let words: Vec<&str> = args.iter().map(String::as_str).collect();
     let seed = match words.as_slice() {
         ["check"] => return check(false).await,
         ["check", "--live"] => return check(true).await,
+        ["router"] => return run_router(env).await,
         [] => Seed::Docker,
         ["run-postgresql-master"] => Seed::OpenShift(Seed000Role::Master),
         ["run-postgresql-slave"] => Seed::OpenShift(Seed000Role::Slave),
@@ -242,6 +243,32 @@ async fn run_node(mut env: Vec<FromEnv>) -> anyhow::Result<()> {
     crate::commands::node::run(Path::new(&dir), args, env).await
 }
 
+/// `pgrepl container router`: only the cluster's endpoints, read-write on 5432 and read-only
+/// on 5433 at every address (`PGREPL_PORT`, `PGREPL_RO_PORT`, `PGREPL_LISTEN` say otherwise),
+/// following the store (`PGREPL_STORE`, `PGREPL_CLUSTER`); no member, no data. Its ports are
+/// shared with the other routers of the cluster on the same network (`SO_REUSEPORT`): run two
+/// with the host's network and the endpoints stay up at the host's ports while either is
+/// down (the HA compose sample does).
+async fn run_router(mut env: Vec<FromEnv>) -> anyhow::Result<()> {
+    if !env.iter().any(|e| e.field == "listen") {
+        env.push(FromEnv { variable: "the image's default".into(), field: "listen", value: "0.0.0.0".into() });
+    }
+    let mut raw = RawConfig::default();
+    config::apply_env(&mut raw, &env)?;
+    let config = config::validate(&raw, &env)?;
+    if config.store == config::StoreConfig::File {
+        bail!("PGREPL_STORE is not set: the image's router mode follows a cluster on etcd (etcd://HOST:PORT,...)");
+    }
+    let dir = Path::new(RUN_DIR).join("router");
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let layout = crate::layout::Layout::new(&dir);
+    let splicer = crate::commands::router::load_splicer(config.router_splice)?;
+    let store = crate::cluster::open_store(&layout, &config).await?;
+    let cluster = crate::cluster::Cluster { layout, config, store };
+    info!(listen = %cluster.config.listen, port = cluster.config.port, ro_port = cluster.config.ro_port, "serving the endpoints, sharing their ports with the cluster's other routers here");
+    crate::commands::router::serve_until_stopped(&cluster, splicer, crate::commands::router::Ports::Shared).await
+}
+
 /// The container's own address: its first interface address that is not a loopback one
 /// (IPv4 first).
 fn first_address() -> Option<std::net::IpAddr> {
@@ -297,6 +324,9 @@ fn ensure_passwd_entry() -> anyhow::Result<()> {
 /// The probes: readiness (`check`) passes when the member has nothing left to do and its
 /// server answers over the socket; liveness (`check --live`) while the member's process runs.
 async fn check(live: bool) -> anyhow::Result<()> {
+    if std::env::var("PGREPL_STORE").is_ok_and(|s| !s.trim().is_empty()) {
+        return check_api(live).await;
+    }
     let path = Path::new(RUN_DIR).join("state.json");
     let text = std::fs::read(&path).with_context(|| format!("read {} (has the member started?)", path.display()))?;
     let state: FixedState = serde_json::from_slice(&text).with_context(|| format!("parse {}", path.display()))?;
@@ -317,5 +347,43 @@ async fn check(live: bool) -> anyhow::Result<()> {
     let (client, connection) = pg.connect(tokio_postgres::NoTls).await.context("connect to postgres")?;
     tokio::spawn(connection);
     client.simple_query("SELECT 1").await.context("query postgres")?;
+    Ok(())
+}
+
+/// The probes of a member on etcd (`pgrepl node`): its HTTP API's `/readiness` (running, and a
+/// replica streaming and caught up) or `/liveness` (its loop beats), at the API's address
+/// (`PGREPL_API_LISTEN`, else the container's own) and port (`PGREPL_API_PORT`, else 8008).
+async fn check_api(live: bool) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let port: u16 = match std::env::var("PGREPL_API_PORT") {
+        Ok(text) if !text.trim().is_empty() => {
+            text.trim().parse().map_err(|_| anyhow::anyhow!("PGREPL_API_PORT: {text:?} is not a port"))?
+        }
+        _ => crate::commands::node::DEFAULT_API_PORT,
+    };
+    let ip = match std::env::var("PGREPL_API_LISTEN") {
+        Ok(text) if !text.trim().is_empty() => {
+            text.trim().parse().map_err(|_| anyhow::anyhow!("PGREPL_API_LISTEN: {text:?} is not an IP address"))?
+        }
+        _ => first_address().unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()),
+    };
+    let ip = if ip.is_unspecified() { std::net::Ipv4Addr::LOCALHOST.into() } else { ip };
+    let path = if live { "/liveness" } else { "/readiness" };
+    let asked = async {
+        let mut stream = tokio::net::TcpStream::connect((ip, port)).await?;
+        stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {ip}\r\n\r\n").as_bytes()).await?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await?;
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&answer).into_owned())
+    };
+    let answer = tokio::time::timeout(Duration::from_secs(3), asked)
+        .await
+        .map_err(|_| anyhow::anyhow!("the member's API at {ip}:{port} did not answer {path} within 3 s"))?
+        .with_context(|| format!("ask the member's API at {ip}:{port} for {path}"))?;
+    let status = answer.split_whitespace().nth(1).unwrap_or("");
+    if status != "200" {
+        let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b.trim());
+        bail!("{path} answered {status}: {body}");
+    }
     Ok(())
 }
