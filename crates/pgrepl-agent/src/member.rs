@@ -572,6 +572,7 @@ impl Agent {
                         .delete(keys::LEADER, Condition::Revision(entry.revision))
                         .await
                         .context("release the leader lease")?;
+                    info!("released the leader lease: a replica can take over at once");
                 }
             }
         }

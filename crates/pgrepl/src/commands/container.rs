@@ -59,8 +59,8 @@ const ARGUMENTS: &str = "run-postgresql-master, run-postgresql-slave, run-postgr
 pub async fn run(args: Vec<String>, env: Vec<FromEnv>) -> anyhow::Result<()> {
     let words: Vec<&str> = args.iter().map(String::as_str).collect();
     let seed = match words.as_slice() {
-        ["check"] => return check(false).await,
-        ["check", "--live"] => return check(true).await,
+        ["check"] => return check(false, &env).await,
+        ["check", "--live"] => return check(true, &env).await,
         ["router"] => return run_router(env).await,
         [] => Seed::Docker,
         ["run-postgresql-master"] => Seed::OpenShift(Seed000Role::Master),
@@ -70,8 +70,7 @@ pub async fn run(args: Vec<String>, env: Vec<FromEnv>) -> anyhow::Result<()> {
     };
     ensure_passwd_entry()?;
     // On etcd, `pgrepl node` takes the environment as it is (the seeds' defaults are not its).
-    let on_etcd = |value: &str| value.trim().starts_with("etcd://") || value.trim().starts_with("etcds://");
-    if env.iter().any(|e| e.field == "store" && on_etcd(&e.value)) {
+    if on_etcd(&env) {
         return run_node(env).await;
     }
     let mut raw = RawConfig::default();
@@ -99,6 +98,14 @@ pub async fn run(args: Vec<String>, env: Vec<FromEnv>) -> anyhow::Result<()> {
         }
     };
     member.run(shutdown).await
+}
+
+/// Whether the environment names an etcd store (`PGREPL_STORE=etcd://...` or `etcds://...`):
+/// then the image runs `pgrepl node`.
+fn on_etcd(env: &[FromEnv]) -> bool {
+    env.iter().any(|e| {
+        e.field == "store" && (e.value.trim().starts_with("etcd://") || e.value.trim().starts_with("etcds://"))
+    })
 }
 
 /// What each seed assumes when a variable is not set (before the environment applies).
@@ -323,9 +330,10 @@ fn ensure_passwd_entry() -> anyhow::Result<()> {
 
 /// The probes: readiness (`check`) passes when the member has nothing left to do and its
 /// server answers over the socket; liveness (`check --live`) while the member's process runs.
-async fn check(live: bool) -> anyhow::Result<()> {
-    if std::env::var("PGREPL_STORE").is_ok_and(|s| !s.trim().is_empty()) {
-        return check_api(live).await;
+async fn check(live: bool, env: &[FromEnv]) -> anyhow::Result<()> {
+    let given = |field: &str| env.iter().find(|e| e.field == field).map(|e| e.value.trim().to_string());
+    if on_etcd(env) {
+        return check_api(live, given("api_listen"), given("api_port")).await;
     }
     let path = Path::new(RUN_DIR).join("state.json");
     let text = std::fs::read(&path).with_context(|| format!("read {} (has the member started?)", path.display()))?;
@@ -353,19 +361,15 @@ async fn check(live: bool) -> anyhow::Result<()> {
 /// The probes of a member on etcd (`pgrepl node`): its HTTP API's `/readiness` (running, and a
 /// replica streaming and caught up) or `/liveness` (its loop beats), at the API's address
 /// (`PGREPL_API_LISTEN`, else the container's own) and port (`PGREPL_API_PORT`, else 8008).
-async fn check_api(live: bool) -> anyhow::Result<()> {
+async fn check_api(live: bool, listen: Option<String>, port: Option<String>) -> anyhow::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let port: u16 = match std::env::var("PGREPL_API_PORT") {
-        Ok(text) if !text.trim().is_empty() => {
-            text.trim().parse().map_err(|_| anyhow::anyhow!("PGREPL_API_PORT: {text:?} is not a port"))?
-        }
-        _ => crate::commands::node::DEFAULT_API_PORT,
+    let port: u16 = match port {
+        Some(text) => text.parse().map_err(|_| anyhow::anyhow!("PGREPL_API_PORT: {text:?} is not a port"))?,
+        None => crate::commands::node::DEFAULT_API_PORT,
     };
-    let ip = match std::env::var("PGREPL_API_LISTEN") {
-        Ok(text) if !text.trim().is_empty() => {
-            text.trim().parse().map_err(|_| anyhow::anyhow!("PGREPL_API_LISTEN: {text:?} is not an IP address"))?
-        }
-        _ => first_address().unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()),
+    let ip = match listen {
+        Some(text) => text.parse().map_err(|_| anyhow::anyhow!("PGREPL_API_LISTEN: {text:?} is not an IP address"))?,
+        None => first_address().unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()),
     };
     let ip = if ip.is_unspecified() { std::net::Ipv4Addr::LOCALHOST.into() } else { ip };
     let path = if live { "/liveness" } else { "/readiness" };
