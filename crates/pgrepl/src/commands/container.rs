@@ -25,6 +25,8 @@ const RUN_DIR: &str = "/run/pgrepl";
 const SOCKET_DIR: &str = "/run/pgrepl/socket";
 /// The port PostgreSQL listens on in the seed modes, as in both seeds.
 const PORT: u16 = 5432;
+/// The port PostgreSQL listens on under `pgrepl node`: the router's endpoints take 5432 and 5433.
+const NODE_PG_PORT: u16 = 5434;
 /// The seeds' default for clients: any address, with a password (scram-sha-256).
 const ANYWHERE: [&str; 2] = ["0.0.0.0/0", "::/0"];
 
@@ -246,7 +248,13 @@ async fn run_node(mut env: Vec<FromEnv>) -> anyhow::Result<()> {
         Err(_) => None,
     };
     let dir = std::env::var("PGREPL_DIR").unwrap_or_else(|_| "/var/lib/pgsql/data/pgrepl".into());
-    let args = NodeArgs { member, host, pg_port: 5434, router: true };
+    // `psql` and `pg_ctl` in a shell of the container (`docker exec c bash -c psql`) find this
+    // member's server.
+    let layout = crate::layout::Layout::new(Path::new(&dir));
+    let name = pgrepl_core::MemberName::new(member.as_str())?;
+    let (data, socket) = (layout.data(&name).display().to_string(), layout.socket_dir(&name).display().to_string());
+    write_shell_vars(&[("PGDATA", &data), ("PGHOST", &socket), ("PGPORT", &NODE_PG_PORT.to_string())])?;
+    let args = NodeArgs { member, host, pg_port: NODE_PG_PORT, router: true };
     crate::commands::node::run(Path::new(&dir), args, env).await
 }
 
@@ -301,7 +309,12 @@ fn host_name() -> String {
 /// `export PGDATA=...` for shells in the container (`docker exec`): the image's `BASH_ENV`
 /// and `/etc/profile.d` read it, since each seed mode keeps its data under another mount.
 fn write_shell_env(data_dir: &Path) -> anyhow::Result<()> {
-    let text = format!("export PGDATA='{}'\n", data_dir.display());
+    write_shell_vars(&[("PGDATA", &data_dir.display().to_string())])
+}
+
+/// The variables shells in the container (`docker exec c bash -c ...`) read from `/run/pgrepl/env`.
+fn write_shell_vars(vars: &[(&str, &str)]) -> anyhow::Result<()> {
+    let text: String = vars.iter().map(|(k, v)| format!("export {k}='{v}'\n")).collect();
     pgrepl_pg::write_atomic(&Path::new(RUN_DIR).join("env"), text.as_bytes(), 0o644)?;
     Ok(())
 }

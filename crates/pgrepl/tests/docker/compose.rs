@@ -74,6 +74,20 @@ impl Project {
         ok(&out)
     }
 
+    /// `sh member.sh ARG` (what the Makefile's `master-*` and `slave-*` targets run) as this
+    /// project; its output.
+    pub fn member_sh(&self, arg: &str) -> String {
+        let compose = format!("docker-compose --env-file {}", self.env["ENV_FILE"]);
+        let out = Command::new("sh")
+            .args(["./member.sh", arg])
+            .current_dir(sample())
+            .envs(&self.env)
+            .env("COMPOSE", compose)
+            .output()
+            .expect("run member.sh");
+        ok(&out)
+    }
+
     /// `docker-compose ARGS` as this project.
     pub fn compose(&self, args: &[&str]) -> Output {
         Command::new("docker-compose")
