@@ -343,6 +343,7 @@ fn ensure_passwd_entry() -> anyhow::Result<()> {
 
 /// The probes: readiness (`check`) passes when the member has nothing left to do and its
 /// server answers over the socket; liveness (`check --live`) while the member's process runs.
+/// A member on etcd answers them with its HTTP API (`check_api`).
 async fn check(live: bool, env: &[FromEnv]) -> anyhow::Result<()> {
     let given = |field: &str| env.iter().find(|e| e.field == field).map(|e| e.value.trim().to_string());
     if on_etcd(env) {
