@@ -201,9 +201,12 @@ async fn replication_and_clients_across_hosts_are_encrypted_and_verified_and_a_w
 async fn with_the_ca_in_the_store_nodes_started_together_share_one_ca_made_by_one_of_them() {
     let mut c = Cluster::new();
     c.ca_in_store = true;
-    c.start_etcd().await;
     c.configure();
-    for i in 0..HOSTS {
+    // The first node starts before etcd answers (as pods beside etcd's do): it waits for it.
+    c.start_node(0);
+    std::thread::sleep(Duration::from_secs(3));
+    c.start_etcd().await;
+    for i in 1..HOSTS {
         c.start_node(i);
     }
     let (p, _) = streaming_from(&c, 0, &[]).await;
@@ -219,6 +222,7 @@ async fn with_the_ca_in_the_store_nodes_started_together_share_one_ca_made_by_on
     }
     let made = (0..HOSTS).filter(|i| c.node_log(*i).contains("put the cluster CA in the store")).count();
     assert_eq!(made, 1, "one node made the CA, the others took it:\n{}", c.logs());
+    assert!(c.node_log(0).contains("take the cluster CA from the store"), "node 1 waited for etcd:\n{}", c.node_log(0));
     let key = std::fs::read_to_string(c.dir(0).join("ca.key")).unwrap();
     let body = key.lines().nth(1).unwrap();
     assert!(!c.logs().contains(body), "the CA's key is in no log");

@@ -9,7 +9,7 @@
 mod common;
 mod docker;
 
-use common::writer::{connect_with, missing_with, PrimaryWatch, Tls, Writer};
+use common::writer::{connect_with, try_missing_with, PrimaryWatch, Tls, Writer};
 use docker::compose::{Project, MEMBERS};
 use docker::*;
 use std::time::{Duration, Instant};
@@ -29,6 +29,22 @@ fn longest_gap(writer: &Writer, from: Instant) -> Duration {
 fn writes_go_on(writer: &Writer, more: usize, what: &str) {
     let now = writer.acked();
     eventually(what, LIMIT, || (writer.acked() >= now + more).then_some(()));
+}
+
+/// Every member's server has every acknowledged row (asked again while it lacks some, or
+/// cannot answer yet: a replica restarted moments ago may still be starting up).
+async fn every_member_has(p: &Project, admin: &str, acked: &[i64], tls: &Tls) {
+    for m in MEMBERS {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            let missing = try_missing_with(p.pg_addr(m), admin, acked, tls).await;
+            if missing.as_ref().is_ok_and(|m| m.is_empty()) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{m} lacks acknowledged rows: {missing:?}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,17 +127,7 @@ async fn the_ha_compose_cluster_keeps_every_acknowledged_row_through_kill_stop_a
     let log = writer.stop_with_log().await;
     let acked: Vec<i64> = log.acked.iter().map(|(id, _)| *id).collect();
     assert!(acked.len() > 200, "the writer wrote ({} rows)", acked.len());
-    for m in MEMBERS {
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            let missing = missing_with(p.pg_addr(m), &admin, &acked, &tls).await;
-            if missing.is_empty() {
-                break;
-            }
-            assert!(Instant::now() < deadline, "{m} lacks acknowledged rows: {missing:?}");
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    }
+    every_member_has(&p, &admin, &acked, &tls).await;
     assert_eq!(watch.stop().await, 1, "never two writable primaries");
     eprintln!("{} acknowledged rows, every one on all three members; replicas at start: {replicas:?}", acked.len());
 }
@@ -213,17 +219,7 @@ async fn the_ha_compose_cluster_fences_a_cut_off_primary_and_members_come_back_w
 
     let log = writer.stop_with_log().await;
     let acked: Vec<i64> = log.acked.iter().map(|(id, _)| *id).collect();
-    for m in MEMBERS {
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            let missing = missing_with(p.pg_addr(m), &admin, &acked, &tls).await;
-            if missing.is_empty() {
-                break;
-            }
-            assert!(Instant::now() < deadline, "{m} lacks acknowledged rows: {missing:?}");
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    }
+    every_member_has(&p, &admin, &acked, &tls).await;
     eprintln!("{} acknowledged rows, every one on all three members", acked.len());
 }
 

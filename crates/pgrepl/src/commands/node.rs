@@ -15,7 +15,7 @@ use crate::supervisor::is_alive;
 use anyhow::{anyhow, bail, Context};
 use pgrepl_core::{keys, MemberName, MemberSpec, Spec};
 use pgrepl_router::Connections;
-use pgrepl_store::{Condition, StoreError};
+use pgrepl_store::{Condition, Store, StoreError};
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::sync::Arc;
@@ -135,6 +135,21 @@ async fn register_patiently(cluster: &Cluster, member: &MemberName, wanted: &Mem
     }
 }
 
+/// `ca::settle_from_store`, waiting as `register_patiently` does for a store that does not
+/// answer yet (etcd starting beside this member).
+async fn ca_from_store_patiently(layout: &Layout, config: &Config, store: &dyn Store) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        match ca::settle_from_store(layout, config, store).await {
+            Err(e) if started.elapsed() < REGISTER_PATIENCE && is_unavailable(&e) => {
+                warn!("take the cluster CA from the store {} (retrying): {e:#}", config.store);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            done => return done,
+        }
+    }
+}
+
 fn is_unavailable(e: &anyhow::Error) -> bool {
     e.chain().any(|cause| matches!(cause.downcast_ref::<StoreError>(), Some(StoreError::Unavailable(_))))
 }
@@ -186,8 +201,9 @@ pub async fn run(dir: &Path, args: NodeArgs, env: Vec<FromEnv>) -> anyhow::Resul
     let _agent_lock = agent_lock::acquire(&layout.agent_lock(&member))?;
     check_port_free(&layout, &config, &member, args.pg_port)?;
     let store = open_store(&layout, &config).await?;
+    // Before anything is written here: a node that cannot go on leaves the directory as it was.
+    ca_from_store_patiently(&layout, &config, store.as_ref()).await?;
     up::settle_secrets(&layout, &config)?;
-    ca::settle_from_store(&layout, &config, store.as_ref()).await?;
     ca::settle(&layout, &config)?;
     up::write_config(&layout, &raw, &config, "pgrepl node")?;
     let cluster = Cluster { layout, config, store };

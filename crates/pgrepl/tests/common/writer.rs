@@ -204,10 +204,20 @@ pub async fn missing_at(addr: SocketAddr, password: &str, acked: &[i64]) -> Vec<
 
 /// As `missing_at`, connecting as `tls` says.
 pub async fn missing_with(addr: SocketAddr, password: &str, acked: &[i64], tls: &Tls) -> Vec<i64> {
-    let client = connect_with(addr, password, tls).await.unwrap();
-    let rows = client.query("SELECT id FROM acked", &[]).await.unwrap();
+    try_missing_with(addr, password, acked, tls).await.unwrap()
+}
+
+/// As `missing_with`, or the error that kept it from asking (a server still starting up).
+pub async fn try_missing_with(
+    addr: SocketAddr,
+    password: &str,
+    acked: &[i64],
+    tls: &Tls,
+) -> Result<Vec<i64>, tokio_postgres::Error> {
+    let client = connect_with(addr, password, tls).await?;
+    let rows = client.query("SELECT id FROM acked", &[]).await?;
     let present: std::collections::HashSet<i64> = rows.iter().map(|r| r.get(0)).collect();
-    acked.iter().copied().filter(|id| !present.contains(id)).collect()
+    Ok(acked.iter().copied().filter(|id| !present.contains(id)).collect())
 }
 
 /// Samples the given ports (or probes) every 50 ms and remembers the most that were writable
