@@ -26,6 +26,8 @@ pub mod keys {
     pub const SYNC: &str = "sync";
     /// Maintenance mode, set by `pgrepl pause` and removed by `pgrepl resume`: `PauseRecord`.
     pub const PAUSE: &str = "pause";
+    /// The cluster CA, when `tls.ca_in_store` keeps it there (no TTL): its certificate and key.
+    pub const CA: &str = "ca";
     /// Prefix of the members' published statuses (TTL keys): `MemberStatus`.
     pub const MEMBERS: &str = "members/";
 

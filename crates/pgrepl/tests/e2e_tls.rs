@@ -12,6 +12,7 @@ use common::three_hosts::{make_ca, member, Cluster, ADMIN_PASSWORD, HOSTS, PG_PO
 use common::{eventually, one_primary_others_streaming};
 use serde_json::Value;
 use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -194,6 +195,33 @@ async fn replication_and_clients_across_hosts_are_encrypted_and_verified_and_a_w
     eprintln!("the replica with another CA says: {why}");
     let status = c.status(p).unwrap();
     assert!(one_primary_others_streaming(&status).is_none(), "it does not stream");
+}
+
+#[tokio::test]
+async fn with_the_ca_in_the_store_nodes_started_together_share_one_ca_made_by_one_of_them() {
+    let mut c = Cluster::new();
+    c.ca_in_store = true;
+    c.start_etcd().await;
+    c.configure();
+    for i in 0..HOSTS {
+        c.start_node(i);
+    }
+    let (p, _) = streaming_from(&c, 0, &[]).await;
+    let others: Vec<usize> = (0..HOSTS).filter(|i| *i != p).collect();
+    // The replicas stream, verifying the primary (verify-full) against the CA they took.
+    streaming_from(&c, 0, &others).await;
+    let ca: Vec<String> = (0..HOSTS).map(|i| std::fs::read_to_string(c.dir(i).join("ca.crt")).unwrap()).collect();
+    assert!(ca.iter().all(|x| *x == ca[0]), "every host has the one CA");
+    assert_ne!(ca[0], std::fs::read_to_string(c.ca[0].join("ca.crt")).unwrap(), "not the kit's CA: made by a node");
+    for i in 0..HOSTS {
+        let mode = std::fs::metadata(c.dir(i).join("ca.key")).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "host {i}'s ca.key");
+    }
+    let made = (0..HOSTS).filter(|i| c.node_log(*i).contains("put the cluster CA in the store")).count();
+    assert_eq!(made, 1, "one node made the CA, the others took it:\n{}", c.logs());
+    let key = std::fs::read_to_string(c.dir(0).join("ca.key")).unwrap();
+    let body = key.lines().nth(1).unwrap();
+    assert!(!c.logs().contains(body), "the CA's key is in no log");
 }
 
 #[tokio::test]

@@ -7,6 +7,8 @@
 use crate::config::Config;
 use crate::layout::Layout;
 use anyhow::{bail, Context};
+use pgrepl_core::keys;
+use pgrepl_store::{Condition, Store};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::time::SystemTime;
@@ -37,14 +39,85 @@ pub fn settle(layout: &Layout, config: &Config) -> anyhow::Result<()> {
 /// every host of the cluster must use the same one: it is never made per host.
 pub fn check_given(layout: &Layout, config: &Config) -> anyhow::Result<()> {
     let kept = layout.ca_cert().exists() && layout.ca_key().exists();
-    if config.tls.on && config.tls.given_ca.is_none() && config.tls.files.is_none() && !kept {
+    let given = config.tls.given_ca.is_some() || config.tls.files.is_some() || config.tls.ca_in_store;
+    if config.tls.on && !given && !kept {
         bail!(
             "tls.ca_cert and tls.ca_key (PGREPL_TLS_CA_CERT_FILE, PGREPL_TLS_CA_KEY_FILE) are not set: `pgrepl node` never \
              makes a CA, since every host of the cluster must use the same one; make one with `pgrepl ca init DIR` and give \
              its ca.crt and ca.key to every host, or give each host its own certificate (tls.cert_file, tls.key_file, \
-             tls.ca_file), or set tls.mode = off"
+             tls.ca_file), or let the first member make it and keep it in the store (tls.ca_in_store = true, \
+             PGREPL_TLS_CA_IN_STORE), or set tls.mode = off"
         );
     }
+    Ok(())
+}
+
+/// The cluster CA as `tls.ca_in_store` keeps it under `keys::CA`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredCa {
+    cert_pem: String,
+    key_pem: String,
+}
+
+/// For `pgrepl node` with `tls.ca_in_store`: the store's CA goes into `DIR/ca.crt` and
+/// `DIR/ca.key` (then `settle` keeps it). When the store has none, this member puts one there:
+/// the one it kept from an earlier start, else a new one; should another member put one first
+/// (the write is conditional), that one is taken instead. A CA in the store that is not a CA
+/// with its own key is refused, and nothing is written.
+pub async fn settle_from_store(layout: &Layout, config: &Config, store: &dyn Store) -> anyhow::Result<()> {
+    if !config.tls.on || !config.tls.ca_in_store {
+        return Ok(());
+    }
+    let stored = match read_stored(store).await? {
+        Some(stored) => stored,
+        None => {
+            let kept =
+                std::fs::read_to_string(layout.ca_cert()).ok().zip(std::fs::read_to_string(layout.ca_key()).ok());
+            let (cert_pem, key_pem) = match kept {
+                Some(kept) => kept,
+                None => {
+                    let ca = pgrepl_tls::Ca::generate(&config.cluster, SystemTime::now())
+                        .map_err(|e| anyhow::anyhow!("make the cluster CA: {e}"))?;
+                    (ca.cert_pem, ca.key_pem)
+                }
+            };
+            let mine = StoredCa { cert_pem, key_pem };
+            match store.put(keys::CA, &serde_json::to_vec(&mine)?, Condition::Absent, None).await {
+                Ok(_) => {
+                    info!("put the cluster CA in the store (tls.ca_in_store), where the other members take it");
+                    mine
+                }
+                Err(e) if e.is_conflict() => {
+                    read_stored(store).await?.context("the cluster CA vanished from the store")?
+                }
+                Err(e) => return Err(e).context("put the cluster CA in the store"),
+            }
+        }
+    };
+    check_ca(&stored.cert_pem, &stored.key_pem)
+        .map_err(|e| anyhow::anyhow!("the CA in the store (key {:?}) is refused: {e}", keys::CA))?;
+    write(&layout.dir, &stored.cert_pem, &stored.key_pem)
+}
+
+async fn read_stored(store: &dyn Store) -> anyhow::Result<Option<StoredCa>> {
+    let snapshot = store.snapshot().await.context("read the cluster CA from the store")?;
+    let Some(entry) = snapshot.get(keys::CA) else { return Ok(None) };
+    let stored = serde_json::from_slice(&entry.value)
+        .with_context(|| format!("the store's key {:?} is not a CA certificate and key", keys::CA))?;
+    Ok(Some(stored))
+}
+
+/// `cert_pem` is a CA certificate and `key_pem` its key: a certificate issued with it checks.
+fn check_ca(cert_pem: &str, key_pem: &str) -> anyhow::Result<()> {
+    let info = pgrepl_tls::read_cert(cert_pem).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if !info.is_ca {
+        bail!("{} is not a CA certificate", info.subject);
+    }
+    let ca = pgrepl_tls::Ca { cert_pem: cert_pem.to_string(), key_pem: key_pem.to_string() };
+    let now = SystemTime::now();
+    let probe = ca.issue("probe", &[], now, std::time::Duration::from_secs(60)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    pgrepl_tls::check(&probe.cert_pem, &probe.key_pem, cert_pem, now, &[])
+        .map_err(|_| anyhow::anyhow!("its key is not the certificate's"))?;
     Ok(())
 }
 

@@ -187,6 +187,7 @@ pub async fn run(dir: &Path, args: NodeArgs, env: Vec<FromEnv>) -> anyhow::Resul
     check_port_free(&layout, &config, &member, args.pg_port)?;
     let store = open_store(&layout, &config).await?;
     up::settle_secrets(&layout, &config)?;
+    ca::settle_from_store(&layout, &config, store.as_ref()).await?;
     ca::settle(&layout, &config)?;
     up::write_config(&layout, &raw, &config, "pgrepl node")?;
     let cluster = Cluster { layout, config, store };

@@ -131,7 +131,22 @@ pub(super) fn tls(raw: &RawConfig, src: &Sources, listen: IpAddr) -> Result<TlsC
              tls.cert_file, tls.key_file and tls.ca_file",
         ));
     }
-    Ok(TlsConfig { on, require, given_ca, files })
+    let ca_in_store = raw.tls.ca_in_store.unwrap_or(false);
+    if ca_in_store {
+        let conflict = if !on {
+            Some("is true while tls.mode is off: there is no CA to keep")
+        } else if given_ca.is_some() {
+            Some("is true, but tls.ca_cert and tls.ca_key give the CA; give one or the other")
+        } else if files.is_some() {
+            Some("is true, but tls.cert_file replaces the certificate issued from a CA; give one or the other")
+        } else {
+            None
+        };
+        if let Some(why) = conflict {
+            return Err(bad(src.label("tls.ca_in_store"), why));
+        }
+    }
+    Ok(TlsConfig { on, require, given_ca, ca_in_store, files })
 }
 
 /// `tls.cert_file`, `tls.key_file` and `tls.ca_file`: all three or none, absolute paths, and

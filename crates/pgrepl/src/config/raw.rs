@@ -134,6 +134,8 @@ pub struct RawTls {
     pub ca_cert: Option<String>,
     /// The cluster CA's private key, PEM. A secret: kept in `ca.key` (0600), not here.
     pub ca_key: Option<String>,
+    /// `pgrepl node` with no CA given: the first member makes one and keeps it in the store.
+    pub ca_in_store: Option<bool>,
     /// This member's own certificate (absolute path, PEM), replacing the issued one.
     pub cert_file: Option<String>,
     /// Its private key (absolute path, PEM).

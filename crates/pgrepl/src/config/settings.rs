@@ -227,6 +227,17 @@ pub const SETTINGS: &[Setting] = &[
         set: |r, v| text(&mut r.tls.ca_key, v),
     },
     Setting {
+        key: "tls.ca_in_store",
+        env: &["PGREPL_TLS_CA_IN_STORE"],
+        default: Value("false"),
+        doc: "`pgrepl node` with no CA given: the first member to start makes the cluster CA and keeps it in the store \
+              (key `ca`), where every other member reads it, so no CA needs to be handed to each host (say Kubernetes \
+              pods); the CA's key is then as secret as the store is (give etcd users or TLS)",
+        secret: false,
+        empty_is_unset: true,
+        set: |r, v| boolean(&mut r.tls.ca_in_store, v),
+    },
+    Setting {
         key: "tls.cert_file",
         env: &["PGREPL_TLS_CERT_FILE"],
         default: Described("none: issued from the cluster CA"),

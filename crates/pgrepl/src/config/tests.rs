@@ -252,6 +252,24 @@ fn tls_is_on_by_default_and_required_beyond_loopback() {
 }
 
 #[test]
+fn the_ca_in_the_store_goes_with_tls_on_and_no_other_ca() {
+    assert!(env_config(&[("PGREPL_TLS_CA_IN_STORE", "true")]).unwrap().tls.ca_in_store);
+    assert!(!env_config(&[]).unwrap().tls.ca_in_store, "off by default");
+    let err = env_config(&[("PGREPL_TLS_CA_IN_STORE", "true"), ("PGREPL_TLS", "off")]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "tls.ca_in_store (PGREPL_TLS_CA_IN_STORE): is true while tls.mode is off: there is no CA to keep"
+    );
+    let ca = pgrepl_tls::Ca::generate("shop", std::time::SystemTime::now()).unwrap();
+    let given =
+        [("PGREPL_TLS_CA_IN_STORE", "true"), ("PGREPL_TLS_CA_CERT", &ca.cert_pem), ("PGREPL_TLS_CA_KEY", &ca.key_pem)];
+    let err = env_config(&given).unwrap_err();
+    assert!(err.to_string().contains("tls.ca_cert and tls.ca_key give the CA; give one or the other"), "{err}");
+    let err = env_config(&[("PGREPL_TLS_CA_IN_STORE", "perhaps")]).unwrap_err();
+    assert!(err.to_string().starts_with("tls.ca_in_store (PGREPL_TLS_CA_IN_STORE): "), "{err}");
+}
+
+#[test]
 fn a_given_ca_is_a_ca_certificate_with_its_own_key_from_files() {
     let now = std::time::SystemTime::now();
     let ca = pgrepl_tls::Ca::generate("shop", now).unwrap();

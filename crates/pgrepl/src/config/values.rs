@@ -258,6 +258,8 @@ pub struct TlsConfig {
     pub require: bool,
     /// The cluster CA as given (`tls.ca_cert`, `tls.ca_key`), checked to be a CA and a key.
     pub given_ca: Option<GivenCa>,
+    /// `pgrepl node` takes the CA from the store, where the first member put one it made.
+    pub ca_in_store: bool,
     /// The user's own certificate, key and CA (`tls.cert_file`, `tls.key_file`,
     /// `tls.ca_file`), absolute paths, instead of a certificate issued from the cluster CA.
     /// Their content is checked at start (`ca::check_files`) and by the agent, not here.

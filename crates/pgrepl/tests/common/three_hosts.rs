@@ -45,6 +45,9 @@ pub struct Cluster {
     pub require_tls: bool,
     /// `tls.mode` for every node (`None`: the default, on).
     pub tls_mode: Option<&'static str>,
+    /// `tls.ca_in_store` for every node: no CA is given (`ca` is unused); the first node makes
+    /// one and keeps it in etcd.
+    pub ca_in_store: bool,
 }
 
 pub fn member(i: usize) -> String {
@@ -71,6 +74,7 @@ impl Cluster {
             ca: vec![ca; HOSTS],
             require_tls: false,
             tls_mode: None,
+            ca_in_store: false,
         }
     }
 
@@ -155,11 +159,15 @@ impl Cluster {
     /// What host `i`'s node is given of TLS (host 1 too: the rest of its settings are in its
     /// pgrepl.toml).
     fn tls_env(&self, i: usize) -> Vec<(String, String)> {
-        let mut env = vec![
-            ("PGREPL_TLS_CA_CERT_FILE".to_string(), self.ca[i].join("ca.crt").display().to_string()),
-            ("PGREPL_TLS_CA_KEY_FILE".to_string(), self.ca[i].join("ca.key").display().to_string()),
-            ("PGREPL_REQUIRE_TLS".to_string(), self.require_tls.to_string()),
-        ];
+        let mut env = if self.ca_in_store {
+            vec![("PGREPL_TLS_CA_IN_STORE".to_string(), "true".to_string())]
+        } else {
+            vec![
+                ("PGREPL_TLS_CA_CERT_FILE".to_string(), self.ca[i].join("ca.crt").display().to_string()),
+                ("PGREPL_TLS_CA_KEY_FILE".to_string(), self.ca[i].join("ca.key").display().to_string()),
+            ]
+        };
+        env.push(("PGREPL_REQUIRE_TLS".to_string(), self.require_tls.to_string()));
         env.extend(self.tls_mode.map(|m| ("PGREPL_TLS".to_string(), m.to_string())));
         env
     }
