@@ -99,6 +99,7 @@ fn processed_objects() -> Vec<Value> {
     for (name, value) in parameter_values(&t) {
         text = text.replace(&format!("${{{name}}}"), &value);
     }
+    // Nothing else looks like a parameter (oc process would take a ${NAME} in a script for one).
     assert!(!text.contains("${"), "a parameter the template does not declare: {text}");
     match serde_json::from_str(&text).unwrap() {
         Value::Array(objects) => objects,
@@ -184,7 +185,8 @@ fn assert_shape(objects: &[Value], master: &str, slave: &str, openshift: bool) {
         } else {
             assert_eq!(security["runAsUser"], 26, "{name}: the image's postgres");
         }
-        for c in pod["containers"].as_array().unwrap() {
+        let init = pod["initContainers"].as_array().into_iter().flatten();
+        for c in pod["containers"].as_array().unwrap().iter().chain(init) {
             let s = &c["securityContext"];
             assert_eq!(s["allowPrivilegeEscalation"], false, "{name}");
             assert_eq!(s["capabilities"]["drop"], serde_json::json!(["ALL"]), "{name}");
@@ -235,6 +237,12 @@ fn assert_shape(objects: &[Value], master: &str, slave: &str, openshift: bool) {
     let store = etcd_pods.iter().map(|p| format!("{p}:2379")).collect::<Vec<_>>().join(",");
     assert_eq!(env_value(member, "PGREPL_STORE"), format!("etcd://{store}"));
     assert_eq!(env_value(member, "PGREPL_TLS_CA_IN_STORE"), "true");
+    // The member waits for etcd to have a leader before it starts, at the same endpoints.
+    let wait = &members["spec"]["template"]["spec"]["initContainers"][0];
+    assert_eq!(wait["name"], "wait-for-etcd");
+    let endpoints: Vec<&str> = wait["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    assert_eq!(format!("etcd://{}", endpoints.join(",")), env_value(member, "PGREPL_STORE"));
+    assert_eq!(wait["image"], member["image"]);
     assert_eq!(env_value(member, "PGREPL_ROUTER_SPLICE"), "copy", "the restricted context cannot splice");
 
     // etcd from the same image, with --pre-vote, its peers by their DNS names.
