@@ -545,11 +545,22 @@ impl Agent {
         Ok(revision)
     }
 
-    /// Stop PostgreSQL, give up the lease and withdraw the member's status.
-    async fn shut_down(self) -> anyhow::Result<()> {
+    /// Stop PostgreSQL, give up the lease and withdraw the member's status: a primary hands
+    /// over as in a switchover (a checkpoint while it still serves, so that the shutdown
+    /// checkpoint has little left to do; a fast stop, which sends the replicas every last
+    /// byte of WAL; the lease renewed until then and released after), so that a replica takes
+    /// over at once instead of when the lease would have expired.
+    async fn shut_down(mut self) -> anyhow::Result<()> {
         info!(member = %self.s.member, "agent stopping: stopping PostgreSQL and releasing the lease");
         if self.pg.postmaster_running() {
-            self.pg.stop(StopMode::Fast, Duration::from_secs(60)).await.context("stop PostgreSQL")?;
+            let (pg, admin) = (self.pg.clone(), self.s.admin_user.clone());
+            let stop = async move {
+                if let Ok(client) = pg.connect(&admin, "postgres").await {
+                    let _ = pgrepl_pg::sql::checkpoint(&client).await;
+                }
+                pg.stop(StopMode::Fast, Duration::from_secs(60)).await
+            };
+            self.keeping_lease(stop).await.context("stop PostgreSQL")?;
         }
         // Only now: should the stop hang, the fencer still ends PostgreSQL before the lease lapses.
         self.fence.close().await;
@@ -561,6 +572,7 @@ impl Agent {
                         .delete(keys::LEADER, Condition::Revision(entry.revision))
                         .await
                         .context("release the leader lease")?;
+                    info!("released the leader lease: a replica can take over at once");
                 }
             }
         }

@@ -25,6 +25,8 @@ const RUN_DIR: &str = "/run/pgrepl";
 const SOCKET_DIR: &str = "/run/pgrepl/socket";
 /// The port PostgreSQL listens on in the seed modes, as in both seeds.
 const PORT: u16 = 5432;
+/// The port PostgreSQL listens on under `pgrepl node`: the router's endpoints take 5432 and 5433.
+const NODE_PG_PORT: u16 = 5434;
 /// The seeds' default for clients: any address, with a password (scram-sha-256).
 const ANYWHERE: [&str; 2] = ["0.0.0.0/0", "::/0"];
 
@@ -54,13 +56,14 @@ impl Seed {
     }
 }
 
-const ARGUMENTS: &str = "run-postgresql-master, run-postgresql-slave, run-postgresql, check [--live], or none";
+const ARGUMENTS: &str = "run-postgresql-master, run-postgresql-slave, run-postgresql, router, check [--live], or none";
 
 pub async fn run(args: Vec<String>, env: Vec<FromEnv>) -> anyhow::Result<()> {
     let words: Vec<&str> = args.iter().map(String::as_str).collect();
     let seed = match words.as_slice() {
-        ["check"] => return check(false).await,
-        ["check", "--live"] => return check(true).await,
+        ["check"] => return check(false, &env).await,
+        ["check", "--live"] => return check(true, &env).await,
+        ["router"] => return run_router(env).await,
         [] => Seed::Docker,
         ["run-postgresql-master"] => Seed::OpenShift(Seed000Role::Master),
         ["run-postgresql-slave"] => Seed::OpenShift(Seed000Role::Slave),
@@ -69,8 +72,7 @@ pub async fn run(args: Vec<String>, env: Vec<FromEnv>) -> anyhow::Result<()> {
     };
     ensure_passwd_entry()?;
     // On etcd, `pgrepl node` takes the environment as it is (the seeds' defaults are not its).
-    let on_etcd = |value: &str| value.trim().starts_with("etcd://") || value.trim().starts_with("etcds://");
-    if env.iter().any(|e| e.field == "store" && on_etcd(&e.value)) {
+    if on_etcd(&env) {
         return run_node(env).await;
     }
     let mut raw = RawConfig::default();
@@ -98,6 +100,14 @@ pub async fn run(args: Vec<String>, env: Vec<FromEnv>) -> anyhow::Result<()> {
         }
     };
     member.run(shutdown).await
+}
+
+/// Whether the environment names an etcd store (`PGREPL_STORE=etcd://...` or `etcds://...`):
+/// then the image runs `pgrepl node`.
+fn on_etcd(env: &[FromEnv]) -> bool {
+    env.iter().any(|e| {
+        e.field == "store" && (e.value.trim().starts_with("etcd://") || e.value.trim().starts_with("etcds://"))
+    })
 }
 
 /// What each seed assumes when a variable is not set (before the environment applies).
@@ -238,8 +248,40 @@ async fn run_node(mut env: Vec<FromEnv>) -> anyhow::Result<()> {
         Err(_) => None,
     };
     let dir = std::env::var("PGREPL_DIR").unwrap_or_else(|_| "/var/lib/pgsql/data/pgrepl".into());
-    let args = NodeArgs { member, host, pg_port: 5434, router: true };
+    // `psql` and `pg_ctl` in a shell of the container (`docker exec c bash -c psql`) find this
+    // member's server.
+    let layout = crate::layout::Layout::new(Path::new(&dir));
+    let name = pgrepl_core::MemberName::new(member.as_str())?;
+    let (data, socket) = (layout.data(&name).display().to_string(), layout.socket_dir(&name).display().to_string());
+    write_shell_vars(&[("PGDATA", &data), ("PGHOST", &socket), ("PGPORT", &NODE_PG_PORT.to_string())])?;
+    let args = NodeArgs { member, host, pg_port: NODE_PG_PORT, router: true };
     crate::commands::node::run(Path::new(&dir), args, env).await
+}
+
+/// `pgrepl container router`: only the cluster's endpoints, read-write on 5432 and read-only
+/// on 5433 at every address (`PGREPL_PORT`, `PGREPL_RO_PORT`, `PGREPL_LISTEN` say otherwise),
+/// following the store (`PGREPL_STORE`, `PGREPL_CLUSTER`); no member, no data. Its ports are
+/// shared with the other routers of the cluster on the same network (`SO_REUSEPORT`): run two
+/// with the host's network and the endpoints stay up at the host's ports while either is
+/// down (the HA compose sample does).
+async fn run_router(mut env: Vec<FromEnv>) -> anyhow::Result<()> {
+    if !env.iter().any(|e| e.field == "listen") {
+        env.push(FromEnv { variable: "the image's default".into(), field: "listen", value: "0.0.0.0".into() });
+    }
+    let mut raw = RawConfig::default();
+    config::apply_env(&mut raw, &env)?;
+    let config = config::validate(&raw, &env)?;
+    if config.store == config::StoreConfig::File {
+        bail!("PGREPL_STORE is not set: the image's router mode follows a cluster on etcd (etcd://HOST:PORT,...)");
+    }
+    let dir = Path::new(RUN_DIR).join("router");
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let layout = crate::layout::Layout::new(&dir);
+    let splicer = crate::commands::router::load_splicer(config.router_splice)?;
+    let store = crate::cluster::open_store(&layout, &config).await?;
+    let cluster = crate::cluster::Cluster { layout, config, store };
+    info!(listen = %cluster.config.listen, port = cluster.config.port, ro_port = cluster.config.ro_port, "serving the endpoints, sharing their ports with the cluster's other routers here");
+    crate::commands::router::serve_until_stopped(&cluster, splicer, crate::commands::router::Ports::Shared).await
 }
 
 /// The container's own address: its first interface address that is not a loopback one
@@ -267,7 +309,12 @@ fn host_name() -> String {
 /// `export PGDATA=...` for shells in the container (`docker exec`): the image's `BASH_ENV`
 /// and `/etc/profile.d` read it, since each seed mode keeps its data under another mount.
 fn write_shell_env(data_dir: &Path) -> anyhow::Result<()> {
-    let text = format!("export PGDATA='{}'\n", data_dir.display());
+    write_shell_vars(&[("PGDATA", &data_dir.display().to_string())])
+}
+
+/// The variables shells in the container (`docker exec c bash -c ...`) read from `/run/pgrepl/env`.
+fn write_shell_vars(vars: &[(&str, &str)]) -> anyhow::Result<()> {
+    let text: String = vars.iter().map(|(k, v)| format!("export {k}='{v}'\n")).collect();
     pgrepl_pg::write_atomic(&Path::new(RUN_DIR).join("env"), text.as_bytes(), 0o644)?;
     Ok(())
 }
@@ -296,7 +343,11 @@ fn ensure_passwd_entry() -> anyhow::Result<()> {
 
 /// The probes: readiness (`check`) passes when the member has nothing left to do and its
 /// server answers over the socket; liveness (`check --live`) while the member's process runs.
-async fn check(live: bool) -> anyhow::Result<()> {
+async fn check(live: bool, env: &[FromEnv]) -> anyhow::Result<()> {
+    let given = |field: &str| env.iter().find(|e| e.field == field).map(|e| e.value.trim().to_string());
+    if on_etcd(env) {
+        return check_api(live, given("api_listen"), given("api_port")).await;
+    }
     let path = Path::new(RUN_DIR).join("state.json");
     let text = std::fs::read(&path).with_context(|| format!("read {} (has the member started?)", path.display()))?;
     let state: FixedState = serde_json::from_slice(&text).with_context(|| format!("parse {}", path.display()))?;
@@ -317,5 +368,39 @@ async fn check(live: bool) -> anyhow::Result<()> {
     let (client, connection) = pg.connect(tokio_postgres::NoTls).await.context("connect to postgres")?;
     tokio::spawn(connection);
     client.simple_query("SELECT 1").await.context("query postgres")?;
+    Ok(())
+}
+
+/// The probes of a member on etcd (`pgrepl node`): its HTTP API's `/readiness` (running, and a
+/// replica streaming and caught up) or `/liveness` (its loop beats), at the API's address
+/// (`PGREPL_API_LISTEN`, else the container's own) and port (`PGREPL_API_PORT`, else 8008).
+async fn check_api(live: bool, listen: Option<String>, port: Option<String>) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let port: u16 = match port {
+        Some(text) => text.parse().map_err(|_| anyhow::anyhow!("PGREPL_API_PORT: {text:?} is not a port"))?,
+        None => crate::commands::node::DEFAULT_API_PORT,
+    };
+    let ip = match listen {
+        Some(text) => text.parse().map_err(|_| anyhow::anyhow!("PGREPL_API_LISTEN: {text:?} is not an IP address"))?,
+        None => first_address().unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()),
+    };
+    let ip = if ip.is_unspecified() { std::net::Ipv4Addr::LOCALHOST.into() } else { ip };
+    let path = if live { "/liveness" } else { "/readiness" };
+    let asked = async {
+        let mut stream = tokio::net::TcpStream::connect((ip, port)).await?;
+        stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {ip}\r\n\r\n").as_bytes()).await?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await?;
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&answer).into_owned())
+    };
+    let answer = tokio::time::timeout(Duration::from_secs(3), asked)
+        .await
+        .map_err(|_| anyhow::anyhow!("the member's API at {ip}:{port} did not answer {path} within 3 s"))?
+        .with_context(|| format!("ask the member's API at {ip}:{port} for {path}"))?;
+    let status = answer.split_whitespace().nth(1).unwrap_or("");
+    if status != "200" {
+        let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b.trim());
+        bail!("{path} answered {status}: {body}");
+    }
     Ok(())
 }

@@ -24,7 +24,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
 
 /// The HTTP API's port when `api_port` is not set: Patroni's, so its probes and recipes apply.
-const DEFAULT_API_PORT: u16 = 8008;
+pub const DEFAULT_API_PORT: u16 = 8008;
 
 /// How long a starting member keeps trying to register while etcd does not answer (the hosts
 /// of a new cluster may start before their etcd has a quorum).
@@ -198,7 +198,7 @@ pub async fn run(dir: &Path, args: NodeArgs, env: Vec<FromEnv>) -> anyhow::Resul
     let connections = args.router.then(|| Arc::new(Connections::default()));
     let (_router_lock, mut router_task) = if let Some(connections) = connections.clone() {
         let lock = agent_lock::acquire(&cluster.layout.router_lock())?;
-        let listeners = router::bind(&cluster.config).await?;
+        let listeners = router::bind(&cluster.config, router::Ports::Own).await?;
         let serving =
             Cluster { layout: cluster.layout.clone(), config: cluster.config.clone(), store: cluster.store.clone() };
         info!(listen = %cluster.config.listen, port = cluster.config.port, ro_port = cluster.config.ro_port, "serving the endpoints");

@@ -30,8 +30,26 @@ pub struct Listeners {
     ro: TcpListener,
 }
 
-async fn bind_one(endpoint: Endpoint, addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).await.with_context(|| {
+/// Whether a router's listening sockets may share their ports with other routers' (as
+/// `SO_REUSEPORT` lets processes of one user do: the kernel spreads new connections over the
+/// live ones, so one router can stop or die while the others keep the endpoints up).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ports {
+    /// This router's alone: a port in use is an error (two clusters must not share one).
+    Own,
+    /// Shared with the other routers of the cluster on this host (the image's `router` mode).
+    Shared,
+}
+
+async fn bind_one(endpoint: Endpoint, addr: SocketAddr, ports: Ports) -> anyhow::Result<TcpListener> {
+    let bound = (|| {
+        let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+        socket.set_reuseaddr(true)?;
+        socket.set_reuseport(ports == Ports::Shared)?;
+        socket.bind(addr)?;
+        socket.listen(1024)
+    })();
+    bound.with_context(|| {
         format!(
             "listen on {addr} for the {endpoint} endpoint (set `port`/`ro_port`, or --port/--ro-port, to a free port)"
         )
@@ -39,9 +57,9 @@ async fn bind_one(endpoint: Endpoint, addr: SocketAddr) -> anyhow::Result<TcpLis
 }
 
 /// Listens on `port` and `ro_port` at the `listen` address.
-pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
-    let rw = bind_one(Endpoint::Rw, SocketAddr::new(config.listen, config.port)).await?;
-    let ro = bind_one(Endpoint::Ro, SocketAddr::new(config.listen, config.ro_port)).await?;
+pub async fn bind(config: &Config, ports: Ports) -> anyhow::Result<Listeners> {
+    let rw = bind_one(Endpoint::Rw, SocketAddr::new(config.listen, config.port), ports).await?;
+    let ro = bind_one(Endpoint::Ro, SocketAddr::new(config.listen, config.ro_port), ports).await?;
     Ok(Listeners { rw, ro })
 }
 
@@ -185,14 +203,20 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
         None => load_splicer(load_config(&Layout::new(dir))?.router_splice)?,
     };
     let cluster = Cluster::open(dir).await?;
+    serve_until_stopped(&cluster, splicer, Ports::Own).await
+}
+
+/// Serves the endpoints of `cluster` (one router per cluster directory) until SIGTERM or
+/// SIGINT.
+pub async fn serve_until_stopped(cluster: &Cluster, splicer: Option<Splicer>, ports: Ports) -> anyhow::Result<()> {
     let _lock = agent_lock::acquire(&cluster.layout.router_lock())?;
-    let listeners = bind(&cluster.config).await?;
+    let listeners = bind(&cluster.config, ports).await?;
     let connections = Arc::new(Connections::default());
-    let _metrics = serve_metrics(&cluster, connections.clone()).await?;
+    let _metrics = serve_metrics(cluster, connections.clone()).await?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     tokio::select! {
-        served = serve(&cluster, listeners, splicer, connections) => served?,
+        served = serve(cluster, listeners, splicer, connections) => served?,
         _ = term.recv() => info!("router stopping"),
         _ = int.recv() => info!("router stopping"),
     }

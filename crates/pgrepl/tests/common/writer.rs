@@ -11,6 +11,31 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// How the kit's clients reach a server: in plain text, or over TLS, verifying the server's
+/// certificate against a CA and the address it was reached at (libpq's `sslmode=verify-full`),
+/// as a client beyond loopback must under `require_tls`.
+#[derive(Clone)]
+pub enum Tls {
+    Off,
+    VerifyFull(tokio_postgres_rustls::MakeRustlsConnect),
+}
+
+impl Tls {
+    /// Verifying against the CA certificate `ca_pem` (what `pgrepl ca show` prints).
+    pub fn verify_full(ca_pem: &str) -> Tls {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+            roots.add(cert.expect("a PEM certificate")).expect("a CA certificate");
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Tls::VerifyFull(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+    }
+}
+
 pub struct Writer {
     log: Arc<Mutex<WriteLog>>,
     stop: Arc<AtomicBool>,
@@ -45,11 +70,16 @@ impl Writer {
     /// As `start_from`, through the first of `addrs` that answers, moving on to the next one
     /// after any error (a client given every router's rw endpoint).
     pub async fn start_through(addrs: Vec<SocketAddr>, password: String, first: i64) -> Writer {
-        let client = connect_at(addrs[0], &password).await.unwrap();
+        Writer::start_with(addrs, password, first, Tls::Off).await
+    }
+
+    /// As `start_through`, connecting as `tls` says.
+    pub async fn start_with(addrs: Vec<SocketAddr>, password: String, first: i64, tls: Tls) -> Writer {
+        let client = connect_with(addrs[0], &password, &tls).await.unwrap();
         client.batch_execute("CREATE TABLE IF NOT EXISTS acked (id bigint PRIMARY KEY)").await.unwrap();
         let log = Arc::new(Mutex::new(WriteLog::default()));
         let stop = Arc::new(AtomicBool::new(false));
-        let task = tokio::spawn(write(addrs, password, first, log.clone(), stop.clone()));
+        let task = tokio::spawn(write(addrs, password, first, tls, log.clone(), stop.clone()));
         Writer { log, stop, task }
     }
 
@@ -81,6 +111,15 @@ fn loopback(port: u16) -> SocketAddr {
 
 /// The admin user at `addr`, as `super::connect` does on loopback.
 pub async fn connect_at(addr: SocketAddr, password: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    connect_with(addr, password, &Tls::Off).await
+}
+
+/// As `connect_at`, connecting as `tls` says.
+pub async fn connect_with(
+    addr: SocketAddr,
+    password: &str,
+    tls: &Tls,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
     let mut config = tokio_postgres::Config::new();
     config
         .host(addr.ip().to_string())
@@ -89,19 +128,37 @@ pub async fn connect_at(addr: SocketAddr, password: &str) -> Result<tokio_postgr
         .password(password)
         .dbname("postgres")
         .connect_timeout(Duration::from_secs(5));
-    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
-    tokio::spawn(connection);
+    let client = match tls {
+        Tls::Off => {
+            let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+            tokio::spawn(connection);
+            client
+        }
+        Tls::VerifyFull(connector) => {
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
+            let (client, connection) = config.connect(connector.clone()).await?;
+            tokio::spawn(connection);
+            client
+        }
+    };
     Ok(client)
 }
 
-async fn write(addrs: Vec<SocketAddr>, password: String, first: i64, log: Arc<Mutex<WriteLog>>, stop: Arc<AtomicBool>) {
+async fn write(
+    addrs: Vec<SocketAddr>,
+    password: String,
+    first: i64,
+    tls: Tls,
+    log: Arc<Mutex<WriteLog>>,
+    stop: Arc<AtomicBool>,
+) {
     let mut next = first;
     let mut client = None;
     let mut at = 0;
     while !stop.load(Ordering::SeqCst) {
         if client.is_none() {
             // A router whose process is stopped takes the TCP connection but never answers.
-            let connect = tokio::time::timeout(Duration::from_secs(5), connect_at(addrs[at], &password)).await;
+            let connect = tokio::time::timeout(Duration::from_secs(5), connect_with(addrs[at], &password, &tls)).await;
             client = connect.ok().and_then(Result::ok);
             if client.is_none() {
                 at = (at + 1) % addrs.len();
@@ -142,7 +199,12 @@ pub async fn missing(port: u16, password: &str, acked: &[i64]) -> Vec<i64> {
 
 /// Acknowledged ids missing from the server at `addr`.
 pub async fn missing_at(addr: SocketAddr, password: &str, acked: &[i64]) -> Vec<i64> {
-    let client = connect_at(addr, password).await.unwrap();
+    missing_with(addr, password, acked, &Tls::Off).await
+}
+
+/// As `missing_at`, connecting as `tls` says.
+pub async fn missing_with(addr: SocketAddr, password: &str, acked: &[i64], tls: &Tls) -> Vec<i64> {
+    let client = connect_with(addr, password, tls).await.unwrap();
     let rows = client.query("SELECT id FROM acked", &[]).await.unwrap();
     let present: std::collections::HashSet<i64> = rows.iter().map(|r| r.get(0)).collect();
     acked.iter().copied().filter(|id| !present.contains(id)).collect()

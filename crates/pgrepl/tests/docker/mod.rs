@@ -5,6 +5,8 @@
 //! never its arguments.
 #![allow(dead_code)]
 
+pub mod compose;
+
 use std::collections::BTreeMap;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
