@@ -77,13 +77,14 @@ fn parameter_values(t: &Value) -> Vec<(String, String)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| {
+        .enumerate()
+        .map(|(i, p)| {
             let name = p["name"].as_str().unwrap().to_string();
             let value = match (p["value"].as_str(), p["generate"].as_str()) {
                 (Some(v), _) => v.to_string(),
                 (None, Some("expression")) => {
                     assert_eq!(p["from"], "[a-zA-Z0-9]{12}", "{name}: generated as the seed's");
-                    format!("S{:0>11}", name.len())
+                    format!("Sample{i:0>6}")
                 }
                 _ => panic!("parameter {name} has neither a value nor a generator"),
             };
@@ -107,7 +108,7 @@ fn processed_objects() -> Vec<Value> {
     }
 }
 
-/// Every object of the Kubernetes manifests, then those of the processed template.
+/// Every object of the Kubernetes manifests.
 fn kubernetes_objects() -> Vec<Value> {
     KUBERNETES_FILES.iter().flat_map(|f| yaml_documents(&examples().join(f))).collect()
 }
