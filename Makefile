@@ -21,7 +21,7 @@ NEMESIS_FAULTS ?= 100
 NEMESIS_SYNC   ?= on
 NEMESIS_SEED   ?=
 
-image_tests := image_seed000 image_seed002 image_bad_env image_compose image_node image_compose_ha
+image_tests := image_seed000 image_seed002 image_bad_env image_compose image_node image_compose_ha image_restricted
 
 .PHONY: setup build image test-image up down destroy status scale test nemesis bench bench-api bench-tls logs master-log slave-log master-shell slave-shell
 

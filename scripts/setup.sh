@@ -106,13 +106,19 @@ if ! id postgres >/dev/null 2>&1; then
 fi
 # PyPI packages the end-to-end tests use, in a virtual environment of their own at
 # target/test-python (the tests look there, or at $PGREPL_TEST_PYTHON): prometheus-client, whose
-# text parser e2e_api_metrics reads /metrics with.
-want_pypi=(prometheus-client)
+# text parser e2e_api_metrics reads /metrics with, and kubernetes-validate, which checks the
+# Kubernetes and OpenShift samples against the schemas it ships, offline (tests/manifests.rs).
+want_pypi=(prometheus-client kubernetes-validate)
 venv="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/target/test-python"
-if ! "$venv/bin/pip" show -q "${want_pypi[@]}" >/dev/null 2>&1; then
-  log "installing ${want_pypi[*]} from PyPI into $venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check "${want_pypi[@]}"
+# One `pip show` per package: given several, it succeeds when any one is installed.
+missing_pypi=()
+for p in "${want_pypi[@]}"; do
+  "$venv/bin/pip" show -q "$p" >/dev/null 2>&1 || missing_pypi+=("$p")
+done
+if [ "${#missing_pypi[@]}" -gt 0 ]; then
+  log "installing ${missing_pypi[*]} from PyPI into $venv"
+  [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check "${missing_pypi[@]}"
 fi
 command -v cargo >/dev/null 2>&1 || { log "cargo not found: install the Rust toolchain (rustup) first"; exit 1; }
 for tool in etcd protoc; do

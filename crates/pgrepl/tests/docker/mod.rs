@@ -70,6 +70,8 @@ pub struct Spec {
     pub publish: bool,
     /// Another program of the image to run (`--entrypoint`), e.g. `etcd`.
     pub entrypoint: Option<String>,
+    /// More `docker run` options, as given (`--cap-drop`, `ALL`, ...).
+    pub flags: Vec<String>,
 }
 
 impl Spec {
@@ -98,6 +100,10 @@ impl Spec {
     }
     pub fn publish(mut self) -> Spec {
         self.publish = true;
+        self
+    }
+    pub fn flags(mut self, flags: &[&str]) -> Spec {
+        self.flags.extend(flags.iter().map(|f| f.to_string()));
         self
     }
 }
@@ -153,6 +159,7 @@ impl Net {
         if let Some(e) = &spec.entrypoint {
             args.extend(["--entrypoint".into(), e.clone()]);
         }
+        args.extend(spec.flags.iter().cloned());
         args.push(image());
         args.extend(spec.args.iter().cloned());
         if !self.containers.contains(&name) {
