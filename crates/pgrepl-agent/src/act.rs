@@ -250,16 +250,60 @@ impl Agent {
             String::new()
         };
         let tls = self.install_tls(seen)?;
-        self.pg.write_conf(&ServerConf {
-            parameters: self.s.parameters.clone(),
+        let conf = ServerConf {
+            parameters: self.parameters(seen).clone(),
             primary_conninfo,
             primary_slot_name,
             synchronous_standby_names,
             tls,
-        })?;
+        };
+        self.pg.write_conf(&conf)?;
+        self.conf = Some(conf);
         let rules = self.hba_rules(seen);
         self.pg.write_hba(&rules)?;
         self.hba = Some(rules);
+        Ok(())
+    }
+
+    /// The PostgreSQL parameters this member runs with: the cluster's (in the spec), else its
+    /// own configuration's.
+    fn parameters<'a>(&'a self, seen: &'a Seen) -> &'a std::collections::BTreeMap<String, String> {
+        match seen.obs.cluster.spec.as_ref() {
+            Some(spec) => spec.parameters_or(&self.s.parameters),
+            None => &self.s.parameters,
+        }
+    }
+
+    /// After a quiet cycle, with the server running: when the cluster's parameters changed,
+    /// rewrites the configuration with them (the rest as last written) and reloads, so that
+    /// what can change at once does; then reads what the server holds back for its next
+    /// restart (`pending_restart`), which its status shows. Nothing restarts by itself.
+    pub(crate) async fn refresh_parameters(&mut self, seen: &Seen) -> anyhow::Result<()> {
+        if self.client().is_none() {
+            return Ok(());
+        }
+        let wanted = self.parameters(seen).clone();
+        if let Some(conf) = self.conf.as_ref().filter(|c| c.parameters != wanted) {
+            let changed: Vec<&String> = wanted
+                .keys()
+                .chain(conf.parameters.keys())
+                .filter(|k| wanted.get(*k) != conf.parameters.get(*k))
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let changed = changed.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ");
+            let conf = ServerConf { parameters: wanted, ..conf.clone() };
+            self.pg.write_conf(&conf)?;
+            self.conf = Some(conf);
+            self.pg.reload().await?;
+            info!(changed = %changed, "applied the cluster's new parameters and reloaded the configuration");
+        }
+        let client = self.client().context("no connection to the server")?;
+        let pending = sql::pending_restart(client).await?;
+        if pending != self.pending_restart && !pending.is_empty() {
+            info!(pending = %pending.join(", "), "PostgreSQL applies these parameters only at its next restart (`pgrepl stop` and `pgrepl start` of the member; the primary after a `pgrepl switchover`)");
+        }
+        self.pending_restart = pending;
         Ok(())
     }
 

@@ -56,6 +56,11 @@ pub struct Agent {
     pub(crate) standby_names: Option<String>,
     /// What this agent last wrote into `pg_hba.conf` (`None`: nothing yet).
     pub(crate) hba: Option<pgrepl_pg::HbaRules>,
+    /// The server configuration last written (`configure`), which a change of the cluster's
+    /// parameters rewrites with only those changed.
+    pub(crate) conf: Option<pgrepl_pg::ServerConf>,
+    /// What its running server applies only at its next restart (`pg_settings.pending_restart`).
+    pub(crate) pending_restart: Vec<String>,
     /// When this member's certificate was last installed or looked at, and the names it was
     /// to have then (`None`: not yet).
     pub(crate) tls_checked: Option<(Instant, Vec<String>)>,
@@ -127,6 +132,8 @@ impl Agent {
             down_since: None,
             standby_names: None,
             hba: None,
+            conf: None,
+            pending_restart: vec![],
             tls_checked: None,
             tls_given: None,
             tls_cert: None,
@@ -261,6 +268,9 @@ impl Agent {
             }
             if let Err(e) = self.refresh_tls(&seen).await {
                 warn!("renew this member's certificate: {e:#}");
+            }
+            if let Err(e) = self.refresh_parameters(&seen).await {
+                warn!("apply the cluster's parameters: {e:#}");
             }
         }
         if outcome.is_ok() && matches!(decision.action, Action::Promote { .. }) {
@@ -543,6 +553,11 @@ impl Agent {
         let revision = self.store.delete(key, cond).await?;
         self.own_revision = self.own_revision.max(revision);
         Ok(revision)
+    }
+
+    /// The connection to this member's server the last observation used, if it had one.
+    pub(crate) fn client(&self) -> Option<&tokio_postgres::Client> {
+        self.client.as_ref()
     }
 
     /// Stop PostgreSQL, give up the lease and withdraw the member's status: a primary hands

@@ -21,6 +21,18 @@ pub struct Spec {
     /// How the cluster replaces a lost leader.
     #[serde(default)]
     pub failover: FailoverSpec,
+    /// The PostgreSQL parameters every member runs with (`[parameters]`, `pgrepl config set`),
+    /// the same on every member; `None` in a spec written before they were kept here, where
+    /// each member runs with its own configuration's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<BTreeMap<String, String>>,
+}
+
+impl Spec {
+    /// The parameters a member runs with: the cluster's, else its own configuration's.
+    pub fn parameters_or<'a>(&'a self, own: &'a BTreeMap<String, String>) -> &'a BTreeMap<String, String> {
+        self.parameters.as_ref().unwrap_or(own)
+    }
 }
 
 /// How the cluster replaces a lost leader, and what a commit waits for.

@@ -17,6 +17,7 @@ pub fn status(role: Role, state: MemberState, port: u16, lsn: Lsn) -> MemberStat
         history: None,
         warning: None,
         decision: String::new(),
+        pending_restart: vec![],
         replication: vec![],
         slots: vec![],
         applied_passwords: None,

@@ -154,6 +154,10 @@ pub struct MemberStatus {
     pub warning: Option<String>,
     /// The sentence of the agent's last decision.
     pub decision: String,
+    /// Parameters its running server has changed but applies only at its next restart
+    /// (`pg_settings.pending_restart`), by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_restart: Vec<String>,
     /// Primary only: its `pg_stat_replication`.
     #[serde(default)]
     pub replication: Vec<ReplicationRow>,

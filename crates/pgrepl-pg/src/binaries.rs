@@ -55,6 +55,39 @@ impl Binaries {
         self.dir.join(program)
     }
 
+    /// Whether this installation's server accepts `parameters` (names and values), asked of a
+    /// throwaway `postgres -C` over an empty configuration: nothing runs and nothing is
+    /// written but a scratch directory, removed after. The error is the server's own sentence
+    /// ("invalid value for parameter ...", "... is outside the valid range ...",
+    /// "unrecognized configuration parameter ..."). Must not run as root (PostgreSQL refuses).
+    pub fn check_parameters(&self, parameters: &std::collections::BTreeMap<String, String>) -> Result<(), PgError> {
+        let Some(first) = parameters.keys().next() else { return Ok(()) };
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let scratch = std::env::temp_dir().join(format!("pgrepl-check-{}-{nanos}", std::process::id()));
+        std::fs::create_dir(&scratch).map_err(|e| PgError::io(format!("create {}", scratch.display()), e))?;
+        let checked = (|| {
+            std::fs::write(scratch.join("postgresql.conf"), "")
+                .map_err(|e| PgError::io(format!("write {}/postgresql.conf", scratch.display()), e))?;
+            let mut cmd = std_command(&self.path("postgres"));
+            cmd.arg("-D").arg(&scratch).arg("-C").arg(first);
+            for (name, value) in parameters {
+                cmd.arg("-c").arg(format!("{name}={value}"));
+            }
+            let out = cmd.output().map_err(|e| PgError::io(format!("run {}", self.path("postgres").display()), e))?;
+            if out.status.success() {
+                return Ok(());
+            }
+            let said = String::from_utf8_lossy(&out.stderr);
+            let why: Vec<&str> = said
+                .lines()
+                .filter_map(|l| l.split_once("FATAL:  ").or_else(|| l.split_once("HINT:  ")).map(|(_, w)| w.trim()))
+                .collect();
+            Err(PgError::Other(if why.is_empty() { said.trim().to_string() } else { why.join(" ") }))
+        })();
+        let _ = std::fs::remove_dir_all(&scratch);
+        checked
+    }
+
     #[cfg(test)]
     pub(crate) fn for_tests() -> Binaries {
         Binaries { dir: PathBuf::from("/usr/lib/postgresql/15/bin"), major: 15 }

@@ -113,6 +113,13 @@ pub enum Command {
     Stop { member: String },
     /// Start a member stopped with `pgrepl stop`.
     Start { member: String },
+    /// The cluster's PostgreSQL parameters, the same for every member: `config show`,
+    /// `config set NAME=VALUE ...` (checked by PostgreSQL's own parser first; reloaded at once,
+    /// or pending restart), `config reset NAME ...`.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// The cluster CA: `ca show` prints the cluster's CA certificate (for clients'
     /// `sslrootcert`); `ca init DIR` makes a CA for the hosts of a `pgrepl node` cluster.
     Ca {
@@ -172,6 +179,31 @@ pub struct UpArgs {
     /// Seconds to wait for the cluster to be ready.
     #[arg(long, default_value_t = 120)]
     pub wait: u64,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Print the parameters every member runs with (`--json`: with the spec's revision).
+    Show {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set parameters for every member: NAME=VALUE ...
+    Set {
+        #[arg(required = true, value_name = "NAME=VALUE")]
+        pairs: Vec<String>,
+        /// Only if the spec is still at this revision (`config show --json`); else change nothing.
+        #[arg(long)]
+        if_revision: Option<u64>,
+    },
+    /// Remove parameters, back to PostgreSQL's (or pgrepl's) default: NAME ...
+    Reset {
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Only if the spec is still at this revision (`config show --json`); else change nothing.
+        #[arg(long)]
+        if_revision: Option<u64>,
+    },
 }
 
 #[derive(Subcommand, Debug)]

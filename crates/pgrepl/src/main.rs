@@ -15,7 +15,7 @@ mod supervisor;
 mod topology;
 
 use clap::Parser;
-use cli::{CaCommand, Cli, Command};
+use cli::{CaCommand, Cli, Command, ConfigCommand};
 use std::process::ExitCode;
 
 fn init_logging(daemon: bool) {
@@ -62,6 +62,14 @@ async fn run(cli: Cli, env: Vec<config::FromEnv>) -> anyhow::Result<()> {
         Command::Agent { member } => commands::agent::run(dir, &member).await,
         Command::Fencer { .. } => unreachable!("the fencer runs before the async runtime starts"),
         Command::Router => commands::router::run(dir).await,
+        Command::Config { command: ConfigCommand::Show { json } } => commands::params::show(dir, json).await,
+        Command::Config { command: ConfigCommand::Set { pairs, if_revision } } => {
+            let change = commands::params::Change::Set(commands::params::parse_pairs(&pairs)?);
+            commands::params::run(dir, change, if_revision).await
+        }
+        Command::Config { command: ConfigCommand::Reset { names, if_revision } } => {
+            commands::params::run(dir, commands::params::Change::Reset(names), if_revision).await
+        }
         Command::Ca { command: CaCommand::Show } => commands::ca::show(&layout::Layout::new(dir)),
         Command::Ca { command: CaCommand::Init { dir, cluster } } => commands::ca::init(&dir, &cluster),
         Command::Node(args) => commands::node::run(dir, args, env).await,

@@ -9,6 +9,7 @@ pub mod endpoints;
 pub mod logs;
 pub mod member_ctl;
 pub mod node;
+pub mod params;
 pub mod passwd;
 pub mod pause;
 pub mod ports;

@@ -85,6 +85,7 @@ async fn register(cluster: &Cluster, member: &MemberName, wanted: &MemberSpec) -
             bootstrap: Some(member.clone()),
             last_member_number: member.number().unwrap_or(0),
             failover: cluster.config.failover,
+            parameters: Some(cluster.config.parameters.clone()),
             ..Spec::default()
         };
         match cluster.store.put(keys::SPEC, &serde_json::to_vec(&spec)?, Condition::Absent, None).await {
@@ -97,7 +98,13 @@ async fn register(cluster: &Cluster, member: &MemberName, wanted: &MemberSpec) -
             Err(e) => return Err(e.into()),
         }
     };
-    if spec.members.get(member) == Some(wanted) {
+    if let Some(cluster_wide) = spec.parameters.as_ref().filter(|p| **p != cluster.config.parameters) {
+        warn!(
+            cluster = ?cluster_wide,
+            "this host's [parameters] differ from the cluster's, which every member runs with: see `pgrepl config show`, change them with `pgrepl config set`"
+        );
+    }
+    if spec.members.get(member) == Some(wanted) && spec.parameters.is_some() {
         return Ok(());
     }
     cluster
@@ -113,6 +120,8 @@ async fn register(cluster: &Cluster, member: &MemberName, wanted: &MemberSpec) -
             }
             spec.members.insert(member.clone(), wanted.clone());
             spec.last_member_number = spec.last_member_number.max(member.number().unwrap_or(0));
+            // A spec from before the cluster kept its parameters takes this host's.
+            spec.parameters.get_or_insert_with(|| cluster.config.parameters.clone());
             Ok(())
         })
         .await?;

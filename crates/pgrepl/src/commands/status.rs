@@ -66,6 +66,9 @@ pub struct MemberJson {
     /// When its installed TLS certificate ends (Unix seconds; within 30 days, `warning` says
     /// so), `null` with TLS off or while unknown.
     pub tls_not_after_unix: Option<u64>,
+    /// Parameters its server applies only once restarted (`pgrepl config set` of, say,
+    /// `shared_buffers`); empty when none.
+    pub pending_restart: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -123,6 +126,7 @@ pub fn build(cluster_name: &str, view: &ClusterView, endpoints: EndpointsJson) -
                     last_fenced_unix_ms,
                     api: s.api.clone(),
                     tls_not_after_unix: s.tls_not_after_unix,
+                    pending_restart: s.pending_restart.clone(),
                 }
             }
             None => MemberJson {
@@ -141,6 +145,7 @@ pub fn build(cluster_name: &str, view: &ClusterView, endpoints: EndpointsJson) -
                 last_fenced_unix_ms,
                 api: None,
                 tls_not_after_unix: None,
+                pending_restart: vec![],
             },
         };
         members.push(member);
@@ -214,6 +219,9 @@ pub async fn run(dir: &Path, json: bool) -> anyhow::Result<()> {
     }
     for m in status.members.iter().filter(|m| m.warning.is_some()) {
         println!("\nWARNING {}: {}", m.name, dash(&m.warning));
+    }
+    for m in status.members.iter().filter(|m| !m.pending_restart.is_empty()) {
+        println!("\npending restart {}: {} (applied at its next restart)", m.name, m.pending_restart.join(", "));
     }
     let e = &status.endpoints;
     let to = |v: &Vec<String>| if v.is_empty() { "nobody".to_string() } else { v.join(", ") };

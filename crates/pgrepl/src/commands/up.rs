@@ -168,7 +168,12 @@ pub(crate) fn postmaster_runs(layout: &Layout, member: &MemberName) -> bool {
 }
 
 fn new_spec(config: &Config) -> anyhow::Result<Spec> {
-    let mut spec = Spec { bootstrap: Some(MemberName::numbered(1)), failover: config.failover, ..Spec::default() };
+    let mut spec = Spec {
+        bootstrap: Some(MemberName::numbered(1)),
+        failover: config.failover,
+        parameters: Some(config.parameters.clone()),
+        ..Spec::default()
+    };
     for n in 1..=(config.replicas as u32 + 1) {
         let name = MemberName::numbered(n);
         let port = ports::for_member(config, &spec, &name)?;
@@ -197,8 +202,19 @@ async fn settle_spec(cluster: &Cluster, args: &UpArgs, changed: &[PasswordKind])
             ports::check_router_free(&cluster.config, false)?;
             cluster.store.put(keys::SPEC, &serde_json::to_vec(&spec)?, Condition::Absent, None).await?;
         }
-        Some(spec) if args.replicas.is_some() || !changed.is_empty() || spec.failover != cluster.config.failover => {
+        Some(spec)
+            if args.replicas.is_some()
+                || !changed.is_empty()
+                || spec.failover != cluster.config.failover
+                || spec.parameters.as_ref() != Some(&cluster.config.parameters) =>
+        {
             let config = cluster.config.clone();
+            if spec.parameters.as_ref() != Some(&config.parameters) {
+                // Checked before it reaches a running member: PostgreSQL's own parser decides.
+                let bins = pgrepl_pg::Binaries::find(config.bin_dir.as_deref())?;
+                bins.check_parameters(&config.parameters)
+                    .map_err(|e| anyhow::anyhow!("[parameters]: PostgreSQL refuses them: {e}; nothing was changed"))?;
+            }
             cluster
                 .update_spec(|view, spec| {
                     if let Some(n) = args.replicas {
@@ -210,6 +226,7 @@ async fn settle_spec(cluster: &Cluster, args: &UpArgs, changed: &[PasswordKind])
                         spec.passwords.bump(*kind);
                     }
                     spec.failover = config.failover;
+                    spec.parameters = Some(config.parameters.clone());
                     Ok(())
                 })
                 .await?;
@@ -282,7 +299,7 @@ pub async fn run(dir: &Path, args: UpArgs) -> anyhow::Result<()> {
     if running_pid(&cluster.layout.supervisor_pid()).is_some() {
         if before.is_some_and(|b| read_dir_config(&cluster.layout).is_ok_and(|now| now != b)) {
             eprintln!(
-                "note: the cluster is running; new passwords and --replicas apply now, other settings at its next start (`pgrepl down`, then `pgrepl up`)"
+                "note: the cluster is running; new passwords, --replicas and [parameters] apply now (a parameter that needs a restart shows as pending restart in `pgrepl status`), other settings at its next start (`pgrepl down`, then `pgrepl up`)"
             );
         }
         progress::while_waiting(&cluster, wait::until(&cluster, limit, ready)).await?;

@@ -1,0 +1,130 @@
+//! The cluster's PostgreSQL parameters (`pgrepl config show|set|reset`) on a running cluster
+//! under a writer through rw: a reloadable parameter reaches every member with no restart; one
+//! that needs a restart marks every member pending restart, and a restarted member runs with
+//! it; a value PostgreSQL refuses is refused before anything changes; of two changes made from
+//! the same reading, one wins and the other is told; `pgrepl up` keeps what `config set` set.
+
+mod common;
+
+use common::writer::{missing, Writer};
+use common::{eventually, TestCluster};
+use serde_json::Value;
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// `SHOW name` on the member at `port`.
+async fn show(c: &TestCluster, port: u16, name: &str) -> Option<String> {
+    let password = c.secret("admin");
+    let connecting = common::connect(port, "postgres", &password, "postgres");
+    let client = tokio::time::timeout(Duration::from_secs(3), connecting).await.ok()?.ok()?;
+    let row = client.query_one(&format!("SHOW {name}"), &[]).await.ok()?;
+    Some(row.get(0))
+}
+
+/// When the server at `port` started.
+async fn started_at(c: &TestCluster, port: u16) -> String {
+    let row = c.admin(port).await.query_one("SELECT pg_postmaster_start_time()::text", &[]).await.unwrap();
+    row.get(0)
+}
+
+fn pending(status: &Value, member: &str) -> Vec<String> {
+    let m = status["members"].as_array().unwrap().iter().find(|m| m["name"] == member).unwrap();
+    m["pending_restart"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect()
+}
+
+fn revision(c: &TestCluster) -> u64 {
+    let shown: Value = serde_json::from_str(&c.ok(&["config", "show", "--json"])).unwrap();
+    shown["revision"].as_u64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parameters_reach_every_member_reloaded_or_pending_restart_and_bad_ones_are_refused() {
+    let c = TestCluster::new();
+    c.ok(&["up", "--replicas", "2"]);
+    let members: Vec<(String, u16)> = c.status()["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["name"].as_str().unwrap().to_string(), m["port"].as_u64().unwrap() as u16))
+        .collect();
+    let password = c.secret("admin");
+    let writer = Writer::start(c.rw_port, password.clone()).await;
+    let mut started = Vec::new();
+    for (_, port) in &members {
+        started.push(started_at(&c, *port).await);
+    }
+
+    // A reloadable parameter: on every member at once, nothing restarted.
+    let out = c.ok(&["config", "set", "work_mem=7MB"]);
+    assert!(out.contains("set work_mem = '7MB' for every member"), "{out}");
+    for (name, port) in &members {
+        eventually(LIMIT, &format!("work_mem on {name}"), || async {
+            (show(&c, *port, "work_mem").await.as_deref() == Some("7MB")).then_some(())
+        })
+        .await;
+    }
+    for ((name, port), before) in members.iter().zip(&started) {
+        assert_eq!(&started_at(&c, *port).await, before, "{name} was not restarted");
+    }
+    assert!(c.ok(&["config", "show"]).contains("work_mem = '7MB'"));
+
+    // One that needs a restart: every member says so, and runs on with the old value.
+    c.ok(&["config", "set", "shared_buffers=64MB"]);
+    eventually(LIMIT, "every member pending restart of shared_buffers", || async {
+        let s = c.status();
+        members.iter().all(|(name, _)| pending(&s, name) == ["shared_buffers"]).then_some(())
+    })
+    .await;
+    assert_eq!(show(&c, members[0].1, "shared_buffers").await.as_deref(), Some("128MB"));
+    let said = c.ok(&["status"]);
+    assert!(said.contains("pending restart") && said.contains("shared_buffers"), "{said}");
+
+    // A value PostgreSQL refuses: told in its words, and nothing changes.
+    let before = revision(&c);
+    for (pair, words) in [
+        ("shared_buffers=lots", "invalid value for parameter \"shared_buffers\""),
+        ("work_mem=1", "outside the valid range for parameter \"work_mem\""),
+        ("no_such_setting=1", "unrecognized configuration parameter \"no_such_setting\""),
+        ("port=6000", "port is set by pgrepl on every member"),
+    ] {
+        let out = c.run(&["config", "set", pair]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(words), "{pair}: {err}");
+    }
+    assert_eq!(revision(&c), before, "nothing was written");
+
+    // Two changes from the same reading: the first wins, the second is told.
+    let read = revision(&c).to_string();
+    c.ok(&["config", "set", "maintenance_work_mem=32MB", "--if-revision", &read]);
+    let late = c.run(&["config", "set", "maintenance_work_mem=48MB", "--if-revision", &read]);
+    let err = String::from_utf8_lossy(&late.stderr);
+    assert!(!late.status.success() && err.contains("it changed since it was read"), "{err}");
+    assert!(c.ok(&["config", "show"]).contains("maintenance_work_mem = '32MB'"));
+
+    // A restarted replica runs with shared_buffers and is no longer pending.
+    let replica = members.iter().find(|(name, _)| *name != c.leader()).unwrap().clone();
+    c.ok(&["stop", &replica.0]);
+    c.ok(&["start", &replica.0]);
+    eventually(LIMIT, "the restarted replica to run with shared_buffers", || async {
+        (show(&c, replica.1, "shared_buffers").await.as_deref() == Some("64MB")).then_some(())
+    })
+    .await;
+    eventually(LIMIT, "the restarted replica no longer pending", || async {
+        pending(&c.status(), &replica.0).is_empty().then_some(())
+    })
+    .await;
+
+    // `pgrepl up` again keeps them: they are in the directory's configuration too.
+    let toml = std::fs::read_to_string(c.dir.join("pgrepl.toml")).unwrap();
+    assert!(toml.contains("work_mem = \"7MB\"") && toml.contains("shared_buffers = \"64MB\""), "{toml}");
+    let at = revision(&c);
+    c.ok(&["up"]);
+    assert_eq!(revision(&c), at, "up changed nothing");
+    c.ok(&["config", "reset", "maintenance_work_mem"]);
+    assert!(!c.ok(&["config", "show"]).contains("maintenance_work_mem"));
+
+    let acked = writer.stop().await;
+    assert!(!acked.is_empty());
+    assert_eq!(missing(c.primary_port(), &password, &acked).await, Vec::<i64>::new());
+}
