@@ -123,6 +123,11 @@ def main():
                   f"{'met' if k is not None and k <= KILL_GOAL_S else 'not met'} (median {fmt(k)} s); docker stop's "
                   f"write gap < {STOP_GAP_GOAL_S:.0f} s: {'met' if s is not None and s < STOP_GAP_GOAL_S else 'not met'} "
                   f"(median {fmt(s)} s).")
+    steps = [r["step_s"] for r in rows if r["kind"] == "up" and r.get("step_s") is not None]
+    if steps:
+        md.append(f"The up figures are polled: one step (a `pgrepl status` through `docker exec` in a member, and "
+                  f"a write attempt) took {fmt(min(steps))}–{fmt(max(steps))} s on average per trial, their "
+                  f"resolution.")
     md.append("")
 
     if base:
@@ -131,7 +136,8 @@ def main():
             if r["system"] + "/" + r["config"] not in systems:
                 systems.append(r["system"] + "/" + r["config"])
         md += ["In the same run, on the same machine, bench/failover.sh (section \"Failover\" says how: kill -9 of "
-               "the primary member's processes, its own writer, 10 ms apart, through the system's rw endpoint; a "
+               "the primary member's processes, its own writer, 10 ms apart, through the system's rw endpoint; "
+               "*first write*: the first acknowledged insert on a connection opened after the kill; a "
                "planned switchover in place of `docker stop`):", "",
                "| system | configuration | failed over | kill: first write (s) | kill: write gap (s) | kill: rows lost | "
                "switchover: write gap (s) |",
@@ -141,9 +147,12 @@ def main():
             sws = [r for r in base if r["system"] + "/" + r["config"] == key and r["kind"] == "switchover"]
             ok = [r for r in kills if r["failover"] == "yes"]
             lost = [int(r["lost"]) for r in kills if r["lost"] not in ("", "-")]
+            lost_text = "–" if not lost else str(sum(lost)) + (
+                f" (ids {', '.join(r['lost_ids'] for r in kills if r['lost'] not in ('', '-', '0'))}; "
+                f"{sum(1 for n in lost if n)} of {len(lost)} kills)" if sum(lost) else "")
             md.append(f"| {kills[0]['system'] if kills else key} | {kills[0]['config'] if kills else ''} | "
                       f"{len(ok)} of {len(kills)} | **{mmm([num(r['ttfw_s']) for r in ok])}** | "
-                      f"{mmm([num(r['gap_s']) for r in ok])} | {sum(lost) if lost else '–'} | "
+                      f"{mmm([num(r['gap_s']) for r in ok])} | {lost_text} | "
                       f"{mmm([num(r['gap_s']) for r in sws if r['failover'] == 'yes'])} |")
         md += ["", f"Baseline versions: {base_machine.get('patroni', '?')}; {base_machine.get('etcd', '?')}; "
                f"{base_machine.get('haproxy', '?')}; {base_machine.get('postgres', '?')}; pgrepl commit "
@@ -154,21 +163,23 @@ def main():
     md += ["<details><summary>Every trial</summary>", "",
            "*make up*: how long `make up` itself took; *CA*: when a member first printed the cluster CA (the "
            "client needs it for verify-full); *command*: how long `docker kill` / `docker stop` took to return; "
+           "*seen down*: seconds from the command until the other members' status showed the old primary not "
+           "running (it is started again only then); "
            "*rejoin*: from `docker start` of the container to the three members converged again; *load*: the "
            "1-minute load average when the trial started.", "",
            "| mode | kind | trial | make up / command (s) | CA (s) | first write (s) | write gap (s) | 3 streaming (s) | "
-           "old → new primary | acked | lost | lease released | rejoin (s) | load |",
-           "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---|---:|---:|"]
+           "old → new primary | acked | lost | lease released | seen down (s) | rejoin (s) | load |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---|---:|---:|---:|"]
     for r in rows:
         if r["kind"] == "up":
             md.append(f"| {r['mode']} | up | {r['trial']} | {fmt(r['make_up_s'])} | {fmt(r['ca_s'])} | "
-                      f"{fmt(r['first_write_s'])} | | {fmt(r['streaming_s'])} | | | | | | {r['load']} |")
+                      f"{fmt(r['first_write_s'])} | | {fmt(r['streaming_s'])} | | | | | | | {r['load']} |")
         else:
             lost = "–" if r["lost"] is None else str(r["lost"]) + (f" ({r['lost_ids']})" if r["lost"] else "")
             released = {True: "yes", False: "no"}[r["released_lease"]] if r["kind"] == "stop" else ""
             md.append(f"| {r['mode']} | docker {r['kind']} | {r['trial']} | {fmt(r['cmd_s'])} | | "
                       f"{fmt(r['recovery_s'])} | {fmt(r['gap_s'])} | | {r['old_primary']} → {r['new_primary'] or 'none'} | "
-                      f"{r['acked']} | {lost} | {released} | {fmt(r['rejoin_s'])} | {r['load']} |")
+                      f"{r['acked']} | {lost} | {released} | {fmt(r.get('seen_down_s'))} | {fmt(r['rejoin_s'])} | {r['load']} |")
     md += ["", "</details>", "", END]
     publish("\n".join(md) + "\n", out_dir, doc, BEGIN, END, "## HA compose cluster")
 

@@ -9,7 +9,8 @@
 //! - `kill`, `BENCH_COMPOSE_TRIALS` times: `docker kill` of the primary's container under the
 //!   test kit's writer through the rw port; recovery = from the command to the acknowledged write
 //!   that ends the longest write gap, the gap itself, and the acknowledged ids missing on the new
-//!   primary; then `docker start` of the killed container and the cluster converged again;
+//!   primary; then, once the others see it down, `docker start` of the killed container and the
+//!   cluster converged again;
 //! - `stop`, the same with `docker stop` (its SIGTERM: the primary hands over).
 //!
 //! The last `up` project of a mode serves its `kill` and `stop` trials. A trial with no new
@@ -25,6 +26,9 @@ use docker::compose::{Project, MEMBERS};
 use docker::*;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
+
+/// What a primary stopping by SIGTERM logs once it has handed its lease back.
+const RELEASED: &str = "released the leader lease: a replica can take over at once";
 
 fn knob(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -97,7 +101,11 @@ async fn up_trial(mode: &str, vars: &[(&str, &str)], trial: u64, converge: Durat
     let make_up = t0.elapsed();
     let admin = p.password("POSTGRESQL_ADMIN_PASSWORD");
     let (mut tls, mut first_write, mut streaming, mut ca_at) = (None, None, None, None);
+    // Each step asks a member container (docker exec) and tries a write: its length is the
+    // resolution of the figures.
+    let mut steps = 0u32;
     while t0.elapsed() < converge && (first_write.is_none() || streaming.is_none()) {
+        steps += 1;
         if tls.is_none() {
             if let Some(pem) = ca(&p) {
                 tls = Some(Tls::verify_full(&pem));
@@ -118,6 +126,7 @@ async fn up_trial(mode: &str, vars: &[(&str, &str)], trial: u64, converge: Durat
         "kind": "up", "mode": mode, "trial": trial, "load": load_at_start,
         "make_up_s": secs(make_up), "ca_s": ca_at.map(secs),
         "first_write_s": first_write.map(secs), "streaming_s": streaming.map(secs),
+        "step_s": secs((t0.elapsed() - make_up) / steps.max(1)),
     }));
     assert!(first_write.is_some() && streaming.is_some(), "{mode} up trial {trial}: not ready within {converge:?}");
     p
@@ -141,6 +150,8 @@ async fn fault_trial(
     tokio::time::sleep(Duration::from_secs(3)).await;
     let before = writer.acked();
     let container = p.container(&leader);
+    // A container's log spans its restarts: count the stopping primary's sentence before and after.
+    let released_before = p.logs(&leader).matches(RELEASED).count();
     let t0 = Instant::now();
     let cmd = docker(&[fault, &container]);
     let cmd_s = t0.elapsed();
@@ -161,7 +172,18 @@ async fn fault_trial(
         Some(n) => Some(missing_with(p.pg_addr(n), &admin, &acked, &tls).await),
         None => None,
     };
-    let released = fault == "stop" && p.logs(&leader).contains("released the leader lease");
+    let released = fault == "stop" && p.logs(&leader).matches(RELEASED).count() > released_before;
+    // The others see the old primary gone before it starts again, so that "converged" below is
+    // its fresh status, not one it published before the fault.
+    let gone = |s: Value| {
+        s["members"]
+            .as_array()?
+            .iter()
+            .find(|m| m["name"] == leader.as_str())
+            .map(|m| m["state"].clone())
+            .filter(|state| state != "running" && state != "streaming")
+    };
+    let seen_down = within(converge, || gone(p.status_except(&[&leader])?)).map(|_| secs(t0.elapsed()));
     let restart = Instant::now();
     ok(&docker(&["start", &container]));
     let converged = within(converge, || p.converged(&[]));
@@ -173,7 +195,7 @@ async fn fault_trial(
         "gap_s": gap.map(|(start, end)| secs(end.duration_since(start))),
         "acked": acked.len(), "acked_during_warmup": before,
         "lost": lost.as_ref().map(Vec::len), "lost_ids": lost.map(|l| l.into_iter().take(20).collect::<Vec<_>>()),
-        "released_lease": released,
+        "released_lease": released, "seen_down_s": seen_down,
         "rejoin_s": converged.as_ref().map(|_| secs(restart.elapsed())),
     }));
     assert!(converged.is_some(), "{mode} {fault} trial {trial}: the cluster did not converge within {converge:?}");
