@@ -23,7 +23,7 @@ NEMESIS_SEED   ?=
 
 image_tests := image_seed000 image_seed002 image_bad_env image_compose image_node image_compose_ha image_restricted
 
-.PHONY: setup build image test-image up down destroy status scale test nemesis bench bench-api bench-tls logs master-log slave-log master-shell slave-shell
+.PHONY: setup build image test-image up down destroy status scale test nemesis bench bench-api bench-tls bench-compose logs master-log slave-log master-shell slave-shell
 
 setup:
 	@bash scripts/setup.sh
@@ -91,3 +91,10 @@ bench-api: build
 # `make bench-tls`: the cost of TLS (pgbench with and without TLS, direct and through rw; docs/benchmarks.md, "TLS cost").
 bench-tls: build
 	bash bench/tls.sh
+
+# `make bench-compose`: the HA compose cluster (examples/compose/ha) under docker kill and docker
+# stop of its primary, beside bench/failover.sh on this machine (bench/compose.sh; docs/benchmarks.md,
+# "HA compose cluster"). Uses the image as it is (`make image` builds it); knobs in the script's header.
+bench-compose: build
+	PGREPL_BENCH=1 bash scripts/setup.sh
+	bash bench/compose.sh
