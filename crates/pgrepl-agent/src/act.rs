@@ -301,10 +301,49 @@ impl Agent {
         let client = self.client().context("no connection to the server")?;
         let pending = sql::pending_restart(client).await?;
         if pending != self.pending_restart && !pending.is_empty() {
-            info!(pending = %pending.join(", "), "PostgreSQL applies these parameters only at its next restart (`pgrepl stop` and `pgrepl start` of the member; the primary after a `pgrepl switchover`)");
+            info!(pending = %pending.join(", "), "PostgreSQL applies these parameters only at its next restart (`pgrepl restart --pending`)");
         }
         self.pending_restart = pending;
         Ok(())
+    }
+
+    /// After a quiet cycle: carries out a `pgrepl reload` it has not yet, and a `pgrepl restart`
+    /// asked of this member once `restart::outlook` says now (a synchronous standby first
+    /// lets the leader give its role to another replica). The restart is the API's chore: a
+    /// fast stop (the leader keeps its lease meanwhile), and the next cycle starts the server.
+    pub(crate) async fn refresh_requests(&mut self, seen: &Seen) -> anyhow::Result<()> {
+        let view = &seen.obs.cluster;
+        if let Some(asked) = view.reload.filter(|r| self.reloaded_ms.is_none_or(|done| done < r.requested_ms)) {
+            if self.pg.postmaster_running() {
+                self.pg.reload().await?;
+                info!("reloaded the configuration, as `pgrepl reload` asked");
+            }
+            self.reloaded_ms = Some(asked.requested_ms);
+        }
+        let asked = view.restarts.get(&self.s.member).map(|r| r.id);
+        match pgrepl_core::restart::outlook(view, &self.s.member, self.restarted_for) {
+            pgrepl_core::restart::Outlook::Nothing => self.restart_wait = None,
+            pgrepl_core::restart::Outlook::Wait(why) => self.tell_once(why),
+            pgrepl_core::restart::Outlook::Now => match self.carry_out(crate::chore::Chore::Restart).await {
+                Ok(_) => {
+                    info!("restarting PostgreSQL, as `pgrepl restart` asked");
+                    self.restart_wait = None;
+                    self.restarted_for = asked;
+                }
+                Err(crate::chore::ChoreError::Refused(why) | crate::chore::ChoreError::Failed(why)) => {
+                    self.tell_once(format!("cannot restart as `pgrepl restart` asked: {why}"))
+                }
+            },
+        }
+        Ok(())
+    }
+
+    /// Logs why an asked restart waits or fails, once each time that changes.
+    fn tell_once(&mut self, why: String) {
+        if self.restart_wait.as_ref() != Some(&why) {
+            warn!("{why}");
+            self.restart_wait = Some(why);
+        }
     }
 
     /// Who may connect: the configured member ranges and every spec member's host (members on

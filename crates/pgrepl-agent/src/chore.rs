@@ -86,7 +86,7 @@ impl Agent {
                     )));
                 }
                 self.stop_server(holds_lease).await?;
-                info!("stopped PostgreSQL to restart it, as asked over the HTTP API");
+                info!("stopped PostgreSQL to restart it, as asked");
                 Ok(format!("{member}'s PostgreSQL was stopped and is being started again"))
             }
             Chore::Reinitialize => {

@@ -61,6 +61,12 @@ pub struct Agent {
     pub(crate) conf: Option<pgrepl_pg::ServerConf>,
     /// What its running server applies only at its next restart (`pg_settings.pending_restart`).
     pub(crate) pending_restart: Vec<String>,
+    /// The `pgrepl restart` request it last restarted its server for.
+    pub(crate) restarted_for: Option<u64>,
+    /// The newest `pgrepl reload` carried out.
+    pub(crate) reloaded_ms: Option<u64>,
+    /// Why an asked restart waits, as last logged.
+    pub(crate) restart_wait: Option<String>,
     /// When this member's certificate was last installed or looked at, and the names it was
     /// to have then (`None`: not yet).
     pub(crate) tls_checked: Option<(Instant, Vec<String>)>,
@@ -134,6 +140,9 @@ impl Agent {
             hba: None,
             conf: None,
             pending_restart: vec![],
+            restarted_for: None,
+            reloaded_ms: None,
+            restart_wait: None,
             tls_checked: None,
             tls_given: None,
             tls_cert: None,
@@ -271,6 +280,9 @@ impl Agent {
             }
             if let Err(e) = self.refresh_parameters(&seen).await {
                 warn!("apply the cluster's parameters: {e:#}");
+            }
+            if let Err(e) = self.refresh_requests(&seen).await {
+                warn!("carry out `pgrepl reload` or `pgrepl restart`: {e:#}");
             }
         }
         if outcome.is_ok() && matches!(decision.action, Action::Promote { .. }) {

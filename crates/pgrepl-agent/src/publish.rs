@@ -49,6 +49,8 @@ pub(crate) fn build(agent: &Agent, seen: &Seen, sentence: String, state: Option<
         tls_not_after_unix: agent.tls_cert.as_ref().map(|c| c.not_after_unix()),
         decision: sentence,
         pending_restart: if seen.obs.server == Server::Stopped { vec![] } else { agent.pending_restart.clone() },
+        restarted_for: agent.restarted_for,
+        reloaded_ms: agent.reloaded_ms,
         replication: seen.obs.replication.clone(),
         slots: seen.obs.slots.iter().map(|s| s.name.clone()).collect(),
         applied_passwords: applied_passwords(agent, role),

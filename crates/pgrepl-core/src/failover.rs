@@ -108,12 +108,16 @@ fn may_race(o: &Observation, spec: &Spec) -> Result<Option<MemberName>, Box<Reas
 /// synchronous replica is kept while it streams, else the streaming one with the lowest name; in
 /// `quorum` mode any one of all streaming replicas. With none (or mode `off`): nobody.
 pub fn wanted_sync(o: &Observation, spec: &Spec, replication: &[crate::ReplicationRow]) -> SyncRecord {
-    let streaming: Vec<MemberName> = replication
+    let all: Vec<MemberName> = replication
         .iter()
         .filter(|r| r.state == "streaming")
         .filter_map(|r| MemberName::new(&r.application_name).ok())
         .filter(|m| *m != o.me && spec.members.contains_key(m))
         .collect();
+    // A member about to restart (`pgrepl restart`) is passed over while another can serve.
+    let owing = crate::restart::owing(&o.cluster);
+    let spared: Vec<MemberName> = all.iter().filter(|m| !owing.contains(*m)).cloned().collect();
+    let streaming = if spared.is_empty() { all } else { spared };
     let members: std::collections::BTreeSet<MemberName> = match spec.failover.synchronous {
         SyncMode::Off => Default::default(),
         SyncMode::On => {

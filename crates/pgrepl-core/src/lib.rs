@@ -11,6 +11,7 @@ pub mod health;
 pub mod local;
 pub mod maintenance;
 pub mod names;
+pub mod restart;
 pub mod spec;
 pub mod testing;
 pub mod view;

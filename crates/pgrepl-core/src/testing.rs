@@ -18,6 +18,8 @@ pub fn status(role: Role, state: MemberState, port: u16, lsn: Lsn) -> MemberStat
         warning: None,
         decision: String::new(),
         pending_restart: vec![],
+        restarted_for: None,
+        reloaded_ms: None,
         replication: vec![],
         slots: vec![],
         applied_passwords: None,

@@ -34,6 +34,17 @@ pub mod keys {
     /// Prefix of the last fence of each member (no TTL): `pgrepl_core::fence::Fired`.
     pub const FENCES: &str = "fences/";
 
+    /// Prefix of the restarts asked of each member by `pgrepl restart` (no TTL):
+    /// `crate::restart::RestartRequest`; the command removes one once it is done.
+    pub const RESTARTS: &str = "restarts/";
+
+    /// The last `pgrepl reload` (no TTL): `crate::restart::ReloadRequest`.
+    pub const RELOAD: &str = "reload";
+
+    pub fn restart(name: &MemberName) -> String {
+        format!("{RESTARTS}{name}")
+    }
+
     pub fn member(name: &MemberName) -> String {
         format!("{MEMBERS}{name}")
     }
@@ -154,6 +165,13 @@ pub struct MemberStatus {
     pub warning: Option<String>,
     /// The sentence of the agent's last decision.
     pub decision: String,
+    /// The `pgrepl restart` request (`RestartRequest::id`) its agent last restarted its
+    /// server for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarted_for: Option<u64>,
+    /// The newest `pgrepl reload` its agent has carried out (`ReloadRequest::requested_ms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reloaded_ms: Option<u64>,
     /// Parameters its running server has changed but applies only at its next restart
     /// (`pg_settings.pending_restart`), by name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -223,6 +241,10 @@ pub struct ClusterView {
     pub members: BTreeMap<MemberName, MemberStatus>,
     /// The last fence of each member that was ever fenced.
     pub fences: BTreeMap<MemberName, crate::fence::Fired>,
+    /// Restarts asked of members (`pgrepl restart`), by member.
+    pub restarts: BTreeMap<MemberName, crate::restart::RestartRequest>,
+    /// The last reload asked of every member (`pgrepl reload`).
+    pub reload: Option<crate::restart::ReloadRequest>,
 }
 
 /// A stored value that does not parse.
@@ -258,11 +280,14 @@ impl ClusterView {
                 keys::SPEC => view.spec = Some(parse(key, value)?),
                 keys::SYNC => view.sync = Some(parse(key, value)?),
                 keys::PAUSE => view.pause = Some(parse(key, value)?),
+                keys::RELOAD => view.reload = Some(parse(key, value)?),
                 _ => {
                     if let Some(name) = key.strip_prefix(keys::MEMBERS) {
                         view.members.insert(member_name(key, name)?, parse(key, value)?);
                     } else if let Some(name) = key.strip_prefix(keys::FENCES) {
                         view.fences.insert(member_name(key, name)?, parse(key, value)?);
+                    } else if let Some(name) = key.strip_prefix(keys::RESTARTS) {
+                        view.restarts.insert(member_name(key, name)?, parse(key, value)?);
                     }
                 }
             }

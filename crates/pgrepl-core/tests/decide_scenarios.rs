@@ -929,6 +929,37 @@ fn a_synchronous_replica_that_stops_streaming_is_replaced() {
 }
 
 #[test]
+fn a_synchronous_replica_owed_a_restart_gives_its_role_to_another_streaming_one() {
+    let row = |n: u32| ReplicationRow {
+        application_name: format!("node-{n}"),
+        client_addr: None,
+        state: "streaming".into(),
+        flush_lsn: None,
+        replay_lsn: None,
+        replay_lag_ms: None,
+        sync_state: None,
+    };
+    let asked = |o: &mut Observation| {
+        o.cluster.restarts.insert(m(2), pgrepl_core::restart::RestartRequest { id: 2000 });
+    };
+    let both = || {
+        healthy_leader().with(sync_mode(SyncMode::On)).with(sync_record(&[2], 1)).with(|o| {
+            o.replication = vec![row(2), row(3)];
+            o.standby_names = Some("FIRST 1 (\"node-2\")".into());
+        })
+    };
+    let Action::ApplySpec(work) = both().with(asked).decide().action else { panic!("expected sync work") };
+    assert_eq!(work.sync.unwrap().members, [m(3)].into(), "node-3 takes the role from node-2, owed a restart");
+    assert_eq!(both().decide().action, Action::RenewLease, "asked nothing, node-2 keeps it");
+    // With nobody else streaming, the owing one keeps the role (better than none).
+    let alone = healthy_leader().with(sync_mode(SyncMode::On)).with(sync_record(&[2], 1)).with(|o| {
+        o.replication = vec![row(2)];
+        o.standby_names = Some("FIRST 1 (\"node-2\")".into());
+    });
+    assert_eq!(alone.with(asked).decide().action, Action::RenewLease);
+}
+
+#[test]
 fn a_promotion_in_synchronous_mode_first_claims_the_sync_record() {
     let d = Scenario::new().leader(2).server(replica_of(Some(1), true)).with(sync_mode(SyncMode::On)).decide();
     assert_eq!(d.action, Action::Promote { create_slots: vec!["node_1".into(), "node_3".into()], claim_sync: true });

@@ -264,9 +264,10 @@ mod tests {
 
 /// The parameters the server has read a new value of but applies only at its next restart.
 pub async fn pending_restart(client: &Client) -> Result<Vec<String>, PgError> {
+    let doing = "read pg_settings.pending_restart";
     let rows = client
         .query("SELECT name FROM pg_settings WHERE pending_restart ORDER BY name", &[])
         .await
-        .map_err(|e| PgError::sql("read pg_settings.pending_restart", e))?;
-    rows.iter().map(|r| r.try_get(0).map_err(|e| PgError::sql("read pg_settings.pending_restart", e))).collect()
+        .map_err(|e| PgError::sql(doing, e))?;
+    rows.iter().map(|r| r.try_get(0).map_err(|e| PgError::sql(doing, e))).collect()
 }

@@ -109,6 +109,24 @@ pub enum Command {
         #[arg(long, default_value_t = 30)]
         wait: u64,
     },
+    /// Restart a member's PostgreSQL, or with --rolling every member one at a time (replicas
+    /// first, then a switchover, then the old primary); --pending: only members with a
+    /// parameter pending a restart.
+    Restart {
+        member: Option<String>,
+        #[arg(long)]
+        pending: bool,
+        #[arg(long)]
+        rolling: bool,
+        /// Seconds to wait for each member to restart and serve again.
+        #[arg(long, default_value_t = 120)]
+        wait: u64,
+    },
+    /// Every member's PostgreSQL reloads its configuration files.
+    Reload {
+        #[arg(long, default_value_t = 30)]
+        wait: u64,
+    },
     /// Stop one member and keep it stopped (its data is kept).
     Stop { member: String },
     /// Start a member stopped with `pgrepl stop`.

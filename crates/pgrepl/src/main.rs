@@ -56,6 +56,10 @@ async fn run(cli: Cli, env: Vec<config::FromEnv>) -> anyhow::Result<()> {
         Command::Failover { to, wait } => commands::promote::run(dir, Request::Failover(to), wait).await,
         Command::Pause { wait } => commands::pause::run(dir, true, wait).await,
         Command::Resume { wait } => commands::pause::run(dir, false, wait).await,
+        Command::Restart { member, pending, rolling, wait } => {
+            commands::restart::run(dir, member, pending, rolling, wait).await
+        }
+        Command::Reload { wait } => commands::restart::reload(dir, wait).await,
         Command::Stop { member } => commands::member_ctl::run(dir, &member, true).await,
         Command::Start { member } => commands::member_ctl::run(dir, &member, false).await,
         Command::Supervise => supervisor::run(dir).await,

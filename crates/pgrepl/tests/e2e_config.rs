@@ -3,6 +3,9 @@
 //! that needs a restart marks every member pending restart, and a restarted member runs with
 //! it; a value PostgreSQL refuses is refused before anything changes; of two changes made from
 //! the same reading, one wins and the other is told; `pgrepl up` keeps what `config set` set.
+//! `pgrepl restart --rolling --pending` in synchronous mode applies a pending parameter with
+//! one switchover, the synchronous standby waiting until another replica took its role, and
+//! no acknowledged row lost.
 
 mod common;
 
@@ -126,5 +129,65 @@ async fn parameters_reach_every_member_reloaded_or_pending_restart_and_bad_ones_
 
     let acked = writer.stop().await;
     assert!(!acked.is_empty());
+    assert_eq!(missing(c.primary_port(), &password, &acked).await, Vec::<i64>::new());
+}
+
+/// The longest time between two acknowledged writes.
+fn longest_gap(log: &common::writer::WriteLog) -> Duration {
+    log.acked.windows(2).map(|w| w[1].1.duration_since(w[0].1)).max().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_applies_pending_parameters_with_one_switchover_and_nothing_lost() {
+    let c = TestCluster::new();
+    let out = c.run_env(&["up", "--replicas", "2"], &[("PGREPL_SYNCHRONOUS", "on")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let password = c.secret("admin");
+    let first = c.leader();
+    let sync_standby = c.status()["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == "replica")
+        .map(|m| m["name"].as_str().unwrap().to_string())
+        .unwrap();
+    let writer = Writer::start(c.rw_port, password.clone()).await;
+    c.ok(&["config", "set", "shared_buffers=64MB"]);
+    eventually(LIMIT, "every member pending restart", || async {
+        let s = c.status();
+        s["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["pending_restart"] == serde_json::json!(["shared_buffers"]))
+            .then_some(())
+    })
+    .await;
+
+    let out = c.ok(&["restart", "--rolling", "--pending"]);
+    assert!(out.contains("rolling restart done"), "{out}");
+    assert_eq!(out.matches("restarted ").count(), 3, "each member once: {out}");
+    assert_eq!(out.matches("switched over").count(), 1, "{out}");
+    assert_ne!(c.leader(), first, "the old primary handed over");
+    let s = c.status();
+    for m in s["members"].as_array().unwrap() {
+        assert_eq!(m["pending_restart"], serde_json::json!([]), "{s:#}");
+        let port = m["port"].as_u64().unwrap() as u16;
+        assert_eq!(show(&c, port, "shared_buffers").await.as_deref(), Some("64MB"), "{}", m["name"]);
+    }
+    assert_eq!(c.converged(), Some(c.leader()), "{:#}", c.status());
+    // Nothing is left to restart: a second run says so.
+    assert!(c.ok(&["restart", "--rolling", "--pending"]).contains("nothing to do"));
+    // The synchronous standby waited until the leader had made another replica synchronous.
+    let log = std::fs::read_to_string(c.dir.join(format!("members/{sync_standby}/member.log"))).unwrap_or_default();
+    assert!(
+        log.contains("restarts once the leader has made another streaming replica"),
+        "{sync_standby}, synchronous at the start, waited for its role to move:\n{log}"
+    );
+
+    assert!(c.ok(&["reload"]).contains("every running member reloaded"));
+    let log = writer.stop_with_log().await;
+    eprintln!("rolling restart under the writer: {} rows, longest write gap {:?}", log.acked.len(), longest_gap(&log));
+    let acked: Vec<i64> = log.acked.iter().map(|(id, _)| *id).collect();
     assert_eq!(missing(c.primary_port(), &password, &acked).await, Vec::<i64>::new());
 }
