@@ -55,8 +55,12 @@ impl Agent {
             Action::AcquireLease => {
                 let value =
                     serde_json::to_vec(&LeaderRecord { member: self.s.member.clone(), timeline: None, history: None })?;
-                self.renew(&value, Condition::Absent).await.context("take the leader lease")?;
-                info!("took the leader lease");
+                match self.renew(&value, Condition::Absent).await {
+                    Ok(()) => info!("took the leader lease"),
+                    // Another replica won the race: no failure; the next cycle follows it.
+                    Err(e) if e.is_conflict() => info!("another member took the free leader lease first"),
+                    Err(e) => return Err(anyhow::Error::new(e).context("take the leader lease")),
+                }
                 Ok(())
             }
             Action::Promote { create_slots, claim_sync } => self.promote(create_slots, *claim_sync).await,

@@ -144,13 +144,13 @@ async fn a_rolling_restart_applies_pending_parameters_with_one_switchover_and_no
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let password = c.secret("admin");
     let first = c.leader();
-    let sync_standby = c.status()["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["role"] == "replica")
-        .map(|m| m["name"].as_str().unwrap().to_string())
-        .unwrap();
+    // The synchronous standby, as the primary has it.
+    let sync_standby: String = eventually(LIMIT, "a synchronous standby", || async {
+        let primary = c.admin(c.primary_port()).await;
+        let rows = primary.query("SELECT application_name FROM pg_stat_replication WHERE sync_state = 'sync'", &[]).await.ok()?;
+        rows.first().map(|r| r.get(0))
+    })
+    .await;
     let writer = Writer::start(c.rw_port, password.clone()).await;
     c.ok(&["config", "set", "shared_buffers=64MB"]);
     eventually(LIMIT, "every member pending restart", || async {
