@@ -24,6 +24,6 @@ pub use local::{DataDir, ReplicationRow, Server, Slot, Upstream};
 pub use names::{BadLsn, BadMemberName, Lsn, MemberName, SystemId, Timeline};
 pub use spec::{FailoverSpec, MemberSpec, PasswordKind, PasswordVersions, Spec, SyncMode};
 pub use view::{
-    keys, ClusterView, Initialized, LeaderRecord, MemberState, MemberStatus, PauseRecord, Role, SyncRecord,
-    TargetRecord,
+    keys, parameter_changes, ClusterView, Initialized, LeaderRecord, MemberState, MemberStatus, PauseRecord, Role,
+    SettingsChange, SettingsHistory, SyncRecord, TargetRecord, ValueChange,
 };

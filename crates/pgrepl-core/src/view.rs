@@ -28,6 +28,10 @@ pub mod keys {
     pub const PAUSE: &str = "pause";
     /// The cluster CA, when `tls.ca_in_store` keeps it there (no TTL): its certificate and key.
     pub const CA: &str = "ca";
+    /// The last changes of the cluster's PostgreSQL parameters, who made them and when (no
+    /// TTL): `SettingsHistory`. Written by `pgrepl config set|reset|edit` and by `pgrepl up`
+    /// right after each change of the spec's `parameters`; read by `pgrepl config history`.
+    pub const SETTINGS_HISTORY: &str = "settings_history";
     /// Prefix of the members' published statuses (TTL keys): `MemberStatus`.
     pub const MEMBERS: &str = "members/";
 
@@ -109,6 +113,62 @@ pub struct TargetRecord {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PauseRecord {
     pub since_ms: u64,
+}
+
+/// Value of `settings_history`: the last `SettingsHistory::KEPT` changes of the spec's
+/// `parameters`, in the order the spec took them (by `revision`), oldest first.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettingsHistory {
+    pub changes: Vec<SettingsChange>,
+}
+
+/// One change of the cluster's parameters.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettingsChange {
+    /// The spec's revision this change wrote: it orders changes recorded out of order.
+    pub revision: u64,
+    /// When it was written (wall clock, milliseconds since the Unix epoch).
+    pub at_ms: u64,
+    /// The command that made it (`pgrepl config set`).
+    pub command: String,
+    /// The host and the OS user that ran it.
+    pub host: String,
+    pub user: String,
+    /// Each parameter it changed, by name: its value before and after (`None`: not set).
+    pub parameters: BTreeMap<String, ValueChange>,
+}
+
+/// A parameter's value before and after a change (`None`: not among the cluster's parameters).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValueChange {
+    pub old: Option<String>,
+    pub new: Option<String>,
+}
+
+impl SettingsHistory {
+    /// How many changes are kept: the oldest go first.
+    pub const KEPT: usize = 100;
+
+    /// Adds `change` in the order of spec revisions, then drops the oldest beyond `KEPT`.
+    pub fn record(&mut self, change: SettingsChange) {
+        let at = self.changes.partition_point(|c| c.revision <= change.revision);
+        self.changes.insert(at, change);
+        let excess = self.changes.len().saturating_sub(Self::KEPT);
+        self.changes.drain(..excess);
+    }
+}
+
+/// What changes from the parameters `old` to `new`, by name (empty: nothing).
+pub fn parameter_changes(
+    old: &BTreeMap<String, String>,
+    new: &BTreeMap<String, String>,
+) -> BTreeMap<String, ValueChange> {
+    let names: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    names
+        .into_iter()
+        .filter(|name| old.get(*name) != new.get(*name))
+        .map(|name| (name.clone(), ValueChange { old: old.get(name).cloned(), new: new.get(name).cloned() }))
+        .collect()
 }
 
 /// The role a member's PostgreSQL has now (observed).
@@ -347,6 +407,58 @@ impl ClusterView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn change(revision: u64) -> SettingsChange {
+        SettingsChange {
+            revision,
+            at_ms: revision * 10,
+            command: "pgrepl config set".into(),
+            host: "h".into(),
+            user: "u".into(),
+            parameters: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn the_history_keeps_the_last_hundred_changes_in_the_specs_order() {
+        let mut h = SettingsHistory::default();
+        for revision in 1..=150 {
+            h.record(change(revision * 2));
+        }
+        assert_eq!(h.changes.len(), SettingsHistory::KEPT);
+        assert_eq!(h.changes.first().map(|c| c.revision), Some(102));
+        // One recorded late (its writer was slower to record than a later change's) goes in
+        // its place, and the oldest goes.
+        h.record(change(297));
+        let revisions: Vec<u64> = h.changes.iter().rev().take(3).map(|c| c.revision).collect();
+        assert_eq!(revisions, [300, 298, 297]);
+        assert_eq!(h.changes.len(), SettingsHistory::KEPT);
+        assert_eq!(h.changes.first().map(|c| c.revision), Some(104));
+        let json = serde_json::to_vec(&h).unwrap();
+        assert_eq!(serde_json::from_slice::<SettingsHistory>(&json).unwrap(), h);
+    }
+
+    #[test]
+    fn parameter_changes_name_what_was_added_changed_and_removed() {
+        let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        let old = map(&[("work_mem", "4MB"), ("shared_buffers", "128MB"), ("jit", "off")]);
+        let new = map(&[("work_mem", "8MB"), ("jit", "off"), ("search_path", "")]);
+        let v = |old: Option<&str>, new: Option<&str>| ValueChange {
+            old: old.map(String::from),
+            new: new.map(String::from),
+        };
+        assert_eq!(
+            parameter_changes(&old, &new),
+            BTreeMap::from([
+                ("search_path".to_string(), v(None, Some(""))),
+                ("shared_buffers".to_string(), v(Some("128MB"), None)),
+                ("work_mem".to_string(), v(Some("4MB"), Some("8MB"))),
+            ])
+        );
+        assert!(parameter_changes(&old, &old).is_empty());
+    }
 
     #[test]
     fn view_reads_every_key_and_ignores_unknown_ones() {

@@ -133,7 +133,7 @@ pub enum Command {
     Start { member: String },
     /// The cluster's PostgreSQL parameters, the same for every member: `config show`,
     /// `config set NAME=VALUE ...` (checked by PostgreSQL's own parser first; reloaded at once,
-    /// or pending restart), `config reset NAME ...`.
+    /// or pending restart), `config reset NAME ...`, `config edit`, `config history`.
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
@@ -221,6 +221,14 @@ pub enum ConfigCommand {
         /// Only if the spec is still at this revision (`config show --json`); else change nothing.
         #[arg(long)]
         if_revision: Option<u64>,
+    },
+    /// Edit the parameters in $EDITOR (else $VISUAL, else vi); on save, checked and written as
+    /// `set` writes, unless the spec changed while the editor was open.
+    Edit,
+    /// The recorded changes of the parameters (the last 100): when, who, old and new values.
+    History {
+        #[arg(long)]
+        json: bool,
     },
 }
 

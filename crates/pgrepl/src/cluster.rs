@@ -170,8 +170,16 @@ impl Cluster {
     /// Read-modify-write of the spec, retried on a concurrent change.
     pub async fn update_spec(
         &self,
-        mut change: impl FnMut(&ClusterView, &mut Spec) -> anyhow::Result<()>,
+        change: impl FnMut(&ClusterView, &mut Spec) -> anyhow::Result<()>,
     ) -> anyhow::Result<Spec> {
+        Ok(self.update_spec_at(change).await?.0)
+    }
+
+    /// `update_spec`, with the revision of the spec it wrote.
+    pub async fn update_spec_at(
+        &self,
+        mut change: impl FnMut(&ClusterView, &mut Spec) -> anyhow::Result<()>,
+    ) -> anyhow::Result<(Spec, pgrepl_store::Revision)> {
         for _ in 0..20 {
             let (snapshot, view) = self.view().await?;
             let entry = snapshot.get(keys::SPEC).context("the store holds no cluster spec")?;
@@ -179,7 +187,7 @@ impl Cluster {
             change(&view, &mut spec)?;
             let value = serde_json::to_vec(&spec)?;
             match self.store.put(keys::SPEC, &value, Condition::Revision(entry.revision), None).await {
-                Ok(_) => return Ok(spec),
+                Ok(revision) => return Ok((spec, revision)),
                 Err(pgrepl_store::StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(e.into()),
             }

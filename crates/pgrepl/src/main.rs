@@ -74,6 +74,8 @@ async fn run(cli: Cli, env: Vec<config::FromEnv>) -> anyhow::Result<()> {
         Command::Config { command: ConfigCommand::Reset { names, if_revision } } => {
             commands::params::run(dir, commands::params::Change::Reset(names), if_revision).await
         }
+        Command::Config { command: ConfigCommand::Edit } => commands::params::edit(dir).await,
+        Command::Config { command: ConfigCommand::History { json } } => commands::params::history(dir, json).await,
         Command::Ca { command: CaCommand::Show } => commands::ca::show(&layout::Layout::new(dir)),
         Command::Ca { command: CaCommand::Init { dir, cluster } } => commands::ca::init(&dir, &cluster),
         Command::Node(args) => commands::node::run(dir, args, env).await,

@@ -1,14 +1,15 @@
 //! The cluster's PostgreSQL parameters (`pgrepl config show|set|reset`) on a running cluster
 //! under a writer through rw: a reloadable parameter reaches every member with no restart; one
-//! that needs a restart marks every member pending restart, and a restarted member runs with
-//! it; a value PostgreSQL refuses is refused before anything changes; of two changes made from
-//! the same reading, one wins and the other is told; `pgrepl up` keeps what `config set` set.
-//! `pgrepl restart --rolling --pending` in synchronous mode applies a pending parameter with
-//! one switchover, the synchronous standby waiting until another replica took its role, and
-//! no acknowledged row lost.
+//! that needs a restart marks every member pending restart (in `status`, and in `/patroni` as
+//! Patroni says it), and a restarted member runs with it; a value PostgreSQL refuses is refused
+//! before anything changes; of two changes made from the same reading, one wins and the other
+//! is told; `pgrepl up` keeps what `config set` set. `pgrepl restart --rolling --pending` in
+//! synchronous mode applies a pending parameter with one switchover, the synchronous standby
+//! waiting until another replica took its role, and no acknowledged row lost.
 
 mod common;
 
+use common::http::get;
 use common::writer::{missing, Writer};
 use common::{eventually, TestCluster};
 use serde_json::Value;
@@ -34,6 +35,13 @@ async fn started_at(c: &TestCluster, port: u16) -> String {
 fn pending(status: &Value, member: &str) -> Vec<String> {
     let m = status["members"].as_array().unwrap().iter().find(|m| m["name"] == member).unwrap();
     m["pending_restart"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect()
+}
+
+/// `/patroni`'s `pending_restart` on `member` (Patroni's: `true`, or no such field) and the
+/// parameters pgrepl names beside it.
+fn patroni_pending(c: &TestCluster, member: &str) -> (Value, Value) {
+    let body = get(&c.api_of(member), "/patroni").json();
+    (body["pending_restart"].clone(), body["pgrepl"]["pending_restart"].clone())
 }
 
 fn revision(c: &TestCluster) -> u64 {
@@ -71,6 +79,9 @@ async fn parameters_reach_every_member_reloaded_or_pending_restart_and_bad_ones_
         assert_eq!(&started_at(&c, *port).await, before, "{name} was not restarted");
     }
     assert!(c.ok(&["config", "show"]).contains("work_mem = '7MB'"));
+    for (name, _) in &members {
+        assert_eq!(patroni_pending(&c, name), (Value::Null, Value::Null), "{name}: nothing pending");
+    }
 
     // One that needs a restart: every member says so, and runs on with the old value.
     c.ok(&["config", "set", "shared_buffers=64MB"]);
@@ -82,6 +93,12 @@ async fn parameters_reach_every_member_reloaded_or_pending_restart_and_bad_ones_
     assert_eq!(show(&c, members[0].1, "shared_buffers").await.as_deref(), Some("128MB"));
     let said = c.ok(&["status"]);
     assert!(said.contains("pending restart") && said.contains("shared_buffers"), "{said}");
+    for (name, _) in &members {
+        eventually(LIMIT, &format!("/patroni of {name} pending restart"), || async {
+            (patroni_pending(&c, name) == (Value::Bool(true), serde_json::json!(["shared_buffers"]))).then_some(())
+        })
+        .await;
+    }
 
     // A value PostgreSQL refuses: told in its words, and nothing changes.
     let before = revision(&c);
@@ -115,6 +132,10 @@ async fn parameters_reach_every_member_reloaded_or_pending_restart_and_bad_ones_
     .await;
     eventually(LIMIT, "the restarted replica no longer pending", || async {
         pending(&c.status(), &replica.0).is_empty().then_some(())
+    })
+    .await;
+    eventually(LIMIT, "/patroni of the restarted replica without pending_restart", || async {
+        (patroni_pending(&c, &replica.0) == (Value::Null, Value::Null)).then_some(())
     })
     .await;
 

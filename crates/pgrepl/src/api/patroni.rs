@@ -74,5 +74,12 @@ pub fn body(api: &Api, cycle: Option<&Cycle>, facts: &Facts) -> Value {
     if view.is_some_and(|v| v.paused()) {
         body["pause"] = Value::Bool(true);
     }
+    // As Patroni: present only when a restart is pending. (Patroni's `pending_restart_reason`
+    // holds old and new values, which pg_settings does not give; `pgrepl.pending_restart`
+    // names the parameters.)
+    if let Some(names) = status.map(|s| &s.pending_restart).filter(|names| !names.is_empty()) {
+        body["pending_restart"] = Value::Bool(true);
+        body["pgrepl"]["pending_restart"] = json!(names);
+    }
     body
 }

@@ -74,7 +74,7 @@ fn tls(layout: &Layout, config: &Config, member: &MemberName, host: &str) -> Tls
 }
 
 /// This machine's host name, when it has one that can be a DNS name.
-fn machine_name() -> Option<String> {
+pub(crate) fn machine_name() -> Option<String> {
     let mut buf = [0u8; 256];
     // SAFETY: gethostname writes at most buf.len() bytes into buf.
     if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {

@@ -5,6 +5,7 @@
 use crate::agent_lock;
 use crate::cli::UpArgs;
 use crate::cluster::{enter_as, etcd_prefix, open_store, read_dir_config, Cluster};
+use crate::commands::params::{self, Actor};
 use crate::commands::{ca, ports, progress, router, summary, wait};
 use crate::config::{self, Config, RawConfig, StoreConfig};
 use crate::layout::Layout;
@@ -185,7 +186,7 @@ fn new_spec(config: &Config) -> anyhow::Result<Spec> {
 
 /// The spec of this start: a new cluster's, or the existing one scaled to `--replicas` and with
 /// changed passwords' versions bumped (so running agents apply them).
-async fn settle_spec(cluster: &Cluster, args: &UpArgs, changed: &[PasswordKind]) -> anyhow::Result<()> {
+async fn settle_spec(cluster: &Cluster, args: &UpArgs, changed: &[PasswordKind], actor: &Actor) -> anyhow::Result<()> {
     let (_, view) = cluster.view().await?;
     let listen = cluster.config.listen.to_string();
     let elsewhere = view.spec.iter().flat_map(|s| &s.members).find(|(_, m)| !m.host.is_empty() && m.host != listen);
@@ -209,14 +210,15 @@ async fn settle_spec(cluster: &Cluster, args: &UpArgs, changed: &[PasswordKind])
                 || spec.parameters.as_ref() != Some(&cluster.config.parameters) =>
         {
             let config = cluster.config.clone();
+            let mut before = None;
             if spec.parameters.as_ref() != Some(&config.parameters) {
                 // Checked before it reaches a running member: PostgreSQL's own parser decides.
                 let bins = pgrepl_pg::Binaries::find(config.bin_dir.as_deref())?;
                 bins.check_parameters(&config.parameters)
                     .map_err(|e| anyhow::anyhow!("[parameters]: PostgreSQL refuses them: {e}; nothing was changed"))?;
             }
-            cluster
-                .update_spec(|view, spec| {
+            let (_, revision) = cluster
+                .update_spec_at(|view, spec| {
                     if let Some(n) = args.replicas {
                         let unplaced = |_: &MemberName| MemberSpec { host: String::new(), port: 0, stopped: false };
                         *spec = spec.scaled(n as usize, view.leader.as_ref(), unplaced)?;
@@ -226,10 +228,13 @@ async fn settle_spec(cluster: &Cluster, args: &UpArgs, changed: &[PasswordKind])
                         spec.passwords.bump(*kind);
                     }
                     spec.failover = config.failover;
-                    spec.parameters = Some(config.parameters.clone());
+                    // The attempt that is written is the last one made.
+                    before = spec.parameters.replace(config.parameters.clone());
                     Ok(())
                 })
                 .await?;
+            let before = before.unwrap_or_default();
+            params::record_or_warn(cluster.store.as_ref(), actor, revision, &before, &config.parameters).await;
         }
         Some(_) => {}
     }
@@ -260,6 +265,8 @@ async fn start_supervisor(cluster: &Cluster, splicer: Option<&Splicer>) -> anyho
 }
 
 pub async fn run(dir: &Path, args: UpArgs) -> anyhow::Result<()> {
+    // Before `settle_config`, which may switch a process run by root to `run_as`.
+    let actor = Actor::now("pgrepl up");
     let started = Instant::now();
     // Only statuses published from now on show the cluster ready: after a power loss (every
     // process killed at once) the store still holds the statuses of before, within their TTL.
@@ -286,7 +293,7 @@ pub async fn run(dir: &Path, args: UpArgs) -> anyhow::Result<()> {
     ca::settle(&layout, &config)?;
     write_config(&layout, &raw, &config, "pgrepl up")?;
     let cluster = Cluster { layout, config, store };
-    settle_spec(&cluster, &args, &changed).await?;
+    settle_spec(&cluster, &args, &changed, &actor).await?;
 
     let limit = Duration::from_secs(args.wait);
     // In maintenance mode no agent starts a stopped PostgreSQL: `up` then starts the agents and
