@@ -168,7 +168,10 @@ async fn a_rolling_restart_applies_pending_parameters_with_one_switchover_and_no
     // The synchronous standby, as the primary has it.
     let sync_standby: String = eventually(LIMIT, "a synchronous standby", || async {
         let primary = c.admin(c.primary_port()).await;
-        let rows = primary.query("SELECT application_name FROM pg_stat_replication WHERE sync_state = 'sync'", &[]).await.ok()?;
+        let rows = primary
+            .query("SELECT application_name FROM pg_stat_replication WHERE sync_state = 'sync'", &[])
+            .await
+            .ok()?;
         rows.first().map(|r| r.get(0))
     })
     .await;

@@ -172,11 +172,19 @@ async fn write(
         Err(e) => return Err(e).context("write the cluster's parameters"),
     };
     record_or_warn(cluster.store.as_ref(), actor, revision, &read.parameters, &next).await;
-    // A later `pgrepl up` of this directory must not put the old ones back.
-    if cluster.layout.config().exists() {
+    // A later `pgrepl up` (or `pgrepl node`) of a directory that runs members must not put the
+    // old ones back; a directory that only reaches the store (no secrets: a host holding no
+    // member) is left as it is. The cluster's change is made either way.
+    if cluster.layout.config().exists() && cluster.layout.secrets().exists() {
         let mut raw = read_dir_config(&cluster.layout)?;
         raw.parameters = next.iter().map(|(k, v)| (k.clone(), toml::Value::String(v.clone()))).collect();
-        up::write_config(&cluster.layout, &raw, &cluster.config, "pgrepl config")?;
+        if let Err(e) = up::write_config(&cluster.layout, &raw, &cluster.config, "pgrepl config") {
+            eprintln!(
+                "note: the cluster's parameters changed, but this directory's [parameters] could not follow ({e:#}); \
+                 update them in {} before the next `pgrepl up` here, which would put the old ones back",
+                cluster.layout.config().display()
+            );
+        }
     }
     Ok(Written::Changed)
 }

@@ -1,0 +1,113 @@
+//! Day-two operations on a cluster of `pgrepl node` members on three hosts (network
+//! namespaces, etcd), run from a directory that holds no member, only the store and the
+//! cluster's name: `status`, `config set` (a reloadable parameter reaches every host's server,
+//! one that needs a restart marks every member pending), `restart --rolling --pending` (one
+//! switchover, every member restarted, nothing pending after), `switchover`, under a writer
+//! through a host's router, in synchronous mode, with no acknowledged row lost.
+
+mod common;
+
+use common::three_hosts::{host_of, Cluster, ADMIN_PASSWORD, HOSTS};
+use common::writer::{missing_at, Writer};
+use common::{eventually, pgrepl_bin};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(90);
+
+/// A directory with only what a command needs to reach the cluster: its name and its store.
+fn remote_dir(c: &Cluster) -> PathBuf {
+    let dir = c.tmp.path().join("remote");
+    std::fs::create_dir_all(&dir).unwrap();
+    let toml = format!("cluster = \"hosts\"\nstore = \"{}\"\nrequire_tls = false\n", c.store_setting());
+    std::fs::write(dir.join("pgrepl.toml"), toml).unwrap();
+    dir
+}
+
+fn remote(dir: &PathBuf, args: &[&str]) -> Output {
+    Command::new(pgrepl_bin())
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .env_clear()
+        .env("PATH", common::three_hosts::PATH)
+        .output()
+        .unwrap()
+}
+
+fn remote_ok(dir: &PathBuf, args: &[&str]) -> String {
+    let out = remote(dir, args);
+    assert!(
+        out.status.success(),
+        "pgrepl {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn status(dir: &PathBuf) -> Option<Value> {
+    serde_json::from_str(&remote_ok(dir, &["status", "--json"])).ok()
+}
+
+/// `SHOW name` on host `i`'s member.
+async fn show(c: &Cluster, i: usize, name: &str) -> Option<String> {
+    let client = common::writer::connect_at(c.pg(i), ADMIN_PASSWORD).await.ok()?;
+    client.query_one(&format!("SHOW {name}"), &[]).await.ok().map(|r| r.get(0))
+}
+
+#[tokio::test]
+async fn config_set_and_a_rolling_restart_from_a_host_without_a_member_keep_every_row() {
+    let mut c = Cluster::new();
+    c.synchronous = Some("on");
+    c.start_etcd().await;
+    c.configure();
+    for i in 0..HOSTS {
+        c.start_node(i);
+    }
+    let first = eventually(LIMIT, "one primary and two streaming replicas", || async { c.converged(0) }).await;
+    let dir = remote_dir(&c);
+    let s = status(&dir).expect("status from a directory holding no member");
+    assert_eq!(s["leader"], first.as_str(), "{s:#}");
+
+    let w = (host_of(&first) + 1) % HOSTS;
+    let writer = Writer::start_at(c.rw(w), ADMIN_PASSWORD.to_string()).await;
+
+    remote_ok(&dir, &["config", "set", "work_mem=9MB"]);
+    for i in 0..HOSTS {
+        eventually(LIMIT, "work_mem on every host", || async {
+            (show(&c, i, "work_mem").await? == "9MB").then_some(())
+        })
+        .await;
+    }
+    remote_ok(&dir, &["config", "set", "shared_buffers=48MB"]);
+    eventually(LIMIT, "every member pending restart", || async {
+        let s = status(&dir)?;
+        let all =
+            s["members"].as_array()?.iter().all(|m| m["pending_restart"] == serde_json::json!(["shared_buffers"]));
+        all.then_some(())
+    })
+    .await;
+    let out = remote_ok(&dir, &["restart", "--rolling", "--pending"]);
+    assert_eq!(out.matches("restarted ").count(), HOSTS, "{out}");
+    assert_eq!(out.matches("switched over").count(), 1, "{out}");
+    for i in 0..HOSTS {
+        assert_eq!(show(&c, i, "shared_buffers").await.as_deref(), Some("48MB"), "host {i}");
+    }
+    let second = eventually(LIMIT, "converged after the rolling restart", || async { c.converged(0) }).await;
+    assert_ne!(second, first, "the old primary handed over");
+    let s = status(&dir).unwrap();
+    assert!(s["members"].as_array().unwrap().iter().all(|m| m["pending_restart"] == serde_json::json!([])), "{s:#}");
+
+    // A switchover from the same directory.
+    remote_ok(&dir, &["switchover"]);
+    let third = eventually(LIMIT, "converged after the switchover", || async { c.converged(0) }).await;
+    assert_ne!(third, second);
+
+    let acked = writer.stop().await;
+    assert!(!acked.is_empty());
+    let lost = missing_at(c.pg(host_of(&third)), ADMIN_PASSWORD, &acked).await;
+    assert_eq!(lost, Vec::<i64>::new(), "synchronous mode: no acknowledged row lost");
+}
