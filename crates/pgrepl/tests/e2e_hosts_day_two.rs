@@ -101,6 +101,11 @@ async fn config_set_and_a_rolling_restart_from_a_host_without_a_member_keep_ever
     let s = status(&dir).unwrap();
     assert!(s["members"].as_array().unwrap().iter().all(|m| m["pending_restart"] == serde_json::json!([])), "{s:#}");
 
+    // `scale` starts no host: refused, saying what to do instead.
+    let out = remote(&dir, &["scale", "3"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && said.contains("`scale` starts no host"), "{said}");
+
     // A switchover from the same directory.
     remote_ok(&dir, &["switchover"]);
     let third = eventually(LIMIT, "converged after the switchover", || async { c.converged(0) }).await;

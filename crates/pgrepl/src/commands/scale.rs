@@ -16,6 +16,17 @@ pub async fn run(dir: &Path, replicas: i64, wait_secs: u64) -> anyhow::Result<()
     }
     let cluster = Cluster::open(dir).await?;
     let config = cluster.config.clone();
+    let (_, view) = cluster.view().await?;
+    let listen = config.listen.to_string();
+    let elsewhere = view.spec.iter().flat_map(|s| &s.members).find(|(_, m)| !m.host.is_empty() && m.host != listen);
+    if let Some((name, m)) = elsewhere {
+        bail!(
+            "this cluster's members run on their own hosts ({name} at {}), each started by `pgrepl node`, and `scale` \
+             starts no host: add a member by running `pgrepl node` on a new host (it joins and clones), or take one \
+             away by stopping its node",
+            m.host
+        );
+    }
     let spec = cluster
         .update_spec(|view, spec| {
             *spec = spec.scaled(replicas as usize, view.leader.as_ref(), |_| MemberSpec {
