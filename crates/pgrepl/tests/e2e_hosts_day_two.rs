@@ -2,7 +2,8 @@
 //! namespaces, etcd), run from a directory that holds no member, only the store and the
 //! cluster's name: `status`, `config set` (a reloadable parameter reaches every host's server,
 //! one that needs a restart marks every member pending), `restart --rolling --pending` (one
-//! switchover, every member restarted, nothing pending after), `switchover`, under a writer
+//! switchover, every member restarted, nothing pending after), `pause` and `resume`, `scale`
+//! (refused: it starts no host), `switchover`, under a writer
 //! through a host's router, in synchronous mode, with no acknowledged row lost.
 
 mod common;
@@ -100,6 +101,12 @@ async fn config_set_and_a_rolling_restart_from_a_host_without_a_member_keep_ever
     assert_ne!(second, first, "the old primary handed over");
     let s = status(&dir).unwrap();
     assert!(s["members"].as_array().unwrap().iter().all(|m| m["pending_restart"] == serde_json::json!([])), "{s:#}");
+
+    // Maintenance mode from the same directory: every agent takes it in, then leaves it.
+    remote_ok(&dir, &["pause"]);
+    assert_eq!(status(&dir).unwrap()["maintenance_mode"], true);
+    remote_ok(&dir, &["resume"]);
+    assert_eq!(status(&dir).unwrap()["maintenance_mode"], false);
 
     // `scale` starts no host: refused, saying what to do instead.
     let out = remote(&dir, &["scale", "3"]);
