@@ -29,12 +29,14 @@
 # the window from the first command's start to the restart command's end; the longest such
 # interval before the window (the undisturbed load's own); transactions that failed (a client
 # ended in a transaction by a lost connection: its outcome unknown to it) and connection attempts
-# that failed (a new transaction's, or a pgbench run's first); rows lost (transactions pgbench logged as committed minus rows in pgbench_history);
-# which members' PostgreSQL restarted (pg_postmaster_start_time before and after) and their
+# that failed (a new transaction's, or a pgbench run's first); rows lost (transactions pgbench
+# logged as committed minus rows in pgbench_history); which members' PostgreSQL restarted
+# (pg_postmaster_start_time before and after) and their
 # shared_buffers after.
 #
 # Raw results go to bench/results/<UTC stamp>-rolling/ (one directory per trial: pgbench's logs
-# and outputs, the commands' outputs, events.tsv, trial.tsv; the members' logs per system); the
+# and outputs, the commands' outputs, events.tsv, trial.tsv; per system the output of its setup
+# and its members' logs: pgrepl-members/, pgrepl-sync-members/, patroni-defaults-logs/); the
 # summary is printed, and with BENCH_PUBLISH=1 written into docs/benchmarks.md between the
 # bench:rolling markers.
 #
@@ -353,12 +355,12 @@ for s in $SYSTEMS; do
       PGREPL_SYNC=off
       [ "$s" = pgrepl-sync ] && PGREPL_SYNC=on
       pgrepl_setup
-      [ "$s" = pgrepl ] || mv "$OUT/pgrepl-up.out" "$OUT/$s-up.out"
+      mv "$OUT/pgrepl-up.out" "$OUT/$s-up.txt"  # (pgrepl_setup's name, the same for both modes)
       wait_converged || die "$s has not converged after pgrepl up"
       pgbench_init
       run_system rolling inplace
       pgrepl_save_logs
-      [ "$s" = pgrepl ] || mv "$OUT/pgrepl-logs" "$OUT/$s-logs"
+      mv "$OUT/pgrepl-logs" "$OUT/$s-members"
       log "pgrepl: destroying the cluster"
       "$PGREPL" --dir "$PD" down --destroy >/dev/null 2>>"$OUT/cleanup.err" || log "pgrepl down --destroy failed (see $OUT/cleanup.err)" ;;
     patroni-*)

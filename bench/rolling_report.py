@@ -22,8 +22,8 @@ BEGIN = "<!-- bench:rolling:begin -->"
 END = "<!-- bench:rolling:end -->"
 KINDS = {
     "rolling": "`config set shared_buffers=…` + `restart --rolling --pending`",
-    "inplace": "in-place restart of the primary",
     "cluster": "`patronictl restart CLUSTER --force`",
+    "inplace": "in-place restart of the primary",
 }
 PGBENCH_LOG = re.compile(r"^c\d+\.\d+$")  # cI.<pid>: one pgbench run's per-transaction log
 
