@@ -31,8 +31,7 @@
 # ended in a transaction by a lost connection: its outcome unknown to it) and connection attempts
 # that failed (a new transaction's, or a pgbench run's first); rows lost (transactions pgbench
 # logged as committed minus rows in pgbench_history); which members' PostgreSQL restarted
-# (pg_postmaster_start_time before and after) and their
-# shared_buffers after.
+# (pg_postmaster_start_time before and after) and their shared_buffers after.
 #
 # Raw results go to bench/results/<UTC stamp>-rolling/ (one directory per trial: pgbench's logs
 # and outputs, the commands' outputs, events.tsv, trial.tsv; per system the output of its setup
@@ -231,9 +230,9 @@ sys.exit(0 if m and all(x["pending_restart"] for x in m) else 1)'
 
 stamp() { printf '%s\t%s\n' "$1" "$(now)" >>"$2"; } # EVENT FILE
 
-# run_commands KIND N T: the trial's commands, stamped in T/events.tsv ("window_start" at the
-# first command, "restart_start" and "restart_end" around the restart command); sets CMD_RC and
-# SB (the shared_buffers asked for, or "-").
+# run_commands KIND N T OLD: trial N's commands (OLD: the primary before them), stamped in
+# T/events.tsv: "window_start" at the first command, "restart_start" and "restart_end" around the
+# restart command. Sets CMD_RC and SB (the shared_buffers asked for, or "-").
 run_commands() {
   local kind=$1 n=$2 t=$3 old=$4 i
   SB=-
