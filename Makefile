@@ -23,7 +23,7 @@ NEMESIS_SEED   ?=
 
 image_tests := image_seed000 image_seed002 image_bad_env image_compose image_node image_compose_ha image_restricted
 
-.PHONY: setup build image test-image up down destroy status scale test nemesis bench bench-api bench-tls bench-compose logs master-log slave-log master-shell slave-shell
+.PHONY: setup build image test-image up down destroy status scale test nemesis bench bench-api bench-tls bench-compose bench-rolling logs master-log slave-log master-shell slave-shell
 
 setup:
 	@bash scripts/setup.sh
@@ -98,3 +98,10 @@ bench-tls: build
 bench-compose: build
 	PGREPL_BENCH=1 bash scripts/setup.sh
 	bash bench/compose.sh
+
+# `make bench-rolling`: `pgrepl restart --rolling --pending` after `config set shared_buffers` under
+# pgbench -N through rw, in async and synchronous mode, beside an in-place restart of the primary and
+# Debian's Patroni's `patronictl restart` (bench/rolling.sh; docs/benchmarks.md, "Rolling restart").
+bench-rolling: build
+	PGREPL_BENCH=1 bash scripts/setup.sh
+	bash bench/rolling.sh
