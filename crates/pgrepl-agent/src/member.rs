@@ -340,6 +340,10 @@ impl Agent {
         }
         let data = self.pg.data_dir_state().context("inspect the data directory")?;
         let server = if data == DataDir::Missing { Server::Stopped } else { self.observe_server().await };
+        if server == Server::Stopped {
+            // A server that stopped applies every pending parameter when it starts again.
+            self.pending_restart.clear();
+        }
         let (server, history) = self.observe_timelines(server).await;
         let (slots, replication, standby_names) = match (&server, &self.client) {
             (Server::Primary { .. }, Some(client)) => (
