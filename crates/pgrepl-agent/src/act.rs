@@ -314,8 +314,9 @@ impl Agent {
     /// After a quiet cycle: carries out a `pgrepl reload` it has not yet, and a `pgrepl restart`
     /// asked of this member once `restart::outlook` says now (a synchronous standby first
     /// lets the leader give its role to another replica). The restart is the API's chore: a
-    /// fast stop (the leader keeps its lease meanwhile), and the next cycle starts the server.
-    pub(crate) async fn refresh_requests(&mut self, seen: &Seen) -> anyhow::Result<()> {
+    /// fast stop (the leader keeps its lease meanwhile), and the next cycle starts the server;
+    /// true when it stopped the server so.
+    pub(crate) async fn refresh_requests(&mut self, seen: &Seen) -> anyhow::Result<bool> {
         let view = &seen.obs.cluster;
         if let Some(asked) = view.reload.filter(|r| self.reloaded_ms.is_none_or(|done| done < r.requested_ms)) {
             if self.pg.postmaster_running() {
@@ -333,13 +334,14 @@ impl Agent {
                     info!("restarting PostgreSQL, as `pgrepl restart` asked");
                     self.restart_wait = None;
                     self.restarted_for = asked;
+                    return Ok(true);
                 }
                 Err(crate::chore::ChoreError::Refused(why) | crate::chore::ChoreError::Failed(why)) => {
                     self.tell_once(format!("cannot restart as `pgrepl restart` asked: {why}"))
                 }
             },
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Logs why an asked restart waits or fails, once each time that changes.

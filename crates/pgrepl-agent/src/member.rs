@@ -271,6 +271,7 @@ impl Agent {
             _ => {}
         }
         // After a quiet cycle `seen` still holds; a busy one runs again at once.
+        let mut restarted = false;
         if quiet && outcome.is_ok() {
             if let Err(e) = self.refresh_hba(&seen).await {
                 warn!("allow the members' hosts in pg_hba.conf: {e:#}");
@@ -281,8 +282,9 @@ impl Agent {
             if let Err(e) = self.refresh_parameters(&seen).await {
                 warn!("apply the cluster's parameters: {e:#}");
             }
-            if let Err(e) = self.refresh_requests(&seen).await {
-                warn!("carry out `pgrepl reload` or `pgrepl restart`: {e:#}");
+            match self.refresh_requests(&seen).await {
+                Ok(stopped) => restarted = stopped,
+                Err(e) => warn!("carry out `pgrepl reload` or `pgrepl restart`: {e:#}"),
             }
         }
         if outcome.is_ok() && matches!(decision.action, Action::Promote { .. }) {
@@ -297,7 +299,8 @@ impl Agent {
                 warn!("publish member status: {e:#}");
             }
         }
-        (revision, !quiet && !failed, others_lease_left)
+        // A server stopped to be restarted is started by the next cycle, at once.
+        (revision, (!quiet && !failed) || restarted, others_lease_left)
     }
 
     /// The decision's sentence; for a replica that does not stream, with what its WAL receiver
