@@ -17,15 +17,6 @@ use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-/// `SHOW name` on the member at `port`.
-async fn show(c: &TestCluster, port: u16, name: &str) -> Option<String> {
-    let password = c.secret("admin");
-    let connecting = common::connect(port, "postgres", &password, "postgres");
-    let client = tokio::time::timeout(Duration::from_secs(3), connecting).await.ok()?.ok()?;
-    let row = client.query_one(&format!("SHOW {name}"), &[]).await.ok()?;
-    Some(row.get(0))
-}
-
 /// When the server at `port` started.
 async fn started_at(c: &TestCluster, port: u16) -> String {
     let row = c.admin(port).await.query_one("SELECT pg_postmaster_start_time()::text", &[]).await.unwrap();
@@ -44,21 +35,11 @@ fn patroni_pending(c: &TestCluster, member: &str) -> (Value, Value) {
     (body["pending_restart"].clone(), body["pgrepl"]["pending_restart"].clone())
 }
 
-fn revision(c: &TestCluster) -> u64 {
-    let shown: Value = serde_json::from_str(&c.ok(&["config", "show", "--json"])).unwrap();
-    shown["revision"].as_u64().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parameters_reach_every_member_reloaded_or_pending_restart_and_bad_ones_are_refused() {
     let c = TestCluster::new();
     c.ok(&["up", "--replicas", "2"]);
-    let members: Vec<(String, u16)> = c.status()["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| (m["name"].as_str().unwrap().to_string(), m["port"].as_u64().unwrap() as u16))
-        .collect();
+    let members = c.all_members();
     let password = c.secret("admin");
     let writer = Writer::start(c.rw_port, password.clone()).await;
     let mut started = Vec::new();
@@ -71,7 +52,7 @@ async fn parameters_reach_every_member_reloaded_or_pending_restart_and_bad_ones_
     assert!(out.contains("set work_mem = '7MB' for every member"), "{out}");
     for (name, port) in &members {
         eventually(LIMIT, &format!("work_mem on {name}"), || async {
-            (show(&c, *port, "work_mem").await.as_deref() == Some("7MB")).then_some(())
+            (c.show(*port, "work_mem").await.as_deref() == Some("7MB")).then_some(())
         })
         .await;
     }
@@ -90,7 +71,7 @@ async fn parameters_reach_every_member_reloaded_or_pending_restart_and_bad_ones_
         members.iter().all(|(name, _)| pending(&s, name) == ["shared_buffers"]).then_some(())
     })
     .await;
-    assert_eq!(show(&c, members[0].1, "shared_buffers").await.as_deref(), Some("128MB"));
+    assert_eq!(c.show(members[0].1, "shared_buffers").await.as_deref(), Some("128MB"));
     let said = c.ok(&["status"]);
     assert!(said.contains("pending restart") && said.contains("shared_buffers"), "{said}");
     for (name, _) in &members {
@@ -101,7 +82,7 @@ async fn parameters_reach_every_member_reloaded_or_pending_restart_and_bad_ones_
     }
 
     // A value PostgreSQL refuses: told in its words, and nothing changes.
-    let before = revision(&c);
+    let before = c.config_revision();
     for (pair, words) in [
         ("shared_buffers=lots", "invalid value for parameter \"shared_buffers\""),
         ("work_mem=1", "outside the valid range for parameter \"work_mem\""),
@@ -112,10 +93,10 @@ async fn parameters_reach_every_member_reloaded_or_pending_restart_and_bad_ones_
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && err.contains(words), "{pair}: {err}");
     }
-    assert_eq!(revision(&c), before, "nothing was written");
+    assert_eq!(c.config_revision(), before, "nothing was written");
 
     // Two changes from the same reading: the first wins, the second is told.
-    let read = revision(&c).to_string();
+    let read = c.config_revision().to_string();
     c.ok(&["config", "set", "maintenance_work_mem=32MB", "--if-revision", &read]);
     let late = c.run(&["config", "set", "maintenance_work_mem=48MB", "--if-revision", &read]);
     let err = String::from_utf8_lossy(&late.stderr);
@@ -127,7 +108,7 @@ async fn parameters_reach_every_member_reloaded_or_pending_restart_and_bad_ones_
     c.ok(&["stop", &replica.0]);
     c.ok(&["start", &replica.0]);
     eventually(LIMIT, "the restarted replica to run with shared_buffers", || async {
-        (show(&c, replica.1, "shared_buffers").await.as_deref() == Some("64MB")).then_some(())
+        (c.show(replica.1, "shared_buffers").await.as_deref() == Some("64MB")).then_some(())
     })
     .await;
     eventually(LIMIT, "the restarted replica no longer pending", || async {
@@ -142,9 +123,9 @@ async fn parameters_reach_every_member_reloaded_or_pending_restart_and_bad_ones_
     // `pgrepl up` again keeps them: they are in the directory's configuration too.
     let toml = std::fs::read_to_string(c.dir.join("pgrepl.toml")).unwrap();
     assert!(toml.contains("work_mem = \"7MB\"") && toml.contains("shared_buffers = \"64MB\""), "{toml}");
-    let at = revision(&c);
+    let at = c.config_revision();
     c.ok(&["up"]);
-    assert_eq!(revision(&c), at, "up changed nothing");
+    assert_eq!(c.config_revision(), at, "up changed nothing");
     c.ok(&["config", "reset", "maintenance_work_mem"]);
     assert!(!c.ok(&["config", "show"]).contains("maintenance_work_mem"));
 
@@ -197,7 +178,7 @@ async fn a_rolling_restart_applies_pending_parameters_with_one_switchover_and_no
     for m in s["members"].as_array().unwrap() {
         assert_eq!(m["pending_restart"], serde_json::json!([]), "{s:#}");
         let port = m["port"].as_u64().unwrap() as u16;
-        assert_eq!(show(&c, port, "shared_buffers").await.as_deref(), Some("64MB"), "{}", m["name"]);
+        assert_eq!(c.show(port, "shared_buffers").await.as_deref(), Some("64MB"), "{}", m["name"]);
     }
     assert_eq!(c.converged(), Some(c.leader()), "{:#}", c.status());
     // Nothing is left to restart: a second run says so.

@@ -17,20 +17,6 @@ use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(30);
 
-/// `SHOW name` on the member at `port`.
-async fn show(c: &TestCluster, port: u16, name: &str) -> Option<String> {
-    let password = c.secret("admin");
-    let connecting = common::connect(port, "postgres", &password, "postgres");
-    let client = tokio::time::timeout(Duration::from_secs(3), connecting).await.ok()?.ok()?;
-    let row = client.query_one(&format!("SHOW {name}"), &[]).await.ok()?;
-    Some(row.get(0))
-}
-
-fn revision(c: &TestCluster) -> u64 {
-    let shown: Value = serde_json::from_str(&c.ok(&["config", "show", "--json"])).unwrap();
-    shown["revision"].as_u64().unwrap()
-}
-
 /// An editor: a shell script (run as the cluster's OS user) whose `$1` is the file to edit.
 fn editor(c: &TestCluster, name: &str, body: &str) -> PathBuf {
     let dir = c.scratch("editors");
@@ -57,12 +43,7 @@ fn stderr(out: &Output) -> String {
 async fn config_edit_writes_a_valid_edit_refuses_a_bad_or_late_one_and_every_change_is_in_the_history() {
     let c = TestCluster::new();
     c.ok(&["up", "--replicas", "1"]);
-    let members: Vec<(String, u16)> = c.status()["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| (m["name"].as_str().unwrap().to_string(), m["port"].as_u64().unwrap() as u16))
-        .collect();
+    let members = c.all_members();
     assert_eq!(members.len(), 2);
 
     // A valid edit: the editor sees the header and the parameters in a file only its user may
@@ -79,7 +60,7 @@ async fn config_edit_writes_a_valid_edit_refuses_a_bad_or_late_one_and_every_cha
     assert!(said.contains("work_mem: (default) -> '9MB' for every member"), "{said}");
     for (name, port) in &members {
         eventually(LIMIT, &format!("work_mem on {name}"), || async {
-            (show(&c, *port, "work_mem").await.as_deref() == Some("9MB")).then_some(())
+            (c.show(*port, "work_mem").await.as_deref() == Some("9MB")).then_some(())
         })
         .await;
     }
@@ -92,10 +73,10 @@ async fn config_edit_writes_a_valid_edit_refuses_a_bad_or_late_one_and_every_cha
     let scratch_before = temp_files();
 
     // Saved unchanged: nothing written.
-    let at = revision(&c);
+    let at = c.config_revision();
     let out = edit(&c, &editor(&c, "same.sh", "true"));
     assert!(out.status.success() && stdout(&out).contains("nothing changed"), "{}", stderr(&out));
-    assert_eq!(revision(&c), at);
+    assert_eq!(c.config_revision(), at);
 
     // Refused, in one line, and nothing written: a value PostgreSQL refuses, a line that is not
     // `name = value`, a parameter pgrepl sets itself, an editor that fails or cannot run.
@@ -121,7 +102,7 @@ async fn config_edit_writes_a_valid_edit_refuses_a_bad_or_late_one_and_every_cha
     let out = edit(&c, &appends);
     let number = stdout(&out).trim().strip_prefix("appended line ").unwrap().to_string();
     assert!(stderr(&out).contains(&format!("error: line {number}: \"x\" is not")), "{}", stderr(&out));
-    assert_eq!(revision(&c), at, "nothing was written");
+    assert_eq!(c.config_revision(), at, "nothing was written");
 
     // A change made while the editor is open: the edit fails, that change stays.
     let late = editor(

@@ -129,14 +129,38 @@ impl TestCluster {
 
     /// `(name, port)` of every member in `role` ("primary" or "replica") that is `state`.
     pub fn members(&self, role: &str, state: &str) -> Vec<(String, u16)> {
+        self.members_where(|m| m["role"] == role && m["state"] == state)
+    }
+
+    /// `(name, port)` of every member the status lists.
+    pub fn all_members(&self) -> Vec<(String, u16)> {
+        self.members_where(|_| true)
+    }
+
+    fn members_where(&self, keep: impl Fn(&Value) -> bool) -> Vec<(String, u16)> {
         let status = self.status();
         status["members"]
             .as_array()
             .unwrap()
             .iter()
-            .filter(|m| m["role"] == role && m["state"] == state)
+            .filter(|m| keep(m))
             .map(|m| (m["name"].as_str().unwrap().to_string(), m["port"].as_u64().unwrap() as u16))
             .collect()
+    }
+
+    /// `SHOW name` on the member at `port` as the admin user (`None` while it does not answer).
+    pub async fn show(&self, port: u16, name: &str) -> Option<String> {
+        let password = self.secret("admin");
+        let connecting = connect(port, "postgres", &password, "postgres");
+        let client = tokio::time::timeout(std::time::Duration::from_secs(3), connecting).await.ok()?.ok()?;
+        let row = client.query_one(&format!("SHOW {name}"), &[]).await.ok()?;
+        Some(row.get(0))
+    }
+
+    /// The spec's revision, as `pgrepl config show --json` prints it.
+    pub fn config_revision(&self) -> u64 {
+        let shown: Value = serde_json::from_str(&self.ok(&["config", "show", "--json"])).unwrap();
+        shown["revision"].as_u64().unwrap()
     }
 
     pub fn port_of(&self, member: &str) -> u16 {
