@@ -16,11 +16,7 @@ use pgrepl_core::restart::{ReloadRequest, RestartRequest};
 use pgrepl_core::{keys, ClusterView, MemberName, MemberState};
 use pgrepl_store::Condition;
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
+use std::time::{Duration, Instant};
 
 /// The order a rolling restart takes, from one view: the replicas first (those not
 /// synchronous before those that are, so that the synchronous role has somewhere to go), each
@@ -94,7 +90,7 @@ pub async fn run(dir: &Path, member: Option<String>, pending: bool, rolling: boo
 /// Asks `member` to restart and waits until it has and serves again (a replica streaming, the
 /// primary running); the request is removed after, done or not.
 async fn restart_one(cluster: &Cluster, member: &MemberName, limit: Duration) -> anyhow::Result<()> {
-    let id = now_ms();
+    let id = wait::wall_clock_ms();
     let key = keys::restart(member);
     cluster
         .store
@@ -102,8 +98,7 @@ async fn restart_one(cluster: &Cluster, member: &MemberName, limit: Duration) ->
         .await
         .context("ask for the restart")?;
     let started = Instant::now();
-    let done = loop {
-        let (_, view) = cluster.view().await?;
+    let done = wait::until(cluster, limit, |view| {
         let status = view.members.get(member);
         let restarted = status.is_some_and(|s| s.restarted_for == Some(id));
         let serving = status.is_some_and(|s| match view.leader.as_ref() == Some(member) {
@@ -111,17 +106,12 @@ async fn restart_one(cluster: &Cluster, member: &MemberName, limit: Duration) ->
             false => s.state == MemberState::Streaming,
         });
         if restarted && serving {
-            break Ok(());
+            Ok(())
+        } else {
+            Err(format!("{member} to restart and serve again"))
         }
-        if started.elapsed() > limit {
-            let state = status.map_or("publishing no status".to_string(), |s| s.decision.clone());
-            break Err(anyhow::anyhow!(
-                "{member} did not restart and serve again within {} s (it says: {state}); see `pgrepl status` and its log",
-                limit.as_secs()
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    })
+    .await;
     let _ = cluster.store.delete(&key, Condition::Any).await;
     done?;
     println!("restarted {member} ({:.1} s)", started.elapsed().as_secs_f64());
@@ -130,31 +120,28 @@ async fn restart_one(cluster: &Cluster, member: &MemberName, limit: Duration) ->
 
 /// `pgrepl reload`: every member's agent has its server reload its configuration files; waits
 /// until every running member reports it done.
-pub async fn reload(dir: &Path, wait: u64) -> anyhow::Result<()> {
+pub async fn reload(dir: &Path, wait_secs: u64) -> anyhow::Result<()> {
     let cluster = Cluster::open(dir).await?;
-    let requested_ms = now_ms();
+    let requested_ms = wait::wall_clock_ms();
     let value = serde_json::to_vec(&ReloadRequest { requested_ms })?;
     cluster.store.put(keys::RELOAD, &value, Condition::Any, None).await.context("ask for the reload")?;
-    let started = Instant::now();
-    loop {
-        let (_, view) = cluster.view().await?;
-        let behind: Vec<&MemberName> = view
+    wait::until(&cluster, Duration::from_secs(wait_secs), |view| {
+        let behind: Vec<String> = view
             .members
             .iter()
             .filter(|(_, s)| matches!(s.state, MemberState::Running | MemberState::Streaming | MemberState::Recovering))
             .filter(|(_, s)| s.reloaded_ms.is_none_or(|r| r < requested_ms))
-            .map(|(m, _)| m)
+            .map(|(m, _)| m.to_string())
             .collect();
         if behind.is_empty() {
-            println!("every running member reloaded its configuration");
-            return Ok(());
+            Ok(())
+        } else {
+            Err(format!("{} to reload", behind.join(", ")))
         }
-        if started.elapsed() > Duration::from_secs(wait) {
-            let names: Vec<String> = behind.iter().map(|m| m.to_string()).collect();
-            bail!("{} did not reload within {wait} s; see `pgrepl status`", names.join(", "));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await?;
+    println!("every running member reloaded its configuration");
+    Ok(())
 }
 
 #[cfg(test)]
