@@ -65,7 +65,30 @@ fn validity(params: &mut CertificateParams, now: SystemTime, lasts: Duration) {
     params.not_after = (now + lasts).into();
 }
 
+/// Why a given certificate and key are not a CA with its own key (`Ca::check`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaProblem {
+    /// The certificate does not parse.
+    Unreadable(TlsError),
+    /// It parses, but is no CA certificate: its subject.
+    NotCa(String),
+    /// The key is not the certificate's (or no key in PEM).
+    NotItsKey,
+}
+
 impl Ca {
+    /// Whether this is a CA certificate with its own key: a certificate issued with the key
+    /// (a probe, valid a minute from `now`) checks against the certificate.
+    pub fn check(&self, now: SystemTime) -> Result<(), CaProblem> {
+        let info = read_cert(&self.cert_pem).map_err(CaProblem::Unreadable)?;
+        if !info.is_ca {
+            return Err(CaProblem::NotCa(info.subject));
+        }
+        let probe = self.issue("probe", &[], now, Duration::from_secs(60)).map_err(|_| CaProblem::NotItsKey)?;
+        check(&probe.cert_pem, &probe.key_pem, &self.cert_pem, now, &[]).map_err(|_| CaProblem::NotItsKey)?;
+        Ok(())
+    }
+
     /// A new CA for `cluster` (ECDSA P-256), valid for `CA_VALIDITY` from `now`.
     pub fn generate(cluster: &str, now: SystemTime) -> Result<Ca, TlsError> {
         let key = KeyPair::generate().map_err(|e| bad(format!("generate the CA's key: {e}")))?;
@@ -333,6 +356,20 @@ mod tests {
 
     fn names(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_ca_checks_with_its_own_key_and_nothing_else_does() {
+        let ca = Ca::generate("shop", now()).unwrap();
+        assert_eq!(ca.check(now()), Ok(()));
+        let other = Ca::generate("shop", now()).unwrap();
+        let wrong_key = Ca { cert_pem: ca.cert_pem.clone(), key_pem: other.key_pem };
+        assert_eq!(wrong_key.check(now()), Err(CaProblem::NotItsKey));
+        let leaf = ca.issue("node-1", &names(&["127.0.0.1"]), now(), Duration::from_secs(3600)).unwrap();
+        let not_ca = Ca { cert_pem: leaf.cert_pem, key_pem: leaf.key_pem };
+        assert!(matches!(not_ca.check(now()), Err(CaProblem::NotCa(_))));
+        let garbage = Ca { cert_pem: "no".into(), key_pem: ca.key_pem };
+        assert!(matches!(garbage.check(now()), Err(CaProblem::Unreadable(_))));
     }
 
     #[test]

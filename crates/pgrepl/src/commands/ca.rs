@@ -94,8 +94,16 @@ pub async fn settle_from_store(layout: &Layout, config: &Config, store: &dyn Sto
             }
         }
     };
-    check_ca(&stored.cert_pem, &stored.key_pem)
-        .map_err(|e| anyhow::anyhow!("the CA in the store (key {:?}) is refused: {e}", keys::CA))?;
+    let ca = pgrepl_tls::Ca { cert_pem: stored.cert_pem.clone(), key_pem: stored.key_pem.clone() };
+    let why = match ca.check(SystemTime::now()) {
+        Ok(()) => None,
+        Err(pgrepl_tls::CaProblem::Unreadable(e)) => Some(e.to_string()),
+        Err(pgrepl_tls::CaProblem::NotCa(subject)) => Some(format!("{subject} is not a CA certificate")),
+        Err(pgrepl_tls::CaProblem::NotItsKey) => Some("its key is not the certificate's".to_string()),
+    };
+    if let Some(why) = why {
+        bail!("the CA in the store (key {:?}) is refused: {why}", keys::CA);
+    }
     write(&layout.dir, &stored.cert_pem, &stored.key_pem)
 }
 
@@ -105,20 +113,6 @@ async fn read_stored(store: &dyn Store) -> anyhow::Result<Option<StoredCa>> {
     let stored = serde_json::from_slice(&entry.value)
         .with_context(|| format!("the store's key {:?} is not a CA certificate and key", keys::CA))?;
     Ok(Some(stored))
-}
-
-/// `cert_pem` is a CA certificate and `key_pem` its key: a certificate issued with it checks.
-fn check_ca(cert_pem: &str, key_pem: &str) -> anyhow::Result<()> {
-    let info = pgrepl_tls::read_cert(cert_pem).map_err(|e| anyhow::anyhow!("{e}"))?;
-    if !info.is_ca {
-        bail!("{} is not a CA certificate", info.subject);
-    }
-    let ca = pgrepl_tls::Ca { cert_pem: cert_pem.to_string(), key_pem: key_pem.to_string() };
-    let now = SystemTime::now();
-    let probe = ca.issue("probe", &[], now, std::time::Duration::from_secs(60)).map_err(|e| anyhow::anyhow!("{e}"))?;
-    pgrepl_tls::check(&probe.cert_pem, &probe.key_pem, cert_pem, now, &[])
-        .map_err(|_| anyhow::anyhow!("its key is not the certificate's"))?;
-    Ok(())
 }
 
 /// At `up` and `node`, before anything is started or changed: the user's own certificate files

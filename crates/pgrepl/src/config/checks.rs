@@ -100,23 +100,22 @@ pub(super) fn tls(raw: &RawConfig, src: &Sources, listen: IpAddr) -> Result<TlsC
             return Err(bad(src.label("tls.ca_cert"), "is not set, but tls.ca_key is; give both or neither"))
         }
         (Some(cert), Some(key)) => {
-            let info = pgrepl_tls::read_cert(cert).map_err(|e| bad(src.label("tls.ca_cert"), e.to_string()))?;
-            if !info.is_ca {
-                return Err(bad(
-                    src.label("tls.ca_cert"),
-                    format!("{} is not a CA certificate (give the CA's, as `pgrepl ca init` makes)", info.subject),
-                ));
-            }
             let ca = pgrepl_tls::Ca { cert_pem: cert.clone(), key_pem: key.clone() };
-            let probe = ca.issue("probe", &[], std::time::SystemTime::now(), Duration::from_secs(60));
-            let signed = probe.ok().is_some_and(|p| {
-                pgrepl_tls::check(&p.cert_pem, &p.key_pem, cert, std::time::SystemTime::now(), &[]).is_ok()
-            });
-            if !signed {
-                return Err(bad(
-                    src.label("tls.ca_key"),
-                    "is not the private key of tls.ca_cert (or not a key in PEM)",
-                ));
+            match ca.check(std::time::SystemTime::now()) {
+                Ok(()) => {}
+                Err(pgrepl_tls::CaProblem::Unreadable(e)) => return Err(bad(src.label("tls.ca_cert"), e.to_string())),
+                Err(pgrepl_tls::CaProblem::NotCa(subject)) => {
+                    return Err(bad(
+                        src.label("tls.ca_cert"),
+                        format!("{subject} is not a CA certificate (give the CA's, as `pgrepl ca init` makes)"),
+                    ))
+                }
+                Err(pgrepl_tls::CaProblem::NotItsKey) => {
+                    return Err(bad(
+                        src.label("tls.ca_key"),
+                        "is not the private key of tls.ca_cert (or not a key in PEM)",
+                    ))
+                }
             }
             // A `_FILE` variable's text comes without its last line break; PEM files end with one.
             let pem = |t: &str| format!("{}\n", t.trim_end());
