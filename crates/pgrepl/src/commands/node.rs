@@ -15,7 +15,7 @@ use crate::supervisor::is_alive;
 use anyhow::{anyhow, bail, Context};
 use pgrepl_core::{keys, MemberName, MemberSpec, Spec};
 use pgrepl_router::Connections;
-use pgrepl_store::{Condition, Store, StoreError};
+use pgrepl_store::{Condition, StoreError};
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::sync::Arc;
@@ -129,29 +129,17 @@ async fn register(cluster: &Cluster, member: &MemberName, wanted: &MemberSpec) -
     Ok(())
 }
 
-/// Registers, retrying while the store does not answer (up to `REGISTER_PATIENCE`).
-async fn register_patiently(cluster: &Cluster, member: &MemberName, wanted: &MemberSpec) -> anyhow::Result<()> {
+/// Runs `attempt` again while the store does not answer (etcd starting beside this member),
+/// for up to `REGISTER_PATIENCE`, saying each time what it is `doing` and why it waits.
+async fn patiently<T, Fut>(config: &Config, doing: &str, mut attempt: impl FnMut() -> Fut) -> anyhow::Result<T>
+where
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
     let started = Instant::now();
     loop {
-        match register(cluster, member, wanted).await {
-            Ok(()) => return Ok(()),
+        match attempt().await {
             Err(e) if started.elapsed() < REGISTER_PATIENCE && is_unavailable(&e) => {
-                warn!("register this member in the store {} (retrying): {e:#}", cluster.config.store);
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            Err(e) => return Err(e.context(format!("register {member} in the store {}", cluster.config.store))),
-        }
-    }
-}
-
-/// `ca::settle_from_store`, waiting as `register_patiently` does for a store that does not
-/// answer yet (etcd starting beside this member).
-async fn ca_from_store_patiently(layout: &Layout, config: &Config, store: &dyn Store) -> anyhow::Result<()> {
-    let started = Instant::now();
-    loop {
-        match ca::settle_from_store(layout, config, store).await {
-            Err(e) if started.elapsed() < REGISTER_PATIENCE && is_unavailable(&e) => {
-                warn!("take the cluster CA from the store {} (retrying): {e:#}", config.store);
+                warn!("{doing} {} (retrying): {e:#}", config.store);
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             done => return done,
@@ -211,13 +199,18 @@ pub async fn run(dir: &Path, args: NodeArgs, env: Vec<FromEnv>) -> anyhow::Resul
     check_port_free(&layout, &config, &member, args.pg_port)?;
     let store = open_store(&layout, &config).await?;
     // Before anything is written here: a node that cannot go on leaves the directory as it was.
-    ca_from_store_patiently(&layout, &config, store.as_ref()).await?;
+    patiently(&config, "take the cluster CA from the store", || {
+        ca::settle_from_store(&layout, &config, store.as_ref())
+    })
+    .await?;
     up::settle_secrets(&layout, &config)?;
     ca::settle(&layout, &config)?;
     up::write_config(&layout, &raw, &config, "pgrepl node")?;
     let cluster = Cluster { layout, config, store };
     let wanted = MemberSpec { host: host.to_string(), port: args.pg_port, stopped: false };
-    register_patiently(&cluster, &member, &wanted).await?;
+    patiently(&cluster.config, "register this member in the store", || register(&cluster, &member, &wanted))
+        .await
+        .with_context(|| format!("register {member} in the store {}", cluster.config.store))?;
 
     // The router's connection counts show in this member's /metrics.
     let connections = args.router.then(|| Arc::new(Connections::default()));
