@@ -288,14 +288,8 @@ impl Agent {
         }
         let wanted = self.parameters(seen).clone();
         if let Some(conf) = self.conf.as_ref().filter(|c| c.parameters != wanted) {
-            let changed: Vec<&String> = wanted
-                .keys()
-                .chain(conf.parameters.keys())
-                .filter(|k| wanted.get(*k) != conf.parameters.get(*k))
-                .collect::<std::collections::BTreeSet<_>>()
-                .into_iter()
-                .collect();
-            let changed = changed.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ");
+            let changed: Vec<String> = pgrepl_core::parameter_changes(&conf.parameters, &wanted).into_keys().collect();
+            let changed = changed.join(", ");
             let conf = ServerConf { parameters: wanted, ..conf.clone() };
             self.pg.write_conf(&conf)?;
             self.conf = Some(conf);
