@@ -96,6 +96,14 @@ impl Agent {
                 warn!(data_dir = %self.s.data_dir.display(), "removed this replica's data directory (destroy_on_restart)");
                 Ok(())
             }
+            Action::StopServer { release_lease } => {
+                self.stop_handing_over().await?;
+                info!("stopped PostgreSQL, as `pgrepl stop` asked");
+                if *release_lease {
+                    self.release_held_lease().await?;
+                }
+                Ok(())
+            }
             Action::ReleaseLease => self.release_lease(seen).await,
         }
     }

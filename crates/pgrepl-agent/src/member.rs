@@ -586,32 +586,50 @@ impl Agent {
     /// over at once instead of when the lease would have expired.
     async fn shut_down(mut self) -> anyhow::Result<()> {
         info!(member = %self.s.member, "agent stopping: stopping PostgreSQL and releasing the lease");
-        if self.pg.postmaster_running() {
-            let (pg, admin) = (self.pg.clone(), self.s.admin_user.clone());
-            let stop = async move {
-                if let Ok(client) = pg.connect(&admin, "postgres").await {
-                    let _ = pgrepl_pg::sql::checkpoint(&client).await;
-                }
-                pg.stop(StopMode::Fast, Duration::from_secs(60)).await
-            };
-            self.keeping_lease(stop).await.context("stop PostgreSQL")?;
-        }
-        // Only now: should the stop hang, the fencer still ends PostgreSQL before the lease lapses.
-        self.fence.close().await;
+        self.stop_handing_over().await?;
+        // Only now: should the stop hang, the fencer still ends PostgreSQL before the lease
+        // lapses. A store that does not answer lets the lease lapse by itself.
         if let Ok(snapshot) = self.store.snapshot().await {
-            if let Some(entry) = snapshot.get(keys::LEADER) {
-                let holder: Option<pgrepl_core::LeaderRecord> = serde_json::from_slice(&entry.value).ok();
-                if holder.is_some_and(|h| h.member == self.s.member) {
-                    self.store
-                        .delete(keys::LEADER, Condition::Revision(entry.revision))
-                        .await
-                        .context("release the leader lease")?;
-                    info!("released the leader lease: a replica can take over at once");
-                }
-            }
+            self.release_lease_in(&snapshot).await?;
         }
+        self.fence.close().await;
         let _ = self.store.delete(&keys::member(&self.s.member), Condition::Any).await;
         info!(member = %self.s.member, "agent stopped");
+        Ok(())
+    }
+
+    /// Stops PostgreSQL as a switchover does: a checkpoint while it still serves, so that the
+    /// shutdown checkpoint has little left to do, then a fast stop (which sends the replicas
+    /// every last byte of WAL) with the lease renewed until the server is down.
+    pub(crate) async fn stop_handing_over(&mut self) -> anyhow::Result<()> {
+        if !self.pg.postmaster_running() {
+            return Ok(());
+        }
+        let (pg, admin) = (self.pg.clone(), self.s.admin_user.clone());
+        let stop = async move {
+            if let Ok(client) = pg.connect(&admin, "postgres").await {
+                let _ = pgrepl_pg::sql::checkpoint(&client).await;
+            }
+            pg.stop(StopMode::Fast, Duration::from_secs(60)).await
+        };
+        self.keeping_lease(stop).await.context("stop PostgreSQL")
+    }
+
+    /// Gives up the leader lease, read afresh, if this member holds it (renewals while the
+    /// server stopped changed its revision): a replica can take over at once.
+    pub(crate) async fn release_held_lease(&mut self) -> anyhow::Result<()> {
+        let snapshot = self.store.snapshot().await.context("read the leader lease")?;
+        self.release_lease_in(&snapshot).await
+    }
+
+    async fn release_lease_in(&mut self, snapshot: &Snapshot) -> anyhow::Result<()> {
+        let Some(entry) = snapshot.get(keys::LEADER) else { return Ok(()) };
+        let holder: Option<pgrepl_core::LeaderRecord> = serde_json::from_slice(&entry.value).ok();
+        if holder.is_some_and(|h| h.member == self.s.member) {
+            self.delete(keys::LEADER, Condition::Revision(entry.revision)).await.context("release the leader lease")?;
+            self.fence.disarm();
+            info!("released the leader lease: a replica can take over at once");
+        }
         Ok(())
     }
 }

@@ -3,7 +3,9 @@
 //! and the TTL; otherwise agents waking on each other's writes would never settle.
 
 use crate::member::{Agent, Seen};
-use pgrepl_core::{keys, DataDir, Decision, MemberState, MemberStatus, PasswordVersions, ReplicationRow, Role, Server};
+use pgrepl_core::{
+    keys, DataDir, Decision, MemberState, MemberStatus, PasswordVersions, Reason, ReplicationRow, Role, Server,
+};
 use pgrepl_store::Condition;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -103,13 +105,20 @@ fn what_readers_act_on(status: &MemberStatus) -> MemberStatus {
     MemberStatus { lsn: None, receive_lsn: None, updated_ms: 0, replication, ..status.clone() }
 }
 
-/// Publishes the cycle's outcome: the decision's sentence, or the failure's.
+/// Publishes the cycle's outcome: the decision's sentence, or the failure's. A member no
+/// longer in the spec (`pgrepl remove`) withdraws its status instead, once.
 pub(crate) async fn status(
     agent: &mut Agent,
     seen: &Seen,
     decision: &Decision,
     failed: Option<&str>,
 ) -> anyhow::Result<()> {
+    if decision.reason == Reason::NotInSpec {
+        if agent.last_published.take().is_some() {
+            agent.delete(&keys::member(&agent.s.member), Condition::Any).await?;
+        }
+        return Ok(());
+    }
     let sentence = failed.map_or_else(|| decision.to_string(), str::to_string);
     let state = failed.map(|_| MemberState::Failed);
     let status = build(agent, seen, sentence, state);

@@ -69,8 +69,11 @@ fn unpaused(o: &Observation) -> Decision {
     let Some(spec) = &c.spec else {
         return Decision::wait(Reason::NoSpec);
     };
-    if !spec.members.contains_key(&o.me) {
+    let Some(mine) = spec.members.get(&o.me) else {
         return Decision::new(Action::Nothing, Reason::NotInSpec);
+    };
+    if mine.stopped {
+        return kept_stopped(o);
     }
     let Some(system_id) = c.system_id else {
         return uninitialized(o, spec);
@@ -91,6 +94,20 @@ fn unpaused(o: &Observation) -> Decision {
         Some(leader) if *leader == o.me => as_leader(o, spec),
         Some(leader) => as_follower(o, spec, leader),
         None => without_leader(o, spec),
+    }
+}
+
+/// `pgrepl stop MEMBER`: its server goes down and stays down, and it takes no part in leading
+/// (the lease is given up once its server is down, so a replica takes over at once) until
+/// `pgrepl start MEMBER`.
+fn kept_stopped(o: &Observation) -> Decision {
+    let holds_lease = o.cluster.leader.as_ref() == Some(&o.me);
+    match o.server {
+        Server::Primary { .. } | Server::Replica { .. } => {
+            Decision::new(Action::StopServer { release_lease: holds_lease }, Reason::StopRequested)
+        }
+        Server::Stopped if holds_lease => Decision::new(Action::ReleaseLease, Reason::StopRequested),
+        Server::Stopped => Decision::new(Action::Nothing, Reason::KeptStopped),
     }
 }
 

@@ -40,6 +40,9 @@ pub enum Action {
     /// Stop and delete this replica's data directory so the next cycle clones afresh.
     /// Only when configuration says so (`destroy_on_restart`).
     Reinitialize,
+    /// Stop this server for `pgrepl stop` (a checkpoint first, the lease renewed until it is
+    /// down), then give the lease up when held.
+    StopServer { release_lease: bool },
     /// Give the lease up.
     ReleaseLease,
     /// Nothing can be done until something else changes.
@@ -65,6 +68,7 @@ impl Action {
             Action::Rewind { .. } => "rewind",
             Action::RestartReplica { .. } => "restart_replica",
             Action::Reinitialize => "reinitialize",
+            Action::StopServer { .. } => "stop",
             Action::ReleaseLease => "release_lease",
             Action::Wait => "wait",
             Action::Nothing => "nothing",
@@ -130,6 +134,8 @@ impl fmt::Display for SpecWork {
 pub enum Reason {
     NoSpec,
     NotInSpec,
+    StopRequested,
+    KeptStopped,
     NewCluster,
     ResumeBootstrap,
     WaitingForBootstrap(Option<MemberName>),
@@ -217,7 +223,9 @@ impl fmt::Display for Reason {
         use Reason::*;
         match self {
             NoSpec => write!(f, "waiting: the store holds no cluster spec yet"),
-            NotInSpec => write!(f, "idle: this member is not in the cluster spec (removed by scale)"),
+            NotInSpec => write!(f, "idle: this member is not in the cluster spec (removed by `pgrepl scale` or `pgrepl remove`)"),
+            StopRequested => write!(f, "stopping PostgreSQL and giving up any leader lease: `pgrepl stop` asked for this member to be kept down"),
+            KeptStopped => write!(f, "stopped, as `pgrepl stop` asked; `pgrepl start` runs it again"),
             NewCluster => write!(f, "bootstrapping a new cluster: the store has none and this member is the bootstrap member"),
             ResumeBootstrap => write!(f, "resuming the bootstrap of a new cluster: this member's data directory was initialized but the cluster is not recorded yet"),
             WaitingForBootstrap(m) => write!(f, "waiting for {} to bootstrap the cluster", or_nobody(m)),

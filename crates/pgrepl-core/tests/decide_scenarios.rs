@@ -1199,3 +1199,93 @@ fn a_paused_forked_replica_is_not_rewound_but_still_warned_of() {
     assert_eq!(d, paused(Action::Wait, Reason::NoRewindPaused(m(2))));
     assert!(d.reason.is_warning(), "{d}");
 }
+
+/// `pgrepl stop node-N` marks the member stopped in the spec.
+fn stopped_in_spec(n: u32) -> impl FnOnce(&mut Observation) {
+    move |o| o.cluster.spec.as_mut().unwrap().members.get_mut(&m(n)).unwrap().stopped = true
+}
+
+#[test]
+fn a_leader_stopped_by_request_stops_its_primary_and_gives_the_lease_up() {
+    let d = healthy_leader().with(stopped_in_spec(1)).decide();
+    assert_eq!(d, Decision::new(Action::StopServer { release_lease: true }, Reason::StopRequested));
+    assert_eq!(
+        d.to_string(),
+        "stopping PostgreSQL and giving up any leader lease: `pgrepl stop` asked for this member to be kept down"
+    );
+    // Its server already down, it still gives the lease up rather than start again.
+    let d = healthy_leader().server(Server::Stopped).with(stopped_in_spec(1)).decide();
+    assert_eq!(d, Decision::new(Action::ReleaseLease, Reason::StopRequested));
+}
+
+#[test]
+fn a_replica_stopped_by_request_stops_and_stays_down() {
+    let s = || Scenario::new().server(replica_of(Some(1), true)).ready_leader(1).with(stopped_in_spec(2));
+    assert_eq!(s().decide(), Decision::new(Action::StopServer { release_lease: false }, Reason::StopRequested));
+    let d = s().server(Server::Stopped).decide();
+    assert_eq!(d, Decision::new(Action::Nothing, Reason::KeptStopped));
+    assert_eq!(d.to_string(), "stopped, as `pgrepl stop` asked; `pgrepl start` runs it again");
+    // `pgrepl start` clears the mark: the next cycle starts it as a replica again.
+    let d = s()
+        .server(Server::Stopped)
+        .with(|o| o.cluster.spec.as_mut().unwrap().members.get_mut(&m(2)).unwrap().stopped = false)
+        .decide();
+    assert_eq!(d.action, Action::StartAsReplica { leader: Some(m(1)) });
+}
+
+/// Every situation a member kept stopped may observe: whatever its server, data, the lease,
+/// a promote request, the last leader, maintenance mode or its first cycle, it never starts,
+/// promotes, takes the lease, clones, rewinds or wipes anything, and it gives the lease up
+/// whenever it holds it.
+#[test]
+fn a_member_kept_stopped_never_starts_leads_or_touches_its_data() {
+    let servers = [primary(), replica_of(Some(1), true), replica_of(Some(3), false), Server::Stopped];
+    let datas = [DataDir::Primary { system_id: SYSTEM }, DataDir::Standby { system_id: SYSTEM }, DataDir::Missing];
+    let mut seen = 0;
+    for server in &servers {
+        for data in &datas {
+            for leader in [None, Some(1), Some(2), Some(3)] {
+                for target in [None, Some(2), Some(3)] {
+                    for (paused, first_cycle, last) in
+                        [(false, false, 1), (true, false, 2), (false, true, 2), (true, true, 3)]
+                    {
+                        let mut s = Scenario::new()
+                            .server(server.clone())
+                            .data(data.clone())
+                            .last_leader(last)
+                            .with(stopped_in_spec(2))
+                            .with(|o| {
+                                o.first_cycle = first_cycle;
+                                o.destroy_on_restart = true;
+                            });
+                        if let Some(l) = leader {
+                            s = if l == 2 { s.leader(2) } else { s.ready_leader(l) };
+                        }
+                        if let Some(t) = target {
+                            s = s.target(t);
+                        }
+                        if paused {
+                            s = s.paused();
+                        }
+                        let d = s.decide();
+                        let holds = leader == Some(2);
+                        let allowed = match &d.action {
+                            Action::StopServer { release_lease } => {
+                                *release_lease == holds && *server != Server::Stopped
+                            }
+                            Action::ReleaseLease => holds && *server == Server::Stopped,
+                            Action::Nothing => !holds && *server == Server::Stopped,
+                            _ => false,
+                        };
+                        assert!(
+                            allowed,
+                            "{server:?} {data:?} leader {leader:?} target {target:?} paused {paused}: {d:?}"
+                        );
+                        seen += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(seen, 4 * 3 * 4 * 3 * 4);
+}

@@ -131,6 +131,9 @@ pub enum Command {
     Stop { member: String },
     /// Start a member stopped with `pgrepl stop`.
     Start { member: String },
+    /// Take a stopped member out of the cluster: its slot is dropped, its status cleared (its
+    /// data is kept on its host).
+    Remove { member: String },
     /// The cluster's PostgreSQL parameters, the same for every member: `config show`,
     /// `config set NAME=VALUE ...` (checked by PostgreSQL's own parser first; reloaded at once,
     /// or pending restart), `config reset NAME ...`, `config edit`, `config history`.

@@ -62,6 +62,7 @@ async fn run(cli: Cli, env: Vec<config::FromEnv>) -> anyhow::Result<()> {
         Command::Reload { wait } => commands::restart::reload(dir, wait).await,
         Command::Stop { member } => commands::member_ctl::run(dir, &member, true).await,
         Command::Start { member } => commands::member_ctl::run(dir, &member, false).await,
+        Command::Remove { member } => commands::remove::run(dir, &member).await,
         Command::Supervise => supervisor::run(dir).await,
         Command::Agent { member } => commands::agent::run(dir, &member).await,
         Command::Fencer { .. } => unreachable!("the fencer runs before the async runtime starts"),

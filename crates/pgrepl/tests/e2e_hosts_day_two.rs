@@ -3,14 +3,17 @@
 //! cluster's name: `status`, `config set` (a reloadable parameter reaches every host's server,
 //! one that needs a restart marks every member pending), `restart --rolling --pending` (one
 //! switchover, every member restarted, nothing pending after), `pause` and `resume`, `scale`
-//! (refused: it starts no host), `switchover`, under a writer
-//! through a host's router, in synchronous mode, with no acknowledged row lost.
+//! (refused: it starts no host), `switchover`; then `stop`, `start` and `remove` (the leader
+//! stopped hands over and its server stays down while its node runs; a running member is not
+//! removed; a stopped one is, its slot dropped and its status gone for good), under a writer
+//! through a host's router, in synchronous mode, with no acknowledged row lost and never two
+//! writable primaries.
 
 mod common;
 
 use common::three_hosts::{host_of, Cluster, ADMIN_PASSWORD, HOSTS};
 use common::writer::{missing_at, Writer};
-use common::{eventually, pgrepl_bin};
+use common::{eventually, member, pgrepl_bin};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -122,4 +125,85 @@ async fn config_set_and_a_rolling_restart_from_a_host_without_a_member_keep_ever
     assert!(!acked.is_empty());
     let lost = missing_at(c.pg(host_of(&third)), ADMIN_PASSWORD, &acked).await;
     assert_eq!(lost, Vec::<i64>::new(), "synchronous mode: no acknowledged row lost");
+}
+
+/// The state `status --json` shows for `name`.
+fn state_of(s: &Value, name: &str) -> String {
+    member(s, name)["state"].as_str().unwrap_or_default().to_string()
+}
+
+/// The replication slots on host `i`'s server.
+async fn slots(c: &Cluster, i: usize) -> Vec<String> {
+    let client = common::writer::connect_at(c.pg(i), ADMIN_PASSWORD).await.unwrap();
+    let rows = client.query("SELECT slot_name::text FROM pg_replication_slots ORDER BY 1", &[]).await.unwrap();
+    rows.iter().map(|r| r.get(0)).collect()
+}
+
+#[tokio::test]
+async fn stop_start_and_remove_from_a_host_without_a_member_keep_every_row() {
+    let mut c = Cluster::new();
+    c.synchronous = Some("on");
+    c.start_etcd().await;
+    c.configure();
+    for i in 0..HOSTS {
+        c.start_node(i);
+    }
+    let first = eventually(LIMIT, "one primary and two streaming replicas", || async { c.converged(0) }).await;
+    let dir = remote_dir(&c);
+    let watch = c.watch();
+    // The writer goes through the router of a host whose member is not the one stopped.
+    let w = (host_of(&first) + 1) % HOSTS;
+    let writer = Writer::start_at(c.rw(w), ADMIN_PASSWORD.to_string()).await;
+
+    // The leader, stopped: it hands over and its server stays down while its node runs on.
+    let out = remote_ok(&dir, &["stop", &first]);
+    assert!(out.contains(&format!("{first} stopped")), "{out}");
+    let second = eventually(LIMIT, "another leader, the first kept stopped", || async {
+        let s = status(&dir)?;
+        let leader = s["leader"].as_str()?.to_string();
+        (leader != first && state_of(&s, &first) == "stopped" && state_of(&s, &leader) == "running").then_some(leader)
+    })
+    .await;
+    let h = host_of(&first);
+    assert!(!c.postgres_runs(h), "the stopped member's server is down");
+    let log = c.node_log(h);
+    assert!(
+        log.contains("`pgrepl stop` asked for this member to be kept down"),
+        "{}",
+        common::three_hosts::tail(&log, 30)
+    );
+    assert!(log.contains("released the leader lease: a replica can take over at once"));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!c.postgres_runs(h), "it stays down");
+    assert!(c.restart_exited_nodes().is_empty(), "its node runs on");
+
+    // Started again from the same directory, it rejoins as a replica of the new leader.
+    let out = remote_ok(&dir, &["start", &first]);
+    assert!(out.contains(&format!("{first} is running")), "{out}");
+    let leader = eventually(LIMIT, "all three streaming again", || async { c.converged(0) }).await;
+    assert_eq!(leader, second);
+
+    // A running member is not removed; once stopped, it is, for good.
+    let out = remote(&dir, &["remove", &first]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && said.contains("is running") && said.contains("nothing was changed"), "{said}");
+    assert_eq!(status(&dir).unwrap()["members"].as_array().unwrap().len(), HOSTS);
+    remote_ok(&dir, &["stop", &first]);
+    let out = remote_ok(&dir, &["remove", &first]);
+    assert!(out.contains(&format!("{first} removed")), "{out}");
+    let slot = first.replace('-', "_");
+    assert!(!slots(&c, host_of(&second)).await.contains(&slot), "the leader dropped the removed member's slot");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let s = status(&dir).unwrap();
+    let names: Vec<&str> = s["members"].as_array().unwrap().iter().filter_map(|m| m["name"].as_str()).collect();
+    assert_eq!(names.len(), HOSTS - 1, "{s:#}");
+    assert!(!names.contains(&first.as_str()), "its status does not come back while its node runs: {s:#}");
+    assert!(c.restart_exited_nodes().is_empty());
+    assert_eq!(common::one_primary_others_streaming(&s).as_deref(), Some(second.as_str()), "{s:#}");
+
+    let acked = writer.stop().await;
+    assert!(!acked.is_empty());
+    let lost = missing_at(c.pg(host_of(&second)), ADMIN_PASSWORD, &acked).await;
+    assert_eq!(lost, Vec::<i64>::new(), "synchronous mode: no acknowledged row lost");
+    assert_eq!(watch.stop().await, 1, "never two writable primaries at once");
 }

@@ -1,5 +1,7 @@
 //! `pgrepl stop MEMBER` and `pgrepl start MEMBER`: mark the member stopped or running in the
-//! spec (the supervisor stops or starts its agent) and wait until it is so.
+//! spec and wait until it is so. Its agent stops its server (a leader hands over first, as at a
+//! switchover) and keeps it down, or starts it again; on `pgrepl up`'s machine the supervisor
+//! also stops or starts the agent itself. Works from any host that reaches the store.
 
 use crate::cluster::Cluster;
 use crate::commands::wait;
@@ -28,8 +30,12 @@ pub async fn run(dir: &Path, name: &str, stopped: bool) -> anyhow::Result<()> {
         .await?;
     wait::until(&cluster, Duration::from_secs(120), |view| {
         let state = view.members.get(&member).map(|s| s.state);
+        let leads = view.leader.as_ref() == Some(&member);
         match (stopped, state) {
+            // Its agent gone (`pgrepl up`'s supervisor stopped it), or kept running with the
+            // server down and the lease given up (`pgrepl node`).
             (true, None) => Ok(()),
+            (true, Some(MemberState::Stopped)) if !leads => Ok(()),
             (false, Some(MemberState::Running | MemberState::Streaming)) => Ok(()),
             (true, Some(_)) => Err(format!("{member} to stop")),
             (false, _) => Err(format!("{member} to run")),

@@ -17,6 +17,7 @@ pub mod progress;
 pub mod promote;
 pub mod psql;
 pub mod refusal;
+pub mod remove;
 pub mod restart;
 pub mod router;
 pub mod scale;

@@ -104,7 +104,9 @@ async fn register(cluster: &Cluster, member: &MemberName, wanted: &MemberSpec) -
             "this host's [parameters] differ from the cluster's, which every member runs with: see `pgrepl config show`, change them with `pgrepl config set`"
         );
     }
-    if spec.members.get(member) == Some(wanted) && spec.parameters.is_some() {
+    // A member kept down by `pgrepl stop` stays so when its node starts again.
+    let placed = |m: &MemberSpec| m.host == wanted.host && m.port == wanted.port;
+    if spec.members.get(member).is_some_and(placed) && spec.parameters.is_some() {
         return Ok(());
     }
     cluster
@@ -118,7 +120,8 @@ async fn register(cluster: &Cluster, member: &MemberName, wanted: &MemberSpec) -
                     wanted.port
                 );
             }
-            spec.members.insert(member.clone(), wanted.clone());
+            let stopped = spec.members.get(member).is_some_and(|m| m.stopped);
+            spec.members.insert(member.clone(), MemberSpec { stopped, ..wanted.clone() });
             spec.last_member_number = spec.last_member_number.max(member.number().unwrap_or(0));
             // A spec from before the cluster kept its parameters takes this host's.
             spec.parameters.get_or_insert_with(|| cluster.config.parameters.clone());
