@@ -535,11 +535,21 @@ impl Agent {
                     PasswordKind::Replication => (self.s.replication_user.clone(), RoleKind::Replication),
                     PasswordKind::User => match &self.s.app {
                         Some((user, _)) => (user.clone(), RoleKind::Login),
+                        None if spec.verifiers.contains_key(kind) => {
+                            warn!("`pgrepl passwd --user` changed the user password, but this member has no application user (database.user): nothing to set");
+                            continue;
+                        }
                         None => continue,
                     },
                 };
-                let Some(password) = secrets.get(*kind) else { bail!("the secrets file has no {kind} password") };
-                sql::ensure_role(&client, &role, role_kind, password).await?;
+                // Changed on another host (`pgrepl passwd`): the verifier it made, the same for
+                // whichever member leads.
+                if let Some(verifier) = spec.verifiers.get(kind) {
+                    sql::ensure_role_verifier(&client, &role, role_kind, verifier).await?;
+                } else {
+                    let Some(password) = secrets.get(*kind) else { bail!("the secrets file has no {kind} password") };
+                    sql::ensure_role(&client, &role, role_kind, password).await?;
+                }
                 info!(role = %role, "set the {kind} password");
             }
             self.applied = Some(spec.passwords);

@@ -13,7 +13,8 @@ use crate::settings::Settings;
 use crate::stream_clock::StreamClock;
 use anyhow::Context;
 use pgrepl_core::{
-    decide, keys, Action, ClusterView, DataDir, Decision, Observation, PasswordVersions, Reason, Server, Upstream,
+    decide, keys, Action, ClusterView, DataDir, Decision, Observation, PasswordKind, PasswordVersions, Reason, Server,
+    Upstream,
 };
 use pgrepl_pg::{Binaries, Instance, StopMode};
 use pgrepl_store::{Condition, Snapshot, Store, StoreError};
@@ -61,6 +62,8 @@ pub struct Agent {
     pub(crate) conf: Option<pgrepl_pg::ServerConf>,
     /// What its running server applies only at its next restart (`pg_settings.pending_restart`).
     pub(crate) pending_restart: Vec<String>,
+    /// Which of this host's secrets were found stale, and against what.
+    secrets_checked: Option<SecretsChecked>,
     /// The `pgrepl restart` request it last restarted its server for.
     pub(crate) restarted_for: Option<u64>,
     /// The newest `pgrepl reload` carried out.
@@ -94,6 +97,14 @@ pub struct Agent {
     /// Work asked of the loop from outside (`Chores`), taken between cycles.
     chores: mpsc::Receiver<Asked>,
     chores_tx: mpsc::Sender<Asked>,
+}
+
+/// The spec's verifiers and the secrets file's modification time, last checked against each
+/// other, and which secrets were stale then.
+struct SecretsChecked {
+    verifiers: std::collections::BTreeMap<PasswordKind, String>,
+    modified: Option<std::time::SystemTime>,
+    stale: Vec<PasswordKind>,
 }
 
 /// One cycle's reading of the world.
@@ -140,6 +151,7 @@ impl Agent {
             hba: None,
             conf: None,
             pending_restart: vec![],
+            secrets_checked: None,
             restarted_for: None,
             reloaded_ms: None,
             restart_wait: None,
@@ -404,6 +416,7 @@ impl Agent {
             replica_not_streaming_long,
             applied_passwords: self.applied,
             passfile_password: self.passfile_version,
+            stale_secrets: self.stale_secrets(cluster.spec.as_ref()),
             bootstrap_unfinished: self.bootstrap_mark().exists(),
             start_overdue,
             slots,
@@ -413,6 +426,36 @@ impl Agent {
             cluster,
         };
         Ok(Seen { snapshot, obs })
+    }
+
+    /// Which of this host's secrets it connects to other members with (admin, replication)
+    /// are not the passwords the spec's verifiers were made from (the user password only a
+    /// primary needs, and it takes the verifier). Checked again only when a verifier or the secrets file changes (a check costs 4096
+    /// HMACs); an unreadable secrets file is left to the actions that need it to report.
+    fn stale_secrets(&mut self, spec: Option<&pgrepl_core::Spec>) -> Vec<PasswordKind> {
+        let mut verifiers = spec.map(|s| s.verifiers.clone()).unwrap_or_default();
+        verifiers.remove(&PasswordKind::User);
+        if verifiers.is_empty() {
+            return vec![];
+        }
+        let modified = std::fs::metadata(&self.s.secrets_file).and_then(|m| m.modified()).ok();
+        if let Some(checked) =
+            self.secrets_checked.as_ref().filter(|c| c.verifiers == verifiers && c.modified == modified)
+        {
+            return checked.stale.clone();
+        }
+        let Ok(secrets) = crate::secrets::Secrets::load(&self.s.secrets_file) else { return vec![] };
+        let stale: Vec<PasswordKind> = verifiers
+            .iter()
+            .filter(|(kind, v)| secrets.get(**kind).is_some_and(|p| !pgrepl_pg::scram::matches(p, v)))
+            .map(|(kind, _)| *kind)
+            .collect();
+        if !stale.is_empty() {
+            let kinds: Vec<String> = stale.iter().map(|k| k.to_string()).collect();
+            warn!("this host's {} password(s) are not the ones `pgrepl passwd` gave the cluster: put the new ones in this host's secrets and restart its node", kinds.join(", "));
+        }
+        self.secrets_checked = Some(SecretsChecked { verifiers, modified, stale: stale.clone() });
+        stale
     }
 
     /// Tells the fencer what this cycle saw (`at`: when the store read was sent, on the boot

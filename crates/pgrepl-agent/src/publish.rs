@@ -56,6 +56,7 @@ pub(crate) fn build(agent: &Agent, seen: &Seen, sentence: String, state: Option<
         replication: seen.obs.replication.clone(),
         slots: seen.obs.slots.iter().map(|s| s.name.clone()).collect(),
         applied_passwords: applied_passwords(agent, role),
+        stale_secrets: seen.obs.stale_secrets.clone(),
         leader: seen.obs.cluster.leader.clone(),
         paused: seen.obs.cluster.paused(),
         api: agent.s.api.clone(),

@@ -30,6 +30,9 @@ pub struct Observation {
     pub applied_passwords: Option<PasswordVersions>,
     /// Version of the replication password in this member's password file, once written.
     pub passfile_password: Option<u64>,
+    /// The admin and replication passwords this host's secrets hold that are not the ones the
+    /// spec's verifiers were made from (changed by `pgrepl passwd` elsewhere, not yet here).
+    pub stale_secrets: Vec<PasswordKind>,
     /// The data directory carries the mark of a bootstrap that has not yet recorded the
     /// cluster in the store (so it is this cluster's own, to be resumed, not foreign data).
     pub bootstrap_unfinished: bool,
@@ -233,6 +236,12 @@ fn as_follower(o: &Observation, spec: &Spec, leader: &MemberName) -> Decision {
                 Decision::new(Action::Follow { leader: l.clone() }, Reason::NewUpstream(l))
             } else if o.replica_stalled && leader_ahead {
                 Decision::new(Action::Rewind { leader: l.clone() }, Reason::Stalled(l))
+            } else if o.stale_secrets.contains(&PasswordKind::Replication) {
+                // Its password file would only get the old password again, and no restart helps.
+                Decision::new(
+                    Action::Nothing,
+                    Reason::StaleSecret { kind: PasswordKind::Replication, leader: l, streaming: *streaming },
+                )
             } else if o.passfile_password != Some(spec.passwords.replication) {
                 let work = SpecWork { passwords: vec![PasswordKind::Replication], ..SpecWork::default() };
                 Decision::new(Action::ApplySpec(work.clone()), Reason::SpecChanged(work))

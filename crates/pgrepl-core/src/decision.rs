@@ -179,6 +179,12 @@ pub enum Reason {
     },
     Streaming(MemberName),
     CatchingUp(MemberName),
+    /// This host's secret for `kind` is not the password `pgrepl passwd` gave the cluster.
+    StaleSecret {
+        kind: PasswordKind,
+        leader: MemberName,
+        streaming: bool,
+    },
     PromoteRequested,
     WaitingForTarget(MemberName),
     ResumeLeadership,
@@ -254,6 +260,10 @@ impl fmt::Display for Reason {
             ForkedFromLostLeader { lost, fork } => write!(f, "waiting: this replica's WAL forked from the timeline of the lost leader {}: {fork}, so it may not take over", or_nobody(lost)),
             Streaming(l) => write!(f, "replica, streaming from {l}"),
             CatchingUp(l) => write!(f, "replica of {l}, not streaming yet"),
+            StaleSecret { kind, leader, streaming } => {
+                let now = if *streaming { format!("it streams from {leader} over the connection it has, but") } else { format!("it does not stream from {leader} and") };
+                write!(f, "this host's {kind} password is not the one `pgrepl passwd` gave the cluster: {now} cannot connect again until this host's secret holds the new password and its node is restarted")
+            }
             PromoteRequested => write!(f, "taking the leader lease: a promote of this member was requested and the lease is free"),
             WaitingForTarget(t) => write!(f, "waiting for {t} to take the leader lease, as requested"),
             ResumeLeadership => write!(f, "taking the free leader lease: this member was the last leader"),
@@ -292,6 +302,7 @@ impl Reason {
             Reason::Forked { .. }
             | Reason::ForkedFromLostLeader { .. }
             | Reason::NotStreaming { .. }
+            | Reason::StaleSecret { .. }
             | Reason::NoRewindPaused(_)
             | Reason::NoRestartPaused(_) => true,
             Reason::Paused(inner) => inner.is_warning(),

@@ -26,6 +26,12 @@ pub struct Spec {
     /// each member runs with its own configuration's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parameters: Option<BTreeMap<String, String>>,
+    /// SCRAM verifiers of the passwords `pgrepl passwd` changed on a cluster whose members run
+    /// on their own hosts: a primary gives the role this verifier rather than its own host's
+    /// secret (which only the host where `passwd` ran may hold), and every member checks its
+    /// host's secret against it (`Observation::stale_secrets`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub verifiers: BTreeMap<PasswordKind, String>,
 }
 
 impl Spec {

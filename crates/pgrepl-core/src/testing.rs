@@ -23,6 +23,7 @@ pub fn status(role: Role, state: MemberState, port: u16, lsn: Lsn) -> MemberStat
         replication: vec![],
         slots: vec![],
         applied_passwords: None,
+        stale_secrets: vec![],
         leader: None,
         paused: false,
         api: None,

@@ -245,6 +245,10 @@ pub struct MemberStatus {
     /// Password versions this member's agent has applied since it started.
     #[serde(default)]
     pub applied_passwords: Option<crate::spec::PasswordVersions>,
+    /// The passwords this member's host holds that are not the cluster's
+    /// (`Observation::stale_secrets`): it cannot connect with them again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stale_secrets: Vec<crate::spec::PasswordKind>,
     /// The leader this member saw when it published (`None`: the lease was free), so others
     /// know whether its position was reported after the leader was lost.
     #[serde(default)]

@@ -51,6 +51,7 @@ impl Scenario {
             replica_not_streaming_long: None,
             applied_passwords: Some(PasswordVersions::default()),
             passfile_password: Some(0),
+            stale_secrets: vec![],
             bootstrap_unfinished: false,
             start_overdue: false,
             slots: vec![],

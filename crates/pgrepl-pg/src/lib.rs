@@ -15,6 +15,7 @@ mod fsx;
 mod instance;
 mod os_user;
 mod passfile;
+pub mod scram;
 pub mod sql;
 pub mod wire;
 

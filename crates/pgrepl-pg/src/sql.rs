@@ -115,14 +115,18 @@ pub enum RoleKind {
 /// `password`. The password is sent as a SCRAM-SHA-256 verifier computed here, so the
 /// plaintext never reaches the server, its log or `pg_stat_activity`.
 pub async fn ensure_role(c: &Client, name: &str, kind: RoleKind, password: &str) -> Result<(), PgError> {
+    ensure_role_verifier(c, name, kind, &crate::scram::verifier(password)).await
+}
+
+/// As `ensure_role`, with the password's SCRAM verifier (which PostgreSQL stores as it is).
+pub async fn ensure_role_verifier(c: &Client, name: &str, kind: RoleKind, verifier: &str) -> Result<(), PgError> {
     let doing = format!("set up role {name}");
     let exists = c
         .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&name])
         .await
         .map_err(|e| PgError::sql(doing.clone(), e))?
         .is_some();
-    let statement =
-        role_statement(name, exists, kind, &postgres_protocol::password::scram_sha_256(password.as_bytes()));
+    let statement = role_statement(name, exists, kind, verifier);
     c.batch_execute(&statement).await.map_err(|e| PgError::sql(doing, e))
 }
 
@@ -234,6 +238,16 @@ pub async fn current_lsn(c: &Client) -> Result<Lsn, PgError> {
     text.parse().map_err(|_| PgError::Other(format!("{doing}: bad LSN {text:?}")))
 }
 
+/// The parameters the server has read a new value of but applies only at its next restart.
+pub async fn pending_restart(client: &Client) -> Result<Vec<String>, PgError> {
+    let doing = "read pg_settings.pending_restart";
+    let rows = client
+        .query("SELECT name FROM pg_settings WHERE pending_restart ORDER BY name", &[])
+        .await
+        .map_err(|e| PgError::sql(doing, e))?;
+    rows.iter().map(|r| r.try_get(0).map_err(|e| PgError::sql(doing, e))).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,14 +274,4 @@ mod tests {
         let alter = role_statement("postgres", true, RoleKind::Superuser, &verifier);
         assert!(alter.starts_with("ALTER ROLE \"postgres\" WITH LOGIN SUPERUSER PASSWORD 'SCRAM-SHA-256$"));
     }
-}
-
-/// The parameters the server has read a new value of but applies only at its next restart.
-pub async fn pending_restart(client: &Client) -> Result<Vec<String>, PgError> {
-    let doing = "read pg_settings.pending_restart";
-    let rows = client
-        .query("SELECT name FROM pg_settings WHERE pending_restart ORDER BY name", &[])
-        .await
-        .map_err(|e| PgError::sql(doing, e))?;
-    rows.iter().map(|r| r.try_get(0).map_err(|e| PgError::sql(doing, e))).collect()
 }

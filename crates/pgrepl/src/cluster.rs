@@ -6,7 +6,7 @@
 use crate::config::{self, Config, StoreAccess, StoreConfig};
 use crate::layout::Layout;
 use anyhow::{bail, Context};
-use pgrepl_core::{keys, ClusterView, MemberName, Spec};
+use pgrepl_core::{keys, ClusterView, MemberName, MemberSpec, Spec};
 use pgrepl_store::{AccessLabels, Condition, EtcdAccess, EtcdStore, EtcdTls, EtcdUser, FileStore, Snapshot, Store};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -165,6 +165,14 @@ impl Cluster {
             Ok(m) if view.spec.as_ref().is_some_and(|s| s.members.contains_key(&m)) => Ok(m),
             _ => bail!("unknown member {name:?}; the members are {}", known.join(", ")),
         }
+    }
+
+    /// A member that runs on a host of its own (`pgrepl node`), not at this directory's
+    /// `listen` address: the cluster spans hosts, and commands that act on this machine alone
+    /// (`scale`) or on its secrets file alone (`passwd`) must say so or do otherwise.
+    pub fn member_elsewhere<'v>(&self, view: &'v ClusterView) -> Option<(&'v MemberName, &'v MemberSpec)> {
+        let listen = self.config.listen.to_string();
+        view.spec.iter().flat_map(|s| &s.members).find(|(_, m)| !m.host.is_empty() && m.host != listen)
     }
 
     /// Read-modify-write of the spec, retried on a concurrent change.

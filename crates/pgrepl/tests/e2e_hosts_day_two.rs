@@ -207,3 +207,113 @@ async fn stop_start_and_remove_from_a_host_without_a_member_keep_every_row() {
     assert_eq!(lost, Vec::<i64>::new(), "synchronous mode: no acknowledged row lost");
     assert_eq!(watch.stop().await, 1, "never two writable primaries at once");
 }
+
+/// `pgrepl ARGS` from `dir` with `input` on its standard input.
+fn remote_with_input(dir: &PathBuf, args: &[&str], input: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new(pgrepl_bin())
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .env_clear()
+        .env("PATH", common::three_hosts::PATH)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "pgrepl {args:?} failed:\n{said}");
+    said
+}
+
+/// Logs in as `app` at `addr` and asks whether the server is a replica.
+async fn app_login(addr: std::net::SocketAddr, password: &str) -> Result<bool, tokio_postgres::Error> {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(addr.ip().to_string())
+        .port(addr.port())
+        .user("app")
+        .password(password)
+        .dbname("app")
+        .connect_timeout(Duration::from_secs(5));
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client.query_one("SELECT pg_is_in_recovery()", &[]).await?.get(0))
+}
+
+fn stale_secrets(s: &Value, name: &str) -> Value {
+    member(s, name).get("stale_secrets").cloned().unwrap_or(serde_json::json!([]))
+}
+
+#[tokio::test]
+async fn passwords_change_from_a_host_without_a_member_and_roll_out_host_by_host() {
+    let mut c = Cluster::new();
+    c.synchronous = Some("on");
+    let app = [("PGREPL_USER", "app"), ("PGREPL_PASSWORD", "app-old"), ("PGREPL_DATABASE", "app")];
+    c.more_env = vec![app.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(); HOSTS];
+    c.start_etcd().await;
+    c.configure();
+    for i in 0..HOSTS {
+        c.start_node(i);
+    }
+    let first = eventually(LIMIT, "one primary and two streaming replicas", || async { c.converged(0) }).await;
+    let dir = remote_dir(&c);
+    let watch = c.watch();
+    let w = (host_of(&first) + 1) % HOSTS;
+    let writer = Writer::start_at(c.rw(w), ADMIN_PASSWORD.to_string()).await;
+
+    // The user password, from a directory that holds neither a member nor a secret: the
+    // primary sets its verifier, and the new password logs in through every host's endpoints.
+    let said = remote_with_input(&dir, &["passwd", "--user"], "app-new\n");
+    assert!(said.contains("the user password is changed"), "{said}");
+    for i in 0..HOSTS {
+        let ro = std::net::SocketAddr::new(c.hosts.addr(i), common::three_hosts::RO_PORT);
+        let in_recovery = app_login(c.rw(i), "app-new").await.unwrap();
+        assert!(!in_recovery, "rw of host {i} reaches the primary");
+        assert!(app_login(ro, "app-new").await.unwrap(), "ro of host {i} reaches a replica");
+        assert!(app_login(c.rw(i), "app-old").await.is_err(), "the old password no longer logs in");
+    }
+
+    // The replication password: set on the primary at once; the hosts keep the old one until
+    // each is given the new one, and their replicas stream on meanwhile.
+    let said = remote_with_input(&dir, &["passwd", "--replication"], "repl-new\n");
+    assert!(said.contains("the replication password is changed"), "{said}");
+    assert!(said.contains("still hold the old replication password"), "{said}");
+    let s = eventually(LIMIT, "every host saying it holds the old replication password", || async {
+        let s = status(&dir)?;
+        (0..HOSTS)
+            .all(|i| stale_secrets(&s, &common::three_hosts::member(i)) == serde_json::json!(["replication"]))
+            .then_some(s)
+    })
+    .await;
+    assert_eq!(common::one_primary_others_streaming(&s).as_deref(), Some(first.as_str()), "{s:#}");
+    // Host by host, replicas first and the primary last (it hands over): the new secret, a
+    // node restart, and that member streams again with nothing stale left.
+    let mut order: Vec<usize> = (0..HOSTS).filter(|i| *i != host_of(&first)).collect();
+    order.push(host_of(&first));
+    for i in order {
+        let name = common::three_hosts::member(i);
+        c.stop_node(i);
+        c.more_env[i].push(("PGREPL_REPLICATION_PASSWORD".to_string(), "repl-new".to_string()));
+        c.start_node(i);
+        eventually(LIMIT, "the restarted member streaming with the new password", || async {
+            let s = status(&dir)?;
+            let back = common::one_primary_others_streaming(&s).is_some() && s["members"].as_array()?.len() == HOSTS;
+            (back && stale_secrets(&s, &name) == serde_json::json!([])).then_some(())
+        })
+        .await;
+    }
+    let s = status(&dir).unwrap();
+    assert!((0..HOSTS).all(|i| stale_secrets(&s, &common::three_hosts::member(i)) == serde_json::json!([])), "{s:#}");
+    let last = common::one_primary_others_streaming(&s).unwrap();
+    assert_ne!(last, first, "the old primary handed over when its node restarted");
+
+    let acked = writer.stop().await;
+    assert!(!acked.is_empty());
+    let lost = missing_at(c.pg(host_of(&last)), ADMIN_PASSWORD, &acked).await;
+    assert_eq!(lost, Vec::<i64>::new(), "synchronous mode: no acknowledged row lost");
+    assert_eq!(watch.stop().await, 1, "never two writable primaries at once");
+}

@@ -17,9 +17,7 @@ pub async fn run(dir: &Path, replicas: i64, wait_secs: u64) -> anyhow::Result<()
     let cluster = Cluster::open(dir).await?;
     let config = cluster.config.clone();
     let (_, view) = cluster.view().await?;
-    let listen = config.listen.to_string();
-    let elsewhere = view.spec.iter().flat_map(|s| &s.members).find(|(_, m)| !m.host.is_empty() && m.host != listen);
-    if let Some((name, m)) = elsewhere {
+    if let Some((name, m)) = cluster.member_elsewhere(&view) {
         bail!(
             "this cluster's members run on their own hosts ({name} at {}), each started by `pgrepl node`, and `scale` \
              starts no host: add a member by running `pgrepl node` on a new host (it joins and clones), or take one \

@@ -69,6 +69,9 @@ pub struct MemberJson {
     /// Parameters its server applies only once restarted (`pgrepl config set` of, say,
     /// `shared_buffers`); empty when none.
     pub pending_restart: Vec<String>,
+    /// The passwords its host holds that are not the cluster's (`pgrepl passwd` on another
+    /// host): it cannot connect to other members with them again. Empty when none.
+    pub stale_secrets: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -127,6 +130,7 @@ pub fn build(cluster_name: &str, view: &ClusterView, endpoints: EndpointsJson) -
                     api: s.api.clone(),
                     tls_not_after_unix: s.tls_not_after_unix,
                     pending_restart: s.pending_restart.clone(),
+                    stale_secrets: s.stale_secrets.iter().map(|k| k.to_string()).collect(),
                 }
             }
             None => MemberJson {
@@ -146,6 +150,7 @@ pub fn build(cluster_name: &str, view: &ClusterView, endpoints: EndpointsJson) -
                 api: None,
                 tls_not_after_unix: None,
                 pending_restart: vec![],
+                stale_secrets: vec![],
             },
         };
         members.push(member);
@@ -222,6 +227,13 @@ pub async fn run(dir: &Path, json: bool) -> anyhow::Result<()> {
     }
     for m in status.members.iter().filter(|m| !m.pending_restart.is_empty()) {
         println!("\npending restart {}: {} (applied at its next restart)", m.name, m.pending_restart.join(", "));
+    }
+    for m in status.members.iter().filter(|m| !m.stale_secrets.is_empty()) {
+        println!(
+            "\nold password on its host {}: {} (put the new one in its host's secrets, then restart its node)",
+            m.name,
+            m.stale_secrets.join(", ")
+        );
     }
     let e = &status.endpoints;
     let to = |v: &Vec<String>| if v.is_empty() { "nobody".to_string() } else { v.join(", ") };

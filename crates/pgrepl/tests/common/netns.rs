@@ -198,6 +198,26 @@ impl Hosts {
         let _ = child.wait();
     }
 
+    /// SIGTERMs a process started by `spawn` and waits for it to end (SIGKILL after `limit`).
+    pub fn terminate(&self, pid: i32, limit: Duration) -> std::process::ExitStatus {
+        let mut children = self.children.lock().unwrap();
+        let at = children.iter().position(|(c, _)| c.id() as i32 == pid).expect("a process started by these hosts");
+        let (mut child, _) = children.remove(at);
+        // SAFETY: SIGTERM to a child this test started.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let began = std::time::Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if began.elapsed() > limit {
+                let _ = child.kill();
+                return child.wait().unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// How a process started by `spawn` ended, if it has (it is then forgotten).
     pub fn exited(&self, pid: i32) -> Option<std::process::ExitStatus> {
         let mut children = self.children.lock().unwrap();

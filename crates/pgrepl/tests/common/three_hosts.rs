@@ -48,6 +48,8 @@ pub struct Cluster {
     /// `tls.ca_in_store` for every node: no CA is given (`ca` is unused); the first node makes
     /// one and keeps it in etcd.
     pub ca_in_store: bool,
+    /// More variables for host `i`'s node (over its pgrepl.toml on host 1).
+    pub more_env: Vec<Vec<(String, String)>>,
 }
 
 pub fn member(i: usize) -> String {
@@ -75,6 +77,7 @@ impl Cluster {
             require_tls: false,
             tls_mode: None,
             ca_in_store: false,
+            more_env: vec![vec![]; HOSTS],
         }
     }
 
@@ -169,6 +172,7 @@ impl Cluster {
         };
         env.push(("PGREPL_REQUIRE_TLS".to_string(), self.require_tls.to_string()));
         env.extend(self.tls_mode.map(|m| ("PGREPL_TLS".to_string(), m.to_string())));
+        env.extend(self.more_env[i].iter().cloned());
         env
     }
 
@@ -210,6 +214,13 @@ impl Cluster {
             .stdout(log.try_clone().unwrap())
             .stderr(log);
         self.nodes[i] = Some(self.hosts.spawn(cmd, OnDrop::Terminate));
+    }
+
+    /// Stops host `i`'s node as systemd would (SIGTERM), waiting until it has ended.
+    pub fn stop_node(&mut self, i: usize) {
+        let node = self.nodes[i].take().expect("a running node");
+        let status = self.hosts.terminate(node, Duration::from_secs(90));
+        assert!(status.success(), "{}'s node ended with {status}", member(i));
     }
 
     /// Starts again every node that exited on its own (as systemd would), saying how each ended.
