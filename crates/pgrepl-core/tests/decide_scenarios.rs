@@ -529,6 +529,24 @@ fn a_replica_rewrites_its_password_file_when_the_replication_password_changes() 
 }
 
 #[test]
+fn a_replica_whose_host_holds_an_old_replication_password_says_so_and_streams_on() {
+    let stale = |o: &mut Observation| {
+        o.cluster.spec.as_mut().unwrap().passwords.bump(PasswordKind::Replication);
+        o.stale_secrets = vec![PasswordKind::Replication];
+    };
+    // Streaming: no password file rewritten with the old password again, a warning instead.
+    let d = Scenario::new().server(replica_of(Some(1), true)).ready_leader(1).with(stale).decide();
+    let reason = Reason::StaleSecret { kind: PasswordKind::Replication, leader: m(1), streaming: true };
+    assert_eq!(d, Decision::new(Action::Nothing, reason));
+    assert!(d.reason.is_warning());
+    assert!(d.to_string().starts_with("this host's replication password is not the one `pgrepl passwd` gave the cluster: it streams from node-1 over the connection it has, but cannot connect again"), "{d}");
+    // Not streaming: no restart either, which would not log in with it.
+    let d = not_streaming().with(stale).with(|o| o.replica_not_streaming_long = Some(QUIET)).decide();
+    assert_eq!(d.action, Action::Nothing, "{d:?}");
+    assert!(matches!(d.reason, Reason::StaleSecret { streaming: false, .. }), "{d:?}");
+}
+
+#[test]
 fn writing_the_password_file_does_not_count_as_resetting_role_passwords() {
     let d = healthy_leader().with(|o| {
         o.applied_passwords = None;
