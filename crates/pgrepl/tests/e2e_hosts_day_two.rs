@@ -62,10 +62,12 @@ async fn show(c: &Cluster, i: usize, name: &str) -> Option<String> {
     client.query_one(&format!("SHOW {name}"), &[]).await.ok().map(|r| r.get(0))
 }
 
-#[tokio::test]
-async fn config_set_and_a_rolling_restart_from_a_host_without_a_member_keep_every_row() {
+/// Three hosts in synchronous mode, each node given `more_env` too, converged; its primary,
+/// and a directory holding no member to run commands from.
+async fn synchronous_cluster(more_env: Vec<Vec<(String, String)>>) -> (Cluster, String, PathBuf) {
     let mut c = Cluster::new();
     c.synchronous = Some("on");
+    c.more_env = more_env;
     c.start_etcd().await;
     c.configure();
     for i in 0..HOSTS {
@@ -73,6 +75,12 @@ async fn config_set_and_a_rolling_restart_from_a_host_without_a_member_keep_ever
     }
     let first = eventually(LIMIT, "one primary and two streaming replicas", || async { c.converged(0) }).await;
     let dir = remote_dir(&c);
+    (c, first, dir)
+}
+
+#[tokio::test]
+async fn config_set_and_a_rolling_restart_from_a_host_without_a_member_keep_every_row() {
+    let (c, first, dir) = synchronous_cluster(vec![vec![]; HOSTS]).await;
     let s = status(&dir).expect("status from a directory holding no member");
     assert_eq!(s["leader"], first.as_str(), "{s:#}");
 
@@ -141,15 +149,7 @@ async fn slots(c: &Cluster, i: usize) -> Vec<String> {
 
 #[tokio::test]
 async fn stop_start_and_remove_from_a_host_without_a_member_keep_every_row() {
-    let mut c = Cluster::new();
-    c.synchronous = Some("on");
-    c.start_etcd().await;
-    c.configure();
-    for i in 0..HOSTS {
-        c.start_node(i);
-    }
-    let first = eventually(LIMIT, "one primary and two streaming replicas", || async { c.converged(0) }).await;
-    let dir = remote_dir(&c);
+    let (mut c, first, dir) = synchronous_cluster(vec![vec![]; HOSTS]).await;
     let watch = c.watch();
     // The writer goes through the router of a host whose member is not the one stopped.
     let w = (host_of(&first) + 1) % HOSTS;
@@ -250,17 +250,9 @@ fn stale_secrets(s: &Value, name: &str) -> Value {
 
 #[tokio::test]
 async fn passwords_change_from_a_host_without_a_member_and_roll_out_host_by_host() {
-    let mut c = Cluster::new();
-    c.synchronous = Some("on");
     let app = [("PGREPL_USER", "app"), ("PGREPL_PASSWORD", "app-old"), ("PGREPL_DATABASE", "app")];
-    c.more_env = vec![app.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(); HOSTS];
-    c.start_etcd().await;
-    c.configure();
-    for i in 0..HOSTS {
-        c.start_node(i);
-    }
-    let first = eventually(LIMIT, "one primary and two streaming replicas", || async { c.converged(0) }).await;
-    let dir = remote_dir(&c);
+    let app: Vec<(String, String)> = app.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let (mut c, first, dir) = synchronous_cluster(vec![app; HOSTS]).await;
     let watch = c.watch();
     let w = (host_of(&first) + 1) % HOSTS;
     let writer = Writer::start_at(c.rw(w), ADMIN_PASSWORD.to_string()).await;
