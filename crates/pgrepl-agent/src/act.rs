@@ -65,20 +65,13 @@ impl Agent {
             }
             Action::Promote { create_slots, claim_sync } => self.promote(create_slots, *claim_sync).await,
             Action::ApplySpec(work) => self.apply_spec(seen, work).await,
-            Action::Demote { release_lease } => {
-                if *release_lease {
-                    // A planned handover: checkpoint while still serving, so the shutdown
-                    // checkpoint (during which nobody can write) has little left to do.
-                    if let Ok(client) = self.pg.connect(&self.s.admin_user, "postgres").await {
-                        let _ = sql::checkpoint(&client).await;
-                    }
-                }
-                self.pg.stop(StopMode::Fast, STOP_TIMEOUT).await?;
-                if *release_lease {
-                    self.release_lease(seen).await?;
-                }
-                Ok(())
+            // A planned handover stops as `pgrepl stop` does (`stop_handing_over`), then lets
+            // the lease go to the target.
+            Action::Demote { release_lease: true } => {
+                self.stop_handing_over().await?;
+                self.release_held_lease().await
             }
+            Action::Demote { release_lease: false } => Ok(self.pg.stop(StopMode::Fast, STOP_TIMEOUT).await?),
             Action::Rewind { leader } => {
                 publish::preparing(self, seen, decision).await?;
                 // pg_rewind takes control files of one timeline number for one timeline and

@@ -642,20 +642,27 @@ impl Agent {
     }
 
     /// Stops PostgreSQL as a switchover does: a checkpoint while it still serves, so that the
-    /// shutdown checkpoint has little left to do, then a fast stop (which sends the replicas
-    /// every last byte of WAL) with the lease renewed until the server is down.
+    /// shutdown checkpoint has little left to do; its status then says it stops, so routers
+    /// hold new clients for its successor; then a fast stop (which sends the replicas every
+    /// last byte of WAL), the lease renewed throughout.
     pub(crate) async fn stop_handing_over(&mut self) -> anyhow::Result<()> {
         if !self.pg.postmaster_running() {
             return Ok(());
         }
         let (pg, admin) = (self.pg.clone(), self.s.admin_user.clone());
-        let stop = async move {
+        self.keeping_lease(async move {
             if let Ok(client) = pg.connect(&admin, "postgres").await {
                 let _ = pgrepl_pg::sql::checkpoint(&client).await;
             }
-            pg.stop(StopMode::Fast, Duration::from_secs(60)).await
-        };
-        self.keeping_lease(stop).await.context("stop PostgreSQL")
+        })
+        .await;
+        if let Err(e) = publish::stopping(self).await {
+            warn!("publish that PostgreSQL stops: {e:#}");
+        }
+        let pg = self.pg.clone();
+        self.keeping_lease(async move { pg.stop(StopMode::Fast, Duration::from_secs(60)).await })
+            .await
+            .context("stop PostgreSQL")
     }
 
     /// Gives up the leader lease, read afresh, if this member holds it (renewals while the

@@ -126,6 +126,19 @@ pub(crate) async fn status(
     write(agent, status).await
 }
 
+/// Announces that this running server is about to stop (a handover, `pgrepl stop`, the agent's
+/// own shutdown), so that routers send it no new connection: they wait for its successor
+/// instead of passing clients to a server that refuses them while it shuts down.
+pub(crate) async fn stopping(agent: &mut Agent) -> anyhow::Result<()> {
+    let Some((last, _)) = agent.last_published.clone() else { return Ok(()) };
+    if !matches!(last.state, MemberState::Running | MemberState::Streaming | MemberState::Recovering) {
+        return Ok(());
+    }
+    let status = MemberStatus { state: MemberState::Stopping, updated_ms: wall_clock_ms(), ..last };
+    agent.last_published = None;
+    write(agent, status).await
+}
+
 /// Announces a long action (clone, rewind, bootstrap) before it starts.
 pub(crate) async fn preparing(agent: &mut Agent, seen: &Seen, decision: &Decision) -> anyhow::Result<()> {
     let status = build(agent, seen, decision.to_string(), Some(MemberState::Preparing));

@@ -192,6 +192,9 @@ pub enum MemberState {
     Recovering,
     /// Initializing, cloning or rewinding its data directory.
     Preparing,
+    /// PostgreSQL is about to stop (a handover, `pgrepl stop`, its agent stopping): routers
+    /// send it no new connection.
+    Stopping,
     /// PostgreSQL is not running.
     Stopped,
     /// The last action failed; `decision` says which.

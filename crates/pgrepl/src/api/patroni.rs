@@ -22,6 +22,7 @@ pub fn body(api: &Api, cycle: Option<&Cycle>, facts: &Facts) -> Value {
         Some(MemberState::Running | MemberState::Streaming | MemberState::Recovering) => "running",
         Some(MemberState::Preparing) => "creating replica",
         Some(MemberState::Failed) => "start failed",
+        Some(MemberState::Stopping) => "stopping",
         Some(MemberState::Stopped) | None => "stopped",
     };
     let (role, xlog) = match &facts.server {
