@@ -430,8 +430,9 @@ impl Agent {
 
     /// Which of this host's secrets it connects to other members with (admin, replication)
     /// are not the passwords the spec's verifiers were made from (the user password only a
-    /// primary needs, and it takes the verifier). Checked again only when a verifier or the secrets file changes (a check costs 4096
-    /// HMACs); an unreadable secrets file is left to the actions that need it to report.
+    /// primary needs, and it takes the verifier). Checked again only when a verifier or the
+    /// secrets file changes (a check costs 4096 HMACs); an unreadable secrets file is left to
+    /// the actions that need it to report.
     fn stale_secrets(&mut self, spec: Option<&pgrepl_core::Spec>) -> Vec<PasswordKind> {
         let mut verifiers = spec.map(|s| s.verifiers.clone()).unwrap_or_default();
         verifiers.remove(&PasswordKind::User);
@@ -630,8 +631,9 @@ impl Agent {
     async fn shut_down(mut self) -> anyhow::Result<()> {
         info!(member = %self.s.member, "agent stopping: stopping PostgreSQL and releasing the lease");
         self.stop_handing_over().await?;
-        // Only now: should the stop hang, the fencer still ends PostgreSQL before the lease
-        // lapses. A store that does not answer lets the lease lapse by itself.
+        // The fence is let go only once the server is down and the lease given up: should the
+        // stop hang, the fencer still ends PostgreSQL before the lease lapses. A store that does
+        // not answer lets the lease lapse by itself.
         if let Ok(snapshot) = self.store.snapshot().await {
             self.release_lease_in(&snapshot).await?;
         }
