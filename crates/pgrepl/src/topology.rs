@@ -96,4 +96,14 @@ mod tests {
         assert_eq!(ro_names(&t), ["node-2", "node-3"], "lag is unknown without a primary");
         assert_eq!(describe(&t), "rw routes to nobody; ro routes to node-2 (127.0.0.1:5002), node-3 (127.0.0.1:5003)");
     }
+
+    #[test]
+    fn a_server_that_is_about_to_stop_gets_no_new_connection() {
+        let mut v = view();
+        v.members.get_mut(&MemberName::numbered(1)).unwrap().state = MemberState::Stopping;
+        v.members.get_mut(&MemberName::numbered(2)).unwrap().state = MemberState::Stopping;
+        let t = from_view(&v, MaxLag::Bytes(16 << 20));
+        assert_eq!(t.rw, None, "the leader handing over: new clients wait for its successor");
+        assert_eq!(ro_names(&t), ["node-3"]);
+    }
 }
