@@ -84,9 +84,10 @@ fn text<T: Serialize>(value: T) -> String {
 
 pub fn endpoints(cluster: &Cluster, view: &ClusterView) -> EndpointsJson {
     let config = &cluster.config;
-    let routes = topology::from_view(view, config.ro_max_lag);
+    let routing = crate::config::cluster_wide::routing(view.spec.as_ref(), config);
+    let routes = topology::from_view(view, routing.ro_max_lag);
     let names = |v: Vec<&Backend>| v.into_iter().map(|b| b.name.clone()).collect();
-    let ro_fallback = if routes.ro.is_empty() && config.ro_fallback == RoFallback::Primary {
+    let ro_fallback = if routes.ro.is_empty() && routing.ro_fallback == RoFallback::Primary {
         routes.rw.iter().collect()
     } else {
         routes.ro.iter().collect()
