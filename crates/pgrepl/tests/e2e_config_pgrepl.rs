@@ -77,11 +77,26 @@ async fn pgrepls_own_settings_are_taken_live_by_every_agent_and_the_router_and_b
         (!names.is_empty() && row.get::<_, i64>(0) == 1 && named).then_some(())
     })
     .await;
+    // `status --json` shows it too: one replica sync, the other async.
+    eventually(LIMIT, "status to show one synchronous replica", || async {
+        let status = c.status();
+        let mut states: Vec<String> = status["replication"]
+            .as_array()?
+            .iter()
+            .filter_map(|r| r["sync_state"].as_str().map(String::from))
+            .collect();
+        states.sort();
+        (states == ["async", "sync"]).then_some(())
+    })
+    .await;
     let before_sync_off = writer.acked();
     // And off again: nobody waited for.
     c.ok(&["config", "set", "synchronous=off"]);
     eventually(LIMIT, "no synchronous standby", || async {
-        (c.show(primary, "synchronous_standby_names").await.as_deref() == Some("")).then_some(())
+        let names = c.show(primary, "synchronous_standby_names").await;
+        let status = c.status();
+        let all_async = status["replication"].as_array()?.iter().all(|r| r["sync_state"] == "async");
+        (names.as_deref() == Some("") && all_async).then_some(())
     })
     .await;
     eventually(LIMIT, "the writer writing on", || async { (writer.acked() > before_sync_off + 5).then_some(()) }).await;

@@ -76,6 +76,8 @@ pub struct ReplicationJson {
     pub member: String,
     pub client_addr: Option<String>,
     pub state: String,
+    /// `sync`, `quorum`, `potential` or `async`, as the primary's `pg_stat_replication` says.
+    pub sync_state: Option<String>,
 }
 
 fn text<T: Serialize>(value: T) -> String {
@@ -159,6 +161,7 @@ pub fn build(cluster_name: &str, view: &ClusterView, endpoints: EndpointsJson) -
                     member: r.application_name.clone(),
                     client_addr: r.client_addr.clone(),
                     state: r.state.clone(),
+                    sync_state: r.sync_state.clone(),
                 })
                 .collect()
         })
