@@ -7,12 +7,13 @@
 //! them instead of falling back to the primary; `pg_hba.conf` on every member lets the new
 //! range in; a bad value is refused in one line naming the setting, and nothing changes. The
 //! directory's `pgrepl.toml` follows, so `pgrepl up` again changes nothing; the history has
-//! every change.
+//! every change. A lease lengthened live fences a primary whose agent stopped by the new TTL,
+//! and still before the lease the store holds could expire.
 
 mod common;
 
 use common::writer::{missing, Writer};
-use common::{connect, eventually, TestCluster};
+use common::{connect, eventually, one_primary_others_streaming, pids, server_processes, signal, TestCluster};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -219,4 +220,51 @@ async fn pgrepls_own_settings_are_taken_live_by_every_agent_and_the_router_and_b
     let acked = writer.stop().await;
     assert!(!acked.is_empty());
     assert_eq!(missing(c.primary_port(), &password, &acked).await, Vec::<i64>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_lengthened_live_fences_a_stopped_agents_primary_by_the_new_ttl_before_it_could_expire() {
+    let c = TestCluster::new();
+    c.ok(&["up", "--replicas", "1"]);
+    c.ok(&["config", "set", "loop_wait=2s", "ttl=10s"]);
+    eventually(LIMIT, "the lease renewed with ttl 10s", || async {
+        let left = store_entry(&c, "leader")?.1?.saturating_sub(now_ms());
+        (left > 6_000).then_some(())
+    })
+    .await;
+    let old = c.leader();
+    let agent = pids(&c, &format!("agent --member {old}"));
+    assert_eq!(agent.len(), 1, "one agent of {old}: {agent:?}");
+    signal(agent[0], libc::SIGSTOP);
+    let stopped_ms = now_ms();
+    // The last renewal the agent sent is in the store within a moment; its expiry is the deadline.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (holder, expires_ms) = store_entry(&c, "leader").expect("the leader key in the store");
+    assert_eq!(holder["member"], old.as_str());
+    let expires_ms = expires_ms.expect("the lease has an expiry");
+    let data = c.dir.join(format!("members/{old}/data"));
+    let fenced_ms = eventually(Duration::from_secs(20), "the stopped agent's primary fenced", || async {
+        server_processes(&data).is_empty().then(now_ms)
+    })
+    .await;
+    signal(agent[0], libc::SIGCONT);
+    eprintln!(
+        "agent stopped at {stopped_ms}; fenced +{} ms; lease expiry +{} ms",
+        fenced_ms - stopped_ms,
+        expires_ms - stopped_ms
+    );
+    assert!(
+        fenced_ms < expires_ms,
+        "fenced at {fenced_ms}, after the lease's expiry {expires_ms} (agent stopped at {stopped_ms})"
+    );
+    // By the new TTL: the old one (4s) would have fenced within 4s of the stop.
+    assert!(
+        fenced_ms - stopped_ms > 4_000,
+        "fenced {} ms after the stop: by the old ttl, not the 10s one in force",
+        fenced_ms - stopped_ms
+    );
+    eventually(LIMIT, "one primary and the other member streaming again", || async {
+        one_primary_others_streaming(&c.status())
+    })
+    .await;
 }
