@@ -422,7 +422,7 @@ impl Agent {
         self.hba = Some(rules);
         if seen.obs.server != Server::Stopped {
             self.pg.reload().await?;
-            info!("allowed the members' hosts in pg_hba.conf");
+            info!("rewrote pg_hba.conf for the members' hosts and the allowed client ranges");
         }
         Ok(())
     }

@@ -1,13 +1,15 @@
 //! The loop of one member: observe -> decide -> act -> publish. `member` owns the loop and the
 //! agent's own memory (first cycle, passwords applied, stream clock); `act` carries out one
 //! `Action` through `pgrepl-pg` and the store; `publish` writes the member's status; `chore` is
-//! work asked of the loop from outside (restart, reinitialize).
+//! work asked of the loop from outside (restart, reinitialize); `follow` takes the cluster's
+//! own settings from the spec.
 
 mod act;
 pub mod chore;
 mod fence;
 pub mod fencer;
 pub mod fixed;
+mod follow;
 mod member;
 pub mod probe;
 mod publish;

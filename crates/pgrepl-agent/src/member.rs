@@ -36,7 +36,10 @@ const FENCER_START_LIMIT: Duration = Duration::from_secs(5);
 const DEMOTE_BOUND: Duration = Duration::from_secs(10);
 
 pub struct Agent {
+    /// Its settings; the cluster-wide ones (`follow`) as the spec last read says.
     pub(crate) s: Settings,
+    /// Its own configuration's cluster-wide settings, for a spec without the cluster's.
+    pub(crate) own: crate::follow::Own,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) pg: Instance,
     first_cycle: bool,
@@ -142,6 +145,7 @@ impl Agent {
         Ok(Agent {
             chores,
             chores_tx,
+            own: crate::follow::Own::of(&s),
             s,
             store,
             fence,
@@ -350,6 +354,7 @@ impl Agent {
         let snapshot = self.store.snapshot().await.context("read the store")?;
         let cluster =
             ClusterView::from_entries(snapshot.entries.iter().map(|(k, e)| (k.as_str(), e.value.as_slice())))?;
+        self.follow_spec(cluster.spec.as_ref());
         if let Some(port) = cluster.spec.as_ref().and_then(|s| s.members.get(&self.s.member)).map(|m| m.port) {
             self.pg.port = port;
         }

@@ -14,6 +14,7 @@ pub mod names;
 pub mod restart;
 pub mod spec;
 pub mod testing;
+pub mod tuning;
 pub mod view;
 
 pub use decide::{decide, Observation};
@@ -23,6 +24,7 @@ pub use fork::{Fork, Replayed, TimelineSwitch};
 pub use local::{DataDir, ReplicationRow, Server, Slot, Upstream};
 pub use names::{BadLsn, BadMemberName, Lsn, MemberName, SystemId, Timeline};
 pub use spec::{FailoverSpec, MemberSpec, PasswordKind, PasswordVersions, Spec, SyncMode};
+pub use tuning::{MaxLag, RoFallback, Routing, Timing};
 pub use view::{
     keys, parameter_changes, ClusterView, Initialized, LeaderRecord, MemberState, MemberStatus, PauseRecord, Role,
     SettingsChange, SettingsHistory, SyncRecord, TargetRecord, ValueChange,

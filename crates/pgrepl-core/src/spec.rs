@@ -32,6 +32,16 @@ pub struct Spec {
     /// host's secret against it (`Observation::stale_secrets`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub verifiers: BTreeMap<PasswordKind, String>,
+    /// The agents' clocks (`loop_wait`, `ttl`, `primary_start_timeout`); `None` in a spec
+    /// written before they were kept here, where each agent uses its own configuration's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timing: Option<crate::tuning::Timing>,
+    /// How routers serve (`ro_max_lag`, `ro_fallback`, `rw_wait`); `None`: each its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<crate::tuning::Routing>,
+    /// The client ranges every member's `pg_hba.conf` lets in (`allow`); `None`: each its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow: Option<Vec<String>>,
 }
 
 impl Spec {

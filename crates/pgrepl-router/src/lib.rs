@@ -11,6 +11,7 @@ mod splice;
 mod spliced;
 
 pub use counters::{ConnectionCount, Connections};
+pub use pgrepl_core::RoFallback;
 pub use pick::pick_ro;
 pub use splice::Splicer;
 
@@ -39,20 +40,20 @@ pub struct Topology {
     pub ro: Vec<Backend>,
 }
 
-/// Where read-only connections go when no replica qualifies.
+/// What a new connection is given: read as each connection arrives, so a change (the
+/// cluster's `rw_wait` or `ro_fallback`, say) applies to the next connection on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RoFallback {
-    /// To the primary.
-    Primary,
-    /// Nowhere: the client gets an error.
-    Refuse,
+pub struct Policy {
+    /// How long a new rw connection waits for a primary before it is refused.
+    pub rw_wait: Duration,
+    /// Where ro connections go when no replica qualifies (the topology's `ro` is empty).
+    pub ro_fallback: RoFallback,
 }
 
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// How long a new rw connection waits for a primary before it is refused.
-    pub rw_wait: Duration,
-    pub ro_fallback: RoFallback,
+    /// The policy for new connections, as it is now.
+    pub policy: watch::Receiver<Policy>,
     /// Bound on one TCP connect to a backend.
     pub connect_timeout: Duration,
     /// Splice connections in the kernel with this; copy them in the router without.
@@ -132,12 +133,13 @@ async fn connect(
     settings: &Settings,
     turn: usize,
 ) -> Result<(TcpStream, Backend), String> {
-    let deadline = tokio::time::Instant::now() + settings.rw_wait;
+    let policy = *settings.policy.borrow();
+    let deadline = tokio::time::Instant::now() + policy.rw_wait;
     let mut topology = topology.clone();
     loop {
         let candidates = match endpoint {
             Endpoint::Rw => topology.borrow_and_update().rw.iter().cloned().collect(),
-            Endpoint::Ro => pick_ro(&topology.borrow_and_update(), settings.ro_fallback, turn),
+            Endpoint::Ro => pick_ro(&topology.borrow_and_update(), policy.ro_fallback, turn),
         };
         for backend in candidates {
             match tokio::time::timeout(settings.connect_timeout, TcpStream::connect(backend.addr)).await {
@@ -150,7 +152,7 @@ async fn connect(
             }
         }
         if endpoint == Endpoint::Ro {
-            return Err(match settings.ro_fallback {
+            return Err(match policy.ro_fallback {
                 RoFallback::Primary => "no replica or primary is available for read-only connections".to_string(),
                 RoFallback::Refuse => "no replica is available for read-only connections".to_string(),
             });
@@ -165,7 +167,7 @@ async fn connect(
         if !matches!(changed.await, Ok(true)) {
             return Err(format!(
                 "no primary is available (waited {} ms); a failover or switchover may be under way",
-                settings.rw_wait.as_millis()
+                policy.rw_wait.as_millis()
             ));
         }
     }

@@ -6,7 +6,7 @@
 //! Needs root (or CAP_BPF and CAP_NET_ADMIN) and a kernel with CONFIG_BPF_STREAM_PARSER, as
 //! `make test` has.
 
-use pgrepl_router::{serve, Backend, Endpoint, RoFallback, Settings, Splicer, Topology};
+use pgrepl_router::{serve, Backend, Endpoint, Policy, RoFallback, Settings, Splicer, Topology};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -43,8 +43,7 @@ async fn router(server: SocketAddr) -> (SocketAddr, watch::Sender<Topology>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let settings = Settings {
-        rw_wait: Duration::from_secs(1),
-        ro_fallback: RoFallback::Refuse,
+        policy: watch::channel(Policy { rw_wait: Duration::from_secs(1), ro_fallback: RoFallback::Refuse }).1,
         connect_timeout: Duration::from_secs(1),
         splicer: Some(Arc::new(splicer)),
         connections: Default::default(),

@@ -47,13 +47,16 @@ pub fn facts(api: &Api, cycle: Option<&Cycle>) -> Facts {
     let sync_state = c.view.replication_of(&api.member).and_then(|r| r.sync_state.clone());
     let maximum_lag_on_failover =
         c.view.spec.as_ref().map_or(config.failover.maximum_lag_bytes, |s| s.failover.maximum_lag_bytes);
+    // The lease's lifetime the agents run with: the cluster's (`pgrepl config set ttl=...`).
+    let own = crate::config::cluster_wide::ClusterWide::configured(config).timing;
+    let ttl = c.view.spec.as_ref().map_or(own, |s| s.timing_or(own)).ttl;
     Facts {
         server: c.server.clone(),
         holds_lease: lease_held,
         leader_lsn: leader.and_then(|(_, s)| s.lsn),
         sync_state,
         loop_age,
-        ttl: config.ttl.max(Duration::from_secs(1)),
+        ttl: ttl.max(Duration::from_secs(1)),
         maximum_lag_on_failover,
     }
 }

@@ -10,7 +10,8 @@ use std::path::Path;
 pub async fn run(dir: &Path, rw: bool, ro: bool) -> anyhow::Result<()> {
     let cluster = Cluster::open(dir).await?;
     let (_, view) = cluster.view().await?;
-    let routes = topology::from_view(&view, cluster.config.ro_max_lag);
+    let routing = crate::config::cluster_wide::routing(view.spec.as_ref(), &cluster.config);
+    let routes = topology::from_view(&view, routing.ro_max_lag);
     let (listen, config) = (cluster.config.listen, &cluster.config);
     if ro {
         for b in &routes.ro {
@@ -33,7 +34,7 @@ pub async fn run(dir: &Path, rw: bool, ro: bool) -> anyhow::Result<()> {
         println!("ro {listen}:{} -> {} {}", config.ro_port, b.name, b.addr);
     }
     if routes.ro.is_empty() {
-        println!("ro {listen}:{} -> no replica ({})", config.ro_port, fallback(config.ro_fallback));
+        println!("ro {listen}:{} -> no replica ({})", config.ro_port, fallback(routing.ro_fallback));
     }
     Ok(())
 }

@@ -9,6 +9,7 @@ use crate::agent_lock;
 use crate::cli::NodeArgs;
 use crate::cluster::{open_store, read_dir_config, Cluster};
 use crate::commands::{agent, ca, router, up};
+use crate::config::cluster_wide::ClusterWide;
 use crate::config::{self, label, Config, FromEnv, RawConfig, StoreConfig};
 use crate::layout::Layout;
 use crate::supervisor::is_alive;
@@ -80,7 +81,7 @@ fn check_for_hosts(layout: &Layout, config: &Config, env: &[FromEnv]) -> anyhow:
 async fn register(cluster: &Cluster, member: &MemberName, wanted: &MemberSpec) -> anyhow::Result<()> {
     let (_, view) = cluster.view().await?;
     let Some(spec) = &view.spec else {
-        let spec = Spec {
+        let mut spec = Spec {
             members: [(member.clone(), wanted.clone())].into(),
             bootstrap: Some(member.clone()),
             last_member_number: member.number().unwrap_or(0),
@@ -88,6 +89,7 @@ async fn register(cluster: &Cluster, member: &MemberName, wanted: &MemberSpec) -
             parameters: Some(cluster.config.parameters.clone()),
             ..Spec::default()
         };
+        ClusterWide::configured(&cluster.config).put_in(&mut spec);
         match cluster.store.put(keys::SPEC, &serde_json::to_vec(&spec)?, Condition::Absent, None).await {
             Ok(_) => {
                 info!(%member, host = %wanted.host, port = wanted.port, "created the cluster spec with this member first");
@@ -102,6 +104,13 @@ async fn register(cluster: &Cluster, member: &MemberName, wanted: &MemberSpec) -
         warn!(
             cluster = ?cluster_wide,
             "this host's [parameters] differ from the cluster's, which every member runs with: see `pgrepl config show`, change them with `pgrepl config set`"
+        );
+    }
+    let differing = ClusterWide::configured(&cluster.config).differing(&ClusterWide::of(spec, &cluster.config));
+    if !differing.is_empty() {
+        warn!(
+            settings = ?differing,
+            "this host's pgrepl settings differ from the cluster's, which every member and router uses: see `pgrepl config show`, change them with `pgrepl config set`"
         );
     }
     // A member kept down by `pgrepl stop` stays so when its node starts again.

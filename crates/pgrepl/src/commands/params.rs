@@ -1,15 +1,18 @@
-//! `pgrepl config show|set|reset|edit|history`: the cluster's PostgreSQL parameters, kept in the
-//! spec and the same for every member. Every change (`set`, `reset`, `edit`: one function,
+//! `pgrepl config show|set|reset|edit|history`: the cluster's PostgreSQL parameters and pgrepl's
+//! own cluster-wide settings (`config::cluster_wide`, told apart by name), kept in the spec and
+//! the same for every member. pgrepl's settings are judged by the configuration's own checks;
+//! each agent and router takes them from the spec within a loop. Every change (`set`, `reset`, `edit`: one function,
 //! `write`) is checked by the server binaries' own parser first (a throwaway `postgres -C`), so
 //! no value PostgreSQL refuses ever reaches a member; it is written by one compare-and-swap on
 //! the spec as read (a concurrent change makes it fail, and nothing changes), then recorded in
 //! the settings history; each agent then rewrites its configuration and reloads, and a
 //! parameter that needs a restart shows as pending restart in `pgrepl status`. The cluster
-//! directory's own `[parameters]` follow, so that a later `pgrepl up` keeps them. This module
+//! directory's own `[parameters]` (and pgrepl's settings changed) follow, so that a later `pgrepl up` keeps them. This module
 //! never touches a member: the agents apply what the spec says.
 
 use crate::cluster::{read_dir_config, Cluster};
 use crate::commands::{agent, up, wait};
+use crate::config::cluster_wide::{is_key, ClusterWide};
 use anyhow::{bail, Context};
 use pgrepl_core::{keys, parameter_changes, SettingsChange, SettingsHistory, Spec};
 use pgrepl_store::{Condition, Revision, Store, StoreError};
@@ -120,6 +123,46 @@ struct Read {
     spec: Spec,
     /// The parameters every member runs with now.
     parameters: BTreeMap<String, String>,
+    /// pgrepl's cluster-wide settings every member and router runs with now.
+    wide: ClusterWide,
+}
+
+/// What a change makes of the parameters and pgrepl's settings.
+struct Next {
+    parameters: BTreeMap<String, String>,
+    wide: ClusterWide,
+}
+
+/// The parameters and pgrepl's settings as one map of name to value, for the history and for
+/// saying what changed (their names never clash: PostgreSQL has none of pgrepl's).
+pub fn all_settings(parameters: &BTreeMap<String, String>, wide: &ClusterWide) -> BTreeMap<String, String> {
+    let mut all = parameters.clone();
+    all.extend(wide.texts());
+    all
+}
+
+/// pgrepl's settings after `change`'s pairs or names of pgrepl's (the others are PostgreSQL's),
+/// refused as the configuration file's would be.
+pub fn changed_wide(current: &ClusterWide, change: &Change) -> anyhow::Result<ClusterWide> {
+    let next = match change {
+        Change::Set(pairs) => {
+            let ours: Vec<(String, String)> = pairs.iter().filter(|(k, _)| is_key(k)).cloned().collect();
+            current.changed(&ours, &[])
+        }
+        Change::Reset(names) => {
+            let ours: Vec<String> = names.iter().filter(|k| is_key(k)).cloned().collect();
+            current.changed(&[], &ours)
+        }
+    };
+    next.map_err(|e| anyhow::anyhow!("{e}; nothing was changed"))
+}
+
+/// `change` without pgrepl's settings: what it asks of PostgreSQL's parameters.
+fn parameters_part(change: &Change) -> Change {
+    match change {
+        Change::Set(pairs) => Change::Set(pairs.iter().filter(|(k, _)| !is_key(k)).cloned().collect()),
+        Change::Reset(names) => Change::Reset(names.iter().filter(|k| !is_key(k)).cloned().collect()),
+    }
 }
 
 async fn read(cluster: &Cluster) -> anyhow::Result<Read> {
@@ -127,7 +170,8 @@ async fn read(cluster: &Cluster) -> anyhow::Result<Read> {
     let entry = snapshot.get(keys::SPEC).context("the store holds no cluster spec: is the cluster up?")?;
     let spec = view.spec.context("the store holds no cluster spec")?;
     let parameters = spec.parameters_or(&cluster.config.parameters).clone();
-    Ok(Read { revision: entry.revision, spec, parameters })
+    let wide = ClusterWide::of(&spec, &cluster.config);
+    Ok(Read { revision: entry.revision, spec, parameters, wide })
 }
 
 /// What `write` did.
@@ -138,30 +182,30 @@ enum Written {
     Changed,
 }
 
-/// The one write of `set`, `reset` and `edit`: `next` replaces the parameters `read` found.
-/// Checked first (no name pgrepl manages, then PostgreSQL's own parser over the whole set),
-/// then written by one compare-and-swap against the revision read (a change made since makes
-/// it fail, and nothing changes), then recorded in the settings history; the directory's
-/// `[parameters]` follow.
-async fn write(
-    cluster: &Cluster,
-    read: Read,
-    next: BTreeMap<String, String>,
-    actor: &Actor,
-) -> anyhow::Result<Written> {
-    if read.spec.parameters.as_ref() == Some(&next) {
+/// The one write of `set`, `reset` and `edit`: `next` replaces the parameters and pgrepl's
+/// settings `read` found (pgrepl's were judged when `next` was made). The parameters, when
+/// they change, are checked first (no name pgrepl manages, then PostgreSQL's own parser over
+/// the whole set); then all is written by one compare-and-swap against the revision read (a
+/// change made since makes it fail, and nothing changes), then recorded in the settings
+/// history; the directory's `[parameters]`, and pgrepl's settings that changed, follow.
+async fn write(cluster: &Cluster, read: Read, next: Next, actor: &Actor) -> anyhow::Result<Written> {
+    let parameters_same = read.spec.parameters.as_ref() == Some(&next.parameters);
+    if parameters_same && next.wide.is_in(&read.spec) {
         return Ok(Written::Unchanged);
     }
-    for (name, value) in &next {
-        if read.parameters.get(name) != Some(value) {
-            check_name(name).map_err(|e| anyhow::anyhow!("{e}; nothing was changed"))?;
+    if !parameters_same {
+        for (name, value) in &next.parameters {
+            if read.parameters.get(name) != Some(value) {
+                check_name(name).map_err(|e| anyhow::anyhow!("{e}; nothing was changed"))?;
+            }
         }
+        let bins = pgrepl_pg::Binaries::find(cluster.config.bin_dir.as_deref())?;
+        bins.check_parameters(&next.parameters)
+            .map_err(|e| anyhow::anyhow!("PostgreSQL refuses these parameters: {e}; nothing was changed"))?;
     }
-    let bins = pgrepl_pg::Binaries::find(cluster.config.bin_dir.as_deref())?;
-    bins.check_parameters(&next)
-        .map_err(|e| anyhow::anyhow!("PostgreSQL refuses these parameters: {e}; nothing was changed"))?;
     let mut spec = read.spec;
-    spec.parameters = Some(next.clone());
+    spec.parameters = Some(next.parameters.clone());
+    next.wide.put_in(&mut spec);
     let value = serde_json::to_vec(&spec)?;
     let revision = match cluster.store.put(keys::SPEC, &value, Condition::Revision(read.revision), None).await {
         Ok(revision) => revision,
@@ -171,17 +215,21 @@ async fn write(
         ),
         Err(e) => return Err(e).context("write the cluster's parameters"),
     };
-    record_or_warn(cluster.store.as_ref(), actor, revision, &read.parameters, &next).await;
+    let (old, new) = (all_settings(&read.parameters, &read.wide), all_settings(&next.parameters, &next.wide));
+    record_or_warn(cluster.store.as_ref(), actor, revision, &old, &new).await;
     // A later `pgrepl up` (or `pgrepl node`) of a directory that runs members must not put the
     // old ones back; a directory that only reaches the store (no secrets: a host holding no
     // member) is left as it is. The cluster's change is made either way.
     if cluster.layout.config().exists() && cluster.layout.secrets().exists() {
         let mut raw = read_dir_config(&cluster.layout)?;
-        raw.parameters = next.iter().map(|(k, v)| (k.clone(), toml::Value::String(v.clone()))).collect();
-        if let Err(e) = up::write_config(&cluster.layout, &raw, &cluster.config, "pgrepl config") {
+        raw.parameters = next.parameters.iter().map(|(k, v)| (k.clone(), toml::Value::String(v.clone()))).collect();
+        let followed = next.wide.write_into(&mut raw, &read.wide.differing(&next.wide)).map_err(anyhow::Error::from);
+        if let Err(e) =
+            followed.and_then(|()| up::write_config(&cluster.layout, &raw, &cluster.config, "pgrepl config"))
+        {
             eprintln!(
-                "note: the cluster's parameters changed, but this directory's [parameters] could not follow ({e:#}); \
-                 update them in {} before the next `pgrepl up` here, which would put the old ones back",
+                "note: the cluster's settings changed, but this directory's configuration could not follow ({e:#}); \
+                 update {} before the next `pgrepl up` here, which would put the old ones back",
                 cluster.layout.config().display()
             );
         }
@@ -260,17 +308,34 @@ pub async fn show(dir: &Path, json: bool) -> anyhow::Result<()> {
     let cluster = Cluster::open(dir).await?;
     let read = read(&cluster).await?;
     if json {
-        let out = serde_json::json!({ "parameters": read.parameters, "revision": read.revision });
+        let out = serde_json::json!({
+            "parameters": read.parameters,
+            "pgrepl": read.wide.texts(),
+            "revision": read.revision,
+        });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
-    if read.parameters.is_empty() {
-        println!("# no PostgreSQL parameters of the cluster's own (PostgreSQL's defaults and pgrepl's)");
-    }
-    for (name, value) in &read.parameters {
-        println!("{}", line(name, value));
-    }
+    print!("{}", shown_settings(&read.parameters, &read.wide));
     Ok(())
+}
+
+/// `config show`'s text: PostgreSQL's parameters, then pgrepl's settings, each group headed.
+pub fn shown_settings(parameters: &BTreeMap<String, String>, wide: &ClusterWide) -> String {
+    let mut out = String::from("# PostgreSQL parameters, the same for every member\n");
+    if parameters.is_empty() {
+        out.push_str("# (none of the cluster's own: PostgreSQL's defaults and pgrepl's)\n");
+    }
+    for (name, value) in parameters {
+        out.push_str(&line(name, value));
+        out.push('\n');
+    }
+    out.push_str("# pgrepl's cluster-wide settings, the same for every member and router\n");
+    for (name, value) in wide.texts() {
+        out.push_str(&line(&name, &value));
+        out.push('\n');
+    }
+    out
 }
 
 /// `config set NAME=VALUE ...` and `config reset NAME ...`.
@@ -288,41 +353,56 @@ pub async fn run(dir: &Path, change: Change, if_revision: Option<u64>) -> anyhow
             read.revision
         );
     }
-    let next = changed(&read.parameters, &change)?;
+    let wide = changed_wide(&read.wide, &change)?;
+    let next = Next { parameters: changed(&read.parameters, &parameters_part(&change))?, wide };
+    let (old, new) = (all_settings(&read.parameters, &read.wide), all_settings(&next.parameters, &next.wide));
     if write(&cluster, read, next, &actor).await? == Written::Unchanged {
-        println!("nothing changed: the cluster's parameters already are so (see `pgrepl config show`)");
+        println!("nothing changed: the cluster's settings already are so (see `pgrepl config show`)");
         return Ok(());
     }
     match &change {
         Change::Set(pairs) => {
-            let said: Vec<String> = pairs.iter().map(|(k, v)| format!("{k} = '{v}'")).collect();
+            let said: Vec<String> = pairs.iter().map(|(k, v)| format!("{k} = '{}'", new.get(k).unwrap_or(v))).collect();
             println!("set {} for every member", said.join(", "));
         }
         Change::Reset(names) => println!("reset {} for every member (back to the default)", names.join(", ")),
     }
-    say_applied();
+    say_applied(&old, &new);
     Ok(())
 }
 
-fn say_applied() {
-    println!(
-        "each member reloads its configuration within a loop; those a parameter needs restarted show \
-         \"pending restart\" in `pgrepl status`"
-    );
+/// What happens next, for what changed from `old` to `new`.
+fn say_applied(old: &BTreeMap<String, String>, new: &BTreeMap<String, String>) {
+    let changed = parameter_changes(old, new);
+    if changed.keys().any(|k| !is_key(k)) {
+        println!(
+            "each member reloads its configuration within a loop; those a parameter needs restarted show \
+             \"pending restart\" in `pgrepl status`"
+        );
+    }
+    if changed.keys().any(|k| is_key(k)) {
+        println!("each agent and router takes pgrepl's settings from the spec within a loop, with no restart");
+    }
 }
 
 /// The file `config edit` opens: a header saying what it is, then one parameter a line.
-pub fn render(cluster: &str, parameters: &BTreeMap<String, String>) -> String {
+pub fn render(cluster: &str, parameters: &BTreeMap<String, String>, wide: &ClusterWide) -> String {
     let mut text = format!(
         "# The PostgreSQL parameters of cluster {cluster}, the same for every member (`pgrepl config edit`).\n\
          # One `name = 'value'` a line (a ' in a value doubled); lines starting with # are comments.\n\
          # Saved, the parameters become these for every member: checked by PostgreSQL first, and\n\
          # refused if the cluster's spec changed meanwhile. Saved unchanged, or with no\n\
          # parameter left, it changes nothing (`pgrepl config reset NAME` removes one).\n\
-         # Parameters pgrepl sets itself (port, listen_addresses, primary_conninfo, ...) are refused.\n\n"
+         # Parameters pgrepl sets itself (port, listen_addresses, primary_conninfo, ...) are refused.\n\
+         # pgrepl's own settings below are checked as pgrepl.toml's; one removed goes back to its default.\n\n"
     );
     for (name, value) in parameters {
         text.push_str(&line(name, value));
+        text.push('\n');
+    }
+    text.push_str("\n# pgrepl's cluster-wide settings, the same for every member and router\n");
+    for (name, value) in wide.texts() {
+        text.push_str(&line(&name, &value));
         text.push('\n');
     }
     text
@@ -429,7 +509,7 @@ pub async fn edit(dir: &Path) -> anyhow::Result<()> {
     let actor = Actor::now("pgrepl config edit");
     let cluster = Cluster::open(dir).await?;
     let read = read(&cluster).await?;
-    let scratch = Scratch::create(&render(&cluster.config.cluster, &read.parameters))?;
+    let scratch = Scratch::create(&render(&cluster.config.cluster, &read.parameters, &read.wide))?;
     let editor = editor(|name| std::env::var(name).ok());
     // Through the shell, as git runs it: an editor may be given with its arguments.
     let status = tokio::process::Command::new("sh")
@@ -449,14 +529,21 @@ pub async fn edit(dir: &Path) -> anyhow::Result<()> {
     }
     let text = std::fs::read_to_string(&scratch.0).with_context(|| format!("read {}", scratch.0.display()))?;
     drop(scratch);
-    let next = parse_file(&text)?;
-    if next.is_empty() && !read.parameters.is_empty() {
+    let saved = parse_file(&text)?;
+    let (ours, parameters): (BTreeMap<_, _>, BTreeMap<_, _>) = saved.into_iter().partition(|(k, _)| is_key(k));
+    if parameters.is_empty() && !read.parameters.is_empty() {
         println!(
             "nothing changed: the file held no parameter (`pgrepl config reset NAME ...` removes the cluster's parameters)"
         );
         return Ok(());
     }
-    let changes = parameter_changes(&read.parameters, &next);
+    let set: Vec<(String, String)> = ours.clone().into_iter().collect();
+    let removed: Vec<String> =
+        crate::config::cluster_wide::KEYS.iter().filter(|k| !ours.contains_key(**k)).map(|k| k.to_string()).collect();
+    let wide = read.wide.changed(&set, &removed).map_err(|e| anyhow::anyhow!("{e}; nothing was changed"))?;
+    let next = Next { parameters, wide };
+    let (old, new) = (all_settings(&read.parameters, &read.wide), all_settings(&next.parameters, &next.wide));
+    let changes = parameter_changes(&old, &new);
     if changes.is_empty() || write(&cluster, read, next, &actor).await? == Written::Unchanged {
         println!("nothing changed");
         return Ok(());
@@ -464,7 +551,7 @@ pub async fn edit(dir: &Path) -> anyhow::Result<()> {
     for (name, change) in &changes {
         println!("{name}: {} -> {} for every member", shown(&change.old), shown(&change.new));
     }
-    say_applied();
+    say_applied(&old, &new);
     Ok(())
 }
 
@@ -490,7 +577,7 @@ pub async fn history(dir: &Path, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     if history.changes.is_empty() {
-        println!("no change of the cluster's parameters recorded yet");
+        println!("no change of the cluster's settings recorded yet");
         return Ok(());
     }
     print!("{}", history_table(&history));
@@ -542,6 +629,46 @@ mod tests {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
+    /// pgrepl's settings as a default configuration has them.
+    fn wide() -> ClusterWide {
+        ClusterWide::configured(&crate::config::validate(&crate::config::RawConfig::default(), &[]).unwrap())
+    }
+
+    #[test]
+    fn a_change_splits_into_pgrepls_settings_and_postgresqls_parameters_by_name() {
+        let set = Change::Set(vec![("work_mem".into(), "8MB".into()), ("synchronous".into(), "on".into())]);
+        let next = changed_wide(&wide(), &set).unwrap();
+        assert_eq!(next.failover.synchronous, pgrepl_core::SyncMode::On);
+        assert_eq!(parameters_part(&set), Change::Set(vec![("work_mem".into(), "8MB".into())]));
+        assert_eq!(changed(&map(&[]), &parameters_part(&set)).unwrap(), map(&[("work_mem", "8MB")]));
+        let reset = Change::Reset(vec!["synchronous".into(), "jit".into()]);
+        assert_eq!(changed_wide(&next, &reset).unwrap(), wide());
+        assert_eq!(parameters_part(&reset), Change::Reset(vec!["jit".into()]));
+        for (pairs, words) in [
+            (vec![("ttl", "1s")], "ttl: 1s is too short for loop_wait 1s"),
+            (vec![("synchronous", "maybe")], "synchronous: \"maybe\" is not allowed; use off, on or quorum"),
+        ] {
+            let set = Change::Set(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+            let e = changed_wide(&wide(), &set).unwrap_err().to_string();
+            assert!(e.starts_with(words) && e.ends_with("; nothing was changed") && !e.contains('\n'), "{e}");
+        }
+    }
+
+    #[test]
+    fn show_prints_both_groups_and_says_when_there_is_no_parameter() {
+        let text = shown_settings(&map(&[]), &wide());
+        assert!(text.starts_with("# PostgreSQL parameters"), "{text}");
+        assert!(text.contains("# (none of the cluster's own"), "{text}");
+        assert!(
+            text.contains("# pgrepl's cluster-wide settings") && text.contains("\nsynchronous = 'off'\n"),
+            "{text}"
+        );
+        let text = shown_settings(&map(&[("work_mem", "8MB")]), &wide());
+        assert!(!text.contains("(none") && text.contains("\nwork_mem = '8MB'\n"), "{text}");
+        // What show prints, edit reads back.
+        assert_eq!(parse_file(&text).unwrap(), all_settings(&map(&[("work_mem", "8MB")]), &wide()));
+    }
+
     #[test]
     fn pairs_are_names_and_values_and_pgrepls_own_settings_are_refused() {
         let pairs = parse_pairs(&["work_mem=8MB".into(), "my.custom = x".into(), "search_path=".into()]).unwrap();
@@ -560,10 +687,11 @@ mod tests {
     #[test]
     fn the_edited_file_reads_back_what_show_prints_and_refuses_other_lines_by_number() {
         let parameters = map(&[("work_mem", "8MB"), ("search_path", "\"$user\", it's"), ("jit", "")]);
-        let text = render("shop", &parameters);
+        let text = render("shop", &parameters, &wide());
         assert!(text.starts_with("# The PostgreSQL parameters of cluster shop"), "{text}");
         assert!(text.contains("search_path = '\"$user\", it''s'\n"), "{text}");
-        assert_eq!(parse_file(&text).unwrap(), parameters);
+        assert!(text.contains("\nttl = '4s'\n"), "{text}");
+        assert_eq!(parse_file(&text).unwrap(), all_settings(&parameters, &wide()));
         // Bare words and trailing comments, as postgresql.conf takes them.
         let edited = "# mine\n\n  work_mem = 16MB   # more\nmax_wal_size='2GB' # comment\n";
         assert_eq!(parse_file(edited).unwrap(), map(&[("work_mem", "16MB"), ("max_wal_size", "2GB")]));

@@ -1,5 +1,6 @@
 //! `pgrepl router`: serve the cluster's read-write and read-only endpoints. Reads the store,
-//! turns each view into a `Topology` for the router, and never writes cluster state.
+//! turns each view into a `Topology` for the router (and the spec's `ro_max_lag`, `ro_fallback`
+//! and `rw_wait` into its `Policy`, when they change), and never writes cluster state.
 //! `pgrepl node --router` serves them beside its member through `bind` and `serve` (its
 //! connection counts then show in the member's `/metrics`); on its own, the router serves them
 //! at its own `/metrics` (`api_listen`, a free port, written to `router.api`).
@@ -9,11 +10,12 @@ use crate::api::metrics;
 use crate::cluster::load_config;
 use crate::cluster::Cluster;
 use crate::commands::agent::AbortOnDrop;
+use crate::config::cluster_wide::ClusterWide;
 use crate::config::{Config, RouterSplice};
 use crate::layout::Layout;
 use crate::topology;
 use anyhow::Context;
-use pgrepl_router::{Connections, Endpoint, Settings, Splicer, Topology};
+use pgrepl_router::{Connections, Endpoint, Policy, Settings, Splicer, Topology};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -72,13 +74,10 @@ pub async fn serve(
     connections: Arc<Connections>,
 ) -> anyhow::Result<()> {
     let config = &cluster.config;
-    let settings = Settings {
-        rw_wait: config.rw_wait,
-        ro_fallback: config.ro_fallback,
-        connect_timeout: Duration::from_secs(2),
-        splicer: splicer.map(Arc::new),
-        connections,
-    };
+    let own = ClusterWide::configured(config).routing;
+    let (policy_tx, policy) = watch::channel(Policy { rw_wait: own.rw_wait, ro_fallback: own.ro_fallback });
+    let settings =
+        Settings { policy, connect_timeout: Duration::from_secs(2), splicer: splicer.map(Arc::new), connections };
     match &settings.splicer {
         Some(_) => info!("the kernel splices connections' bytes"),
         None => info!("the router copies connections' bytes (router_splice = {:?})", config.router_splice),
@@ -87,11 +86,31 @@ pub async fn serve(
     let mut servers = tokio::task::JoinSet::new();
     servers.spawn(pgrepl_router::serve(Endpoint::Rw, listeners.rw, rx.clone(), settings.clone()));
     servers.spawn(pgrepl_router::serve(Endpoint::Ro, listeners.ro, rx, settings));
+    let mut ro_max_lag = own.ro_max_lag;
     let follow = async {
         loop {
             let revision = match cluster.view().await {
                 Ok((snapshot, view)) => {
-                    let next = topology::from_view(&view, config.ro_max_lag);
+                    // The cluster's routing settings, else (a spec without them) this router's own.
+                    let routing = view.spec.as_ref().map_or(own, |spec| spec.routing_or(own));
+                    let next_policy = Policy { rw_wait: routing.rw_wait, ro_fallback: routing.ro_fallback };
+                    policy_tx.send_if_modified(|current| {
+                        let changed = *current != next_policy;
+                        if changed {
+                            info!(
+                                rw_wait = ?routing.rw_wait,
+                                ro_fallback = ?routing.ro_fallback,
+                                "took the cluster's routing settings: new connections get them"
+                            );
+                            *current = next_policy;
+                        }
+                        changed
+                    });
+                    if routing.ro_max_lag != ro_max_lag {
+                        info!(from = ?ro_max_lag, to = ?routing.ro_max_lag, "took the cluster's ro_max_lag: replicas are judged by it from now");
+                        ro_max_lag = routing.ro_max_lag;
+                    }
+                    let next = topology::from_view(&view, ro_max_lag);
                     tx.send_if_modified(|current| {
                         let changed = *current != next;
                         if changed {

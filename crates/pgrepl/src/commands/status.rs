@@ -79,6 +79,8 @@ pub struct ReplicationJson {
     pub member: String,
     pub client_addr: Option<String>,
     pub state: String,
+    /// `sync`, `quorum`, `potential` or `async`, as the primary's `pg_stat_replication` says.
+    pub sync_state: Option<String>,
 }
 
 fn text<T: Serialize>(value: T) -> String {
@@ -87,9 +89,10 @@ fn text<T: Serialize>(value: T) -> String {
 
 pub fn endpoints(cluster: &Cluster, view: &ClusterView) -> EndpointsJson {
     let config = &cluster.config;
-    let routes = topology::from_view(view, config.ro_max_lag);
+    let routing = crate::config::cluster_wide::routing(view.spec.as_ref(), config);
+    let routes = topology::from_view(view, routing.ro_max_lag);
     let names = |v: Vec<&Backend>| v.into_iter().map(|b| b.name.clone()).collect();
-    let ro_fallback = if routes.ro.is_empty() && config.ro_fallback == RoFallback::Primary {
+    let ro_fallback = if routes.ro.is_empty() && routing.ro_fallback == RoFallback::Primary {
         routes.rw.iter().collect()
     } else {
         routes.ro.iter().collect()
@@ -163,6 +166,7 @@ pub fn build(cluster_name: &str, view: &ClusterView, endpoints: EndpointsJson) -
                     member: r.application_name.clone(),
                     client_addr: r.client_addr.clone(),
                     state: r.state.clone(),
+                    sync_state: r.sync_state.clone(),
                 })
                 .collect()
         })

@@ -11,7 +11,8 @@ pub fn print(cluster: &Cluster, view: &ClusterView) {
         Some(app) => (app.user.as_str(), app.database.as_str()),
         None => (crate::config::ADMIN_USER, "postgres"),
     };
-    let routes = topology::from_view(view, config.ro_max_lag);
+    let routing = crate::config::cluster_wide::routing(view.spec.as_ref(), config);
+    let routes = topology::from_view(view, routing.ro_max_lag);
     let rw_to = routes.rw.as_ref().map_or_else(|| "nobody yet".to_string(), |b| b.name.clone());
     let ro_to: Vec<&str> = routes.ro.iter().map(|b| b.name.as_str()).collect();
     let ro_to = if ro_to.is_empty() { "no replica yet".to_string() } else { ro_to.join(", ") };

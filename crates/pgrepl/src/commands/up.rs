@@ -7,6 +7,7 @@ use crate::cli::UpArgs;
 use crate::cluster::{enter_as, etcd_prefix, open_store, read_dir_config, Cluster};
 use crate::commands::params::{self, Actor};
 use crate::commands::{ca, ports, progress, router, summary, wait};
+use crate::config::cluster_wide::ClusterWide;
 use crate::config::{self, Config, RawConfig, StoreConfig};
 use crate::layout::Layout;
 use crate::readiness;
@@ -175,6 +176,7 @@ fn new_spec(config: &Config) -> anyhow::Result<Spec> {
         parameters: Some(config.parameters.clone()),
         ..Spec::default()
     };
+    ClusterWide::configured(config).put_in(&mut spec);
     for n in 1..=(config.replicas as u32 + 1) {
         let name = MemberName::numbered(n);
         let port = ports::for_member(config, &spec, &name)?;
@@ -206,10 +208,11 @@ async fn settle_spec(cluster: &Cluster, args: &UpArgs, changed: &[PasswordKind],
         Some(spec)
             if args.replicas.is_some()
                 || !changed.is_empty()
-                || spec.failover != cluster.config.failover
+                || !ClusterWide::configured(&cluster.config).is_in(spec)
                 || spec.parameters.as_ref() != Some(&cluster.config.parameters) =>
         {
             let config = cluster.config.clone();
+            let wide = ClusterWide::configured(&config);
             let mut before = None;
             if spec.parameters.as_ref() != Some(&config.parameters) {
                 // Checked before it reaches a running member: PostgreSQL's own parser decides.
@@ -227,14 +230,17 @@ async fn settle_spec(cluster: &Cluster, args: &UpArgs, changed: &[PasswordKind],
                     for kind in changed {
                         spec.passwords.bump(*kind);
                     }
-                    spec.failover = config.failover;
                     // The attempt that is written is the last one made.
-                    before = spec.parameters.replace(config.parameters.clone());
+                    let before_wide = ClusterWide::of(spec, &config);
+                    before = Some(params::all_settings(&spec.parameters.clone().unwrap_or_default(), &before_wide));
+                    spec.parameters = Some(config.parameters.clone());
+                    wide.put_in(spec);
                     Ok(())
                 })
                 .await?;
             let before = before.unwrap_or_default();
-            params::record_or_warn(cluster.store.as_ref(), actor, revision, &before, &config.parameters).await;
+            let after = params::all_settings(&config.parameters, &wide);
+            params::record_or_warn(cluster.store.as_ref(), actor, revision, &before, &after).await;
         }
         Some(_) => {}
     }
@@ -306,7 +312,7 @@ pub async fn run(dir: &Path, args: UpArgs) -> anyhow::Result<()> {
     if running_pid(&cluster.layout.supervisor_pid()).is_some() {
         if before.is_some_and(|b| read_dir_config(&cluster.layout).is_ok_and(|now| now != b)) {
             eprintln!(
-                "note: the cluster is running; new passwords, --replicas and [parameters] apply now (a parameter that needs a restart shows as pending restart in `pgrepl status`), other settings at its next start (`pgrepl down`, then `pgrepl up`)"
+                "note: the cluster is running; new passwords, --replicas, [parameters] and the cluster-wide settings (see `pgrepl config show`) apply now (a parameter that needs a restart shows as pending restart in `pgrepl status`), other settings at its next start (`pgrepl down`, then `pgrepl up`)"
             );
         }
         progress::while_waiting(&cluster, wait::until(&cluster, limit, ready)).await?;
@@ -332,7 +338,8 @@ pub async fn run(dir: &Path, args: UpArgs) -> anyhow::Result<()> {
         summary::print(&cluster, &view);
         return Ok(());
     }
-    let ro_routed = !topology::from_view(&view, cluster.config.ro_max_lag).ro.is_empty();
+    let routing = crate::config::cluster_wide::routing(view.spec.as_ref(), &cluster.config);
+    let ro_routed = !topology::from_view(&view, routing.ro_max_lag).ro.is_empty();
     ports::wait_for_router(&cluster.config, ro_routed, Duration::from_secs(10)).await?;
     println!(
         "cluster {:?} is ready in {:.1} s ({})",

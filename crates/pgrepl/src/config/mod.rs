@@ -1,9 +1,10 @@
 //! Configuration: `settings` (every setting, once), `raw` (file and environment as written),
 //! `env` (the environment over the file) and `validate` (checked and typed, by the `checks` of
-//! each concern, into the `values` of a `Config`). Loading reads the file; nothing here writes
-//! anything.
+//! each concern, into the `values` of a `Config`); `cluster_wide` the settings kept in the spec.
+//! Loading reads the file; nothing here writes anything.
 
 mod checks;
+pub mod cluster_wide;
 pub mod env;
 pub mod raw;
 pub mod settings;

@@ -138,12 +138,8 @@ pub fn parse_host(text: &str) -> Option<String> {
     (is_host_name(host) || host.parse::<std::net::Ipv6Addr>().is_ok()).then(|| host.to_string())
 }
 
-/// How far behind a replica may be and still serve reads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MaxLag {
-    Bytes(u64),
-    Time(Duration),
-}
+/// How far behind a replica may be and still serve reads (kept in the spec, so defined there).
+pub use pgrepl_core::MaxLag;
 
 /// Parses a byte size: `16MB`, `512kB`, `1GB`, `1048576` (bytes), as PostgreSQL writes them.
 pub fn parse_bytes(text: &str) -> Option<u64> {
