@@ -139,13 +139,15 @@ rm -f "$tmp/rootfs.tar"
 log "checking $tag"
 if ! docker run --rm --network none --user postgres --entrypoint /bin/bash "$tag" -c '
     set -euo pipefail
+    d=""
+    trap '"'"'echo "check failed: $BASH_COMMAND" >&2; [ -n "$d" ] && cat "$d/log" >&2 2>/dev/null'"'"' ERR
     export PATH=/usr/lib/postgresql/'"$PG_MAJOR"'/bin:$PATH LANG=C.UTF-8
     if ls /usr/lib/*/libLLVM* /usr/lib/postgresql/*/lib/llvmjit* >/dev/null 2>&1; then echo "LLVM still there" >&2; exit 1; fi
     for f in /usr/lib/postgresql/*/bin/* /usr/lib/postgresql/*/lib/*.so /usr/bin/etcd; do
       if ldd "$f" 2>/dev/null | grep -q "not found"; then echo "$f: missing libraries:" >&2; ldd "$f" | grep "not found" >&2; exit 1; fi
     done
     postgres --version
-    etcd --version | head -1
+    etcd --version | sed -n 1p
     d=$(mktemp -d)
     initdb --auth=trust -D "$d/data" >/dev/null
     pg_ctl -D "$d/data" -o "-c listen_addresses= -k $d" -l "$d/log" -w start >/dev/null
