@@ -110,8 +110,8 @@ pub async fn run(dir: &Path, args: PasswdArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pgrepl_core::testing::status;
-    use pgrepl_core::{Lsn, MemberSpec, PasswordVersions, Role, Spec};
+    use pgrepl_core::testing::three_members;
+    use pgrepl_core::PasswordVersions;
 
     fn n(k: u32) -> MemberName {
         MemberName::numbered(k)
@@ -120,19 +120,11 @@ mod tests {
     /// node-1 leads with replication password version 1 applied; node-2 and node-3 stream
     /// with version 0 in their password files.
     fn view() -> ClusterView {
-        let mut spec = Spec::default();
-        spec.passwords.replication = 1;
-        for k in 1..=3 {
-            spec.members.insert(n(k), MemberSpec { host: format!("10.0.0.{k}"), port: 5432, stopped: false });
-        }
-        let mut view = ClusterView { spec: Some(spec), leader: Some(n(1)), ..ClusterView::default() };
-        let mut primary = status(Role::Primary, MemberState::Running, 5432, Lsn(1));
-        primary.applied_passwords = Some(PasswordVersions { replication: 1, ..PasswordVersions::default() });
-        view.members.insert(n(1), primary);
-        for k in 2..=3 {
-            let mut replica = status(Role::Replica, MemberState::Streaming, 5432, Lsn(1));
-            replica.applied_passwords = Some(PasswordVersions::default());
-            view.members.insert(n(k), replica);
+        let mut view = three_members();
+        view.spec.as_mut().unwrap().passwords.replication = 1;
+        for (name, s) in view.members.iter_mut() {
+            s.applied_passwords =
+                Some(PasswordVersions { replication: (*name == n(1)) as u64, ..PasswordVersions::default() });
         }
         view
     }

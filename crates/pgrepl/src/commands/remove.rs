@@ -73,8 +73,8 @@ pub async fn run(dir: &Path, name: &str) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pgrepl_core::testing::status;
-    use pgrepl_core::{Lsn, MemberSpec, Role, Spec, SyncRecord};
+    use pgrepl_core::testing::{status, three_members};
+    use pgrepl_core::{Lsn, Role, SyncRecord};
 
     fn n(k: u32) -> MemberName {
         MemberName::numbered(k)
@@ -82,13 +82,9 @@ mod tests {
 
     /// Three members; node-1 leads, node-2 streams, node-3 is stopped (no status).
     fn view() -> ClusterView {
-        let mut spec = Spec::default();
-        for k in 1..=3 {
-            spec.members.insert(n(k), MemberSpec { host: "10.0.0.1".into(), port: 5434, stopped: k == 3 });
-        }
-        let mut view = ClusterView { spec: Some(spec), leader: Some(n(1)), ..ClusterView::default() };
-        view.members.insert(n(1), status(Role::Primary, MemberState::Running, 5434, Lsn(1)));
-        view.members.insert(n(2), status(Role::Replica, MemberState::Streaming, 5434, Lsn(1)));
+        let mut view = three_members();
+        view.spec.as_mut().unwrap().members.get_mut(&n(3)).unwrap().stopped = true;
+        view.members.remove(&n(3));
         view
     }
 
@@ -96,7 +92,7 @@ mod tests {
     fn a_stopped_member_or_one_without_an_agent_may_go() {
         assert_eq!(refusal(&view(), &n(3)), None);
         let mut parked = view();
-        parked.members.insert(n(3), status(Role::Replica, MemberState::Stopped, 5434, Lsn(1)));
+        parked.members.insert(n(3), status(Role::Replica, MemberState::Stopped, 5432, Lsn(1)));
         assert_eq!(refusal(&parked, &n(3)), None);
     }
 
