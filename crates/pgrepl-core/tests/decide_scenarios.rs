@@ -176,7 +176,8 @@ fn a_data_directory_of_another_cluster_is_never_used() {
 #[test]
 fn without_a_spec_nothing_happens() {
     let d = Scenario::new().with(|o| o.cluster.spec = None).decide();
-    assert_eq!(d.action, Action::Wait);
+    assert_eq!(d, Decision::wait(Reason::NoSpec));
+    assert_eq!(d.to_string(), "waiting: the store holds no cluster spec yet");
 }
 
 #[test]

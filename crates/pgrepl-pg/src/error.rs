@@ -10,7 +10,7 @@ pub enum PgError {
     #[error(
         "find postgresql binaries: none of {} holds postgres, initdb, pg_ctl, pg_basebackup, \
          pg_rewind and pg_controldata; install them (apt-get install postgresql-15) or set \
-         `postgres.bin_dir` (PGREPL_PG_BIN_DIR) to the directory that has them",
+         `bin_dir` (PGREPL_PG_BIN_DIR) to the directory that has them",
         list_paths(.searched)
     )]
     BinariesNotFound { searched: Vec<PathBuf> },

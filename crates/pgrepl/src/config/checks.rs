@@ -528,9 +528,16 @@ pub(super) struct Timing {
 pub(super) fn timing(raw: &RawConfig, src: &Sources) -> Result<Timing, ConfigError> {
     let duration = |key: &str, value: &Option<String>| -> Result<Duration, ConfigError> {
         let text = given_or_default(value, key);
-        parse_duration(text).filter(|d| !d.is_zero()).ok_or_else(|| {
-            bad(src.label(key), format!("{text:?} is not a duration; use a number with ms, s, m or h, such as 1s"))
-        })
+        match parse_duration(text) {
+            Some(d) if d.is_zero() => {
+                Err(bad(src.label(key), format!("{text:?} is not allowed; it must be more than zero, such as 1s")))
+            }
+            Some(d) => Ok(d),
+            None => Err(bad(
+                src.label(key),
+                format!("{text:?} is not a duration; use a number with ms, s, m or h, such as 1s"),
+            )),
+        }
     };
     let loop_wait = duration("loop_wait", &raw.loop_wait)?;
     let ttl = duration("ttl", &raw.ttl)?;

@@ -276,6 +276,16 @@ mod tests {
     }
 
     #[test]
+    fn a_zero_clock_is_refused_as_zero_and_a_word_as_not_a_duration() {
+        let raw = RawConfig { loop_wait: Some("0s".into()), ..RawConfig::default() };
+        let err = validate(&raw, &[]).unwrap_err();
+        assert_eq!(err.setting, "loop_wait");
+        assert!(err.to_string().contains("\"0s\" is not allowed; it must be more than zero"), "{err}");
+        let raw = RawConfig { ttl: Some("soon".into()), ..RawConfig::default() };
+        assert!(validate(&raw, &[]).unwrap_err().to_string().contains("\"soon\" is not a duration"));
+    }
+
+    #[test]
     fn a_ttl_shorter_than_three_cycles_is_refused() {
         let raw = RawConfig { loop_wait: Some("5s".into()), ttl: Some("10s".into()), ..RawConfig::default() };
         let err = validate(&raw, &[]).unwrap_err();
