@@ -115,7 +115,14 @@ async fn a_cluster_on_etcd_fails_over_survives_losing_etcd_and_is_destroyed_with
     let recovered = restarted.elapsed();
     // Riding out the outage, no process died (a write to a connection etcd dropped must be an
     // error to handle, not a SIGPIPE that ends the process).
-    assert_eq!(daemons(&c), running, "the supervisor, agents and router are the same processes");
+    // Should one have been restarted, the supervisor's log says which and how it ended.
+    let restarts: Vec<String> = std::fs::read_to_string(c.dir.join("supervisor.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("exited"))
+        .map(String::from)
+        .collect();
+    assert_eq!(daemons(&c), running, "the supervisor, agents and router are the same processes: {restarts:#?}");
     eventually(Duration::from_secs(15), "a write through rw after etcd returned", || async {
         let client = common::connect(c.rw_port, "postgres", &password, "postgres").await.ok()?;
         client.batch_execute("CREATE TABLE IF NOT EXISTS after_etcd_loss (id int)").await.ok()

@@ -298,8 +298,14 @@ pub fn pids(c: &TestCluster, needle: &str) -> Vec<i32> {
         let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
         let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
         let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-        let zombie = stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z'));
-        if !zombie && cmdline.contains(&dir) && cmdline.contains(needle) {
+        let after_name = stat.rsplit_once(") ").map(|(_, rest)| rest).unwrap_or_default();
+        let zombie = after_name.starts_with('Z');
+        // A child forked but not yet exec'd (the agent starting pg_ctl, say) still shows its
+        // parent's command line: it is not another daemon.
+        let parent = after_name.split(' ').nth(1).unwrap_or_default();
+        let parent_cmdline = std::fs::read(format!("/proc/{parent}/cmdline")).unwrap_or_default();
+        let forked = String::from_utf8_lossy(&parent_cmdline).replace('\0', " ") == cmdline;
+        if !zombie && !forked && cmdline.contains(&dir) && cmdline.contains(needle) {
             found.push(pid);
         }
     }
