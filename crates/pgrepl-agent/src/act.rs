@@ -97,7 +97,7 @@ impl Agent {
                 }
                 Ok(())
             }
-            Action::ReleaseLease => self.release_lease(seen).await,
+            Action::ReleaseLease => self.release_lease_in(&seen.snapshot).await,
         }
     }
 
@@ -106,15 +106,6 @@ impl Agent {
         self.configure(seen, leader)?;
         self.pg.set_standby_signal(true)?;
         self.pg.start(START_TIMEOUT).await?;
-        Ok(())
-    }
-
-    async fn release_lease(&mut self, seen: &Seen) -> anyhow::Result<()> {
-        if let Some(entry) = seen.snapshot.get(keys::LEADER) {
-            self.delete(keys::LEADER, Condition::Revision(entry.revision)).await.context("release the leader lease")?;
-            self.fence.disarm();
-            info!("released the leader lease");
-        }
         Ok(())
     }
 

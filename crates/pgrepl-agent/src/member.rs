@@ -679,7 +679,8 @@ impl Agent {
         self.release_lease_in(&snapshot).await
     }
 
-    async fn release_lease_in(&mut self, snapshot: &Snapshot) -> anyhow::Result<()> {
+    /// Gives up the leader lease as `snapshot` shows it, if this member holds it there.
+    pub(crate) async fn release_lease_in(&mut self, snapshot: &Snapshot) -> anyhow::Result<()> {
         let Some(entry) = snapshot.get(keys::LEADER) else { return Ok(()) };
         let holder: Option<pgrepl_core::LeaderRecord> = serde_json::from_slice(&entry.value).ok();
         if holder.is_some_and(|h| h.member == self.s.member) {
