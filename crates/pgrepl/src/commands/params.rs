@@ -326,16 +326,18 @@ pub fn shown_settings(parameters: &BTreeMap<String, String>, wide: &ClusterWide)
     if parameters.is_empty() {
         out.push_str("# (none of the cluster's own: PostgreSQL's defaults and pgrepl's)\n");
     }
-    for (name, value) in parameters {
-        out.push_str(&line(name, value));
-        out.push('\n');
-    }
+    push_lines(&mut out, parameters);
     out.push_str("# pgrepl's cluster-wide settings, the same for every member and router\n");
-    for (name, value) in wide.texts() {
-        out.push_str(&line(&name, &value));
+    push_lines(&mut out, wide.texts());
+    out
+}
+
+/// One `name = 'value'` line a setting.
+fn push_lines<K: AsRef<str>, V: AsRef<str>>(out: &mut String, settings: impl IntoIterator<Item = (K, V)>) {
+    for (name, value) in settings {
+        out.push_str(&line(name.as_ref(), value.as_ref()));
         out.push('\n');
     }
-    out
 }
 
 /// `config set NAME=VALUE ...` and `config reset NAME ...`.
@@ -396,15 +398,9 @@ pub fn render(cluster: &str, parameters: &BTreeMap<String, String>, wide: &Clust
          # Parameters pgrepl sets itself (port, listen_addresses, primary_conninfo, ...) are refused.\n\
          # pgrepl's own settings below are checked as pgrepl.toml's; one removed goes back to its default.\n\n"
     );
-    for (name, value) in parameters {
-        text.push_str(&line(name, value));
-        text.push('\n');
-    }
+    push_lines(&mut text, parameters);
     text.push_str("\n# pgrepl's cluster-wide settings, the same for every member and router\n");
-    for (name, value) in wide.texts() {
-        text.push_str(&line(&name, &value));
-        text.push('\n');
-    }
+    push_lines(&mut text, wide.texts());
     text
 }
 
