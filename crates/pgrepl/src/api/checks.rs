@@ -48,8 +48,7 @@ pub fn facts(api: &Api, cycle: Option<&Cycle>) -> Facts {
     let maximum_lag_on_failover =
         c.view.spec.as_ref().map_or(config.failover.maximum_lag_bytes, |s| s.failover.maximum_lag_bytes);
     // The lease's lifetime the agents run with: the cluster's (`pgrepl config set ttl=...`).
-    let own = crate::config::cluster_wide::ClusterWide::configured(config).timing;
-    let ttl = c.view.spec.as_ref().map_or(own, |s| s.timing_or(own)).ttl;
+    let ttl = crate::config::cluster_wide::timing(c.view.spec.as_ref(), config).ttl;
     Facts {
         server: c.server.clone(),
         holds_lease: lease_held,

@@ -10,7 +10,7 @@ use crate::api::metrics;
 use crate::cluster::load_config;
 use crate::cluster::Cluster;
 use crate::commands::agent::AbortOnDrop;
-use crate::config::cluster_wide::ClusterWide;
+use crate::config::cluster_wide::{self, ClusterWide};
 use crate::config::{Config, RouterSplice};
 use crate::layout::Layout;
 use crate::topology;
@@ -92,7 +92,7 @@ pub async fn serve(
             let revision = match cluster.view().await {
                 Ok((snapshot, view)) => {
                     // The cluster's routing settings, else (a spec without them) this router's own.
-                    let routing = view.spec.as_ref().map_or(own, |spec| spec.routing_or(own));
+                    let routing = cluster_wide::routing(view.spec.as_ref(), config);
                     let next_policy = Policy { rw_wait: routing.rw_wait, ro_fallback: routing.ro_fallback };
                     policy_tx.send_if_modified(|current| {
                         let changed = *current != next_policy;

@@ -174,6 +174,12 @@ pub fn routing(spec: Option<&Spec>, config: &Config) -> Routing {
     spec.map_or(own, |spec| spec.routing_or(own))
 }
 
+/// The clocks the agents of the cluster `spec` describes run with: the spec's, else this host's.
+pub fn timing(spec: Option<&Spec>, config: &Config) -> Timing {
+    let own = ClusterWide::configured(config).timing;
+    spec.map_or(own, |spec| spec.timing_or(own))
+}
+
 /// Puts a key's text into `raw` as its `SETTINGS` entry reads it from the environment.
 fn put(raw: &mut RawConfig, key: &str, text: &str) -> Result<(), ConfigError> {
     let setting = SETTINGS.iter().find(|s| s.key == key && is_key(key)).ok_or_else(|| {
