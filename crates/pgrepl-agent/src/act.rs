@@ -3,13 +3,13 @@
 //! rewind falls back to moving the data directory aside so that the next cycle clones, and so
 //! does a rewind whose reason is a replica on another branch, which pg_rewind cannot handle).
 
-use crate::member::{Agent, Seen};
-use crate::publish;
+use crate::member::Agent;
 use crate::secrets::Secrets;
+use crate::seen::Seen;
 use anyhow::{bail, Context};
 use pgrepl_core::{
-    failover, keys, Action, DataDir, Decision, Initialized, LeaderRecord, MemberName, PasswordKind, Reason, Server,
-    Spec, SpecWork, SyncRecord,
+    failover, keys, Action, DataDir, Decision, Initialized, LeaderRecord, MemberName, PasswordKind, PasswordVersions,
+    Reason, Server, Spec, SpecWork, SyncRecord,
 };
 use pgrepl_pg::sql::{self, RoleKind};
 use pgrepl_pg::{Conninfo, HbaRules, PassEntry, ServerConf, StopMode};
@@ -22,16 +22,81 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often a running member looks whether its certificate is due for renewal.
 const TLS_CHECK_EVERY: Duration = Duration::from_secs(3600);
 
+/// What this agent has written into its server's configuration and host, and carried out of
+/// what was asked of it; the actions here own it, the rest of the agent reads it.
+#[derive(Default)]
+pub(crate) struct Applied {
+    /// Role password versions set on this primary since the agent started (`None`: none yet).
+    passwords: Option<PasswordVersions>,
+    /// Replication password version in the password file, once this agent wrote it.
+    passfile_version: Option<u64>,
+    /// `synchronous_standby_names` this agent last set (`None`: from the store's record).
+    standby_names: Option<String>,
+    /// What this agent last wrote into `pg_hba.conf` (`None`: nothing yet).
+    hba: Option<HbaRules>,
+    /// The server configuration last written (`configure`), which a change of the cluster's
+    /// parameters rewrites with only those changed.
+    conf: Option<ServerConf>,
+    /// What its running server applies only at its next restart (`pg_settings.pending_restart`).
+    pending_restart: Vec<String>,
+    /// The `pgrepl restart` request it last restarted its server for.
+    restarted_for: Option<u64>,
+    /// The newest `pgrepl reload` carried out.
+    reloaded_ms: Option<u64>,
+    /// Why an asked restart waits, as last logged.
+    restart_wait: Option<String>,
+    /// When this member's certificate was last installed or looked at, and the names it was
+    /// to have then (`None`: not yet).
+    tls_checked: Option<(std::time::Instant, Vec<String>)>,
+    /// The given certificate files' fingerprint when last installed (`tls::fingerprint`).
+    tls_given: Option<u64>,
+    /// The installed certificate, as last checked (its end is published and warned of).
+    tls_cert: Option<pgrepl_tls::CertInfo>,
+    /// When its coming end was last warned of in the log (at most hourly).
+    tls_warned: Option<std::time::Instant>,
+}
+
+impl Applied {
+    pub fn passwords(&self) -> Option<PasswordVersions> {
+        self.passwords
+    }
+
+    pub fn passfile_version(&self) -> Option<u64> {
+        self.passfile_version
+    }
+
+    pub fn pending_restart(&self) -> &[String] {
+        &self.pending_restart
+    }
+
+    pub fn restarted_for(&self) -> Option<u64> {
+        self.restarted_for
+    }
+
+    pub fn reloaded_ms(&self) -> Option<u64> {
+        self.reloaded_ms
+    }
+
+    pub fn tls_cert(&self) -> Option<&pgrepl_tls::CertInfo> {
+        self.tls_cert.as_ref()
+    }
+
+    /// A server that stopped applies every pending parameter when it starts again.
+    pub fn server_stopped(&mut self) {
+        self.pending_restart.clear();
+    }
+}
+
 impl Agent {
     pub(crate) async fn act(&mut self, seen: &Seen, decision: &Decision) -> anyhow::Result<()> {
         match &decision.action {
             Action::Wait | Action::Nothing | Action::RenewLease => Ok(()),
             Action::Bootstrap => {
-                publish::preparing(self, seen, decision).await?;
+                self.publish_preparing(seen, decision).await?;
                 self.bootstrap(seen).await
             }
             Action::CloneFrom { leader } => {
-                publish::preparing(self, seen, decision).await?;
+                self.publish_preparing(seen, decision).await?;
                 self.clone_from(seen, leader).await
             }
             Action::StartAsPrimary => {
@@ -73,7 +138,7 @@ impl Agent {
             }
             Action::Demote { release_lease: false } => Ok(self.pg.stop(StopMode::Fast, STOP_TIMEOUT).await?),
             Action::Rewind { leader } => {
-                publish::preparing(self, seen, decision).await?;
+                self.publish_preparing(seen, decision).await?;
                 // pg_rewind takes control files of one timeline number for one timeline and
                 // rewinds nothing, so a replica on another branch (which may share the leader's
                 // number) is cloned afresh instead.
@@ -126,7 +191,7 @@ impl Agent {
         }
         let pg = self.pg.clone();
         self.keeping_lease(async move { pg.promote(START_TIMEOUT).await }).await?;
-        self.standby_names = Some(String::new());
+        self.applied.standby_names = Some(String::new());
         info!("promoted to primary");
         tokio::spawn(async move {
             if let Err(e) = sql::checkpoint(&client).await {
@@ -157,7 +222,7 @@ impl Agent {
         }
         let names = failover::standby_names(wanted);
         if seen.obs.standby_names.as_deref() != Some(names.as_str()) {
-            self.standby_names = Some(names.clone());
+            self.applied.standby_names = Some(names.clone());
             self.configure(seen, None)?;
             self.pg.reload().await?;
             info!(synchronous_standby_names = %names, "changed the synchronous replicas");
@@ -226,7 +291,7 @@ impl Agent {
             });
         }
         pgrepl_pg::write_passfile(&self.s.passfile, &entries)?;
-        self.passfile_version = Some(spec.passwords.replication);
+        self.applied.passfile_version = Some(spec.passwords.replication);
         Ok(())
     }
 
@@ -241,7 +306,7 @@ impl Agent {
         // Only a leader's commits wait; it starts waiting for what its sync record promises.
         let synchronous_standby_names = if seen.obs.cluster.leader.as_ref() == Some(&self.s.member) {
             let recorded = || seen.obs.cluster.sync.as_ref().map(failover::standby_names).unwrap_or_default();
-            self.standby_names.clone().unwrap_or_else(recorded)
+            self.applied.standby_names.clone().unwrap_or_else(recorded)
         } else {
             String::new()
         };
@@ -254,10 +319,10 @@ impl Agent {
             tls,
         };
         self.pg.write_conf(&conf)?;
-        self.conf = Some(conf);
+        self.applied.conf = Some(conf);
         let rules = self.hba_rules(seen);
         self.pg.write_hba(&rules)?;
-        self.hba = Some(rules);
+        self.applied.hba = Some(rules);
         Ok(())
     }
 
@@ -279,21 +344,21 @@ impl Agent {
             return Ok(());
         }
         let wanted = self.parameters(seen).clone();
-        if let Some(conf) = self.conf.as_ref().filter(|c| c.parameters != wanted) {
+        if let Some(conf) = self.applied.conf.as_ref().filter(|c| c.parameters != wanted) {
             let changed: Vec<String> = pgrepl_core::parameter_changes(&conf.parameters, &wanted).into_keys().collect();
             let changed = changed.join(", ");
             let conf = ServerConf { parameters: wanted, ..conf.clone() };
             self.pg.write_conf(&conf)?;
-            self.conf = Some(conf);
+            self.applied.conf = Some(conf);
             self.pg.reload().await?;
             info!(changed = %changed, "applied the cluster's new parameters and reloaded the configuration");
         }
         let client = self.client().context("no connection to the server")?;
         let pending = sql::pending_restart(client).await?;
-        if pending != self.pending_restart && !pending.is_empty() {
+        if pending != self.applied.pending_restart && !pending.is_empty() {
             info!(pending = %pending.join(", "), "PostgreSQL applies these parameters only at its next restart (`pgrepl restart --pending`)");
         }
-        self.pending_restart = pending;
+        self.applied.pending_restart = pending;
         Ok(())
     }
 
@@ -304,22 +369,22 @@ impl Agent {
     /// true when it stopped the server so.
     pub(crate) async fn refresh_requests(&mut self, seen: &Seen) -> anyhow::Result<bool> {
         let view = &seen.obs.cluster;
-        if let Some(asked) = view.reload.filter(|r| self.reloaded_ms.is_none_or(|done| done < r.requested_ms)) {
+        if let Some(asked) = view.reload.filter(|r| self.applied.reloaded_ms.is_none_or(|done| done < r.requested_ms)) {
             if self.pg.postmaster_running() {
                 self.pg.reload().await?;
                 info!("reloaded the configuration, as `pgrepl reload` asked");
             }
-            self.reloaded_ms = Some(asked.requested_ms);
+            self.applied.reloaded_ms = Some(asked.requested_ms);
         }
         let asked = view.restarts.get(&self.s.member).map(|r| r.id);
-        match pgrepl_core::restart::outlook(view, &self.s.member, self.restarted_for) {
-            pgrepl_core::restart::Outlook::Nothing => self.restart_wait = None,
+        match pgrepl_core::restart::outlook(view, &self.s.member, self.applied.restarted_for) {
+            pgrepl_core::restart::Outlook::Nothing => self.applied.restart_wait = None,
             pgrepl_core::restart::Outlook::Wait(why) => self.tell_once(why),
             pgrepl_core::restart::Outlook::Now => match self.carry_out(crate::chore::Chore::Restart).await {
                 Ok(_) => {
                     info!("restarting PostgreSQL, as `pgrepl restart` asked");
-                    self.restart_wait = None;
-                    self.restarted_for = asked;
+                    self.applied.restart_wait = None;
+                    self.applied.restarted_for = asked;
                     return Ok(true);
                 }
                 Err(crate::chore::ChoreError::Refused(why) | crate::chore::ChoreError::Failed(why)) => {
@@ -332,9 +397,9 @@ impl Agent {
 
     /// Logs why an asked restart waits or fails, once each time that changes.
     fn tell_once(&mut self, why: String) {
-        if self.restart_wait.as_ref() != Some(&why) {
+        if self.applied.restart_wait.as_ref() != Some(&why) {
             warn!("{why}");
-            self.restart_wait = Some(why);
+            self.applied.restart_wait = Some(why);
         }
     }
 
@@ -355,9 +420,9 @@ impl Agent {
     fn install_tls(&mut self, seen: &Seen) -> anyhow::Result<Option<pgrepl_pg::ServerTls>> {
         let crate::tls::Tls::On(on) = &self.s.tls else { return Ok(None) };
         let on = with_member_hosts(on, seen.obs.cluster.spec.as_ref());
-        self.tls_given = crate::tls::fingerprint(&on.source);
-        self.tls_cert = Some(crate::tls::install(&on, std::time::SystemTime::now())?.info);
-        self.tls_checked = Some((std::time::Instant::now(), on.names.clone()));
+        self.applied.tls_given = crate::tls::fingerprint(&on.source);
+        self.applied.tls_cert = Some(crate::tls::install(&on, std::time::SystemTime::now())?.info);
+        self.applied.tls_checked = Some((std::time::Instant::now(), on.names.clone()));
         Ok(Some(on.server()))
     }
 
@@ -371,18 +436,19 @@ impl Agent {
         let on = with_member_hosts(on, seen.obs.cluster.spec.as_ref());
         self.warn_of_expiry();
         let given = crate::tls::fingerprint(&on.source);
-        let fresh = self.tls_given == given
+        let fresh = self.applied.tls_given == given
             && self
+                .applied
                 .tls_checked
                 .as_ref()
                 .is_some_and(|(at, names)| at.elapsed() < TLS_CHECK_EVERY && *names == on.names);
         if seen.obs.data == DataDir::Missing || fresh {
             return Ok(());
         }
-        self.tls_checked = Some((std::time::Instant::now(), on.names.clone()));
-        self.tls_given = given;
+        self.applied.tls_checked = Some((std::time::Instant::now(), on.names.clone()));
+        self.applied.tls_given = given;
         let installed = crate::tls::install(&on, std::time::SystemTime::now())?;
-        self.tls_cert = Some(installed.info);
+        self.applied.tls_cert = Some(installed.info);
         if installed.replaced && seen.obs.server != Server::Stopped {
             self.pg.reload().await?;
             info!("reloaded PostgreSQL for this member's new certificate");
@@ -392,13 +458,14 @@ impl Agent {
 
     /// Logs the installed certificate's coming end (within 30 days), at most once an hour.
     fn warn_of_expiry(&mut self) {
-        let Some(warning) = self.tls_cert.as_ref().and_then(|c| c.expiry_warning(std::time::SystemTime::now())) else {
+        let Some(warning) = self.applied.tls_cert.as_ref().and_then(|c| c.expiry_warning(std::time::SystemTime::now()))
+        else {
             return;
         };
-        if self.tls_warned.is_some_and(|at| at.elapsed() < TLS_CHECK_EVERY) {
+        if self.applied.tls_warned.is_some_and(|at| at.elapsed() < TLS_CHECK_EVERY) {
             return;
         }
-        self.tls_warned = Some(std::time::Instant::now());
+        self.applied.tls_warned = Some(std::time::Instant::now());
         warn!("{warning}");
     }
 
@@ -406,11 +473,11 @@ impl Agent {
     /// changed since it was last written, say a member joined from another host.
     pub(crate) async fn refresh_hba(&mut self, seen: &Seen) -> anyhow::Result<()> {
         let rules = self.hba_rules(seen);
-        if seen.obs.data == DataDir::Missing || self.hba.as_ref() == Some(&rules) {
+        if seen.obs.data == DataDir::Missing || self.applied.hba.as_ref() == Some(&rules) {
             return Ok(());
         }
         self.pg.write_hba(&rules)?;
-        self.hba = Some(rules);
+        self.applied.hba = Some(rules);
         if seen.obs.server != Server::Stopped {
             self.pg.reload().await?;
             info!("rewrote pg_hba.conf for the members' hosts and the allowed client ranges");
@@ -443,7 +510,7 @@ impl Agent {
         let leader =
             serde_json::to_vec(&LeaderRecord { member: self.s.member.clone(), timeline: None, history: None })?;
         self.renew(&leader, Condition::Absent).await.context("take the leader lease")?;
-        self.applied = seen.obs.cluster.spec.as_ref().map(|s| s.passwords);
+        self.applied.passwords = seen.obs.cluster.spec.as_ref().map(|s| s.passwords);
         info!(%system_id, "bootstrapped a new cluster and took the leader lease");
         Ok(())
     }
@@ -536,7 +603,7 @@ impl Agent {
                 }
                 info!(role = %role, "set the {kind} password");
             }
-            self.applied = Some(spec.passwords);
+            self.applied.passwords = Some(spec.passwords);
         }
         for slot in &work.create_slots {
             sql::create_slot(&client, slot).await?;

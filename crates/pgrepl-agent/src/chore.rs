@@ -7,7 +7,7 @@
 //! missing directory). Nothing here deletes a data directory.
 
 use crate::member::Agent;
-use pgrepl_core::{ClusterView, Server};
+use pgrepl_core::Server;
 use pgrepl_pg::StopMode;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -64,9 +64,7 @@ fn paused_sentence(member: &str) -> String {
 
 impl Agent {
     pub(crate) async fn carry_out(&mut self, chore: Chore) -> Result<String, ChoreError> {
-        let snapshot = self.store.snapshot().await.map_err(|e| ChoreError::Failed(format!("read the store: {e}")))?;
-        let view = ClusterView::from_entries(snapshot.entries.iter().map(|(k, e)| (k.as_str(), e.value.as_slice())))
-            .map_err(|e| ChoreError::Failed(format!("read the store: {e:#}")))?;
+        let (_, view) = self.read_store().await.map_err(|e| ChoreError::Failed(format!("read the store: {e:#}")))?;
         let member = self.s.member.clone();
         if view.paused() {
             return Err(ChoreError::Refused(paused_sentence(member.as_str())));

@@ -26,9 +26,13 @@ impl Own {
 }
 
 impl Agent {
-    /// Takes the spec's cluster-wide settings into `self.s` (its own when it has none, or no
-    /// spec was read), saying in one sentence what changed.
+    /// Takes this member's port from the spec, and the spec's cluster-wide settings into
+    /// `self.s` (its own when it has none, or no spec was read), saying in one sentence what
+    /// changed.
     pub(crate) fn follow_spec(&mut self, spec: Option<&Spec>) {
+        if let Some(port) = spec.and_then(|s| s.members.get(&self.s.member)).map(|m| m.port) {
+            self.pg.port = port;
+        }
         let own = self.own.clone();
         let timing = spec.map_or(own.timing, |spec| spec.timing_or(own.timing));
         let allow = spec.map_or(own.allow.as_slice(), |spec| spec.allow_or(&own.allow)).to_vec();

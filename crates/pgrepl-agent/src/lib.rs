@@ -14,7 +14,9 @@ mod member;
 pub mod probe;
 mod publish;
 pub mod secrets;
+mod seen;
 pub mod settings;
+mod store_writer;
 mod stream_clock;
 pub mod tls;
 
