@@ -23,5 +23,9 @@ pub use binaries::Binaries;
 pub use error::PgError;
 pub use fsx::write_atomic;
 pub use instance::{server_state, ClientTls, Conninfo, HbaRules, Instance, ServerConf, ServerTls, StopMode};
+/// The settings `pgrepl.conf` sets itself, which the cluster's parameters must leave alone.
+pub mod managed {
+    pub use crate::instance::{sets_itself, TLS_FILES, WIRING};
+}
 pub use os_user::{become_user, user_ids};
 pub use passfile::{write_passfile, PassEntry};

@@ -90,6 +90,28 @@ impl Instance {
     }
 }
 
+/// The settings `pgrepl.conf` always sets from the member and the cluster's state: how members
+/// reach and follow each other. The cluster's own parameters may not set them.
+pub const WIRING: [&str; 8] = [
+    "listen_addresses",
+    "port",
+    "unix_socket_directories",
+    "cluster_name",
+    "primary_conninfo",
+    "primary_slot_name",
+    "synchronous_standby_names",
+    "recovery_target_timeline",
+];
+
+/// The settings `pgrepl.conf` sets while pgrepl runs TLS: the server's certificate files.
+pub const TLS_FILES: [&str; 4] = ["ssl", "ssl_cert_file", "ssl_key_file", "ssl_ca_file"];
+
+/// Whether `pgrepl.conf` sets `name` itself (`WIRING`, or `TLS_FILES`), so that the cluster's
+/// parameters must leave it alone.
+pub fn sets_itself(name: &str) -> bool {
+    WIRING.contains(&name) || TLS_FILES.contains(&name)
+}
+
 fn render_conf(inst: &Instance, conf: &ServerConf) -> Result<String, String> {
     let conninfo = conf.primary_conninfo.as_ref().map(Conninfo::to_conninfo_string).unwrap_or_default();
     let fixed: Vec<(&str, String)> = vec![
@@ -248,6 +270,17 @@ mod tests {
             log_file: "/d/log".into(),
             name: "node-1".into(),
         }
+    }
+
+    #[test]
+    fn pgrepl_conf_sets_every_setting_it_keeps_from_the_parameters() {
+        let tls = ServerTls { cert: "/t/c".into(), key: "/t/k".into(), ca: "/t/ca".into() };
+        let text = render_conf(&instance(), &ServerConf { tls: Some(tls), ..Default::default() }).unwrap();
+        for name in WIRING.iter().chain(&TLS_FILES) {
+            assert!(text.lines().any(|l| l.starts_with(&format!("{name} = "))), "{name} is not set:\n{text}");
+            assert!(sets_itself(name));
+        }
+        assert!(!sets_itself("shared_buffers"));
     }
 
     #[test]

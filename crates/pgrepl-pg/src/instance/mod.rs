@@ -12,7 +12,7 @@ mod log;
 mod observe;
 mod timeline;
 
-pub use conf::{HbaRules, ServerConf, ServerTls};
+pub use conf::{sets_itself, HbaRules, ServerConf, ServerTls, TLS_FILES, WIRING};
 pub use conninfo::{ClientTls, Conninfo};
 pub use observe::server_state;
 

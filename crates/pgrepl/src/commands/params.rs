@@ -19,23 +19,6 @@ use pgrepl_store::{Condition, Revision, Store, StoreError};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// Parameters pgrepl sets on every member itself (`pgrepl.conf`): how members reach and follow
-/// each other. `[parameters]` and `config set` may not.
-pub const MANAGED: [&str; 12] = [
-    "listen_addresses",
-    "port",
-    "unix_socket_directories",
-    "cluster_name",
-    "primary_conninfo",
-    "primary_slot_name",
-    "synchronous_standby_names",
-    "recovery_target_timeline",
-    "ssl",
-    "ssl_cert_file",
-    "ssl_key_file",
-    "ssl_ca_file",
-];
-
 /// What `config set` and `config reset` ask for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
@@ -62,7 +45,7 @@ fn check_name(name: &str) -> anyhow::Result<()> {
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
         bail!("{name:?} is not a PostgreSQL setting name (letters, digits, '_' and '.')");
     }
-    if MANAGED.contains(&name) {
+    if pgrepl_pg::managed::sets_itself(name) {
         bail!("{name} is set by pgrepl on every member (how members reach and follow each other); it cannot be changed here");
     }
     Ok(())

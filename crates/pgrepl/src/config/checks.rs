@@ -190,8 +190,7 @@ fn given_files(raw: &RawConfig, src: &Sources, on: bool) -> Result<Option<pgrepl
 /// With TLS on, pgrepl sets the server's certificate files and `ssl`: `[parameters]` must not,
 /// or replicas verifying the member against the cluster CA would refuse it.
 pub(super) fn parameters_leave_tls(parameters: &BTreeMap<String, String>, tls: &TlsConfig) -> Result<(), ConfigError> {
-    const MANAGED: [&str; 4] = ["ssl", "ssl_cert_file", "ssl_key_file", "ssl_ca_file"];
-    match parameters.keys().find(|k| tls.on && MANAGED.contains(&k.as_str())) {
+    match parameters.keys().find(|k| tls.on && pgrepl_pg::managed::TLS_FILES.contains(&k.as_str())) {
         Some(key) => Err(bad(
             format!("parameters.{key}"),
             "is set by pgrepl while tls.mode is on (each member's certificate from the cluster CA, which replicas \
