@@ -13,6 +13,7 @@ pub mod maintenance;
 pub mod names;
 pub mod restart;
 pub mod spec;
+pub mod sync;
 pub mod testing;
 pub mod tuning;
 pub mod view;
