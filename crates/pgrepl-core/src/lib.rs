@@ -8,6 +8,7 @@ pub mod fence;
 pub mod fixed;
 pub mod fork;
 pub mod health;
+pub mod lease;
 pub mod local;
 pub mod maintenance;
 pub mod names;
