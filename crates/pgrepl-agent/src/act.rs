@@ -10,7 +10,7 @@ use crate::secrets::Secrets;
 use crate::seen::Seen;
 use anyhow::{bail, Context};
 use pgrepl_core::{
-    failover, keys, Action, DataDir, Decision, Initialized, LeaderRecord, MemberName, PasswordKind, PasswordVersions,
+    keys, sync, Action, DataDir, Decision, Initialized, LeaderRecord, MemberName, PasswordKind, PasswordVersions,
     Reason, Server, Spec, SpecWork, SyncRecord,
 };
 use pgrepl_pg::sql::{self, RoleKind};
@@ -211,33 +211,27 @@ impl Agent {
         client: &tokio_postgres::Client,
         wanted: &SyncRecord,
     ) -> anyhow::Result<()> {
-        let current = seen.obs.cluster.sync.as_ref();
-        let union = failover::sync_union(current, wanted);
+        let steps = sync::SyncMove::new(seen.obs.cluster.sync.as_ref(), wanted);
         // Compare-and-swap on the record as this cycle read it: a leader deposed meanwhile (whose
         // successor has claimed the record) must not overwrite it.
         let mut expect = seen.snapshot.get(keys::SYNC).map_or(Condition::Absent, |e| Condition::Revision(e.revision));
-        if current != Some(&union) {
-            let revision = self.put(keys::SYNC, &serde_json::to_vec(&union)?, expect, None).await?;
+        if let Some(union) = &steps.widen {
+            let revision = self.put(keys::SYNC, &serde_json::to_vec(union)?, expect, None).await?;
             expect = Condition::Revision(revision);
         }
-        let names = failover::standby_names(wanted);
+        let names = steps.standby_names;
         if seen.obs.standby_names.as_deref() != Some(names.as_str()) {
             self.applied.standby_names = Some(names.clone());
             self.configure(seen, None)?;
             self.pg.reload().await?;
             info!(synchronous_standby_names = %names, "changed the synchronous replicas");
         }
-        if union != *wanted {
+        if let Some(narrowed) = &steps.narrow {
             let switched_at = sql::current_lsn(client).await?;
             let deadline = std::time::Instant::now() + self.s.loop_wait;
             loop {
                 let rows = sql::replication_rows(client).await?;
-                let caught_up = rows
-                    .iter()
-                    .filter(|r| wanted.members.iter().any(|m| m.as_str() == r.application_name))
-                    .filter(|r| r.flush_lsn.is_some_and(|f| f >= switched_at))
-                    .count();
-                if caught_up >= wanted.quorum {
+                if sync::may_narrow(narrowed, switched_at, &rows) {
                     break;
                 }
                 if std::time::Instant::now() > deadline {
@@ -245,7 +239,7 @@ impl Agent {
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            self.put(keys::SYNC, &serde_json::to_vec(wanted)?, expect, None).await?;
+            self.put(keys::SYNC, &serde_json::to_vec(narrowed)?, expect, None).await?;
         }
         Ok(())
     }
@@ -303,13 +297,9 @@ impl Agent {
             _ => None,
         };
         let primary_slot_name = primary_conninfo.as_ref().map(|_| self.s.member.slot_name());
-        // Only a leader's commits wait; it starts waiting for what its sync record promises.
-        let synchronous_standby_names = if seen.obs.cluster.leader.as_ref() == Some(&self.s.member) {
-            let recorded = || seen.obs.cluster.sync.as_ref().map(failover::standby_names).unwrap_or_default();
-            self.applied.standby_names.clone().unwrap_or_else(recorded)
-        } else {
-            String::new()
-        };
+        let leads = seen.obs.cluster.leader.as_ref() == Some(&self.s.member);
+        let synchronous_standby_names =
+            sync::conf_names(leads, self.applied.standby_names.as_deref(), seen.obs.cluster.sync.as_ref());
         let tls = self.install_tls(seen)?;
         let conf = ServerConf {
             parameters: self.parameters(seen).clone(),

@@ -183,7 +183,7 @@ fn primary_work(o: &Observation, spec: &Spec) -> SpecWork {
     let wanted = slots_for_others(o, spec);
     let sync = failover::wanted_sync(o, spec, &o.replication);
     let sync_done =
-        c.sync.as_ref() == Some(&sync) && o.standby_names.as_deref() == Some(&failover::standby_names(&sync));
+        c.sync.as_ref() == Some(&sync) && o.standby_names.as_deref() == Some(&crate::sync::standby_names(&sync));
     let timeline = match o.server {
         Server::Primary { timeline, .. } => Some(timeline),
         _ => None,

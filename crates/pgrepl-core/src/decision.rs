@@ -118,7 +118,7 @@ impl fmt::Display for SpecWork {
             parts.push("clear the fulfilled promote request".to_string());
         }
         if let Some(sync) = &self.sync {
-            let names = crate::failover::standby_names(sync);
+            let names = crate::sync::standby_names(sync);
             parts.push(if names.is_empty() {
                 "wait for no synchronous replica".to_string()
             } else {

@@ -1,6 +1,7 @@
 //! The rules of automatic failover: which replica may race for a free leader lease, and which
 //! replicas a primary in synchronous mode waits for (so that only a member holding every
-//! acknowledged commit can ever win that race). Pure functions of one `Observation`.
+//! acknowledged commit can ever win that race; how the `sync` record moves to them safely is
+//! `sync.rs`'s). Pure functions of one `Observation`.
 
 use crate::decide::Observation;
 use crate::decision::{Action, Decision, Reason};
@@ -131,50 +132,12 @@ pub fn wanted_sync(o: &Observation, spec: &Spec, replication: &[crate::Replicati
     SyncRecord { leader: Some(o.me.clone()), members, quorum }
 }
 
-/// A record that holds both before and after switching from `current` to `wanted`: the union
-/// of their members with the smaller quorum. An absent record counts as "nobody".
-pub fn sync_union(current: Option<&SyncRecord>, wanted: &SyncRecord) -> SyncRecord {
-    let nobody = SyncRecord::default();
-    let current = current.unwrap_or(&nobody);
-    SyncRecord {
-        leader: wanted.leader.clone(),
-        members: current.members.union(&wanted.members).cloned().collect(),
-        quorum: current.quorum.min(wanted.quorum),
-    }
-}
-
-/// `synchronous_standby_names` for a record: empty for nobody, `FIRST 1 ("node-2")` for one
-/// member, `ANY k ("node-2", "node-3")` for several.
-pub fn standby_names(record: &SyncRecord) -> String {
-    let quoted: Vec<String> = record.members.iter().map(|m| format!("\"{m}\"")).collect();
-    match (record.quorum, quoted.len()) {
-        (0, _) | (_, 0) => String::new(),
-        (_, 1) => format!("FIRST 1 ({})", quoted[0]),
-        (k, _) => format!("ANY {k} ({})", quoted.join(", ")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn rec(members: &[u32], quorum: usize) -> SyncRecord {
         SyncRecord { leader: None, members: members.iter().map(|n| MemberName::numbered(*n)).collect(), quorum }
-    }
-
-    #[test]
-    fn standby_names_render_each_shape() {
-        assert_eq!(standby_names(&rec(&[], 0)), "");
-        assert_eq!(standby_names(&rec(&[2, 3], 0)), "");
-        assert_eq!(standby_names(&rec(&[2], 1)), "FIRST 1 (\"node-2\")");
-        assert_eq!(standby_names(&rec(&[2, 3], 1)), "ANY 1 (\"node-2\", \"node-3\")");
-    }
-
-    #[test]
-    fn the_union_holds_under_both_records() {
-        assert_eq!(sync_union(Some(&rec(&[2], 1)), &rec(&[3], 1)), rec(&[2, 3], 1));
-        assert_eq!(sync_union(None, &rec(&[3], 1)), rec(&[3], 0), "no record: nobody was known to hold commits");
-        assert_eq!(sync_union(Some(&rec(&[2], 1)), &rec(&[], 0)), rec(&[2], 0));
     }
 
     #[test]

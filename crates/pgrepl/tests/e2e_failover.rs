@@ -115,13 +115,42 @@ async fn switchover_hands_over_to_the_least_lagging_replica_losing_nothing() {
     c.ok(&["up", "--replicas", "2"]);
     let old = c.leader();
     let password = c.secret("admin");
-    let watch = PrimaryWatch::start(c.member_ports(), password.clone());
+    // The switchover is to pick the least lagging replica. The one it would pick were lags
+    // equal (the first by name) is held back: its replay paused, the lag the choice compares
+    // (the primary's replay_lsn of it) grows while the writer writes.
+    let mut replicas = eventually(Duration::from_secs(30), "both replicas streaming", || async {
+        let streaming: Vec<String> = c.members("replica", "streaming").into_iter().map(|(name, _)| name).collect();
+        (streaming.len() == 2).then_some(streaming)
+    })
+    .await;
+    replicas.sort();
+    let [held, ahead] = [replicas[0].clone(), replicas[1].clone()];
+    // The watch asks one server after another; the expected new primary first, so that a
+    // sweep that saw the old primary before its stop cannot also see the new one after its
+    // promotion: two counted then means both were writable at once.
+    let watch = PrimaryWatch::start([&ahead, &old, &held].map(|m| c.port_of(m)).to_vec(), password.clone());
     let writer = Writer::start(c.rw_port, password.clone()).await;
     wait_for_acks(&writer, 30, "30 rows before the switchover").await;
+    c.admin(c.port_of(&held)).await.batch_execute("SELECT pg_wal_replay_pause()").await.unwrap();
+    let lags = eventually(Duration::from_secs(30), "the held-back replica to lag the most", || async {
+        let status = c.status();
+        let lag = |name: &str| common::member(&status, name)["lag_bytes"].as_u64();
+        let (held_lag, ahead_lag) = (lag(&held)?, lag(&ahead)?);
+        (held_lag > ahead_lag).then_some((held_lag, ahead_lag))
+    })
+    .await;
+    eprintln!("lag of {held} (replay paused): {} bytes, of {ahead}: {} bytes", lags.0, lags.1);
     let out = c.ok(&["switchover"]);
     let new = c.leader();
-    assert_ne!(new, old);
+    assert_eq!(new, ahead, "the least lagging replica takes over, not {held}: {out}");
     assert!(out.contains(&format!("{new} is the primary")), "{out}");
+    // The held-back replica catches up (it may have been restarted meanwhile for not streaming,
+    // which ends the pause too).
+    eventually(Duration::from_secs(30), "the held-back replica to replay again", || async {
+        let client = common::connect(c.port_of(&held), "postgres", &password, "postgres").await.ok()?;
+        client.batch_execute("SELECT pg_wal_replay_resume()").await.ok()
+    })
+    .await;
     let before = writer.acked();
     wait_for_acks(&writer, before + 30, "writes after the switchover").await;
     let acked = writer.stop().await;

@@ -6,7 +6,8 @@ use super::Agent;
 use crate::fencer::boot_now;
 use crate::seen::Seen;
 use anyhow::Context;
-use pgrepl_core::{keys, Action, ClusterView, Decision, Server};
+use pgrepl_core::lease::{self, Renewal};
+use pgrepl_core::{keys, ClusterView, Decision, Server};
 use pgrepl_store::{Condition, Snapshot, StoreError};
 use std::future::Future;
 use std::time::Duration;
@@ -63,18 +64,14 @@ impl Agent {
         }
     }
 
-    /// The leader keeps its lease with every action but those that give it up.
+    /// The leader keeps its lease with every action but those that give it up, about once per
+    /// `loop_wait` (`lease::renewal` says when).
     pub(crate) async fn renew_lease_if_held(&mut self, seen: &Seen, decision: &Decision) -> anyhow::Result<()> {
-        if seen.obs.cluster.leader.as_ref() != Some(&self.s.member)
-            || matches!(decision.action, Action::Demote { .. } | Action::ReleaseLease)
-        {
+        let renewal = lease::renewal(&seen.obs, &decision.action, seen.lease_left(), self.s.loop_wait, self.s.ttl);
+        if renewal != Renewal::Due {
             return Ok(());
         }
         let entry = seen.snapshot.get(keys::LEADER).context("leader key vanished")?;
-        // Renewing is a store write that wakes every agent: about once per loop_wait, not per cycle.
-        if entry.expires_in.is_some_and(|left| left + self.s.loop_wait / 2 > self.s.ttl) {
-            return Ok(());
-        }
         let value = entry.value.clone();
         self.renew(&value, Condition::Revision(entry.revision)).await.context("renew the leader lease")
     }
