@@ -21,6 +21,7 @@ pub mod remove;
 pub mod restart;
 pub mod router;
 pub mod scale;
+pub mod setup;
 pub mod status;
 pub mod summary;
 pub mod term;
