@@ -26,5 +26,6 @@ pub mod status;
 pub mod summary;
 pub mod term;
 pub mod up;
+pub mod url;
 pub mod wait;
 pub mod watch;

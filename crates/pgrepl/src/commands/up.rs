@@ -9,7 +9,7 @@ use crate::cli::UpArgs;
 use crate::cluster::{etcd_prefix, open_store, read_dir_config, Cluster};
 use crate::commands::params::{self, Actor};
 use crate::commands::setup::{self, Flags, Given};
-use crate::commands::{ca, ports, progress, router, summary, wait};
+use crate::commands::{ca, ports, progress, router, summary, url, wait};
 use crate::config::cluster_wide::ClusterWide;
 use crate::config::{self, Config, StoreConfig};
 use crate::layout::Layout;
@@ -282,6 +282,7 @@ pub async fn run(dir: &Path, args: UpArgs) -> anyhow::Result<()> {
             cluster.layout.dir.display()
         );
         summary::print(&cluster, &view);
+        url::print_hint(&cluster.layout);
         return Ok(());
     }
     let routing = crate::config::cluster_wide::routing(view.spec.as_ref(), &cluster.config);
@@ -294,5 +295,6 @@ pub async fn run(dir: &Path, args: UpArgs) -> anyhow::Result<()> {
         cluster.layout.dir.display()
     );
     summary::print(&cluster, &view);
+    url::print_hint(&cluster.layout);
     Ok(())
 }
