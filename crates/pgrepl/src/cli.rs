@@ -52,6 +52,13 @@ pub enum Command {
         #[arg(short, long)]
         follow: bool,
     },
+    /// Print the connection string of the read-write endpoint (--ro: the read-only one), password
+    /// included, for scripts: psql "$(pgrepl url)".
+    Url {
+        /// The read-only endpoint's.
+        #[arg(long)]
+        ro: bool,
+    },
     /// A psql shell on a member (default: the primary) as the admin user.
     Psql {
         /// The member; default the primary.

@@ -50,6 +50,7 @@ async fn run(cli: Cli, env: Vec<config::FromEnv>) -> anyhow::Result<()> {
         Command::Passwd(args) => commands::passwd::run(dir, args).await,
         Command::Logs { member, follow } => commands::logs::run(dir, &member, follow).await,
         Command::Psql { member, ro, args } => commands::psql::run(dir, member, ro, args).await,
+        Command::Url { ro } => commands::url::run(dir, ro).await,
         Command::Endpoints { rw, ro } => commands::endpoints::run(dir, rw, ro).await,
         Command::Promote { member, wait } => commands::promote::run(dir, Request::Promote(member), wait).await,
         Command::Switchover { to, wait } => commands::promote::run(dir, Request::Switchover(to), wait).await,

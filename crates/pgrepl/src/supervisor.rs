@@ -1,8 +1,8 @@
 //! The local supervisor behind `pgrepl up`: one background process per cluster directory that
 //! keeps one agent process per running member of the spec and one router, restarts either when
 //! it exits, stops agents of removed or stopped members, and on SIGTERM (`pgrepl down`) stops
-//! them all.
-//! It reads the spec; it never writes cluster state.
+//! them all. Each round, `plan` (pure) sets what it keeps (`Kept`, one per router or agent)
+//! against what the spec wants. It reads the spec; it never writes cluster state.
 
 use crate::cluster::Cluster;
 use crate::commands::router;
@@ -62,55 +62,121 @@ fn append_to(path: &Path) -> anyhow::Result<std::fs::File> {
         .with_context(|| format!("open log {}", path.display()))
 }
 
-fn spawn_agent(cluster: &Cluster, member: &MemberName) -> anyhow::Result<Child> {
-    let member_dir = cluster.layout.member(member);
-    std::fs::create_dir_all(&member_dir).with_context(|| format!("create {}", member_dir.display()))?;
-    let log = append_to(&cluster.layout.log(member))?;
-    let mut cmd = pgrepl_command(&cluster.layout.dir)?;
-    cmd.args(["agent", "--member", member.as_str()]).stdout(log.try_clone()?).stderr(log);
-    cmd.spawn().with_context(|| format!("start the agent of {member}"))
+/// A process the supervisor keeps: the one router, or the agent of one member.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Kid {
+    Router,
+    Agent(MemberName),
 }
 
-fn spawn_router(cluster: &Cluster, splicer: Option<&Splicer>) -> anyhow::Result<Child> {
-    let log = append_to(&cluster.layout.router_log())?;
-    let mut cmd = pgrepl_command(&cluster.layout.dir)?;
-    cmd.arg("router").stdout(log.try_clone()?).stderr(log);
-    if let Some(splicer) = splicer {
-        router::hand_down(&mut cmd, splicer);
+impl std::fmt::Display for Kid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Kid::Router => write!(f, "the router"),
+            Kid::Agent(member) => write!(f, "the agent of {member}"),
+        }
     }
-    cmd.spawn().context("start the router")
 }
 
-/// The one router: started when missing, restarted after `RESTART_DELAY` when it exits.
-struct RouterProcess {
+/// Where a kept process is, as `plan` sees it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Phase {
+    Running,
+    /// Sent SIGTERM, as it is no longer wanted; not started again before it has exited.
+    Stopping,
+    /// Not running (it exited, or could not start): started again from `not_before`.
+    Down {
+        not_before: Instant,
+    },
+}
+
+/// What to do in one round.
+#[derive(Debug, Default, PartialEq)]
+struct Plan {
+    start: Vec<Kid>,
+    stop: Vec<Kid>,
+    /// Down and no longer wanted: its restart is forgotten.
+    forget: Vec<Kid>,
+}
+
+/// The processes `wanted` against the phases of those kept: start what is wanted and not
+/// kept, or down and due; stop what runs and is no longer wanted (a member removed or
+/// stopped); leave a stopping one be until it has exited.
+fn plan(wanted: &BTreeSet<Kid>, kept: &BTreeMap<Kid, Phase>, now: Instant) -> Plan {
+    let mut plan = Plan::default();
+    for (kid, phase) in kept {
+        match (wanted.contains(kid), phase) {
+            (false, Phase::Running) => plan.stop.push(kid.clone()),
+            (false, Phase::Down { .. }) => plan.forget.push(kid.clone()),
+            (true, Phase::Down { not_before }) if *not_before <= now => plan.start.push(kid.clone()),
+            _ => {}
+        }
+    }
+    plan.start.extend(wanted.iter().filter(|kid| !kept.contains_key(*kid)).cloned());
+    plan.start.sort();
+    plan
+}
+
+/// One kept process: its child while it runs or stops, else when it may start again.
+struct Kept {
     child: Option<Child>,
+    stopping: bool,
     not_before: Instant,
-    /// Handed down by `up`, which may load it; each router started gets it.
-    splicer: Option<Splicer>,
 }
 
-impl RouterProcess {
-    fn keep(&mut self, cluster: &Cluster) {
-        if let Some(child) = &mut self.child {
-            if let Ok(Some(status)) = child.try_wait() {
-                warn!("router exited ({status}); restarting it in {RESTART_DELAY:?}");
-                self.child = None;
-                self.not_before = Instant::now() + RESTART_DELAY;
-            }
-        }
-        if self.child.is_none() && self.not_before <= Instant::now() {
-            match spawn_router(cluster, self.splicer.as_ref()) {
-                Ok(child) => {
-                    info!(pid = child.id(), "started the router");
-                    self.child = Some(child);
-                }
-                Err(e) => {
-                    warn!("{e:#}");
-                    self.not_before = Instant::now() + RESTART_DELAY;
-                }
-            }
+impl Kept {
+    fn phase(&self) -> Phase {
+        match (&self.child, self.stopping) {
+            (Some(_), false) => Phase::Running,
+            (Some(_), true) => Phase::Stopping,
+            (None, _) => Phase::Down { not_before: self.not_before },
         }
     }
+
+    /// The child's exit status once it has exited (and the child let go of).
+    fn reap(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.child.as_mut().and_then(|child| child.try_wait().ok().flatten())?;
+        self.child = None;
+        Some(status)
+    }
+}
+
+/// The processes the spec wants: the router, and the agent of every member not stopped. When
+/// the spec cannot be read, those kept and not stopping stay wanted.
+async fn wanted(cluster: &Cluster, kept: &BTreeMap<Kid, Kept>) -> BTreeSet<Kid> {
+    match cluster.view().await {
+        Ok((_, view)) => {
+            let members = view.spec.iter().flat_map(|s| s.members.iter()).filter(|(_, m)| !m.stopped);
+            std::iter::once(Kid::Router).chain(members.map(|(name, _)| Kid::Agent(name.clone()))).collect()
+        }
+        Err(e) => {
+            warn!("read the cluster spec: {e:#}");
+            std::iter::once(Kid::Router)
+                .chain(kept.iter().filter(|(_, k)| !k.stopping).map(|(kid, _)| kid.clone()))
+                .collect()
+        }
+    }
+}
+
+fn spawn(cluster: &Cluster, kid: &Kid, splicer: Option<&Splicer>) -> anyhow::Result<Child> {
+    let mut cmd = pgrepl_command(&cluster.layout.dir)?;
+    let log = match kid {
+        Kid::Router => {
+            cmd.arg("router");
+            if let Some(splicer) = splicer {
+                router::hand_down(&mut cmd, splicer);
+            }
+            append_to(&cluster.layout.router_log())?
+        }
+        Kid::Agent(member) => {
+            let member_dir = cluster.layout.member(member);
+            std::fs::create_dir_all(&member_dir).with_context(|| format!("create {}", member_dir.display()))?;
+            cmd.args(["agent", "--member", member.as_str()]);
+            append_to(&cluster.layout.log(member))?
+        }
+    };
+    cmd.stdout(log.try_clone()?).stderr(log);
+    cmd.spawn().with_context(|| format!("start {kid}"))
 }
 
 fn terminate(child: &Child) {
@@ -130,64 +196,50 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     info!(dir = %cluster.layout.dir.display(), "supervisor started");
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    let mut agents: BTreeMap<MemberName, Child> = BTreeMap::new();
-    let mut stopping: Vec<(MemberName, Child)> = Vec::new();
-    let mut not_before: BTreeMap<MemberName, Instant> = BTreeMap::new();
-    let mut router = RouterProcess { child: None, not_before: Instant::now(), splicer: router::handed_down()? };
+    // Handed down by `up`, which may load it; each router started gets it.
+    let splicer = router::handed_down()?;
+    let mut kept: BTreeMap<Kid, Kept> = BTreeMap::new();
     loop {
-        router.keep(&cluster);
-        let desired: BTreeSet<MemberName> = match cluster.view().await {
-            Ok((_, view)) => view
-                .spec
-                .iter()
-                .flat_map(|s| s.members.iter())
-                .filter(|(_, m)| !m.stopped)
-                .map(|(n, _)| n.clone())
-                .collect(),
-            Err(e) => {
-                warn!("read the cluster spec: {e:#}");
-                agents.keys().cloned().collect()
-            }
-        };
-        let exited: Vec<MemberName> = agents
-            .iter_mut()
-            .filter_map(|(member, child)| match child.try_wait() {
-                Ok(Some(status)) => {
-                    warn!(%member, "agent exited ({status}); restarting it in {RESTART_DELAY:?}");
-                    Some(member.clone())
-                }
-                _ => None,
-            })
-            .collect();
-        for member in exited {
-            agents.remove(&member);
-            not_before.insert(member, Instant::now() + RESTART_DELAY);
-        }
-        let unwanted: Vec<MemberName> = agents.keys().filter(|m| !desired.contains(*m)).cloned().collect();
-        for member in unwanted {
-            if let Some(child) = agents.remove(&member) {
-                info!(%member, "stopping the agent of a member that is removed or stopped");
-                terminate(&child);
-                stopping.push((member, child));
-            }
-        }
-        stopping.retain_mut(|(_, child)| !matches!(child.try_wait(), Ok(Some(_))));
-        for member in &desired {
-            let due = not_before.get(member).is_none_or(|t| *t <= Instant::now());
-            let busy = stopping.iter().any(|(m, _)| m == member);
-            if !agents.contains_key(member) && due && !busy {
-                match spawn_agent(&cluster, member) {
-                    Ok(child) => {
-                        info!(%member, pid = child.id(), "started agent");
-                        not_before.remove(member);
-                        agents.insert(member.clone(), child);
-                    }
-                    Err(e) => {
-                        warn!(%member, "{e:#}");
-                        not_before.insert(member.clone(), Instant::now() + RESTART_DELAY);
+        let mut ended = Vec::new();
+        for (kid, k) in &mut kept {
+            if let Some(status) = k.reap() {
+                match k.stopping {
+                    true => ended.push(kid.clone()),
+                    false => {
+                        warn!("{kid} exited ({status}); restarting it in {RESTART_DELAY:?}");
+                        k.not_before = Instant::now() + RESTART_DELAY;
                     }
                 }
             }
+        }
+        for kid in ended {
+            kept.remove(&kid);
+        }
+        let wanted = wanted(&cluster, &kept).await;
+        let phases = kept.iter().map(|(kid, k)| (kid.clone(), k.phase())).collect();
+        let plan = plan(&wanted, &phases, Instant::now());
+        for kid in &plan.stop {
+            if let Some(k) = kept.get_mut(kid) {
+                info!("stopping {kid}, of a member that is removed or stopped");
+                k.child.iter().for_each(terminate);
+                k.stopping = true;
+            }
+        }
+        for kid in &plan.forget {
+            kept.remove(kid);
+        }
+        for kid in plan.start {
+            let k = match spawn(&cluster, &kid, splicer.as_ref()) {
+                Ok(child) => {
+                    info!(pid = child.id(), "started {kid}");
+                    Kept { child: Some(child), stopping: false, not_before: Instant::now() }
+                }
+                Err(e) => {
+                    warn!("{e:#}");
+                    Kept { child: None, stopping: false, not_before: Instant::now() + RESTART_DELAY }
+                }
+            };
+            kept.insert(kid, k);
         }
         tokio::select! {
             _ = term.recv() => break,
@@ -196,19 +248,20 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
         }
     }
     info!("supervisor stopping every agent");
-    let mut all: Vec<(MemberName, Child)> = agents.into_iter().chain(stopping).collect();
-    for (_, child) in &all {
+    let router = kept.remove(&Kid::Router).and_then(|k| k.child);
+    let mut agents: Vec<(Kid, Child)> = kept.into_iter().filter_map(|(kid, k)| Some((kid, k.child?))).collect();
+    for (_, child) in &agents {
         terminate(child);
     }
-    if let Some(mut child) = router.child.take() {
+    if let Some(mut child) = router {
         terminate(&child);
         let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
     }
     let deadline = Instant::now() + STOP_GRACE;
-    for (member, child) in &mut all {
+    for (kid, child) in &mut agents {
         let left = deadline.saturating_duration_since(Instant::now());
         if tokio::time::timeout(left, child.wait()).await.is_err() {
-            warn!(%member, "agent did not stop within {STOP_GRACE:?}; killing it");
+            warn!("{kid} did not stop within {STOP_GRACE:?}; killing it");
             let _ = child.kill().await;
         }
     }
@@ -220,6 +273,53 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn agent(n: u32) -> Kid {
+        Kid::Agent(MemberName::numbered(n))
+    }
+
+    #[test]
+    fn what_is_wanted_and_not_kept_starts() {
+        let now = Instant::now();
+        let wanted = BTreeSet::from([Kid::Router, agent(1), agent(2)]);
+        let kept = BTreeMap::from([(agent(1), Phase::Running)]);
+        assert_eq!(plan(&wanted, &kept, now), Plan { start: vec![Kid::Router, agent(2)], ..Plan::default() });
+        let all =
+            BTreeMap::from([(Kid::Router, Phase::Running), (agent(1), Phase::Running), (agent(2), Phase::Running)]);
+        assert_eq!(plan(&wanted, &all, now), Plan::default(), "all runs: nothing to do");
+    }
+
+    #[test]
+    fn a_process_that_exited_starts_again_only_once_its_delay_is_over() {
+        let now = Instant::now();
+        let wanted = BTreeSet::from([Kid::Router, agent(1)]);
+        let kept = BTreeMap::from([
+            (Kid::Router, Phase::Down { not_before: now + RESTART_DELAY }),
+            (agent(1), Phase::Down { not_before: now }),
+        ]);
+        assert_eq!(plan(&wanted, &kept, now), Plan { start: vec![agent(1)], ..Plan::default() });
+        let later = now + RESTART_DELAY;
+        assert_eq!(plan(&wanted, &kept, later).start, [Kid::Router, agent(1)]);
+    }
+
+    #[test]
+    fn the_agent_of_a_member_removed_or_stopped_stops_and_is_not_started_before_it_has_exited() {
+        let now = Instant::now();
+        let kept = BTreeMap::from([
+            (Kid::Router, Phase::Running),
+            (agent(1), Phase::Running),
+            (agent(2), Phase::Running),
+            (agent(3), Phase::Down { not_before: now }),
+        ]);
+        let wanted = BTreeSet::from([Kid::Router, agent(1)]);
+        let plan1 = plan(&wanted, &kept, now);
+        assert_eq!(plan1, Plan { stop: vec![agent(2)], forget: vec![agent(3)], ..Plan::default() });
+        // Started again (`pgrepl start`) while its agent still stops: it waits for the exit.
+        let stopping = BTreeMap::from([(Kid::Router, Phase::Running), (agent(2), Phase::Stopping)]);
+        let again = BTreeSet::from([Kid::Router, agent(2)]);
+        assert_eq!(plan(&again, &stopping, now), Plan::default());
+        assert_eq!(plan(&again, &BTreeMap::from([(Kid::Router, Phase::Running)]), now).start, [agent(2)]);
+    }
 
     #[test]
     fn a_pid_file_naming_another_live_process_is_no_supervisor() {

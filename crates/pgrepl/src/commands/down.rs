@@ -2,11 +2,14 @@
 //! PostgreSQL), then any agent that outlived its supervisor, then any member PostgreSQL still
 //! running without an agent, and with
 //! `--destroy` delete the cluster's keys in etcd (those under its prefix only, when its store
-//! is etcd) and the cluster directory.
+//! is etcd) and the cluster directory, the directory itself too (a root `down` forks a process
+//! that stays root for that, as the cluster's OS user may not write the directory's parent).
 
 use crate::agent_lock;
 use crate::cluster::{etcd_prefix, Cluster};
+use crate::commands::setup::RootHand;
 use crate::config::StoreConfig;
+use crate::layout::Layout;
 use crate::supervisor::running_pid;
 use anyhow::{bail, Context};
 use pgrepl_core::MemberName;
@@ -44,6 +47,12 @@ async fn remove_etcd_keys(cluster: &Cluster) -> anyhow::Result<()> {
 }
 
 pub async fn run(dir: &Path, destroy: bool) -> anyhow::Result<()> {
+    // Forked while still root: the directory may sit in a parent that only root may change.
+    // SAFETY: geteuid has no preconditions.
+    let hand = match destroy && unsafe { libc::geteuid() } == 0 {
+        true => Some(RootHand::fork(&[Layout::new(dir).dir], None, None)?),
+        false => None,
+    };
     let cluster = Cluster::open(dir).await?;
     if let Some(pid) = running_pid(&cluster.layout.supervisor_pid()) {
         // SAFETY: signalling the supervisor whose pid file this cluster holds.
@@ -107,8 +116,12 @@ pub async fn run(dir: &Path, destroy: bool) -> anyhow::Result<()> {
             let removed = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
             removed.with_context(|| format!("remove {}", path.display()))?;
         }
-        // The directory itself may sit in a parent this user cannot write; it is empty now.
-        let _ = std::fs::remove_dir(&cluster.layout.dir);
+        // The directory itself, empty now, may sit in a parent only root writes.
+        let removed = std::fs::remove_dir(&cluster.layout.dir);
+        if removed.is_err() && !hand.is_some_and(RootHand::carry_out) {
+            let e = removed.err().map(|e| e.to_string()).unwrap_or_default();
+            eprintln!("note: the empty directory {} is left: remove it ({e})", cluster.layout.dir.display());
+        }
         println!("cluster {:?} stopped and destroyed ({})", cluster.config.cluster, cluster.layout.dir.display());
     } else {
         println!("cluster {:?} stopped; its data is kept in {}", cluster.config.cluster, cluster.layout.dir.display());

@@ -1,18 +1,18 @@
 //! `pgrepl node --member NAME`: one member of a cluster whose members run on several hosts and
-//! share an etcd store. Settles this host's directory (configuration, the given passwords),
-//! registers the member in the spec (creating the spec, with this member as the bootstrap one,
-//! when the cluster is new), then runs the member's agent in the foreground, and with
-//! `--router` the endpoints too, until SIGTERM or SIGINT. Starts no supervisor: whatever runs
-//! `pgrepl node` (systemd, a container runtime) restarts it.
+//! share an etcd store. Settles this host's directory as `up` does (`setup`: configuration,
+//! the given passwords), registers the member in the spec (creating the spec, with this member
+//! as the bootstrap one, when the cluster is new), then runs the member's agent in the
+//! foreground, and with `--router` the endpoints too, until SIGTERM or SIGINT. Starts no
+//! supervisor: whatever runs `pgrepl node` (systemd, a container runtime) restarts it.
 
 use crate::agent_lock;
 use crate::cli::NodeArgs;
-use crate::cluster::{open_store, read_dir_config, Cluster};
-use crate::commands::{agent, ca, router, up};
+use crate::cluster::{open_store, Cluster};
+use crate::commands::setup::{self, Flags, Given};
+use crate::commands::{agent, ca, router};
 use crate::config::cluster_wide::ClusterWide;
-use crate::config::{self, label, Config, FromEnv, RawConfig, StoreConfig};
+use crate::config::{label, Config, FromEnv, StoreConfig};
 use crate::layout::Layout;
-use crate::supervisor::is_alive;
 use anyhow::{anyhow, bail, Context};
 use pgrepl_core::{keys, MemberName, MemberSpec, Spec};
 use pgrepl_router::Connections;
@@ -30,20 +30,6 @@ pub const DEFAULT_API_PORT: u16 = 8008;
 /// How long a starting member keeps trying to register while etcd does not answer (the hosts
 /// of a new cluster may start before their etcd has a quorum).
 const REGISTER_PATIENCE: Duration = Duration::from_secs(60);
-
-/// The directory's `pgrepl.toml` (hand-written, or written by an earlier start) and the
-/// secrets of an earlier start, then the environment. Once the member has started here (its
-/// secrets file exists), the store and on etcd the cluster name may not change.
-fn settle_config(layout: &Layout, env: &[FromEnv]) -> anyhow::Result<(RawConfig, Config)> {
-    let before = if layout.config().exists() { read_dir_config(layout)? } else { RawConfig::default() };
-    let mut raw = before.clone();
-    config::apply_env(&mut raw, env)?;
-    let config = config::validate(&raw, env)?;
-    if layout.secrets().exists() {
-        config::check_unchanged(&before, &config, env)?;
-    }
-    Ok((raw, config))
-}
 
 /// A member on several hosts needs the shared store, and the same passwords and CA as every
 /// other host: they are given (or kept from an earlier start), never generated here.
@@ -179,9 +165,7 @@ fn check_router_ports(config: &Config, port: u16, with_router: bool) -> anyhow::
 /// The member's port must be free on `listen`, unless its own PostgreSQL still runs from before
 /// (its node was killed), which the agent adopts.
 fn check_port_free(layout: &Layout, config: &Config, member: &MemberName, port: u16) -> anyhow::Result<()> {
-    let postmaster = std::fs::read_to_string(layout.data(member).join("postmaster.pid")).unwrap_or_default();
-    let running = postmaster.lines().next().and_then(|l| l.trim().parse().ok()).is_some_and(is_alive);
-    if !running {
+    if !setup::postmaster_runs(layout, member) {
         if let Err(e) = TcpListener::bind(SocketAddr::new(config.listen, port)) {
             bail!("port {port} on {} is not free ({e}); choose another --pg-port", config.listen);
         }
@@ -191,7 +175,10 @@ fn check_port_free(layout: &Layout, config: &Config, member: &MemberName, port: 
 
 pub async fn run(dir: &Path, args: NodeArgs, env: Vec<FromEnv>) -> anyhow::Result<()> {
     let layout = Layout::new(dir);
-    let (raw, config) = settle_config(&layout, &env)?;
+    // Once the member has started here (its secrets file exists), the store and on etcd the
+    // cluster name may not change; before, `pgrepl.toml` may be a hand-written one.
+    let given = Given { env: &env, file: None, flags: Flags::default(), started: layout.secrets().exists() };
+    let (raw, config) = setup::settle_config(&layout, given)?;
     check_for_hosts(&layout, &config, &env)?;
     check_router_ports(&config, args.pg_port, args.router)?;
     let member = MemberName::new(args.member.as_str())?;
@@ -204,7 +191,8 @@ pub async fn run(dir: &Path, args: NodeArgs, env: Vec<FromEnv>) -> anyhow::Resul
     pgrepl_pg::Binaries::find(config.bin_dir.as_deref())?;
     // Loaded while still root: serving the endpoints splices in the kernel where it can.
     let splicer = if args.router { router::load_splicer(config.router_splice)? } else { None };
-    up::prepare_directory(&layout, &config, layout.config().exists())?;
+    // A node that cannot go on is started again by whatever runs it: what it made stays.
+    drop(setup::prepare_directory(&layout, &config, layout.config().exists())?);
     let member_dir = layout.member(&member);
     std::fs::create_dir_all(&member_dir).with_context(|| format!("create {}", member_dir.display()))?;
     let _agent_lock = agent_lock::acquire(&layout.agent_lock(&member))?;
@@ -215,9 +203,7 @@ pub async fn run(dir: &Path, args: NodeArgs, env: Vec<FromEnv>) -> anyhow::Resul
         ca::settle_from_store(&layout, &config, store.as_ref())
     })
     .await?;
-    up::settle_secrets(&layout, &config)?;
-    ca::settle(&layout, &config)?;
-    up::write_config(&layout, &raw, &config, "pgrepl node")?;
+    setup::settle_files(&layout, &raw, &config, "pgrepl node")?;
     let cluster = Cluster { layout, config, store };
     let wanted = MemberSpec { host: host.to_string(), port: args.pg_port, stopped: false };
     patiently(&cluster.config, "register this member in the store", || register(&cluster, &member, &wanted))

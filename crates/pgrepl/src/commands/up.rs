@@ -1,57 +1,30 @@
 //! `pgrepl up`: create the cluster directory (or reuse it), settle configuration and
-//! passwords, write the spec, start the supervisor, wait until the cluster is ready, and print
-//! how to connect.
+//! passwords (`setup`, shared with `node`), write the spec, start the supervisor, wait until
+//! the cluster is ready, and print how to connect. A first `up` that fails before its
+//! supervisor starts takes back what it made (the directory's files, and the spec it put in
+//! the store).
 
 use crate::agent_lock;
 use crate::cli::UpArgs;
-use crate::cluster::{enter_as, etcd_prefix, open_store, read_dir_config, Cluster};
+use crate::cluster::{etcd_prefix, open_store, read_dir_config, Cluster};
 use crate::commands::params::{self, Actor};
-use crate::commands::{ca, ports, progress, router, summary, wait};
+use crate::commands::setup::{self, Flags, Given};
+use crate::commands::{ca, ports, progress, router, summary, url, wait};
 use crate::config::cluster_wide::ClusterWide;
-use crate::config::{self, Config, RawConfig, StoreConfig};
+use crate::config::{self, Config, StoreConfig};
 use crate::layout::Layout;
 use crate::readiness;
-use crate::supervisor::{is_alive, pgrepl_command, running_pid};
+use crate::supervisor::{pgrepl_command, running_pid};
 use crate::topology;
 use anyhow::{bail, Context};
-use pgrepl_agent::Secrets;
 use pgrepl_core::{keys, ClusterView, MemberName, MemberSpec, PasswordKind, Spec};
 use pgrepl_router::Splicer;
-use pgrepl_store::{Condition, Store};
-use rand::distributions::{Alphanumeric, DistString};
-use std::os::unix::fs::DirBuilderExt;
+use pgrepl_store::{Condition, Revision, Store};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-pub(crate) fn generated_password() -> String {
-    Alphanumeric.sample_string(&mut rand::thread_rng(), 32)
-}
-
-/// Configuration of this `up`: the directory's file (or `--config` for a new cluster), then
-/// the environment, then the flags. An existing cluster's fixed settings (its store) must not
-/// change.
-fn settle_config(layout: &Layout, args: &UpArgs, existing: bool) -> anyhow::Result<(RawConfig, Config)> {
-    let mut env = config::read_env(|name| std::env::var(name).ok())?;
-    let before = if existing { Some(read_dir_config(layout)?) } else { None };
-    let mut raw = match (&args.config, &before) {
-        (_, Some(before)) => before.clone(),
-        (Some(file), None) => config::read_file(file)?,
-        (None, None) => RawConfig::default(),
-    };
-    config::apply_env(&mut raw, &env)?;
-    raw.replicas = args.replicas.or(raw.replicas);
-    raw.port = args.port.or(raw.port);
-    raw.ro_port = args.ro_port.or(raw.ro_port);
-    raw.base_port = args.base_port.or(raw.base_port);
-    // A setting given by a flag is named as such in errors, not after a variable it overrode.
-    let flagged = [("replicas", args.replicas), ("port", args.port), ("ro_port", args.ro_port)];
-    env.retain(|e| !flagged.iter().any(|(field, given)| *field == e.field && given.is_some()));
-    let config = config::validate(&raw, &env)?;
-    if let Some(before) = &before {
-        config::check_unchanged(before, &config, &env)?;
-    }
-    Ok((raw, config))
-}
+// Where other commands have long found them.
+pub(crate) use setup::{generated_password, postmaster_runs, write_config};
 
 /// A new cluster's store must be empty: in etcd, a cluster of the same name (another directory's)
 /// may already keep its state under the prefix, and this one must not take it over. Also shows
@@ -76,107 +49,20 @@ async fn check_store_unused(store: &dyn Store, config: &Config) -> anyhow::Resul
     }
 }
 
-/// Creates the directory, owned by the cluster's OS user, and becomes that user.
-pub(crate) fn prepare_directory(layout: &Layout, config: &Config, existing: bool) -> anyhow::Result<()> {
-    if !existing {
-        if let Ok(mut entries) = std::fs::read_dir(&layout.dir) {
-            if entries.next().is_some() {
-                bail!(
-                    "{} exists, is not empty and is not a pgrepl cluster directory (no pgrepl.toml); refusing to use it: choose another --dir",
-                    layout.dir.display()
-                );
-            }
-        }
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&layout.dir)
-            .with_context(|| format!("create {}", layout.dir.display()))?;
-    }
-    if layout.longest_socket_path() > 100 {
-        bail!("the cluster directory path {} is too long for PostgreSQL's unix sockets (at most about 60 characters); choose a shorter --dir", layout.dir.display());
-    }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        let (uid, gid) = pgrepl_pg::user_ids(&config.run_as)?;
-        std::os::unix::fs::chown(&layout.dir, Some(uid), Some(gid))
-            .with_context(|| format!("give {} to OS user {}", layout.dir.display(), config.run_as))?;
-    }
-    enter_as(&config.run_as, &layout.dir)
-}
-
-/// The passwords of this start: given ones win, earlier ones are kept, missing ones generated.
-/// Returns the kinds that changed from the earlier ones. The API token and the store's password
-/// are kept beside them, as `config` has them (given now, or read from this file by
-/// `read_dir_config`), so that the agents and the router, which read this file, get them
-/// without argv or environment.
-pub(crate) fn settle_secrets(layout: &Layout, config: &Config) -> anyhow::Result<Vec<PasswordKind>> {
-    let old = if layout.secrets().exists() { Some(Secrets::load(&layout.secrets())?) } else { None };
-    let given = &config.passwords;
-    let pick = |given: &Option<String>, old: Option<&str>| {
-        given.clone().or(old.map(str::to_string)).unwrap_or_else(generated_password)
-    };
-    let secrets = Secrets {
-        user: config.names.app.as_ref().map(|_| pick(&given.user, old.as_ref().and_then(|o| o.user.as_deref()))),
-        admin: pick(&given.admin, old.as_ref().map(|o| o.admin.as_str())),
-        replication: pick(&given.replication, old.as_ref().map(|o| o.replication.as_str())),
-        api_token: config.api_token.as_ref().map(|t| t.expose().to_string()),
-        store_password: config.store_access.password.clone(),
-    };
-    let changed = match &old {
-        Some(old) => PasswordKind::ALL.into_iter().filter(|k| old.get(*k) != secrets.get(*k)).collect(),
-        None => vec![],
-    };
-    secrets.save(&layout.secrets())?;
-    Ok(changed)
-}
-
-/// Writes `pgrepl.toml` without any password or token (those live in the secrets file), with the role
-/// names made explicit so the directory's configuration reads the same on every later load.
-/// `by` names the command in the file's first line.
-pub(crate) fn write_config(layout: &Layout, raw: &RawConfig, config: &Config, by: &str) -> anyhow::Result<()> {
-    let mut stored = raw.clone();
-    stored.database.user = config.names.app.as_ref().map(|a| a.user.clone());
-    stored.database.name = config.names.app.as_ref().map(|a| a.database.clone());
-    stored.database.replication_user = Some(config.names.replication_user.clone());
-    stored.database.password = None;
-    stored.database.admin_password = None;
-    stored.database.replication_password = None;
-    stored.api_token = None;
-    stored.store_password = None;
-    // The CA lives in ca.crt and ca.key beside the secrets.
-    stored.tls.ca_cert = None;
-    stored.tls.ca_key = None;
-    let text = format!(
-        "# pgrepl cluster configuration, written by `{by}` (passwords live in secrets.json).\n{}",
-        toml::to_string_pretty(&stored)?
-    );
-    let path = layout.config();
-    pgrepl_pg::write_atomic(&path, text.as_bytes(), 0o600).with_context(|| format!("write {}", path.display()))?;
-    Ok(())
-}
-
 /// A member of this cluster still running from before: its agent (which outlived a
 /// supervisor) or its PostgreSQL (which outlived its agent).
 fn still_running(layout: &Layout, member: &MemberName) -> bool {
     agent_lock::holder(&layout.agent_lock(member)).is_some() || postmaster_runs(layout, member)
 }
 
-/// Whether the PostgreSQL of `member` runs (from its data directory in this cluster directory).
-pub(crate) fn postmaster_runs(layout: &Layout, member: &MemberName) -> bool {
-    let postmaster = std::fs::read_to_string(layout.data(member).join("postmaster.pid")).unwrap_or_default();
-    let postmaster_pid = postmaster.lines().next().and_then(|l| l.trim().parse().ok());
-    postmaster_pid.is_some_and(is_alive)
-}
-
-fn new_spec(config: &Config) -> anyhow::Result<Spec> {
+fn new_spec(config: &Config, wide: &ClusterWide) -> anyhow::Result<Spec> {
     let mut spec = Spec {
         bootstrap: Some(MemberName::numbered(1)),
         failover: config.failover,
         parameters: Some(config.parameters.clone()),
         ..Spec::default()
     };
-    ClusterWide::configured(config).put_in(&mut spec);
+    wide.put_in(&mut spec);
     for n in 1..=(config.replicas as u32 + 1) {
         let name = MemberName::numbered(n);
         let port = ports::for_member(config, &spec, &name)?;
@@ -187,8 +73,14 @@ fn new_spec(config: &Config) -> anyhow::Result<Spec> {
 }
 
 /// The spec of this start: a new cluster's, or the existing one scaled to `--replicas` and with
-/// changed passwords' versions bumped (so running agents apply them).
-async fn settle_spec(cluster: &Cluster, args: &UpArgs, changed: &[PasswordKind], actor: &Actor) -> anyhow::Result<()> {
+/// changed passwords' versions bumped (so running agents apply them). Returns the revision of
+/// a new cluster's spec, which a failing first start takes back.
+async fn settle_spec(
+    cluster: &Cluster,
+    args: &UpArgs,
+    changed: &[PasswordKind],
+    actor: &Actor,
+) -> anyhow::Result<Option<Revision>> {
     let (_, view) = cluster.view().await?;
     let listen = cluster.config.listen.to_string();
     let elsewhere = view.spec.iter().flat_map(|s| &s.members).find(|(_, m)| !m.host.is_empty() && m.host != listen);
@@ -198,21 +90,22 @@ async fn settle_spec(cluster: &Cluster, args: &UpArgs, changed: &[PasswordKind],
             m.host
         );
     }
+    let config = &cluster.config;
+    let wide = ClusterWide::configured(config);
     match &view.spec {
         None => {
-            let spec = new_spec(&cluster.config)?;
-            ports::check_free(&cluster.config, &spec, |_| false)?;
-            ports::check_router_free(&cluster.config, false)?;
-            cluster.store.put(keys::SPEC, &serde_json::to_vec(&spec)?, Condition::Absent, None).await?;
+            let spec = new_spec(config, &wide)?;
+            ports::check_free(config, &spec, |_| false)?;
+            ports::check_router_free(config, false)?;
+            let revision = cluster.store.put(keys::SPEC, &serde_json::to_vec(&spec)?, Condition::Absent, None).await?;
+            return Ok(Some(revision));
         }
         Some(spec)
             if args.replicas.is_some()
                 || !changed.is_empty()
-                || !ClusterWide::configured(&cluster.config).is_in(spec)
-                || spec.parameters.as_ref() != Some(&cluster.config.parameters) =>
+                || !wide.is_in(spec)
+                || spec.parameters.as_ref() != Some(&config.parameters) =>
         {
-            let config = cluster.config.clone();
-            let wide = ClusterWide::configured(&config);
             let mut before = None;
             if spec.parameters.as_ref() != Some(&config.parameters) {
                 // Checked before it reaches a running member: PostgreSQL's own parser decides.
@@ -225,13 +118,13 @@ async fn settle_spec(cluster: &Cluster, args: &UpArgs, changed: &[PasswordKind],
                     if let Some(n) = args.replicas {
                         let unplaced = |_: &MemberName| MemberSpec { host: String::new(), port: 0, stopped: false };
                         *spec = spec.scaled(n as usize, view.leader.as_ref(), unplaced)?;
-                        ports::assign_new(&config, spec)?;
+                        ports::assign_new(config, spec)?;
                     }
                     for kind in changed {
                         spec.passwords.bump(*kind);
                     }
                     // The attempt that is written is the last one made.
-                    let before_wide = ClusterWide::of(spec, &config);
+                    let before_wide = ClusterWide::of(spec, config);
                     before = Some(params::all_settings(&spec.parameters.clone().unwrap_or_default(), &before_wide));
                     spec.parameters = Some(config.parameters.clone());
                     wide.put_in(spec);
@@ -244,7 +137,7 @@ async fn settle_spec(cluster: &Cluster, args: &UpArgs, changed: &[PasswordKind],
         }
         Some(_) => {}
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Starts the supervisor, detached from this terminal, after checking that the ports of the
@@ -270,6 +163,48 @@ async fn start_supervisor(cluster: &Cluster, splicer: Option<&Splicer>) -> anyho
     cmd.spawn().context("start the supervisor")
 }
 
+/// What `up` has set going once its directory is settled: the cluster, whether it is in
+/// maintenance mode, and the supervisor it started (none when one already ran).
+struct Begun {
+    cluster: Cluster,
+    paused: bool,
+    supervisor: Option<tokio::process::Child>,
+}
+
+/// The new spec a first start put in the store, for `run` to take back when the start fails.
+type PutSpec = Option<(std::sync::Arc<dyn Store>, Revision)>;
+
+/// From the prepared directory to a running supervisor: the store, the directory's files,
+/// the spec, the supervisor.
+async fn begin(
+    layout: Layout,
+    raw: &config::RawConfig,
+    config: Config,
+    (args, actor, existing): (&UpArgs, &Actor, bool),
+    splicer: Option<&Splicer>,
+    put_spec: &mut PutSpec,
+) -> anyhow::Result<Begun> {
+    let store = open_store(&layout, &config).await?;
+    if !existing {
+        // Before the directory gets its configuration: a store that does not answer, or holds
+        // another cluster, ends this start with nothing written.
+        check_store_unused(store.as_ref(), &config).await?;
+    }
+    let changed = setup::settle_files(&layout, raw, &config, "pgrepl up")?;
+    let cluster = Cluster { layout, config, store };
+    if let Some(revision) = settle_spec(&cluster, args, &changed, actor).await? {
+        *put_spec = Some((cluster.store.clone(), revision));
+    }
+    // In maintenance mode no agent starts a stopped PostgreSQL: `up` then starts the agents and
+    // waits only until each publishes, and says the cluster is paused, not ready.
+    let paused = cluster.view().await?.1.paused();
+    let supervisor = match running_pid(&cluster.layout.supervisor_pid()) {
+        Some(_) => None,
+        None => Some(start_supervisor(&cluster, splicer).await?),
+    };
+    Ok(Begun { cluster, paused, supervisor })
+}
+
 pub async fn run(dir: &Path, args: UpArgs) -> anyhow::Result<()> {
     // Before `settle_config`, which may switch a process run by root to `run_as`.
     let actor = Actor::now("pgrepl up");
@@ -280,7 +215,10 @@ pub async fn run(dir: &Path, args: UpArgs) -> anyhow::Result<()> {
     let layout = Layout::new(dir);
     let existing = layout.config().exists();
     let before = if existing { read_dir_config(&layout).ok() } else { None };
-    let (raw, config) = settle_config(&layout, &args, existing)?;
+    let env = config::read_env(|name| std::env::var(name).ok())?;
+    let flags = Flags { replicas: args.replicas, port: args.port, ro_port: args.ro_port, base_port: args.base_port };
+    let given = Given { env: &env, file: args.config.as_deref(), flags, started: existing };
+    let (raw, config) = setup::settle_config(&layout, given)?;
     // Every member of one machine is reached at `listen`.
     ca::check_files(&config, &config.listen.to_string(), &[])?;
     pgrepl_pg::Binaries::find(config.bin_dir.as_deref())?;
@@ -289,41 +227,49 @@ pub async fn run(dir: &Path, args: UpArgs) -> anyhow::Result<()> {
         None => router::load_splicer(config.router_splice)?,
         Some(_) => None,
     };
-    prepare_directory(&layout, &config, existing)?;
-    let store = open_store(&layout, &config).await?;
-    if !existing {
-        // Before the directory gets its configuration: a failed first `up` leaves it new.
-        check_store_unused(store.as_ref(), &config).await?;
-    }
-    let changed = settle_secrets(&layout, &config)?;
-    ca::settle(&layout, &config)?;
-    write_config(&layout, &raw, &config, "pgrepl up")?;
-    let cluster = Cluster { layout, config, store };
-    settle_spec(&cluster, &args, &changed, &actor).await?;
+    let fresh = setup::prepare_directory(&layout, &config, existing)?;
+    let mut put_spec = None;
+    let begun = begin(layout, &raw, config, (&args, &actor, existing), splicer.as_ref(), &mut put_spec).await;
+    let Begun { cluster, paused, supervisor } = match (begun, fresh) {
+        (Ok(begun), fresh) => {
+            drop(fresh);
+            begun
+        }
+        (Err(e), Some(fresh)) => {
+            // Nothing runs yet: what this first start made goes, so that it can simply be run again.
+            if let Some((store, revision)) = put_spec {
+                if let Err(undo) = store.delete(keys::SPEC, Condition::Revision(revision)).await {
+                    tracing::warn!("take back the new cluster's spec: {undo}");
+                }
+            }
+            fresh.undo_or_warn();
+            return Err(e);
+        }
+        (Err(e), None) => return Err(e),
+    };
 
     let limit = Duration::from_secs(args.wait);
-    // In maintenance mode no agent starts a stopped PostgreSQL: `up` then starts the agents and
-    // waits only until each publishes, and says the cluster is paused, not ready.
-    let paused = cluster.view().await?.1.paused();
     let ready = |view: &ClusterView| match paused {
         true => readiness::agents_since(view, started_ms),
         false => readiness::check_since(view, started_ms).map(drop),
     };
-    if running_pid(&cluster.layout.supervisor_pid()).is_some() {
-        if before.is_some_and(|b| read_dir_config(&cluster.layout).is_ok_and(|now| now != b)) {
-            eprintln!(
-                "note: the cluster is running; new passwords, --replicas, [parameters] and the cluster-wide settings (see `pgrepl config show`) apply now (a parameter that needs a restart shows as pending restart in `pgrepl status`), other settings at its next start (`pgrepl down`, then `pgrepl up`)"
-            );
+    match supervisor {
+        None => {
+            if before.is_some_and(|b| read_dir_config(&cluster.layout).is_ok_and(|now| now != b)) {
+                eprintln!(
+                    "note: the cluster is running; new passwords, --replicas, [parameters] and the cluster-wide settings (see `pgrepl config show`) apply now (a parameter that needs a restart shows as pending restart in `pgrepl status`), other settings at its next start (`pgrepl down`, then `pgrepl up`)"
+                );
+            }
+            progress::while_waiting(&cluster, wait::until(&cluster, limit, ready)).await?;
         }
-        progress::while_waiting(&cluster, wait::until(&cluster, limit, ready)).await?;
-    } else {
-        let mut supervisor = start_supervisor(&cluster, splicer.as_ref()).await?;
-        tokio::select! {
-            ready = progress::while_waiting(&cluster, wait::until(&cluster, limit, ready)) => { ready?; }
-            exit = supervisor.wait() => {
-                let log = std::fs::read_to_string(cluster.layout.supervisor_log()).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
-                bail!("the supervisor exited ({}) before the cluster was ready; its log ends:\n{}", exit?, tail.join("\n"));
+        Some(mut supervisor) => {
+            tokio::select! {
+                ready = progress::while_waiting(&cluster, wait::until(&cluster, limit, ready)) => { ready?; }
+                exit = supervisor.wait() => {
+                    let log = std::fs::read_to_string(cluster.layout.supervisor_log()).unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
+                    bail!("the supervisor exited ({}) before the cluster was ready; its log ends:\n{}", exit?, tail.join("\n"));
+                }
             }
         }
     }
@@ -336,6 +282,7 @@ pub async fn run(dir: &Path, args: UpArgs) -> anyhow::Result<()> {
             cluster.layout.dir.display()
         );
         summary::print(&cluster, &view);
+        url::print_hint(&cluster.layout);
         return Ok(());
     }
     let routing = crate::config::cluster_wide::routing(view.spec.as_ref(), &cluster.config);
@@ -348,5 +295,6 @@ pub async fn run(dir: &Path, args: UpArgs) -> anyhow::Result<()> {
         cluster.layout.dir.display()
     );
     summary::print(&cluster, &view);
+    url::print_hint(&cluster.layout);
     Ok(())
 }
