@@ -150,7 +150,7 @@ fn kept_password(path: &Path) -> anyhow::Result<String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
     }
-    let password = crate::commands::up::generated_password();
+    let password = crate::commands::setup::generated_password();
     pgrepl_pg::write_atomic(path, password.as_bytes(), 0o600)?;
     Ok(password)
 }

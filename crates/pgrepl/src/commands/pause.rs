@@ -9,7 +9,7 @@
 use crate::agent_lock;
 use crate::cluster::Cluster;
 use crate::commands::refusal::Refused;
-use crate::commands::{up, wait};
+use crate::commands::{setup, wait};
 use anyhow::Context;
 use pgrepl_core::{keys, ClusterView, MemberName, PauseRecord};
 use pgrepl_store::{Condition, StoreError};
@@ -53,7 +53,7 @@ fn refuse_unguarded(cluster: &Cluster, view: &ClusterView) -> Result<(), Refused
     let layout = &cluster.layout;
     let members = view.spec.iter().flat_map(|s| s.members.keys());
     let unguarded = members
-        .filter(|m| up::postmaster_runs(layout, m) && agent_lock::holder(&layout.agent_lock(m)).is_none())
+        .filter(|m| setup::postmaster_runs(layout, m) && agent_lock::holder(&layout.agent_lock(m)).is_none())
         .map(MemberName::to_string)
         .collect::<Vec<_>>();
     if !unguarded.is_empty() {

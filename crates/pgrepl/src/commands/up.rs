@@ -24,7 +24,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 // Where other commands have long found them.
-pub(crate) use setup::{generated_password, postmaster_runs, write_config};
 
 /// A new cluster's store must be empty: in etcd, a cluster of the same name (another directory's)
 /// may already keep its state under the prefix, and this one must not take it over. Also shows
@@ -52,7 +51,7 @@ async fn check_store_unused(store: &dyn Store, config: &Config) -> anyhow::Resul
 /// A member of this cluster still running from before: its agent (which outlived a
 /// supervisor) or its PostgreSQL (which outlived its agent).
 fn still_running(layout: &Layout, member: &MemberName) -> bool {
-    agent_lock::holder(&layout.agent_lock(member)).is_some() || postmaster_runs(layout, member)
+    agent_lock::holder(&layout.agent_lock(member)).is_some() || setup::postmaster_runs(layout, member)
 }
 
 fn new_spec(config: &Config, wide: &ClusterWide) -> anyhow::Result<Spec> {

@@ -11,7 +11,7 @@
 //! never touches a member: the agents apply what the spec says.
 
 use crate::cluster::{read_dir_config, Cluster};
-use crate::commands::{agent, up, wait};
+use crate::commands::{agent, setup, wait};
 mod edit;
 mod history;
 
@@ -214,7 +214,7 @@ async fn write(cluster: &Cluster, read: Read, next: Next, actor: &Actor) -> anyh
         raw.parameters = next.parameters.iter().map(|(k, v)| (k.clone(), toml::Value::String(v.clone()))).collect();
         let followed = next.wide.write_into(&mut raw, &read.wide.differing(&next.wide)).map_err(anyhow::Error::from);
         if let Err(e) =
-            followed.and_then(|()| up::write_config(&cluster.layout, &raw, &cluster.config, "pgrepl config"))
+            followed.and_then(|()| setup::write_config(&cluster.layout, &raw, &cluster.config, "pgrepl config"))
         {
             eprintln!(
                 "note: the cluster's settings changed, but this directory's configuration could not follow ({e:#}); \
