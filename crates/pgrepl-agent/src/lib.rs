@@ -1,8 +1,12 @@
 //! The loop of one member: observe -> decide -> act -> publish. `member` owns the loop and the
-//! agent's own memory (first cycle, passwords applied, stream clock); `act` carries out one
-//! `Action` through `pgrepl-pg` and the store; `publish` writes the member's status; `chore` is
-//! work asked of the loop from outside (restart, reinitialize); `follow` takes the cluster's
-//! own settings from the spec.
+//! agent's own memory (first cycle, the clocks, the kept connection); its `observe` only reads
+//! the store and the local server, its `lease` renews and releases the lease and tells the
+//! fencer what each cycle saw. `act` carries out one `Action` through `pgrepl-pg` and the store
+//! and owns what it applied (`Applied`; `act/refresh` is the work after a quiet cycle);
+//! `publish` builds the member's status purely and its `Publisher` writes it; `store_writer`
+//! is the one handle on the store; `chore` is work asked of the loop from outside (restart,
+//! reinitialize); `follow` takes the cluster's own settings and this member's port from the
+//! spec.
 
 mod act;
 pub mod chore;
