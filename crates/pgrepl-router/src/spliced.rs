@@ -27,6 +27,15 @@ const CHECK_IDLE: Duration = Duration::from_secs(1);
 /// How often a pausing pair is checked for the kernel having sent everything on.
 const DRAIN_POLL: Duration = Duration::from_millis(1);
 
+/// How the splice of a connection ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Handover {
+    /// The router copies the rest of the connection itself, for this reason.
+    Copy(&'static str),
+    /// The rw backend is no longer the primary: the connection is closed.
+    Demoted,
+}
+
 pub(crate) async fn run(
     endpoint: Endpoint,
     client: TcpStream,
@@ -59,17 +68,17 @@ pub(crate) async fn run(
         let hangups = Hangups::watch(&pair.client, &pair.server)?;
         let why = tokio::select! {
             why = watch(&pair, &hangups, stopped) => why?,
-            _ = &mut demoted => return Ok(None),
+            _ = &mut demoted => return Ok(Handover::Demoted),
         };
         pair.spliced.pause()?;
         tokio::select! {
             drained = pair.drain(&hangups) => drained?,
-            _ = &mut demoted => return Ok(None),
+            _ = &mut demoted => return Ok(Handover::Demoted),
         }
-        Ok::<_, io::Error>(Some(why))
+        Ok::<_, io::Error>(Handover::Copy(why))
     };
     match handover.await {
-        Ok(Some(why)) => {
+        Ok(Handover::Copy(why)) => {
             debug!(%endpoint, backend = %backend.name, "the router copies the rest of the connection: {why}");
             let Pair { spliced, client, server, .. } = pair;
             match (TcpStream::from_std(client), TcpStream::from_std(server)) {
@@ -78,7 +87,7 @@ pub(crate) async fn run(
             }
             drop(spliced);
         }
-        Ok(None) => proxy::closed_demoted(endpoint, &backend),
+        Ok(Handover::Demoted) => proxy::closed_demoted(endpoint, &backend),
         Err(e) => debug!(%endpoint, backend = %backend.name, "connection ended: {e}"),
     }
 }
