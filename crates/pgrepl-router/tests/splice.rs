@@ -189,3 +189,20 @@ async fn a_client_that_hangs_up_at_once_still_delivers_its_message() {
         assert_eq!(received, message, "round {round}");
     }
 }
+
+/// A router takes over the splicer's descriptors from its parent only when each map is the
+/// one it should be: the same kind, key size and value size.
+#[test]
+fn descriptors_handed_down_out_of_order_are_refused() {
+    let splicer = Splicer::load().expect("load the splice program (needs root and CONFIG_BPF_STREAM_PARSER)");
+    // SAFETY: dup makes new descriptors, each handed to one from_descriptors below.
+    let dup = |fds: &[i32]| fds.iter().map(|&fd| unsafe { libc::dup(fd) }.to_string()).collect::<Vec<_>>().join(",");
+    let mut fds = splicer.descriptors().to_vec();
+    // SAFETY: fresh duplicates of the splicer's objects, owned by nothing else.
+    let taken = unsafe { Splicer::from_descriptors(&dup(&fds)) };
+    assert!(taken.is_ok(), "{:?}", taken.err());
+    fds.swap(0, 1); // the partners' sockhash and the forwarded counts' hash
+                    // SAFETY: as above.
+    let refused = unsafe { Splicer::from_descriptors(&dup(&fds)) }.expect_err("a hash taken for the sockhash");
+    assert!(refused.to_string().contains("not the SockHash"), "{refused}");
+}

@@ -3,6 +3,7 @@
 //! BPF compiler. Layouts and numbers are those of `linux/bpf.h`.
 
 use std::io;
+use std::marker::PhantomData;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 const MAP_CREATE: i32 = 0;
@@ -12,9 +13,7 @@ const MAP_DELETE_ELEM: i32 = 3;
 const PROG_LOAD: i32 = 5;
 const PROG_ATTACH: i32 = 8;
 
-pub(super) const MAP_HASH: u32 = 1;
-pub(super) const MAP_SOCKHASH: u32 = 18;
-pub(super) const MAP_RINGBUF: u32 = 27;
+const MAP_RINGBUF: u32 = 27;
 const PROG_TYPE_SK_SKB: u32 = 14;
 const ATTACH_SK_SKB_STREAM_VERDICT: u32 = 5;
 
@@ -60,44 +59,114 @@ struct Element {
     flags: u64,
 }
 
-/// A BPF map.
-pub(super) struct Map {
-    fd: OwnedFd,
+#[repr(C)]
+struct GetInfo {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
 }
 
-impl Map {
-    /// A map keyed by socket cookie (u64).
-    pub(super) fn create(map_type: u32, value_size: u32, max_entries: u32) -> io::Result<Map> {
-        let mut attr = MapCreate { map_type, key_size: 8, value_size, max_entries };
-        Ok(Map { fd: owned_fd(bpf(MAP_CREATE, &mut attr)?) })
+/// The head of `struct bpf_map_info`, which is all the router asks of a map it is handed.
+#[repr(C)]
+#[derive(Default)]
+struct MapInfo {
+    map_type: u32,
+    id: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+}
+
+const OBJ_GET_INFO_BY_FD: i32 = 15;
+
+/// What a map's descriptor says of it: type, key and value size, and entries.
+fn map_info(fd: &OwnedFd) -> io::Result<MapInfo> {
+    let mut info = MapInfo::default();
+    let mut attr = GetInfo {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: std::mem::size_of::<MapInfo>() as u32,
+        info: &mut info as *mut MapInfo as u64,
+    };
+    bpf(OBJ_GET_INFO_BY_FD, &mut attr)?;
+    Ok(info)
+}
+
+/// Plain data that a map holds as it lies in memory: any bit pattern of its size is a value.
+///
+/// # Safety
+/// The type must have no padding, no pointers and no invalid bit patterns.
+pub(super) unsafe trait Plain: Copy + Default {}
+// SAFETY: integers are plain data.
+unsafe impl Plain for u32 {}
+// SAFETY: integers are plain data.
+unsafe impl Plain for u64 {}
+
+/// The kinds of key-value map the router makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Kind {
+    /// `BPF_MAP_TYPE_HASH`.
+    Hash = 1,
+    /// `BPF_MAP_TYPE_SOCKHASH`: values are sockets, stored by descriptor (a u32).
+    SockHash = 18,
+}
+
+/// A BPF map from `K` to `V`: its key and value sizes are those of `K` and `V`, checked when the
+/// map is made or taken over, so a call site passes typed values, never bytes.
+pub(super) struct Map<K: Plain, V: Plain> {
+    fd: OwnedFd,
+    _types: PhantomData<fn(K) -> V>,
+}
+
+impl<K: Plain, V: Plain> Map<K, V> {
+    const KEY_SIZE: u32 = std::mem::size_of::<K>() as u32;
+    const VALUE_SIZE: u32 = std::mem::size_of::<V>() as u32;
+
+    pub(super) fn create(kind: Kind, max_entries: u32) -> io::Result<Self> {
+        let mut attr =
+            MapCreate { map_type: kind as u32, key_size: Self::KEY_SIZE, value_size: Self::VALUE_SIZE, max_entries };
+        Ok(Map { fd: owned_fd(bpf(MAP_CREATE, &mut attr)?), _types: PhantomData })
     }
 
-    /// A ring buffer of `bytes` (a power of two, a multiple of the page size).
-    pub(super) fn ring_buffer(bytes: u32) -> io::Result<Map> {
-        let mut attr = MapCreate { map_type: MAP_RINGBUF, key_size: 0, value_size: 0, max_entries: bytes };
-        Ok(Map { fd: owned_fd(bpf(MAP_CREATE, &mut attr)?) })
-    }
-
-    pub(super) fn from_fd(fd: OwnedFd) -> Map {
-        Map { fd }
+    /// Takes over a map made elsewhere (a parent process), if it is a `kind` map of `K` to `V`.
+    pub(super) fn from_fd(fd: OwnedFd, kind: Kind) -> io::Result<Self> {
+        let info = map_info(&fd)?;
+        if (info.map_type, info.key_size, info.value_size) != (kind as u32, Self::KEY_SIZE, Self::VALUE_SIZE) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "descriptor {} is a map of type {} with {}-byte keys and {}-byte values, not the {kind:?} of {}-byte keys \
+                     and {}-byte values it should be",
+                    fd.as_raw_fd(),
+                    info.map_type,
+                    info.key_size,
+                    info.value_size,
+                    Self::KEY_SIZE,
+                    Self::VALUE_SIZE
+                ),
+            ));
+        }
+        Ok(Map { fd, _types: PhantomData })
     }
 
     pub(super) fn fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
 
-    fn element(&self, key: &u64, value: u64) -> Element {
-        Element { map_fd: self.fd.as_raw_fd() as u32, _pad: 0, key: key as *const u64 as u64, value, flags: 0 }
+    fn element(&self, key: &K, value: u64) -> Element {
+        Element { map_fd: self.fd.as_raw_fd() as u32, _pad: 0, key: key as *const K as u64, value, flags: 0 }
     }
 
-    /// Stores `value` (a socket's descriptor in a sockhash, a plain value otherwise) under `key`.
-    pub(super) fn insert<V>(&self, key: u64, value: &V) -> io::Result<()> {
-        bpf(MAP_UPDATE_ELEM, &mut self.element(&key, value as *const V as u64)).map(drop)
+    /// Stores `value` (a socket's descriptor in a sockhash) under `key`.
+    pub(super) fn insert(&self, key: K, value: V) -> io::Result<()> {
+        bpf(MAP_UPDATE_ELEM, &mut self.element(&key, &value as *const V as u64)).map(drop)
     }
 
-    pub(super) fn get_u64(&self, key: u64) -> io::Result<Option<u64>> {
-        let mut value = 0u64;
-        match bpf(MAP_LOOKUP_ELEM, &mut self.element(&key, &mut value as *mut u64 as u64)) {
+    /// The value under `key`, if there is one. (Not for a sockhash, whose values the kernel
+    /// gives back as socket cookies, not as the descriptors stored.)
+    pub(super) fn get(&self, key: K) -> io::Result<Option<V>> {
+        let mut value = V::default();
+        match bpf(MAP_LOOKUP_ELEM, &mut self.element(&key, &mut value as *mut V as u64)) {
             Ok(_) => Ok(Some(value)),
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
             Err(e) => Err(e),
@@ -105,11 +174,39 @@ impl Map {
     }
 
     /// Removes `key`; a missing key is not an error.
-    pub(super) fn remove(&self, key: u64) -> io::Result<()> {
+    pub(super) fn remove(&self, key: K) -> io::Result<()> {
         match bpf(MAP_DELETE_ELEM, &mut self.element(&key, 0)) {
             Err(e) if e.raw_os_error() != Some(libc::ENOENT) => Err(e),
             _ => Ok(()),
         }
+    }
+}
+
+/// A BPF ring buffer: the program writes records to it, the router maps it to read them.
+pub(super) struct RingBuf {
+    fd: OwnedFd,
+}
+
+impl RingBuf {
+    pub(super) fn create(bytes: u32) -> io::Result<RingBuf> {
+        let mut attr = MapCreate { map_type: MAP_RINGBUF, key_size: 0, value_size: 0, max_entries: bytes };
+        Ok(RingBuf { fd: owned_fd(bpf(MAP_CREATE, &mut attr)?) })
+    }
+
+    /// Takes over a ring buffer made elsewhere, if it is one.
+    pub(super) fn from_fd(fd: OwnedFd) -> io::Result<RingBuf> {
+        let info = map_info(&fd)?;
+        if info.map_type != MAP_RINGBUF {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("descriptor {} is a map of type {}, not a ring buffer", fd.as_raw_fd(), info.map_type),
+            ));
+        }
+        Ok(RingBuf { fd })
+    }
+
+    pub(super) fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
     }
 }
 
@@ -198,9 +295,9 @@ const fn exit() -> Insn {
     insn(0x95, 0, 0, 0, 0)
 }
 /// dst = the map (two instructions: a 64-bit load the kernel resolves from the descriptor).
-fn load_map(dst: u8, map: &Map) -> [Insn; 2] {
+fn load_map(dst: u8, map: RawFd) -> [Insn; 2] {
     const PSEUDO_MAP_FD: u8 = 1;
-    [insn(0x18, dst, PSEUDO_MAP_FD, 0, map.fd.as_raw_fd()), insn(0, 0, 0, 0, 0)]
+    [insn(0x18, dst, PSEUDO_MAP_FD, 0, map), insn(0, 0, 0, 0, 0)]
 }
 
 /// Jump targets in the verdict program.
@@ -239,18 +336,21 @@ impl Assembler {
     }
 }
 
+/// A socket's cookie: the kernel's number for it, never reused; the key of every map.
+pub(super) type Cookie = u64;
+
 /// The maps the verdict program uses, all keyed by the arriving socket's cookie.
 pub(super) struct Maps<'a> {
-    /// Sockhash: the socket the bytes go out of.
-    pub partners: &'a Map,
+    /// Sockhash: the socket the bytes go out of (stored by descriptor).
+    pub partners: &'a Map<Cookie, u32>,
     /// Bytes passed on so far (the program adds to it).
-    pub forwarded: &'a Map,
+    pub forwarded: &'a Map<Cookie, u64>,
     /// How many bytes in all the kernel may pass on (the router raises it as they are sent).
-    pub allowed: &'a Map,
+    pub allowed: &'a Map<Cookie, u64>,
     /// Present: the router reads this socket itself (the router or the program sets it).
-    pub paused: &'a Map,
+    pub paused: &'a Map<Cookie, u32>,
     /// Ring buffer: the cookie of each socket the program paused, to wake the router.
-    pub stops: &'a Map,
+    pub stops: &'a RingBuf,
 }
 
 /// The verdict program, run by the kernel on every segment that arrives on a spliced socket.
@@ -265,12 +365,12 @@ pub(super) fn verdict_program(maps: &Maps) -> Vec<Insn> {
     a.emit([mov_reg(R6, R1), load_u32(R1, R6, 0)]); // r6 = the segment; r1 = its length
     a.jump(jump_eq(R1, 0, 0), Label::Pass); // no bytes: a bare FIN
     a.emit([mov_reg(R1, R6), call(HELPER_GET_SOCKET_COOKIE), store_u64(R10, -8, R0)]); // key = its cookie
-    a.emit(lookup(maps.paused)); // r0 = &paused[key]
+    a.emit(lookup(maps.paused.fd())); // r0 = &paused[key]
     a.jump(jump_ne(R0, 0, 0), Label::Pass);
-    a.emit(lookup(maps.forwarded)); // r0 = &forwarded[key]
+    a.emit(lookup(maps.forwarded.fd())); // r0 = &forwarded[key]
     a.jump(jump_eq(R0, 0, 0), Label::Pass); // not a spliced socket
     a.emit([mov_reg(R7, R0)]); // r7 = &forwarded[key]
-    a.emit(lookup(maps.allowed)); // r0 = &allowed[key]
+    a.emit(lookup(maps.allowed.fd())); // r0 = &allowed[key]
     a.jump(jump_eq(R0, 0, 0), Label::Pass);
     a.emit([
         load_u64(R8, R0, 0), // r8 = allowed
@@ -280,17 +380,17 @@ pub(super) fn verdict_program(maps: &Maps) -> Vec<Insn> {
     ]);
     a.jump(jump_gt_reg(R1, R8), Label::Stop); // past the allowance
     a.emit([mov_reg(R1, R6)]);
-    a.emit(load_map(R2, maps.partners));
+    a.emit(load_map(R2, maps.partners.fd()));
     a.emit([mov_reg(R3, R10), add_imm(R3, -8), mov_imm(R4, 0), call(HELPER_SK_REDIRECT_HASH)]); // out of partners[key]
     a.jump(jump_ne(R0, SK_PASS, 0), Label::Pass); // no partner
     a.emit([load_u32(R1, R6, 0), atomic_add_u64(R7, 0, R1)]); // forwarded[key] += length
     a.jump(goto(), Label::Pass);
     a.label(Label::Stop);
     a.emit([store_imm_u32(R10, -16, 1)]); // value 1, on the stack
-    a.emit(load_map(R1, maps.paused));
+    a.emit(load_map(R1, maps.paused.fd()));
     a.emit([mov_reg(R2, R10), add_imm(R2, -8), mov_reg(R3, R10), add_imm(R3, -16), mov_imm(R4, 0)]);
     a.emit([call(HELPER_MAP_UPDATE_ELEM)]); // paused[key] = 1
-    a.emit(load_map(R1, maps.stops));
+    a.emit(load_map(R1, maps.stops.fd()));
     a.emit([mov_reg(R2, R10), add_imm(R2, -8), mov_imm(R3, 8), mov_imm(R4, 0), call(HELPER_RINGBUF_OUTPUT)]); // stops <- key
     a.label(Label::Pass);
     a.emit([mov_imm(R0, SK_PASS), exit()]);
@@ -298,7 +398,7 @@ pub(super) fn verdict_program(maps: &Maps) -> Vec<Insn> {
 }
 
 /// r0 = map_lookup_elem(map, &key) (key at r10 - 8).
-fn lookup(map: &Map) -> Vec<Insn> {
+fn lookup(map: RawFd) -> Vec<Insn> {
     let mut insns = load_map(R1, map).to_vec();
     insns.extend([mov_reg(R2, R10), add_imm(R2, -8), call(HELPER_MAP_LOOKUP_ELEM)]);
     insns
@@ -325,7 +425,7 @@ struct ProgAttach {
 
 /// Loads `program` as a stream verdict program and attaches it to the sockhash `partners`, so
 /// the kernel runs it for every socket stored there.
-pub(super) fn attach_verdict(program: &[Insn], partners: &Map) -> io::Result<OwnedFd> {
+pub(super) fn attach_verdict(program: &[Insn], partners: &Map<Cookie, u32>) -> io::Result<OwnedFd> {
     let license = c"Apache-2.0";
     let mut log = vec![0u8; 16 * 1024];
     let mut load = ProgLoad {
@@ -359,8 +459,14 @@ mod tests {
     /// every other way out ends in the verdict.
     #[test]
     fn jumps_land_on_their_labels() {
-        let fake = || Map { fd: std::fs::File::open("/dev/null").unwrap().into() };
-        let (p, f, al, pa, st) = (fake(), fake(), fake(), fake(), fake());
+        let null = || OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
+        let (p, f, al, pa) = (
+            Map { fd: null(), _types: PhantomData },
+            Map { fd: null(), _types: PhantomData },
+            Map { fd: null(), _types: PhantomData },
+            Map { fd: null(), _types: PhantomData },
+        );
+        let st = RingBuf { fd: null() };
         let maps = Maps { partners: &p, forwarded: &f, allowed: &al, paused: &pa, stops: &st };
         let program = verdict_program(&maps);
         let verdict = program.len() - 2;

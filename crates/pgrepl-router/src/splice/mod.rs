@@ -14,7 +14,7 @@ mod stops;
 
 pub(crate) use socket::{written, Hangup, Hangups};
 
-use bpf::Map;
+use bpf::{Cookie, Kind, Map, RingBuf};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,15 +30,15 @@ const STOPS_BYTES: u32 = 64 * 1024;
 /// The kernel objects of splicing, made once per router process.
 pub struct Splicer {
     /// Socket cookie -> the socket its bytes go out of.
-    partners: Map,
+    partners: Map<Cookie, u32>,
     /// Socket cookie -> bytes the kernel has passed on from that socket.
-    forwarded: Map,
+    forwarded: Map<Cookie, u64>,
     /// Socket cookie -> bytes the kernel may pass on from that socket in all.
-    allowed: Map,
+    allowed: Map<Cookie, u64>,
     /// Socket cookies whose bytes the kernel leaves to the router.
-    paused: Map,
+    paused: Map<Cookie, u32>,
     /// Ring buffer: the program's notices of sockets it paused.
-    stops: Map,
+    stops: RingBuf,
     _program: OwnedFd,
     /// Bumped whenever the program paused a socket (see `watch_stops`).
     stopped: watch::Sender<u64>,
@@ -48,18 +48,25 @@ pub struct Splicer {
 impl Splicer {
     /// Creates the maps and loads the program; fails without the privilege or kernel support.
     pub fn load() -> io::Result<Splicer> {
-        let partners = Map::create(bpf::MAP_SOCKHASH, 4, MAX_SOCKETS)?;
-        let forwarded = Map::create(bpf::MAP_HASH, 8, MAX_SOCKETS)?;
-        let allowed = Map::create(bpf::MAP_HASH, 8, MAX_SOCKETS)?;
-        let paused = Map::create(bpf::MAP_HASH, 4, MAX_SOCKETS)?;
-        let stops = Map::ring_buffer(STOPS_BYTES)?;
+        let partners = Map::create(Kind::SockHash, MAX_SOCKETS)?;
+        let forwarded = Map::create(Kind::Hash, MAX_SOCKETS)?;
+        let allowed = Map::create(Kind::Hash, MAX_SOCKETS)?;
+        let paused = Map::create(Kind::Hash, MAX_SOCKETS)?;
+        let stops = RingBuf::create(STOPS_BYTES)?;
         let maps =
             bpf::Maps { partners: &partners, forwarded: &forwarded, allowed: &allowed, paused: &paused, stops: &stops };
         let program = bpf::attach_verdict(&bpf::verdict_program(&maps), &partners)?;
         Ok(Splicer::from_parts(partners, forwarded, allowed, paused, stops, program))
     }
 
-    fn from_parts(partners: Map, forwarded: Map, allowed: Map, paused: Map, stops: Map, program: OwnedFd) -> Splicer {
+    fn from_parts(
+        partners: Map<Cookie, u32>,
+        forwarded: Map<Cookie, u64>,
+        allowed: Map<Cookie, u64>,
+        paused: Map<Cookie, u32>,
+        stops: RingBuf,
+        program: OwnedFd,
+    ) -> Splicer {
         let (stopped, _) = watch::channel(0);
         let watching = AtomicBool::new(false);
         Splicer { partners, forwarded, allowed, paused, stops, _program: program, stopped, watching }
@@ -84,7 +91,8 @@ impl Splicer {
         self.descriptors().map(|fd| fd.to_string()).join(",")
     }
 
-    /// Takes over the descriptors a parent handed down (see `descriptors`), in that order.
+    /// Takes over the descriptors a parent handed down (see `descriptors`), in that order; each
+    /// map must be of the type, key size and value size this splicer makes it with.
     ///
     /// # Safety
     /// The descriptors must be open, be this splicer's objects, and be owned by nothing else
@@ -103,8 +111,14 @@ impl Splicer {
         }
         // SAFETY: the caller vouches that these are this splicer's objects, owned by nobody else.
         let own = |fd| unsafe { OwnedFd::from_raw_fd(fd) };
-        let map = |fd| Map::from_fd(own(fd));
-        Ok(Splicer::from_parts(map(partners), map(forwarded), map(allowed), map(paused), map(stops), own(program)))
+        Ok(Splicer::from_parts(
+            Map::from_fd(own(partners), Kind::SockHash)?,
+            Map::from_fd(own(forwarded), Kind::Hash)?,
+            Map::from_fd(own(allowed), Kind::Hash)?,
+            Map::from_fd(own(paused), Kind::Hash)?,
+            RingBuf::from_fd(own(stops))?,
+            own(program),
+        ))
     }
 
     /// Starts, once, the task that turns the program's stop notices into `stopped()` changes.
@@ -138,9 +152,9 @@ impl Splicer {
     ) -> io::Result<Spliced> {
         let spliced = Spliced { splicer: self.clone(), cookies: [cookie(client)?, cookie(server)?] };
         for (key, partner) in [(spliced.cookies[0], server.as_raw_fd()), (spliced.cookies[1], client.as_raw_fd())] {
-            self.forwarded.insert(key, &0u64)?;
-            self.allowed.insert(key, &allowance)?;
-            self.partners.insert(key, &(partner as u32))?;
+            self.forwarded.insert(key, 0)?;
+            self.allowed.insert(key, allowance)?;
+            self.partners.insert(key, partner as u32)?;
         }
         Ok(spliced)
     }
@@ -162,30 +176,30 @@ pub(crate) enum Side {
 /// A spliced pair; dropping it forgets the pair in the kernel's maps.
 pub(crate) struct Spliced {
     splicer: Arc<Splicer>,
-    cookies: [u64; 2],
+    cookies: [Cookie; 2],
 }
 
 impl Spliced {
     /// Bytes the kernel has passed on from `from` to the other side.
     pub(crate) fn forwarded(&self, from: Side) -> io::Result<u64> {
-        Ok(self.splicer.forwarded.get_u64(self.cookies[from as usize])?.unwrap_or(0))
+        Ok(self.splicer.forwarded.get(self.cookies[from as usize])?.unwrap_or(0))
     }
 
     /// Lets the kernel pass on up to `total` bytes from `from`, counted since the splice.
     pub(crate) fn allow(&self, from: Side, total: u64) -> io::Result<()> {
-        self.splicer.allowed.insert(self.cookies[from as usize], &total)
+        self.splicer.allowed.insert(self.cookies[from as usize], total)
     }
 
     /// Whether `from` is paused: by the program when its allowance ran out, or by `pause`.
     pub(crate) fn is_paused(&self, from: Side) -> io::Result<bool> {
-        Ok(self.splicer.paused.get_u64(self.cookies[from as usize])?.is_some())
+        Ok(self.splicer.paused.get(self.cookies[from as usize])?.is_some())
     }
 
     /// Stops the kernel passing bytes on, both ways: what arrives from now on is the router's
     /// to read. What the kernel already took in, it still sends.
     pub(crate) fn pause(&self) -> io::Result<()> {
         for key in self.cookies {
-            self.splicer.paused.insert(key, &1u32)?;
+            self.splicer.paused.insert(key, 1)?;
         }
         Ok(())
     }
@@ -203,7 +217,7 @@ impl Drop for Spliced {
 }
 
 /// The kernel's unique, never reused number for a socket.
-fn cookie(socket: &impl AsRawFd) -> io::Result<u64> {
+fn cookie(socket: &impl AsRawFd) -> io::Result<Cookie> {
     let mut value = 0u64;
     let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
     // SAFETY: `value` and `len` are valid for the duration of the call and sized as SO_COOKIE needs.
