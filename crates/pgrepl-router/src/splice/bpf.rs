@@ -185,15 +185,17 @@ impl<K: Plain, V: Plain> Map<K, V> {
 /// A BPF ring buffer: the program writes records to it, the router maps it to read them.
 pub(super) struct RingBuf {
     fd: OwnedFd,
+    /// Bytes of data (a power of two, a multiple of the page size).
+    bytes: u32,
 }
 
 impl RingBuf {
     pub(super) fn create(bytes: u32) -> io::Result<RingBuf> {
         let mut attr = MapCreate { map_type: MAP_RINGBUF, key_size: 0, value_size: 0, max_entries: bytes };
-        Ok(RingBuf { fd: owned_fd(bpf(MAP_CREATE, &mut attr)?) })
+        Ok(RingBuf { fd: owned_fd(bpf(MAP_CREATE, &mut attr)?), bytes })
     }
 
-    /// Takes over a ring buffer made elsewhere, if it is one.
+    /// Takes over a ring buffer made elsewhere, if it is one; its size is the kernel's word.
     pub(super) fn from_fd(fd: OwnedFd) -> io::Result<RingBuf> {
         let info = map_info(&fd)?;
         if info.map_type != MAP_RINGBUF {
@@ -202,11 +204,15 @@ impl RingBuf {
                 format!("descriptor {} is a map of type {}, not a ring buffer", fd.as_raw_fd(), info.map_type),
             ));
         }
-        Ok(RingBuf { fd })
+        Ok(RingBuf { fd, bytes: info.max_entries })
     }
 
     pub(super) fn fd(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+
+    pub(super) fn bytes(&self) -> u32 {
+        self.bytes
     }
 }
 
@@ -294,6 +300,14 @@ const fn call(helper: i32) -> Insn {
 const fn exit() -> Insn {
     insn(0x95, 0, 0, 0, 0)
 }
+/// if dst >= src (unsigned): skip `off` instructions
+const fn jump_ge_reg(dst: u8, src: u8) -> Insn {
+    insn(0x3d, dst, src, 0, 0)
+}
+/// *(u64 *)(dst + off) = imm (sign-extended)
+const fn store_imm_u64(dst: u8, off: i16, imm: i32) -> Insn {
+    insn(0x7a, dst, 0, off, imm)
+}
 /// dst = the map (two instructions: a 64-bit load the kernel resolves from the descriptor).
 fn load_map(dst: u8, map: RawFd) -> [Insn; 2] {
     const PSEUDO_MAP_FD: u8 = 1;
@@ -304,10 +318,12 @@ fn load_map(dst: u8, map: RawFd) -> [Insn; 2] {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Label {
     Stop,
+    Notify,
     Pass,
 }
 
 /// A program under construction: instructions, with jumps to labels resolved at the end.
+/// Jumps go forward only: the program has no loop, so the verifier walks each path once.
 #[derive(Default)]
 struct Assembler {
     program: Vec<Insn>,
@@ -325,12 +341,14 @@ impl Assembler {
         self.program.push(insn);
     }
     fn label(&mut self, label: Label) {
+        assert!(self.labels.iter().all(|(l, _)| *l != label), "{label:?} is placed twice");
         self.labels.push((label, self.program.len()));
     }
     fn finish(mut self) -> Vec<Insn> {
         for (at, to) in self.jumps {
             let target = self.labels.iter().find(|(l, _)| *l == to).expect("every label is placed").1;
-            self.program[at].off = (target - at - 1) as i16;
+            assert!(target > at, "a jump to {to:?} goes backwards: the assembler jumps forward only");
+            self.program[at].off = i16::try_from(target - at - 1).expect("a jump of at most 32767 instructions");
         }
         self.program
     }
@@ -347,19 +365,29 @@ pub(super) struct Maps<'a> {
     pub forwarded: &'a Map<Cookie, u64>,
     /// How many bytes in all the kernel may pass on (the router raises it as they are sent).
     pub allowed: &'a Map<Cookie, u64>,
+    /// The forwarded count past which the program writes a notice to `stops`, so the router
+    /// raises the allowance; the program then sets it to `u64::MAX` until the router sets it.
+    pub wake_at: &'a Map<Cookie, u64>,
     /// Present: the router reads this socket itself (the router or the program sets it).
     pub paused: &'a Map<Cookie, u32>,
-    /// Ring buffer: the cookie of each socket the program paused, to wake the router.
+    /// Ring buffer: the cookie of each socket the program paused or wakes the router for.
     pub stops: &'a RingBuf,
 }
 
 /// The verdict program, run by the kernel on every segment that arrives on a spliced socket.
 /// Unless the socket is paused, it sends the bytes out of the socket's partner and counts
 /// them; but if that would take the count past what the router allowed, it pauses the socket
-/// instead and says so in `stops`. Bytes of a paused socket, or of one without a partner,
-/// stay with it for the router to read, under TCP's flow control. A segment without bytes
-/// (a bare FIN) is never passed on: the kernel would take sending nothing for a broken pipe
-/// and stop sending on the partner.
+/// instead and says so in `stops`. When the count passes `wake_at`, it says so in `stops` too
+/// (once), for the router to raise the allowance. Bytes of a paused socket, or of one without
+/// a partner, stay with it for the router to read, under TCP's flow control. A segment without
+/// bytes (a bare FIN) is never passed on: the kernel would take sending nothing for a broken
+/// pipe and stop sending on the partner.
+///
+/// Registers: r1-r5 are a helper's arguments and lost in each call, r0 its result; r6-r9 keep
+/// their values across calls, so r6 holds the segment, r7 the pointer to its forwarded count
+/// and r8 its allowance. The key (the cookie) lives at r10 - 8 and the paused value at r10 - 16.
+/// Every lookup is checked for null before its pointer is used: the verifier refuses the
+/// program otherwise, and the router may remove a pair's keys while its segments still pass.
 pub(super) fn verdict_program(maps: &Maps) -> Vec<Insn> {
     let mut a = Assembler::default();
     a.emit([mov_reg(R6, R1), load_u32(R1, R6, 0)]); // r6 = the segment; r1 = its length
@@ -384,12 +412,18 @@ pub(super) fn verdict_program(maps: &Maps) -> Vec<Insn> {
     a.emit([mov_reg(R3, R10), add_imm(R3, -8), mov_imm(R4, 0), call(HELPER_SK_REDIRECT_HASH)]); // out of partners[key]
     a.jump(jump_ne(R0, SK_PASS, 0), Label::Pass); // no partner
     a.emit([load_u32(R1, R6, 0), atomic_add_u64(R7, 0, R1)]); // forwarded[key] += length
-    a.jump(goto(), Label::Pass);
+    a.emit(lookup(maps.wake_at.fd())); // r0 = &wake_at[key]
+    a.jump(jump_eq(R0, 0, 0), Label::Pass);
+    a.emit([load_u64(R1, R7, 0), load_u64(R2, R0, 0)]); // r1 = forwarded, r2 = wake_at
+    a.jump(jump_ge_reg(R2, R1), Label::Pass); // not yet past wake_at
+    a.emit([store_imm_u64(R0, 0, -1)]); // wake_at[key] = u64::MAX: one notice until the router sets it
+    a.jump(goto(), Label::Notify);
     a.label(Label::Stop);
     a.emit([store_imm_u32(R10, -16, 1)]); // value 1, on the stack
     a.emit(load_map(R1, maps.paused.fd()));
     a.emit([mov_reg(R2, R10), add_imm(R2, -8), mov_reg(R3, R10), add_imm(R3, -16), mov_imm(R4, 0)]);
     a.emit([call(HELPER_MAP_UPDATE_ELEM)]); // paused[key] = 1
+    a.label(Label::Notify);
     a.emit(load_map(R1, maps.stops.fd()));
     a.emit([mov_reg(R2, R10), add_imm(R2, -8), mov_imm(R3, 8), mov_imm(R4, 0), call(HELPER_RINGBUF_OUTPUT)]); // stops <- key
     a.label(Label::Pass);
@@ -455,32 +489,50 @@ pub(super) fn attach_verdict(program: &[Insn], partners: &Map<Cookie, u32>) -> i
 mod tests {
     use super::*;
 
-    /// The jumps land on the labels: the stop branch starts by storing the paused value, and
+    /// The jumps land on their labels: one way to stop (which starts by storing the paused
+    /// value), one way to a notice without a stop (after setting `wake_at` to its maximum), and
     /// every other way out ends in the verdict.
     #[test]
     fn jumps_land_on_their_labels() {
         let null = || OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
-        let (p, f, al, pa) = (
+        let (p, f, al, w, pa) = (
+            Map { fd: null(), _types: PhantomData },
             Map { fd: null(), _types: PhantomData },
             Map { fd: null(), _types: PhantomData },
             Map { fd: null(), _types: PhantomData },
             Map { fd: null(), _types: PhantomData },
         );
-        let st = RingBuf { fd: null() };
-        let maps = Maps { partners: &p, forwarded: &f, allowed: &al, paused: &pa, stops: &st };
+        let st = RingBuf { fd: null(), bytes: 4096 };
+        let maps = Maps { partners: &p, forwarded: &f, allowed: &al, wake_at: &w, paused: &pa, stops: &st };
         let program = verdict_program(&maps);
         let verdict = program.len() - 2;
         assert_eq!(program[verdict], mov_imm(R0, SK_PASS));
         assert_eq!(program[verdict + 1], exit());
         let stop = program.iter().position(|i| *i == store_imm_u32(R10, -16, 1)).unwrap();
+        let notify = program.iter().position(|i| *i == call(HELPER_MAP_UPDATE_ELEM)).unwrap() + 1;
+        assert_eq!(program[notify], load_map(R1, st.fd())[0], "the notice follows the stop");
         let mut targets = vec![];
         for (at, i) in program.iter().enumerate() {
-            if matches!(i.code, 0x05 | 0x15 | 0x55 | 0x2d) {
-                targets.push(at + 1 + i.off as usize);
+            if matches!(i.code, 0x05 | 0x15 | 0x55 | 0x2d | 0x3d) {
+                assert!(i.off > 0, "instruction {at} jumps backwards or nowhere");
+                targets.push((at, at + 1 + i.off as usize));
             }
         }
-        assert_eq!(targets.iter().filter(|&&t| t == stop).count(), 1, "one way to stop");
-        assert!(targets.iter().all(|&t| t == stop || t == verdict), "{targets:?}");
-        assert_eq!(targets.len(), 7);
+        assert_eq!(targets.iter().filter(|&&(_, t)| t == stop).count(), 1, "one way to stop");
+        let to_notify: Vec<_> = targets.iter().filter(|&&(_, t)| t == notify).collect();
+        assert_eq!(to_notify.len(), 1, "one way to a notice alone");
+        assert_eq!(program[to_notify[0].0 - 1], store_imm_u64(R0, 0, -1), "a notice alone sets wake_at first");
+        assert!(targets.iter().all(|&(_, t)| t == stop || t == notify || t == verdict), "{targets:?}");
+        assert_eq!(targets.len(), 9);
+    }
+
+    #[test]
+    #[should_panic(expected = "backwards")]
+    fn the_assembler_refuses_a_backward_jump() {
+        let mut a = Assembler::default();
+        a.label(Label::Pass);
+        a.emit([mov_imm(R0, SK_PASS)]);
+        a.jump(goto(), Label::Pass);
+        a.finish();
     }
 }
