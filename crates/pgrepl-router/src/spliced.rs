@@ -69,6 +69,16 @@ pub(crate) async fn run(
     topology: watch::Receiver<Topology>,
     splicer: &Arc<Splicer>,
 ) {
+    // What each socket counts as written before the router wrote anything: not nothing, since
+    // Linux counts the SYN of the connection the router opened in its `tcpi_bytes_acked` (1 for
+    // the side that connects, 0 for the side that accepts). Bytes passed on are counted from here.
+    let before = match (written(&client), written(&server)) {
+        (Ok(client), Ok(server)) => [client, server],
+        (Err(e), _) | (_, Err(e)) => {
+            warn!(%endpoint, backend = %backend.name, "read a socket's TCP_INFO: {e}; copying the connection instead");
+            return proxy::copy(endpoint, client, server, backend, topology).await;
+        }
+    };
     let spliced = match splicer.splice(&client, &server, BACKLOG_LIMIT, WAKE_EVERY) {
         Ok(spliced) => spliced,
         // The kernel splices only established connections; one side already hung up.
@@ -81,7 +91,7 @@ pub(crate) async fn run(
             return proxy::copy(endpoint, client, server, backend, topology).await;
         }
     };
-    let (client, server, early) = match set_up(client, server).await {
+    let (client, server, early) = match set_up(client, server, before).await {
         Ok(set_up) => set_up,
         Err(e) => return debug!(%endpoint, backend = %backend.name, "connection ended while splicing: {e}"),
     };
@@ -121,7 +131,8 @@ struct Pair {
     spliced: Spliced,
     client: std::net::TcpStream,
     server: std::net::TcpStream,
-    /// Bytes the router itself wrote to each side (indexed by `Side`).
+    /// Bytes counted in each side's `written` that the kernel did not pass on (indexed by
+    /// `Side`): its count before the splice, and what the router itself wrote to it.
     early: [u64; 2],
 }
 
@@ -131,10 +142,11 @@ struct Pair {
 async fn set_up(
     mut client: TcpStream,
     mut server: TcpStream,
+    before: [u64; 2],
 ) -> io::Result<(std::net::TcpStream, std::net::TcpStream, [u64; 2])> {
-    let mut early = [0u64; 2];
-    early[Side::Server as usize] = pass_queued(&client, &mut server).await?;
-    early[Side::Client as usize] = pass_queued(&server, &mut client).await?;
+    let mut early = before;
+    early[Side::Server as usize] += pass_queued(&client, &mut server).await?;
+    early[Side::Client as usize] += pass_queued(&server, &mut client).await?;
     Ok((client.into_std()?, server.into_std()?, early))
 }
 
