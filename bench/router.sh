@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # pgrepl router benchmark (see docs/benchmarks.md, "Router overhead"):
 #   pgbench select-only (-S) and simple-update (-N) at 1, 8 and 32 clients against one primary,
-#   three ways in one run: direct to the primary's port, through pgrepl's rw endpoint (the
-#   router), and through HAProxy in plain TCP mode to the same primary. The three targets are
-#   interleaved per (mode, clients), in a rotating order, and the whole matrix is repeated.
+#   four ways in one run: direct to the primary's port, through pgrepl's rw endpoint (the
+#   router `up` started, splicing in the kernel), through a second pgrepl router in copy mode
+#   (`router_splice = copy`, the same cluster's store, its own ports), and through HAProxy in
+#   plain TCP mode to the same primary. The four targets are interleaved per (mode, clients), in
+#   a rotating order, and the whole matrix is repeated.
 #   Per run: TPS, average latency, and CPU time (from /proc) of the proxy process, pgbench, the
 #   primary's PostgreSQL and the whole machine.
+#   Then the idle row: BENCH_IDLE_CONNECTIONS idle connections (pgbench clients that only
+#   \sleep) through each proxy in turn, and that proxy's CPU in ms per second of wall time
+#   (utime+stime from /proc/PID/stat over BENCH_IDLE_WINDOW seconds) with them open and, just
+#   before, with none; the goal: they add under 1 ms per second.
 # Raw results go to bench/results/<UTC timestamp>-router/; the figures replace the text between
 # the bench:router markers of docs/benchmarks.md and are printed.
 #
@@ -27,6 +33,12 @@
 #   BENCH_LOAD_WAIT=60             this, for at most this many seconds (then go on; recorded)
 #   BENCH_WRITE_DOC=1              0: only print the markdown, leave docs/benchmarks.md alone
 #   BENCH_BUILD=1                  0: use target/release/pgrepl as it is
+#   BENCH_PGREPL=target/release/pgrepl  the binary to measure (another one: not built; BENCH_BUILD=0)
+#   BENCH_ROUTER_MATRIX=1          0: only the idle row
+#   BENCH_IDLE_CONNECTIONS=1000    idle connections of the idle row (0: no idle row); the cluster's
+#                                  max_connections is this + 100
+#   BENCH_IDLE_WINDOW=30           seconds each idle figure is measured over (CPU is counted in
+#                                  clock ticks of 10 ms: 30 s resolve 0.33 ms per second)
 #   PG_BIN=/usr/lib/postgresql/15/bin   HAPROXY=/usr/sbin/haproxy
 # The admin password is read from the cluster's secrets.json into the environment of the one
 # client process that needs it; it is never printed or put on a command line.
@@ -36,7 +48,8 @@ set -euo pipefail
 export PGSSLMODE=${PGSSLMODE:-disable}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-PGREPL=$ROOT/target/release/pgrepl
+PGREPL=${BENCH_PGREPL:-$ROOT/target/release/pgrepl}
+[ -n "${BENCH_PGREPL:-}" ] && BENCH_BUILD=${BENCH_BUILD:-0}
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 HAPROXY=${HAPROXY:-/usr/sbin/haproxy}
 RUN_SECONDS=${BENCH_ROUTER_SECONDS:-15}
@@ -52,7 +65,10 @@ NBTHREAD=${BENCH_HAPROXY_NBTHREAD-1}
 LOAD_MAX=${BENCH_LOAD_MAX:-1.0}
 LOAD_WAIT=${BENCH_LOAD_WAIT:-60}
 WRITE_DOC=${BENCH_WRITE_DOC:-1}
-TARGETS=(direct pgrepl haproxy)
+MATRIX=${BENCH_ROUTER_MATRIX:-1}
+IDLE_CONNECTIONS=${BENCH_IDLE_CONNECTIONS:-1000}
+IDLE_WINDOW=${BENCH_IDLE_WINDOW:-30}
+TARGETS=(direct pgrepl copy haproxy)
 
 log() { printf '[bench-router %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -76,7 +92,11 @@ WORK=$(mktemp -d /tmp/pgrepl-bench-router.XXXXXX)
 chown postgres:postgres "$WORK"
 chmod 0755 "$WORK"
 D=$WORK/cluster
+# The copy-mode router's own directory: its pgrepl.toml, and the cluster's store (a link).
+D2=$WORK/copy-router
 HAPROXY_PID=
+COPY_PID=
+IDLE_PID=
 log "raw results: $OUT; scratch: $WORK"
 
 # now, wait_for_quiet, destroy_cluster, free_ports, secret: shared with the other benchmark scripts.
@@ -86,6 +106,15 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cleanup() {
   local rc=$? keep=0
   trap - EXIT INT TERM
+  if [ -n "$IDLE_PID" ] && kill -0 "$IDLE_PID" 2>/dev/null; then
+    kill "$IDLE_PID" 2>/dev/null || true
+    wait "$IDLE_PID" 2>/dev/null || true
+  fi
+  if [ -n "$COPY_PID" ] && kill -0 "$COPY_PID" 2>/dev/null; then
+    log "cleanup: stopping the copy-mode router (pid $COPY_PID)"
+    kill "$COPY_PID" 2>/dev/null || true
+    wait "$COPY_PID" 2>/dev/null || true
+  fi
   if [ -n "$HAPROXY_PID" ] && kill -0 "$HAPROXY_PID" 2>/dev/null; then
     log "cleanup: stopping haproxy (pid $HAPROXY_PID)"
     kill "$HAPROXY_PID" 2>/dev/null || true
@@ -155,11 +184,19 @@ psql_direct() {
 
 member_pid() { head -1 "$D/members/$1/data/postmaster.pid"; }
 router_pid() { tr -dc '0-9' <"$D/router.lock"; }
+copy_router_pid() { tr -dc '0-9' <"$D2/router.lock" 2>/dev/null; }
+
+# ticks PID: utime+stime of PID (all its threads), in clock ticks.
+ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
 
 # ---- the cluster, the data, HAProxy ---------------------------------------------------------------
-read -r RW_PORT RO_PORT HA_PORT <<<"$(free_ports 3)"
+read -r RW_PORT RO_PORT HA_PORT COPY_PORT COPY_RO_PORT <<<"$(free_ports 5)"
 log "starting a primary and a replica; rw endpoint 127.0.0.1:$RW_PORT, ro 127.0.0.1:$RO_PORT"
-"$PGREPL" --dir "$D" up --replicas 1 --port "$RW_PORT" --ro-port "$RO_PORT" >"$OUT/up.out" 2>&1 \
+# Room for the idle row's connections, beside the matrix's.
+MAX_CONNECTIONS=$(( IDLE_CONNECTIONS + 100 > 100 ? IDLE_CONNECTIONS + 100 : 100 ))
+printf '[parameters]\nmax_connections = %s\n' "$MAX_CONNECTIONS" >"$WORK/bench.toml"
+chmod 0644 "$WORK/bench.toml"
+"$PGREPL" --dir "$D" up --replicas 1 --port "$RW_PORT" --ro-port "$RO_PORT" --config "$WORK/bench.toml" >"$OUT/up.out" 2>&1 \
   || die "pgrepl up failed; see $OUT/up.out"
 PRIMARY=$("$PGREPL" --dir "$D" endpoints --rw)
 PRIMARY_PORT=${PRIMARY##*:}
@@ -177,9 +214,33 @@ ROUTER_PID=$(router_pid)
 grep -q router "/proc/$ROUTER_PID/cmdline" 2>/dev/null || die "pid $ROUTER_PID from $D/router.lock is not a running router"
 log "primary $PRIMARY_NAME at $PRIMARY, replica $REPLICA_NAME; router pid $ROUTER_PID"
 
+# The copy-mode router: `pgrepl router` on a directory of its own whose store is the cluster's
+# (the file store, linked), with router_splice = copy and its own ports.
+mkdir -p "$D2"
+sed -e '/^router_splice *=/d' -e "s/^port *=.*/port = $COPY_PORT/" -e "s/^ro_port *=.*/ro_port = $COPY_RO_PORT/" \
+  "$D/pgrepl.toml" >"$D2/pgrepl.toml"
+grep -q "^port = $COPY_PORT\$" "$D2/pgrepl.toml" && grep -q "^ro_port = $COPY_RO_PORT\$" "$D2/pgrepl.toml" \
+  || die "cannot set the copy-mode router's ports in $D2/pgrepl.toml (see $D/pgrepl.toml)"
+# a top-level key: before the first table
+sed -i "0,/^\[/s//router_splice = \"copy\"\n&/" "$D2/pgrepl.toml"
+grep -q '^router_splice = "copy"$' "$D2/pgrepl.toml" || printf 'router_splice = "copy"\n' >>"$D2/pgrepl.toml"
+cp -p "$D/secrets.json" "$D2/secrets.json"
+ln -s "$D/store" "$D2/store"
+chown -R postgres:postgres "$D2"
+"$PGREPL" --dir "$D2" router >"$OUT/copy-router.log" 2>&1 &
+COPY_PID=$!
+for _ in $(seq 50); do
+  [ -n "$(copy_router_pid)" ] && PGPASSWORD="$(secret "$D" admin)" "$PG_BIN/psql" -X -q -At -h 127.0.0.1 -p "$COPY_PORT" \
+    -U postgres -d postgres -c 'select 1' >/dev/null 2>&1 && break
+  sleep 0.2
+done
+[ "$(copy_router_pid)" = "$COPY_PID" ] || die "the copy-mode router did not start; see $OUT/copy-router.log"
+grep -q "the router copies connections' bytes" "$OUT/copy-router.log" || die "the second router does not copy; see $OUT/copy-router.log"
+log "copy-mode router pid $COPY_PID on 127.0.0.1:$COPY_PORT"
+
 {
   echo "global"
-  echo "    maxconn 1000"
+  echo "    maxconn $(( 2 * MAX_CONNECTIONS ))"
   [ -n "$NBTHREAD" ] && echo "    nbthread $NBTHREAD"
   echo ""
   echo "defaults"
@@ -190,7 +251,7 @@ log "primary $PRIMARY_NAME at $PRIMARY, replica $REPLICA_NAME; router pid $ROUTE
   echo ""
   echo "listen pgrepl_bench"
   echo "    bind 127.0.0.1:$HA_PORT"
-  echo "    maxconn 1000"
+  echo "    maxconn $(( 2 * MAX_CONNECTIONS ))"
   echo "    server primary 127.0.0.1:$PRIMARY_PORT"
 } >"$OUT/haproxy.cfg"
 "$HAPROXY" -c -q -f "$OUT/haproxy.cfg" || die "haproxy rejects $OUT/haproxy.cfg"
@@ -218,6 +279,7 @@ psql_direct CHECKPOINT
   printf 'haproxy_nbthread\t%s\n' "${NBTHREAD:-default}"
   printf 'haproxy_threads\t%s\n' "$(ls "/proc/$HAPROXY_PID/task" | wc -l)"
   printf 'router_threads\t%s\n' "$(ls "/proc/$ROUTER_PID/task" | wc -l)"
+  printf 'copy_router_threads\t%s\n' "$(ls "/proc/$COPY_PID/task" | wc -l)"
   printf 'router_mode\t%s\n' "$(grep -o "the kernel splices connections' bytes\|the router copies connections' bytes[^\"]*" "$D/router.log" | tail -1)"
   printf 'pgrepl_commit\t%s%s\n' "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
     "$([ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no -- crates Cargo.toml Cargo.lock 2>/dev/null)" ] && echo ' (with uncommitted changes to the sources)')"
@@ -240,7 +302,7 @@ psql_direct CHECKPOINT
 # ---- one run ----------------------------------------------------------------------------------
 # snapshot FILE: CPU counters of the proxies, the primary's and the replica's PostgreSQL, the machine.
 snapshot() {
-  python3 "$ROOT/bench/procstat.py" snapshot "router=$(router_pid)" "haproxy=$HAPROXY_PID" \
+  python3 "$ROOT/bench/procstat.py" snapshot "router=$(router_pid)" "copyrouter=$COPY_PID" "haproxy=$HAPROXY_PID" \
     --tree "primary=$(member_pid "$PRIMARY_NAME")" --tree "replica=$(member_pid "$REPLICA_NAME")" >"$1"
 }
 
@@ -264,6 +326,7 @@ run_once() {
   case $target in
     direct) port=$PRIMARY_PORT ;;
     pgrepl) port=$RW_PORT ;;
+    copy) port=$COPY_PORT ;;
     haproxy) port=$HA_PORT ;;
   esac
   case $mode in
@@ -310,8 +373,9 @@ run_once() {
 # ---- the matrix -------------------------------------------------------------------------------------
 wait_for_quiet
 printf 'load_before_warmup\t%s (waited %ss)\n' "$LOAD" "$LOAD_WAITED" >>"$OUT/machine.tsv"
-log "warm-up (not counted): select-only, 8 clients, direct, ${RUN_SECONDS}s (load $LOAD)"
-run_case 0 select-only 8 direct warmup
+[ "$MATRIX" = 1 ] || REPEATS=0
+[ "$MATRIX" = 1 ] && log "warm-up (not counted): select-only, 8 clients, direct, ${RUN_SECONDS}s (load $LOAD)"
+[ "$MATRIX" = 1 ] && run_case 0 select-only 8 direct warmup
 g=0
 for pass in $(seq 1 "$REPEATS"); do
   # (no load-average wait here: it would mostly measure our own previous runs; wait_idle, before
@@ -320,13 +384,70 @@ for pass in $(seq 1 "$REPEATS"); do
   for mode in $MODES; do
     for c in $CLIENTS; do
       # rotate the order of the targets from one (mode, clients) group and pass to the next
-      for k in 0 1 2; do
-        run_case "$pass" "$mode" "$c" "${TARGETS[$(( (g + pass - 1 + k) % 3 ))]}"
+      for k in $(seq 0 $(( ${#TARGETS[@]} - 1 ))); do
+        run_case "$pass" "$mode" "$c" "${TARGETS[$(( (g + pass - 1 + k) % ${#TARGETS[@]} ))]}"
       done
       g=$((g + 1))
     done
   done
 done
+
+# ---- the idle row ------------------------------------------------------------------------------
+# cpu_ms_per_s PID SECONDS: PID's CPU over the next SECONDS, in ms per second of wall time.
+cpu_ms_per_s() {
+  local a b t0 t1
+  a=$(ticks "$1"); t0=$(now)
+  sleep "$2"
+  b=$(ticks "$1"); t1=$(now)
+  awk -v a="$a" -v b="$b" -v t0="$t0" -v t1="$t1" -v hz="$(getconf CLK_TCK)" \
+    'BEGIN { printf "%.2f\n", (b - a) / hz * 1000 / (t1 - t0) }'
+}
+
+# established PORT: TCP connections established to 127.0.0.1:PORT.
+established() { ss -Htn state established "( dport = :$1 )" | wc -l; }
+
+# idle_case TARGET: IDLE_CONNECTIONS idle connections through TARGET's proxy; one line of idle.tsv.
+idle_case() {
+  local target=$1 port pid base with open t_open start
+  case $target in
+    pgrepl) port=$RW_PORT; pid=$(router_pid) ;;
+    copy) port=$COPY_PORT; pid=$COPY_PID ;;
+    haproxy) port=$HA_PORT; pid=$HAPROXY_PID ;;
+  esac
+  wait_idle
+  base=$(cpu_ms_per_s "$pid" "$IDLE_WINDOW")
+  # Each client connects, then only sleeps: nothing crosses its connection until pgbench ends.
+  printf '\\sleep 1 s\n' >"$WORK/idle.sql"
+  start=$SECONDS
+  PGPASSWORD="$(secret "$D" admin)" "$PG_BIN/pgbench" -n -h 127.0.0.1 -p "$port" -U postgres \
+    -c "$IDLE_CONNECTIONS" -j 2 -T $(( IDLE_WINDOW + 120 )) -f "$WORK/idle.sql" postgres \
+    >"$OUT/idle-$target.out" 2>&1 &
+  IDLE_PID=$!
+  while open=$(established "$port"); (( open < IDLE_CONNECTIONS )); do
+    kill -0 "$IDLE_PID" 2>/dev/null || { log "  idle $target: pgbench ended with $open connections; see $OUT/idle-$target.out"; break; }
+    (( SECONDS - start < 100 )) || { log "  idle $target: only $open connections after 100 s"; break; }
+    sleep 0.5
+  done
+  t_open=$((SECONDS - start))
+  sleep 3 # past the connections' start (and any per-connection check backing off to its slowest)
+  open=$(established "$port")
+  with=$(cpu_ms_per_s "$pid" "$IDLE_WINDOW")
+  open_after=$(established "$port")
+  kill -INT "$IDLE_PID" 2>/dev/null || true
+  wait "$IDLE_PID" 2>/dev/null || true
+  IDLE_PID=
+  # the backends exit before the next target's figures
+  for _ in $(seq 60); do (( $(established "$port") == 0 )) && break; sleep 0.5; done
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$pid" "$IDLE_CONNECTIONS" "$open" "$open_after" \
+    "$t_open" "$IDLE_WINDOW" "$base" "$with" >>"$OUT/idle.tsv"
+  log "  idle $target: ${base} ms/s with no connections, ${with} ms/s with $open idle ones (open after: $open_after)"
+}
+
+if (( IDLE_CONNECTIONS > 0 )); then
+  log "idle row: $IDLE_CONNECTIONS idle connections through each proxy, CPU over ${IDLE_WINDOW}s"
+  printf 'target\tpid\tconnections\topen\topen_after\tseconds_to_open\twindow_s\tms_per_s_none\tms_per_s_idle\n' >"$OUT/idle.tsv"
+  for target in pgrepl copy haproxy; do idle_case "$target"; done
+fi
 
 cp "$D/router.log" "$OUT/router.log" 2>/dev/null || true
 cp "$D/members/$PRIMARY_NAME/member.log" "$OUT/primary-$PRIMARY_NAME.log" 2>/dev/null || true

@@ -17,8 +17,9 @@ from report import machine_rows, num, parse_command_line, publish, read_tsv  # s
 
 BEGIN = "<!-- bench:router:begin -->"
 END = "<!-- bench:router:end -->"
-TARGETS = ("direct", "pgrepl", "haproxy")
-PROXY_OF = {"pgrepl": "router", "haproxy": "haproxy"}  # the process whose CPU is the proxy's
+TARGETS = ("direct", "pgrepl", "copy", "haproxy")
+PROXY_OF = {"pgrepl": "router", "copy": "copyrouter", "haproxy": "haproxy"}  # the process whose CPU is the proxy's
+IDLE_GOAL_MS = 1.0  # what idle connections may add to a proxy's CPU, ms per second
 ISSUE_HAPROXY = "HAProxy reached 0.66 of direct TPS (select-only, 8 clients) when the issue was written"
 
 
@@ -59,7 +60,7 @@ def cpu_of_run(out_dir, r):
         "softirq": d["softirq"] / hz,
         "pgbench": num(r["pgbench_cpu_s"]),
     }
-    for name in ("router", "haproxy"):
+    for name in ("router", "copyrouter", "haproxy"):
         t = delta(before, after, "pids", name)
         cpu[name] = None if t is None else t / hz
         cpu["csw_" + name] = delta(before, after, "csw", name) if "csw" in before else None
@@ -72,6 +73,38 @@ def cpu_of_run(out_dir, r):
     known = [cpu[k] for k in ("pgbench", "router", "haproxy", "primary", "replica")]
     cpu["rest"] = None if None in known else cpu["busy"] - sum(known)
     return cpu
+
+
+def idle_section(out_dir):
+    """The idle row: what idle connections cost each proxy, from idle.tsv (none: no lines)."""
+    path = os.path.join(out_dir, "idle.tsv")
+    if not os.path.exists(path):
+        return []
+    rows = read_tsv(path)
+    if not rows:
+        return []
+    names = {"pgrepl": "pgrepl (spliced)", "copy": "pgrepl copy mode", "haproxy": "HAProxy"}
+    n = rows[0]["connections"]
+    md = ["", f"#### Idle connections ({int(n):,} open, nothing sent)", "",
+          f"Each proxy in turn carried {int(n):,} idle connections (pgbench clients running a script that only "
+          "`\\sleep`s, so no byte crosses a connection once it is made); its CPU is utime+stime from "
+          f"/proc/PID/stat over {rows[0]['window_s']} s of wall time, first with no connection open, then with them. "
+          f"Goal: the idle connections add under {IDLE_GOAL_MS:g} ms per second.", "",
+          "| proxy | connections open (at start – end of the window) | seconds to open them | CPU ms / s, none open | "
+          "CPU ms / s, idle ones open | added by the idle connections | goal |",
+          "|---|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        none, idle = num(r["ms_per_s_none"]), num(r["ms_per_s_idle"])
+        added = None if none is None or idle is None else idle - none
+        if added is None:
+            verdict = "no data"
+        elif int(r["open"]) < int(r["connections"]):
+            verdict = f"**not measured**: only {r['open']} of {r['connections']} connections open"
+        else:
+            verdict = "met" if added < IDLE_GOAL_MS else f"**not met**: {added:.1f} ms per second"
+        md.append(f"| {names.get(r['target'], r['target'])} | {r['open']} – {r['open_after']} | {r['seconds_to_open']} | "
+                  f"{fmt(none)} | {fmt(idle)} | {fmt(added)} | {verdict} |")
+    return md
 
 
 def per_1000(seconds, txns):
@@ -99,7 +132,7 @@ def main():
     def cell(mode, c, target):
         rs = [r for r in runs if r["mode"] == mode and int(r["clients"]) == c and r["target"] == target]
         out = {"n": len(rs), "tps": median([num(r["tps"]) for r in rs]), "lat": median([num(r["latency_ms"]) for r in rs])}
-        for what in ("router", "haproxy", "pgbench", "primary", "replica", "rest", "busy", "softirq"):
+        for what in ("router", "copyrouter", "haproxy", "pgbench", "primary", "replica", "rest", "busy", "softirq"):
             out[what] = median([per_1000(r["cpu"][what], r["txns_n"]) if r["cpu"] else None for r in rs])
         out["busy_pct"] = median([100 * r["cpu"]["busy"] / r["cpu"]["capacity"] if r["cpu"] and r["cpu"]["capacity"] else None for r in rs])
         out["steal_pct"] = median([100 * r["cpu"]["steal"] / r["cpu"]["capacity"] if r["cpu"] and r["cpu"]["capacity"] else None for r in rs])
@@ -122,6 +155,7 @@ def main():
           f"{machine['synchronous_commit']}, synchronous_standby_names '{machine['synchronous_standby_names']}', ssl {machine['ssl']}) |",
           f"| pgbench | {machine['pgbench']}, scale {machine['pgbench_scale']}, `-T {machine['run_seconds']}`, default (simple) protocol |",
           f"| pgrepl | commit {machine['pgrepl_commit']}, release binary {machine['pgrepl_binary']}; router process with {machine['router_threads']} threads; its log: \"{machine.get('router_mode', '?')}\" |",
+          f"| pgrepl copy mode | a second `pgrepl router` of the same cluster with `router_splice = copy` ({machine.get('copy_router_threads', '?')} threads) |",
           f"| HAProxy | {machine['haproxy']}; `mode tcp`, nbthread {machine['haproxy_nbthread']} ({machine['haproxy_threads']} threads) |",
           f"| 1/5/15-min load when the run started | {machine['load_at_start']} |",
           "",
@@ -136,18 +170,19 @@ def main():
     for mode in modes:
         flag = "-S" if mode == "select-only" else "-N"
         md += [f"#### {mode} (`pgbench {flag}`)", "",
-               "| clients | direct TPS | pgrepl TPS (× direct) | HAProxy TPS (× direct) | direct latency (ms) | "
-               "pgrepl latency (× direct) | HAProxy latency (× direct) | pgrepl process CPU ms / 1000 tx | HAProxy process CPU ms / 1000 tx | "
-               "pgrepl machine CPU added ms / 1000 tx | HAProxy machine CPU added ms / 1000 tx | goal |",
-               "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+               "| clients | direct TPS | pgrepl TPS (× direct) | copy mode TPS (× direct) | HAProxy TPS (× direct) | direct latency (ms) | "
+               "pgrepl latency (× direct) | copy mode latency (× direct) | HAProxy latency (× direct) | pgrepl process CPU ms / 1000 tx | "
+               "copy mode process CPU ms / 1000 tx | HAProxy process CPU ms / 1000 tx | "
+               "pgrepl machine CPU added ms / 1000 tx | copy mode machine CPU added ms / 1000 tx | HAProxy machine CPU added ms / 1000 tx | goal |",
+               "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
         for c in clients:
-            d, p, h = (cell(mode, c, t) for t in TARGETS)
-            tp, th = ratio(p["tps"], d["tps"]), ratio(h["tps"], d["tps"])
-            lp, lh = ratio(p["lat"], d["lat"]), ratio(h["lat"], d["lat"])
+            d, p, k, h = (cell(mode, c, t) for t in TARGETS)
+            tp, tk, th = ratio(p["tps"], d["tps"]), ratio(k["tps"], d["tps"]), ratio(h["tps"], d["tps"])
+            lp, lk, lh = ratio(p["lat"], d["lat"]), ratio(k["lat"], d["lat"]), ratio(h["lat"], d["lat"])
             # What the proxy costs the whole machine: busy CPU per transaction beyond direct's. The
             # router's own process CPU misses the work the kernel does for it when it splices.
             added = lambda x: None if x["busy"] is None or d["busy"] is None else x["busy"] - d["busy"]
-            ap, ah = added(p), added(h)
+            ap, ak, ah = added(p), added(k), added(h)
             if None in (tp, th, ap, ah):
                 verdict = "no data"
             else:
@@ -159,13 +194,14 @@ def main():
                 verdict = "met" if not why else "**not met**: " + "; ".join(why)
             verdicts.append((mode, c, verdict))
             mark = " †" if (mode, c) in short else ""
-            md.append(f"| {c}{mark} | {fmt(d['tps'], 0)} | {fmt(p['tps'], 0)} ({fmt(tp)}) | {fmt(h['tps'], 0)} ({fmt(th)}) | "
-                      f"{fmt(d['lat'], 3)} | {fmt(lp)} | {fmt(lh)} | {fmt(p['proxy'])} | {fmt(h['proxy'])} | {fmt(ap)} | {fmt(ah)} | {verdict} |")
+            md.append(f"| {c}{mark} | {fmt(d['tps'], 0)} | {fmt(p['tps'], 0)} ({fmt(tp)}) | {fmt(k['tps'], 0)} ({fmt(tk)}) | {fmt(h['tps'], 0)} ({fmt(th)}) | "
+                      f"{fmt(d['lat'], 3)} | {fmt(lp)} | {fmt(lk)} | {fmt(lh)} | {fmt(p['proxy'])} | {fmt(k['proxy'])} | {fmt(h['proxy'])} | "
+                      f"{fmt(ap)} | {fmt(ak)} | {fmt(ah)} | {verdict} |")
         md.append("")
 
     met = sum(v == "met" for _, _, v in verdicts)
-    md += [f"Goal (a higher TPS ratio than HAProxy at every client count, and no more CPU per transaction "
-           f"than HAProxy): met in {met} of {len(verdicts)} rows. CPU here is what the proxy adds to the whole machine: "
+    md += [f"Goal (the spliced router: a higher TPS ratio than HAProxy at every client count, and no more CPU per transaction "
+           f"than HAProxy; the copy mode is shown beside them, with no goal of its own): met in {met} of {len(verdicts)} rows. CPU here is what the proxy adds to the whole machine: "
            "its busy time per 1,000 transactions minus direct's (medians), since a router that splices in the kernel "
            "does its work in softirq and kernel worker threads, outside its own process; its process CPU is shown "
            f"beside it. For reference, {ISSUE_HAPROXY}.", ""]
@@ -174,17 +210,19 @@ def main():
     passes = sorted({r["pass"] for r in runs}, key=int)
     md += ["TPS ratios to direct pass by pass (each against the direct run of the same pass and group; "
            "– where a run is missing, disturbed or failed), and the spread of direct TPS over the passes:", "",
-           "| mode | clients | pgrepl × direct, per pass | HAProxy × direct, per pass | pgrepl > HAProxy in | direct TPS min – max |",
-           "|---|---:|---|---|---:|---:|"]
+           "| mode | clients | pgrepl × direct, per pass | copy mode × direct, per pass | HAProxy × direct, per pass | pgrepl > HAProxy in | direct TPS min – max |",
+           "|---|---:|---|---|---|---:|---:|"]
     for mode in modes:
         for c in clients:
             per = {}
             for ps in passes:
                 tps = {r["target"]: num(r["tps"]) for r in runs if r["mode"] == mode and int(r["clients"]) == c and r["pass"] == ps}
-                per[ps] = (ratio(tps.get("pgrepl"), tps.get("direct")), ratio(tps.get("haproxy"), tps.get("direct")))
-            both = [(p, h) for p, h in per.values() if p is not None and h is not None]
+                per[ps] = (ratio(tps.get("pgrepl"), tps.get("direct")), ratio(tps.get("haproxy"), tps.get("direct")),
+                           ratio(tps.get("copy"), tps.get("direct")))
+            both = [(p, h) for p, h, _ in per.values() if p is not None and h is not None]
             d_tps = [num(r["tps"]) for r in runs if r["mode"] == mode and int(r["clients"]) == c and r["target"] == "direct"]
-            md.append(f"| {mode} | {c} | {', '.join(fmt(per[ps][0]) for ps in passes)} | {', '.join(fmt(per[ps][1]) for ps in passes)} | "
+            md.append(f"| {mode} | {c} | {', '.join(fmt(per[ps][0]) for ps in passes)} | {', '.join(fmt(per[ps][2]) for ps in passes)} | "
+                      f"{', '.join(fmt(per[ps][1]) for ps in passes)} | "
                       f"{sum(p > h for p, h in both)} of {len(both)} | "
                       + (f"{min(d_tps):,.0f} – {max(d_tps):,.0f}" if d_tps else "–") + " |")
     md.append("")
@@ -218,6 +256,8 @@ def main():
                f"{fmt(median(idle_ha), 1)} (max {fmt(max(idle_ha) if idle_ha else None, 1)}); carrying the traffic the "
                f"router used {fmt(median(busy_router), 0)} ms per second (median of its runs). The proxy CPU figures "
                "include that background."]
+
+    md += idle_section(out_dir)
 
     # every run
     md += ["", "<details><summary>Every run</summary>", "",

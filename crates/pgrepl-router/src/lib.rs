@@ -86,8 +86,13 @@ pub async fn serve(
     settings: Settings,
 ) -> std::io::Result<()> {
     let next = Arc::new(AtomicUsize::new(0));
+    let mut settings = settings;
     if let Some(splicer) = &settings.splicer {
-        splicer.watch_stops();
+        // Nothing but the program's notices wakes a stopped spliced connection: without them, copy.
+        if let Err(e) = splicer.watch_stops() {
+            warn!(%endpoint, "watch the splice program's notices: {e}; the router copies this endpoint's connections");
+            settings.splicer = None;
+        }
     }
     info!(%endpoint, addr = %listener.local_addr()?, "router endpoint listening");
     loop {

@@ -1,8 +1,10 @@
 //! One routed connection spliced in the kernel (see `splice`). The router sets the pair up,
-//! then only watches: for a demoted rw backend (close at once), for a side hanging up, and
-//! for the kernel stopping a side whose partner reads too slowly (the kernel may pass on at
-//! most `BACKLOG_LIMIT` bytes beyond what the partner's socket has taken; the router raises
-//! that allowance as bytes are sent). On the last two it pauses the pair, waits until the
+//! then only waits: for a demoted rw backend (close at once), for a side hanging up, and for
+//! the program's notices about the pair. The kernel may pass on at most `BACKLOG_LIMIT` bytes
+//! beyond what the partner's socket has taken; each time a side has passed on another
+//! `WAKE_EVERY` bytes the program wakes the pair, which raises that allowance; a side that
+//! would pass it is stopped by the program, which wakes the pair too. So a pair whose bytes do
+//! not move is never woken. On a hang-up or a stop the router pauses the pair, waits until the
 //! kernel has sent on everything it took in, and copies the rest of the connection itself,
 //! which passes a half-close on in order and holds at most its own buffers for a slow reader.
 
@@ -21,11 +23,43 @@ use tracing::{debug, info, warn};
 /// Bytes the kernel may hold for one side, on top of that socket's own send buffer, before
 /// the router takes the connection over.
 const BACKLOG_LIMIT: u64 = 4 << 20;
-/// How often allowances are raised while bytes move; idle pairs are checked less often.
-const CHECK_BUSY: Duration = Duration::from_millis(50);
-const CHECK_IDLE: Duration = Duration::from_secs(1);
+/// A side's bytes passed on between two raises of its allowance: well under `BACKLOG_LIMIT`,
+/// so a reader that keeps up is never stopped, and few wakes for bulk transfers.
+const WAKE_EVERY: u64 = BACKLOG_LIMIT / 4;
+const _: () = assert!(WAKE_EVERY > 0 && 2 * WAKE_EVERY <= BACKLOG_LIMIT);
 /// How often a pausing pair is checked for the kernel having sent everything on.
 const DRAIN_POLL: Duration = Duration::from_millis(1);
+
+/// How the splice of a connection ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Handover {
+    /// The router copies the rest of the connection itself.
+    Copy(Why),
+    /// The rw backend is no longer the primary: the connection is closed.
+    Demoted,
+}
+
+/// Why the router takes a spliced connection over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Why {
+    /// A side sent its FIN, which the kernel does not pass on.
+    HalfClosed,
+    /// The program stopped this side: its partner reads too slowly.
+    Stopped(Side),
+    /// The program's notices can no longer be read.
+    NoticesLost,
+}
+
+impl std::fmt::Display for Why {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Why::HalfClosed => "a side closed its half of the connection",
+            Why::Stopped(Side::Server) => "a client reads its results too slowly for the kernel to hold them",
+            Why::Stopped(Side::Client) => "a server reads too slowly for the kernel to hold what its client sends",
+            Why::NoticesLost => "the splice program's notices are no longer read",
+        })
+    }
+}
 
 pub(crate) async fn run(
     endpoint: Endpoint,
@@ -35,7 +69,17 @@ pub(crate) async fn run(
     topology: watch::Receiver<Topology>,
     splicer: &Arc<Splicer>,
 ) {
-    let spliced = match splicer.splice(&client, &server, BACKLOG_LIMIT) {
+    // What each socket counts as written before the router wrote anything: not nothing, since
+    // Linux counts the SYN of the connection the router opened in its `tcpi_bytes_acked` (1 for
+    // the side that connects, 0 for the side that accepts). Bytes passed on are counted from here.
+    let before = match (written(&client), written(&server)) {
+        (Ok(client), Ok(server)) => [client, server],
+        (Err(e), _) | (_, Err(e)) => {
+            warn!(%endpoint, backend = %backend.name, "read a socket's TCP_INFO: {e}; copying the connection instead");
+            return proxy::copy(endpoint, client, server, backend, topology).await;
+        }
+    };
+    let spliced = match splicer.splice(&client, &server, BACKLOG_LIMIT, WAKE_EVERY) {
         Ok(spliced) => spliced,
         // The kernel splices only established connections; one side already hung up.
         Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
@@ -47,29 +91,28 @@ pub(crate) async fn run(
             return proxy::copy(endpoint, client, server, backend, topology).await;
         }
     };
-    let (client, server, early) = match set_up(client, server).await {
+    let (client, server, early) = match set_up(client, server, before).await {
         Ok(set_up) => set_up,
         Err(e) => return debug!(%endpoint, backend = %backend.name, "connection ended while splicing: {e}"),
     };
     let pair = Pair { spliced, client, server, early };
-    let stopped = splicer.stopped();
     let demoted = proxy::demoted(endpoint, &backend, topology.clone());
     tokio::pin!(demoted);
     let handover = async {
         let hangups = Hangups::watch(&pair.client, &pair.server)?;
         let why = tokio::select! {
-            why = watch(&pair, &hangups, stopped) => why?,
-            _ = &mut demoted => return Ok(None),
+            why = watch(&pair, &hangups) => why?,
+            _ = &mut demoted => return Ok(Handover::Demoted),
         };
         pair.spliced.pause()?;
         tokio::select! {
             drained = pair.drain(&hangups) => drained?,
-            _ = &mut demoted => return Ok(None),
+            _ = &mut demoted => return Ok(Handover::Demoted),
         }
-        Ok::<_, io::Error>(Some(why))
+        Ok::<_, io::Error>(Handover::Copy(why))
     };
     match handover.await {
-        Ok(Some(why)) => {
+        Ok(Handover::Copy(why)) => {
             debug!(%endpoint, backend = %backend.name, "the router copies the rest of the connection: {why}");
             let Pair { spliced, client, server, .. } = pair;
             match (TcpStream::from_std(client), TcpStream::from_std(server)) {
@@ -78,7 +121,7 @@ pub(crate) async fn run(
             }
             drop(spliced);
         }
-        Ok(None) => proxy::closed_demoted(endpoint, &backend),
+        Ok(Handover::Demoted) => proxy::closed_demoted(endpoint, &backend),
         Err(e) => debug!(%endpoint, backend = %backend.name, "connection ended: {e}"),
     }
 }
@@ -88,7 +131,8 @@ struct Pair {
     spliced: Spliced,
     client: std::net::TcpStream,
     server: std::net::TcpStream,
-    /// Bytes the router itself wrote to each side (indexed by `Side`).
+    /// Bytes counted in each side's `written` that the kernel did not pass on (indexed by
+    /// `Side`): its count before the splice, and what the router itself wrote to it.
     early: [u64; 2],
 }
 
@@ -98,10 +142,11 @@ struct Pair {
 async fn set_up(
     mut client: TcpStream,
     mut server: TcpStream,
+    before: [u64; 2],
 ) -> io::Result<(std::net::TcpStream, std::net::TcpStream, [u64; 2])> {
-    let mut early = [0u64; 2];
-    early[Side::Server as usize] = pass_queued(&client, &mut server).await?;
-    early[Side::Client as usize] = pass_queued(&server, &mut client).await?;
+    let mut early = before;
+    early[Side::Server as usize] += pass_queued(&client, &mut server).await?;
+    early[Side::Client as usize] += pass_queued(&server, &mut client).await?;
     Ok((client.into_std()?, server.into_std()?, early))
 }
 
@@ -169,52 +214,34 @@ impl Pair {
     }
 }
 
-/// Watches a spliced pair until the router must take it over; says why. Raises each side's
-/// allowance as its partner's socket takes the bytes, and looks at once when the kernel
-/// stopped some socket.
-async fn watch(pair: &Pair, hangups: &Hangups, mut stopped: watch::Receiver<u64>) -> io::Result<&'static str> {
-    let mut every = CHECK_BUSY;
-    let mut last = [0u64; 2];
+/// Watches a spliced pair until the router must take it over; says why. Woken only by a
+/// hang-up or a notice of the program about this pair; on a notice, raises each side's
+/// allowance to what its partner's socket has taken plus `BACKLOG_LIMIT`, and its next wake to
+/// `WAKE_EVERY` bytes on from what it has passed on.
+async fn watch(pair: &Pair, hangups: &Hangups) -> io::Result<Why> {
     loop {
-        tokio::select! {
-            hangup = hangups.wait() => return match hangup? {
-                Hangup::HalfClosed => Ok("a side closed its half of the connection"),
-                Hangup::Broken => Err(io::Error::other("connection broken")),
-            },
-            _ = stopped.changed() => {}
-            _ = tokio::time::sleep(every) => {}
-        }
         for from in [Side::Client, Side::Server] {
             if pair.spliced.is_paused(from)? {
-                let why = why_stopped(from);
+                let why = Why::Stopped(from);
                 info!("{why}: the router copies this connection from now on, holding at most its buffers");
                 return Ok(why);
             }
         }
-        let delivered = pair.delivered()?;
-        if delivered != last {
-            pair.spliced.allow(Side::Server, delivered[Side::Client as usize] + BACKLOG_LIMIT)?;
-            pair.spliced.allow(Side::Client, delivered[Side::Server as usize] + BACKLOG_LIMIT)?;
+        if pair.spliced.notices_lost() {
+            return Ok(Why::NoticesLost);
         }
-        every = next_check(every, delivered != last);
-        last = delivered;
-    }
-}
-
-/// Why the kernel stopped passing on the bytes of `from`.
-fn why_stopped(from: Side) -> &'static str {
-    match from {
-        Side::Server => "a client reads its results too slowly for the kernel to hold them",
-        Side::Client => "a server reads too slowly for the kernel to hold what its client sends",
-    }
-}
-
-/// Checks come every `CHECK_BUSY` while bytes move, and back off to `CHECK_IDLE` while not.
-fn next_check(every: Duration, moved: bool) -> Duration {
-    if moved {
-        CHECK_BUSY
-    } else {
-        (every * 2).min(CHECK_IDLE)
+        let delivered = pair.delivered()?;
+        for (from, to) in [(Side::Client, Side::Server), (Side::Server, Side::Client)] {
+            let forwarded = pair.spliced.forwarded(from)?;
+            pair.spliced.allow(from, delivered[to as usize] + BACKLOG_LIMIT, forwarded + WAKE_EVERY)?;
+        }
+        tokio::select! {
+            hangup = hangups.wait() => return match hangup? {
+                Hangup::HalfClosed => Ok(Why::HalfClosed),
+                Hangup::Broken => Err(io::Error::other("connection broken")),
+            },
+            _ = pair.spliced.notice() => {}
+        }
     }
 }
 
@@ -223,18 +250,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn checks_back_off_while_idle_and_speed_up_when_bytes_move() {
-        let mut every = CHECK_BUSY;
-        for _ in 0..10 {
-            every = next_check(every, false);
-        }
-        assert_eq!(every, CHECK_IDLE);
-        assert_eq!(next_check(every, true), CHECK_BUSY);
-    }
-
-    #[test]
     fn a_stopped_side_is_named_by_who_reads_slowly() {
-        assert!(why_stopped(Side::Server).contains("client reads"));
-        assert!(why_stopped(Side::Client).contains("server reads"));
+        assert!(Why::Stopped(Side::Server).to_string().contains("client reads"));
+        assert!(Why::Stopped(Side::Client).to_string().contains("server reads"));
     }
 }

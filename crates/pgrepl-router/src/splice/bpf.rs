@@ -3,6 +3,7 @@
 //! BPF compiler. Layouts and numbers are those of `linux/bpf.h`.
 
 use std::io;
+use std::marker::PhantomData;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 const MAP_CREATE: i32 = 0;
@@ -12,9 +13,7 @@ const MAP_DELETE_ELEM: i32 = 3;
 const PROG_LOAD: i32 = 5;
 const PROG_ATTACH: i32 = 8;
 
-pub(super) const MAP_HASH: u32 = 1;
-pub(super) const MAP_SOCKHASH: u32 = 18;
-pub(super) const MAP_RINGBUF: u32 = 27;
+const MAP_RINGBUF: u32 = 27;
 const PROG_TYPE_SK_SKB: u32 = 14;
 const ATTACH_SK_SKB_STREAM_VERDICT: u32 = 5;
 
@@ -60,44 +59,114 @@ struct Element {
     flags: u64,
 }
 
-/// A BPF map.
-pub(super) struct Map {
-    fd: OwnedFd,
+#[repr(C)]
+struct GetInfo {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
 }
 
-impl Map {
-    /// A map keyed by socket cookie (u64).
-    pub(super) fn create(map_type: u32, value_size: u32, max_entries: u32) -> io::Result<Map> {
-        let mut attr = MapCreate { map_type, key_size: 8, value_size, max_entries };
-        Ok(Map { fd: owned_fd(bpf(MAP_CREATE, &mut attr)?) })
+/// The head of `struct bpf_map_info`, which is all the router asks of a map it is handed.
+#[repr(C)]
+#[derive(Default)]
+struct MapInfo {
+    map_type: u32,
+    id: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+}
+
+const OBJ_GET_INFO_BY_FD: i32 = 15;
+
+/// What a map's descriptor says of it: type, key and value size, and entries.
+fn map_info(fd: &OwnedFd) -> io::Result<MapInfo> {
+    let mut info = MapInfo::default();
+    let mut attr = GetInfo {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: std::mem::size_of::<MapInfo>() as u32,
+        info: &mut info as *mut MapInfo as u64,
+    };
+    bpf(OBJ_GET_INFO_BY_FD, &mut attr)?;
+    Ok(info)
+}
+
+/// Plain data that a map holds as it lies in memory: any bit pattern of its size is a value.
+///
+/// # Safety
+/// The type must have no padding, no pointers and no invalid bit patterns.
+pub(super) unsafe trait Plain: Copy + Default {}
+// SAFETY: integers are plain data.
+unsafe impl Plain for u32 {}
+// SAFETY: integers are plain data.
+unsafe impl Plain for u64 {}
+
+/// The kinds of key-value map the router makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Kind {
+    /// `BPF_MAP_TYPE_HASH`.
+    Hash = 1,
+    /// `BPF_MAP_TYPE_SOCKHASH`: values are sockets, stored by descriptor (a u32).
+    SockHash = 18,
+}
+
+/// A BPF map from `K` to `V`: its key and value sizes are those of `K` and `V`, checked when the
+/// map is made or taken over, so a call site passes typed values, never bytes.
+pub(super) struct Map<K: Plain, V: Plain> {
+    fd: OwnedFd,
+    _types: PhantomData<fn(K) -> V>,
+}
+
+impl<K: Plain, V: Plain> Map<K, V> {
+    const KEY_SIZE: u32 = std::mem::size_of::<K>() as u32;
+    const VALUE_SIZE: u32 = std::mem::size_of::<V>() as u32;
+
+    pub(super) fn create(kind: Kind, max_entries: u32) -> io::Result<Self> {
+        let mut attr =
+            MapCreate { map_type: kind as u32, key_size: Self::KEY_SIZE, value_size: Self::VALUE_SIZE, max_entries };
+        Ok(Map { fd: owned_fd(bpf(MAP_CREATE, &mut attr)?), _types: PhantomData })
     }
 
-    /// A ring buffer of `bytes` (a power of two, a multiple of the page size).
-    pub(super) fn ring_buffer(bytes: u32) -> io::Result<Map> {
-        let mut attr = MapCreate { map_type: MAP_RINGBUF, key_size: 0, value_size: 0, max_entries: bytes };
-        Ok(Map { fd: owned_fd(bpf(MAP_CREATE, &mut attr)?) })
-    }
-
-    pub(super) fn from_fd(fd: OwnedFd) -> Map {
-        Map { fd }
+    /// Takes over a map made elsewhere (a parent process), if it is a `kind` map of `K` to `V`.
+    pub(super) fn from_fd(fd: OwnedFd, kind: Kind) -> io::Result<Self> {
+        let info = map_info(&fd)?;
+        if (info.map_type, info.key_size, info.value_size) != (kind as u32, Self::KEY_SIZE, Self::VALUE_SIZE) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "descriptor {} is a map of type {} with {}-byte keys and {}-byte values, not the {kind:?} of {}-byte keys \
+                     and {}-byte values it should be",
+                    fd.as_raw_fd(),
+                    info.map_type,
+                    info.key_size,
+                    info.value_size,
+                    Self::KEY_SIZE,
+                    Self::VALUE_SIZE
+                ),
+            ));
+        }
+        Ok(Map { fd, _types: PhantomData })
     }
 
     pub(super) fn fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
 
-    fn element(&self, key: &u64, value: u64) -> Element {
-        Element { map_fd: self.fd.as_raw_fd() as u32, _pad: 0, key: key as *const u64 as u64, value, flags: 0 }
+    fn element(&self, key: &K, value: u64) -> Element {
+        Element { map_fd: self.fd.as_raw_fd() as u32, _pad: 0, key: key as *const K as u64, value, flags: 0 }
     }
 
-    /// Stores `value` (a socket's descriptor in a sockhash, a plain value otherwise) under `key`.
-    pub(super) fn insert<V>(&self, key: u64, value: &V) -> io::Result<()> {
-        bpf(MAP_UPDATE_ELEM, &mut self.element(&key, value as *const V as u64)).map(drop)
+    /// Stores `value` (a socket's descriptor in a sockhash) under `key`.
+    pub(super) fn insert(&self, key: K, value: V) -> io::Result<()> {
+        bpf(MAP_UPDATE_ELEM, &mut self.element(&key, &value as *const V as u64)).map(drop)
     }
 
-    pub(super) fn get_u64(&self, key: u64) -> io::Result<Option<u64>> {
-        let mut value = 0u64;
-        match bpf(MAP_LOOKUP_ELEM, &mut self.element(&key, &mut value as *mut u64 as u64)) {
+    /// The value under `key`, if there is one. (Not for a sockhash, whose values the kernel
+    /// gives back as socket cookies, not as the descriptors stored.)
+    pub(super) fn get(&self, key: K) -> io::Result<Option<V>> {
+        let mut value = V::default();
+        match bpf(MAP_LOOKUP_ELEM, &mut self.element(&key, &mut value as *mut V as u64)) {
             Ok(_) => Ok(Some(value)),
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
             Err(e) => Err(e),
@@ -105,11 +174,45 @@ impl Map {
     }
 
     /// Removes `key`; a missing key is not an error.
-    pub(super) fn remove(&self, key: u64) -> io::Result<()> {
+    pub(super) fn remove(&self, key: K) -> io::Result<()> {
         match bpf(MAP_DELETE_ELEM, &mut self.element(&key, 0)) {
             Err(e) if e.raw_os_error() != Some(libc::ENOENT) => Err(e),
             _ => Ok(()),
         }
+    }
+}
+
+/// A BPF ring buffer: the program writes records to it, the router maps it to read them.
+pub(super) struct RingBuf {
+    fd: OwnedFd,
+    /// Bytes of data (a power of two, a multiple of the page size).
+    bytes: u32,
+}
+
+impl RingBuf {
+    pub(super) fn create(bytes: u32) -> io::Result<RingBuf> {
+        let mut attr = MapCreate { map_type: MAP_RINGBUF, key_size: 0, value_size: 0, max_entries: bytes };
+        Ok(RingBuf { fd: owned_fd(bpf(MAP_CREATE, &mut attr)?), bytes })
+    }
+
+    /// Takes over a ring buffer made elsewhere, if it is one; its size is the kernel's word.
+    pub(super) fn from_fd(fd: OwnedFd) -> io::Result<RingBuf> {
+        let info = map_info(&fd)?;
+        if info.map_type != MAP_RINGBUF {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("descriptor {} is a map of type {}, not a ring buffer", fd.as_raw_fd(), info.map_type),
+            ));
+        }
+        Ok(RingBuf { fd, bytes: info.max_entries })
+    }
+
+    pub(super) fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    pub(super) fn bytes(&self) -> u32 {
+        self.bytes
     }
 }
 
@@ -197,20 +300,30 @@ const fn call(helper: i32) -> Insn {
 const fn exit() -> Insn {
     insn(0x95, 0, 0, 0, 0)
 }
+/// if dst >= src (unsigned): skip `off` instructions
+const fn jump_ge_reg(dst: u8, src: u8) -> Insn {
+    insn(0x3d, dst, src, 0, 0)
+}
+/// *(u64 *)(dst + off) = imm (sign-extended)
+const fn store_imm_u64(dst: u8, off: i16, imm: i32) -> Insn {
+    insn(0x7a, dst, 0, off, imm)
+}
 /// dst = the map (two instructions: a 64-bit load the kernel resolves from the descriptor).
-fn load_map(dst: u8, map: &Map) -> [Insn; 2] {
+fn load_map(dst: u8, map: RawFd) -> [Insn; 2] {
     const PSEUDO_MAP_FD: u8 = 1;
-    [insn(0x18, dst, PSEUDO_MAP_FD, 0, map.fd.as_raw_fd()), insn(0, 0, 0, 0, 0)]
+    [insn(0x18, dst, PSEUDO_MAP_FD, 0, map), insn(0, 0, 0, 0, 0)]
 }
 
 /// Jump targets in the verdict program.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Label {
     Stop,
+    Notify,
     Pass,
 }
 
 /// A program under construction: instructions, with jumps to labels resolved at the end.
+/// Jumps go forward only: the program has no loop, so the verifier walks each path once.
 #[derive(Default)]
 struct Assembler {
     program: Vec<Insn>,
@@ -228,49 +341,64 @@ impl Assembler {
         self.program.push(insn);
     }
     fn label(&mut self, label: Label) {
+        assert!(self.labels.iter().all(|(l, _)| *l != label), "{label:?} is placed twice");
         self.labels.push((label, self.program.len()));
     }
     fn finish(mut self) -> Vec<Insn> {
         for (at, to) in self.jumps {
             let target = self.labels.iter().find(|(l, _)| *l == to).expect("every label is placed").1;
-            self.program[at].off = (target - at - 1) as i16;
+            assert!(target > at, "a jump to {to:?} goes backwards: the assembler jumps forward only");
+            self.program[at].off = i16::try_from(target - at - 1).expect("a jump of at most 32767 instructions");
         }
         self.program
     }
 }
 
+/// A socket's cookie: the kernel's number for it, never reused; the key of every map.
+pub(super) type Cookie = u64;
+
 /// The maps the verdict program uses, all keyed by the arriving socket's cookie.
 pub(super) struct Maps<'a> {
-    /// Sockhash: the socket the bytes go out of.
-    pub partners: &'a Map,
+    /// Sockhash: the socket the bytes go out of (stored by descriptor).
+    pub partners: &'a Map<Cookie, u32>,
     /// Bytes passed on so far (the program adds to it).
-    pub forwarded: &'a Map,
+    pub forwarded: &'a Map<Cookie, u64>,
     /// How many bytes in all the kernel may pass on (the router raises it as they are sent).
-    pub allowed: &'a Map,
+    pub allowed: &'a Map<Cookie, u64>,
+    /// The forwarded count past which the program writes a notice to `stops`, so the router
+    /// raises the allowance; the program then sets it to `u64::MAX` until the router sets it.
+    pub wake_at: &'a Map<Cookie, u64>,
     /// Present: the router reads this socket itself (the router or the program sets it).
-    pub paused: &'a Map,
-    /// Ring buffer: the cookie of each socket the program paused, to wake the router.
-    pub stops: &'a Map,
+    pub paused: &'a Map<Cookie, u32>,
+    /// Ring buffer: the cookie of each socket the program paused or wakes the router for.
+    pub stops: &'a RingBuf,
 }
 
 /// The verdict program, run by the kernel on every segment that arrives on a spliced socket.
 /// Unless the socket is paused, it sends the bytes out of the socket's partner and counts
 /// them; but if that would take the count past what the router allowed, it pauses the socket
-/// instead and says so in `stops`. Bytes of a paused socket, or of one without a partner,
-/// stay with it for the router to read, under TCP's flow control. A segment without bytes
-/// (a bare FIN) is never passed on: the kernel would take sending nothing for a broken pipe
-/// and stop sending on the partner.
+/// instead and says so in `stops`. When the count passes `wake_at`, it says so in `stops` too
+/// (once), for the router to raise the allowance. Bytes of a paused socket, or of one without
+/// a partner, stay with it for the router to read, under TCP's flow control. A segment without
+/// bytes (a bare FIN) is never passed on: the kernel would take sending nothing for a broken
+/// pipe and stop sending on the partner.
+///
+/// Registers: r1-r5 are a helper's arguments and lost in each call, r0 its result; r6-r9 keep
+/// their values across calls, so r6 holds the segment, r7 the pointer to its forwarded count
+/// and r8 its allowance. The key (the cookie) lives at r10 - 8 and the paused value at r10 - 16.
+/// Every lookup is checked for null before its pointer is used: the verifier refuses the
+/// program otherwise, and the router may remove a pair's keys while its segments still pass.
 pub(super) fn verdict_program(maps: &Maps) -> Vec<Insn> {
     let mut a = Assembler::default();
     a.emit([mov_reg(R6, R1), load_u32(R1, R6, 0)]); // r6 = the segment; r1 = its length
     a.jump(jump_eq(R1, 0, 0), Label::Pass); // no bytes: a bare FIN
     a.emit([mov_reg(R1, R6), call(HELPER_GET_SOCKET_COOKIE), store_u64(R10, -8, R0)]); // key = its cookie
-    a.emit(lookup(maps.paused)); // r0 = &paused[key]
+    a.emit(lookup(maps.paused.fd())); // r0 = &paused[key]
     a.jump(jump_ne(R0, 0, 0), Label::Pass);
-    a.emit(lookup(maps.forwarded)); // r0 = &forwarded[key]
+    a.emit(lookup(maps.forwarded.fd())); // r0 = &forwarded[key]
     a.jump(jump_eq(R0, 0, 0), Label::Pass); // not a spliced socket
     a.emit([mov_reg(R7, R0)]); // r7 = &forwarded[key]
-    a.emit(lookup(maps.allowed)); // r0 = &allowed[key]
+    a.emit(lookup(maps.allowed.fd())); // r0 = &allowed[key]
     a.jump(jump_eq(R0, 0, 0), Label::Pass);
     a.emit([
         load_u64(R8, R0, 0), // r8 = allowed
@@ -280,17 +408,23 @@ pub(super) fn verdict_program(maps: &Maps) -> Vec<Insn> {
     ]);
     a.jump(jump_gt_reg(R1, R8), Label::Stop); // past the allowance
     a.emit([mov_reg(R1, R6)]);
-    a.emit(load_map(R2, maps.partners));
+    a.emit(load_map(R2, maps.partners.fd()));
     a.emit([mov_reg(R3, R10), add_imm(R3, -8), mov_imm(R4, 0), call(HELPER_SK_REDIRECT_HASH)]); // out of partners[key]
     a.jump(jump_ne(R0, SK_PASS, 0), Label::Pass); // no partner
     a.emit([load_u32(R1, R6, 0), atomic_add_u64(R7, 0, R1)]); // forwarded[key] += length
-    a.jump(goto(), Label::Pass);
+    a.emit(lookup(maps.wake_at.fd())); // r0 = &wake_at[key]
+    a.jump(jump_eq(R0, 0, 0), Label::Pass);
+    a.emit([load_u64(R1, R7, 0), load_u64(R2, R0, 0)]); // r1 = forwarded, r2 = wake_at
+    a.jump(jump_ge_reg(R2, R1), Label::Pass); // not yet past wake_at
+    a.emit([store_imm_u64(R0, 0, -1)]); // wake_at[key] = u64::MAX: one notice until the router sets it
+    a.jump(goto(), Label::Notify);
     a.label(Label::Stop);
     a.emit([store_imm_u32(R10, -16, 1)]); // value 1, on the stack
-    a.emit(load_map(R1, maps.paused));
+    a.emit(load_map(R1, maps.paused.fd()));
     a.emit([mov_reg(R2, R10), add_imm(R2, -8), mov_reg(R3, R10), add_imm(R3, -16), mov_imm(R4, 0)]);
     a.emit([call(HELPER_MAP_UPDATE_ELEM)]); // paused[key] = 1
-    a.emit(load_map(R1, maps.stops));
+    a.label(Label::Notify);
+    a.emit(load_map(R1, maps.stops.fd()));
     a.emit([mov_reg(R2, R10), add_imm(R2, -8), mov_imm(R3, 8), mov_imm(R4, 0), call(HELPER_RINGBUF_OUTPUT)]); // stops <- key
     a.label(Label::Pass);
     a.emit([mov_imm(R0, SK_PASS), exit()]);
@@ -298,7 +432,7 @@ pub(super) fn verdict_program(maps: &Maps) -> Vec<Insn> {
 }
 
 /// r0 = map_lookup_elem(map, &key) (key at r10 - 8).
-fn lookup(map: &Map) -> Vec<Insn> {
+fn lookup(map: RawFd) -> Vec<Insn> {
     let mut insns = load_map(R1, map).to_vec();
     insns.extend([mov_reg(R2, R10), add_imm(R2, -8), call(HELPER_MAP_LOOKUP_ELEM)]);
     insns
@@ -325,7 +459,7 @@ struct ProgAttach {
 
 /// Loads `program` as a stream verdict program and attaches it to the sockhash `partners`, so
 /// the kernel runs it for every socket stored there.
-pub(super) fn attach_verdict(program: &[Insn], partners: &Map) -> io::Result<OwnedFd> {
+pub(super) fn attach_verdict(program: &[Insn], partners: &Map<Cookie, u32>) -> io::Result<OwnedFd> {
     let license = c"Apache-2.0";
     let mut log = vec![0u8; 16 * 1024];
     let mut load = ProgLoad {
@@ -355,26 +489,50 @@ pub(super) fn attach_verdict(program: &[Insn], partners: &Map) -> io::Result<Own
 mod tests {
     use super::*;
 
-    /// The jumps land on the labels: the stop branch starts by storing the paused value, and
+    /// The jumps land on their labels: one way to stop (which starts by storing the paused
+    /// value), one way to a notice without a stop (after setting `wake_at` to its maximum), and
     /// every other way out ends in the verdict.
     #[test]
     fn jumps_land_on_their_labels() {
-        let fake = || Map { fd: std::fs::File::open("/dev/null").unwrap().into() };
-        let (p, f, al, pa, st) = (fake(), fake(), fake(), fake(), fake());
-        let maps = Maps { partners: &p, forwarded: &f, allowed: &al, paused: &pa, stops: &st };
+        let null = || OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
+        let (p, f, al, w, pa) = (
+            Map { fd: null(), _types: PhantomData },
+            Map { fd: null(), _types: PhantomData },
+            Map { fd: null(), _types: PhantomData },
+            Map { fd: null(), _types: PhantomData },
+            Map { fd: null(), _types: PhantomData },
+        );
+        let st = RingBuf { fd: null(), bytes: 4096 };
+        let maps = Maps { partners: &p, forwarded: &f, allowed: &al, wake_at: &w, paused: &pa, stops: &st };
         let program = verdict_program(&maps);
         let verdict = program.len() - 2;
         assert_eq!(program[verdict], mov_imm(R0, SK_PASS));
         assert_eq!(program[verdict + 1], exit());
         let stop = program.iter().position(|i| *i == store_imm_u32(R10, -16, 1)).unwrap();
+        let notify = program.iter().position(|i| *i == call(HELPER_MAP_UPDATE_ELEM)).unwrap() + 1;
+        assert_eq!(program[notify], load_map(R1, st.fd())[0], "the notice follows the stop");
         let mut targets = vec![];
         for (at, i) in program.iter().enumerate() {
-            if matches!(i.code, 0x05 | 0x15 | 0x55 | 0x2d) {
-                targets.push(at + 1 + i.off as usize);
+            if matches!(i.code, 0x05 | 0x15 | 0x55 | 0x2d | 0x3d) {
+                assert!(i.off > 0, "instruction {at} jumps backwards or nowhere");
+                targets.push((at, at + 1 + i.off as usize));
             }
         }
-        assert_eq!(targets.iter().filter(|&&t| t == stop).count(), 1, "one way to stop");
-        assert!(targets.iter().all(|&t| t == stop || t == verdict), "{targets:?}");
-        assert_eq!(targets.len(), 7);
+        assert_eq!(targets.iter().filter(|&&(_, t)| t == stop).count(), 1, "one way to stop");
+        let to_notify: Vec<_> = targets.iter().filter(|&&(_, t)| t == notify).collect();
+        assert_eq!(to_notify.len(), 1, "one way to a notice alone");
+        assert_eq!(program[to_notify[0].0 - 1], store_imm_u64(R0, 0, -1), "a notice alone sets wake_at first");
+        assert!(targets.iter().all(|&(_, t)| t == stop || t == notify || t == verdict), "{targets:?}");
+        assert_eq!(targets.len(), 9);
+    }
+
+    #[test]
+    #[should_panic(expected = "backwards")]
+    fn the_assembler_refuses_a_backward_jump() {
+        let mut a = Assembler::default();
+        a.label(Label::Pass);
+        a.emit([mov_imm(R0, SK_PASS)]);
+        a.jump(goto(), Label::Pass);
+        a.finish();
     }
 }

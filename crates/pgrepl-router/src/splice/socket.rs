@@ -18,6 +18,8 @@ fn check(r: libc::c_int) -> io::Result<libc::c_int> {
 const BYTES_ACKED_AT: usize = 120;
 
 /// Bytes written to `socket` since it connected: acknowledged by the peer, plus still queued.
+/// Linux counts the SYN too for a socket that connected (not one that was accepted), and a FIN
+/// once acknowledged: callers count from a value read before they write.
 pub(crate) fn written(socket: &impl AsRawFd) -> io::Result<u64> {
     let mut info = [0u8; BYTES_ACKED_AT + 8];
     let mut len = info.len() as libc::socklen_t;
@@ -83,5 +85,29 @@ impl Hangups {
                 Hangup::HalfClosed
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+
+    /// `written` grows by exactly the bytes written, on the side that connected and on the side
+    /// that accepted, whatever it starts from (the SYN, for the side that connected).
+    #[test]
+    fn written_counts_the_bytes_written_from_where_it_started() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut connected = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut accepted, _) = listener.accept().unwrap();
+        let start = [written(&connected).unwrap(), written(&accepted).unwrap()];
+        assert!(start[0] <= 1 && start[1] == 0, "counts before any byte: {start:?}");
+        connected.write_all(&[7; 1000]).unwrap();
+        accepted.write_all(&[7; 300]).unwrap();
+        let mut buffer = [0u8; 1000];
+        accepted.read_exact(&mut buffer).unwrap();
+        connected.read_exact(&mut buffer[..300]).unwrap();
+        assert_eq!([written(&connected).unwrap() - start[0], written(&accepted).unwrap() - start[1]], [1000, 300]);
     }
 }
