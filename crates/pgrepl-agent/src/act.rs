@@ -181,7 +181,8 @@ impl Agent {
     async fn promote(&mut self, create_slots: &[String], claim_sync: bool) -> anyhow::Result<()> {
         if claim_sync {
             let nobody = SyncRecord { leader: Some(self.s.member.clone()), ..SyncRecord::default() };
-            self.put(keys::SYNC, &serde_json::to_vec(&nobody)?, Condition::Any, None)
+            self.store
+                .put(keys::SYNC, &serde_json::to_vec(&nobody)?, Condition::Any, None)
                 .await
                 .context("record that no other member holds this leader's commits yet")?;
         }
@@ -216,7 +217,7 @@ impl Agent {
         // successor has claimed the record) must not overwrite it.
         let mut expect = seen.snapshot.get(keys::SYNC).map_or(Condition::Absent, |e| Condition::Revision(e.revision));
         if let Some(union) = &steps.widen {
-            let revision = self.put(keys::SYNC, &serde_json::to_vec(union)?, expect, None).await?;
+            let revision = self.store.put(keys::SYNC, &serde_json::to_vec(union)?, expect, None).await?;
             expect = Condition::Revision(revision);
         }
         let names = steps.standby_names;
@@ -239,7 +240,7 @@ impl Agent {
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            self.put(keys::SYNC, &serde_json::to_vec(narrowed)?, expect, None).await?;
+            self.store.put(keys::SYNC, &serde_json::to_vec(narrowed)?, expect, None).await?;
         }
         Ok(())
     }
@@ -366,7 +367,8 @@ impl Agent {
         }
         let system_id = self.pg.data_dir_state()?.system_id().context("no system identifier after initdb")?;
         let value = serde_json::to_vec(&Initialized { system_id })?;
-        self.put(keys::INITIALIZE, &value, Condition::Absent, None)
+        self.store
+            .put(keys::INITIALIZE, &value, Condition::Absent, None)
             .await
             .context("record the new cluster in the store")?;
         std::fs::remove_file(self.bootstrap_mark()).context("clear the unfinished-bootstrap mark")?;
@@ -483,10 +485,10 @@ impl Agent {
                 history: seen.obs.history.clone(),
             };
             let value = serde_json::to_vec(&record)?;
-            self.put(keys::LAST_LEADER, &value, Condition::Any, None).await?;
+            self.store.put(keys::LAST_LEADER, &value, Condition::Any, None).await?;
         }
         if work.clear_target {
-            self.delete(keys::TARGET, Condition::Any).await?;
+            self.store.delete(keys::TARGET, Condition::Any).await?;
         }
         if let Some(wanted) = &work.sync {
             self.apply_sync(seen, &client, wanted).await?;

@@ -21,7 +21,7 @@ use anyhow::Context;
 use observe::SecretsChecked;
 use pgrepl_core::{decide, keys, Action, ClusterView, Decision, MemberState, Observation, Reason, Server, Upstream};
 use pgrepl_pg::{Binaries, Instance, StopMode};
-use pgrepl_store::{Condition, Store, StoreError};
+use pgrepl_store::{Condition, Store};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,7 +40,7 @@ pub struct Agent {
     /// Its own configuration's cluster-wide settings, for a spec without the cluster's.
     pub(crate) own: crate::follow::Own,
     /// Its one handle on the store, which knows the revision of its own last write.
-    store: StoreWriter,
+    pub(crate) store: StoreWriter,
     pub(crate) pg: Instance,
     first_cycle: bool,
     /// What it has written into its server's configuration and host, and carried out of what
@@ -434,22 +434,6 @@ impl Agent {
         }
     }
 
-    /// Writes to the store (through the one writer, which remembers the revision).
-    pub(crate) async fn put(
-        &mut self,
-        key: &str,
-        value: &[u8],
-        cond: Condition,
-        ttl: Option<Duration>,
-    ) -> Result<u64, StoreError> {
-        self.store.put(key, value, cond, ttl).await
-    }
-
-    /// Deletes from the store, as `put` writes.
-    pub(crate) async fn delete(&mut self, key: &str, cond: Condition) -> Result<u64, StoreError> {
-        self.store.delete(key, cond).await
-    }
-
     /// The connection to this member's server the last observation used, if it had one.
     pub(crate) fn client(&self) -> Option<&tokio_postgres::Client> {
         self.client.as_ref()
@@ -469,7 +453,7 @@ impl Agent {
         if let Ok(snapshot) = self.store.snapshot().await {
             self.release_lease_in(&snapshot).await?;
         }
-        let _ = self.delete(&keys::member(&self.s.member), Condition::Any).await;
+        let _ = self.store.delete(&keys::member(&self.s.member), Condition::Any).await;
         self.fence.close().await;
         info!(member = %self.s.member, "agent stopped");
         Ok(())

@@ -58,7 +58,7 @@ impl Agent {
             );
             let key = keys::fence(&self.s.member);
             let value = serde_json::to_vec(&fired).unwrap_or_default();
-            if let Err(e) = self.put(&key, &value, Condition::Any, None).await {
+            if let Err(e) = self.store.put(&key, &value, Condition::Any, None).await {
                 warn!("record the fence in the store: {e:#}");
             }
         }
@@ -79,7 +79,7 @@ impl Agent {
     /// Writes the leader key with the lease's TTL and arms the fence for it.
     pub(crate) async fn renew(&mut self, value: &[u8], cond: Condition) -> Result<(), StoreError> {
         let sent = boot_now();
-        self.put(keys::LEADER, value, cond, Some(self.s.ttl)).await?;
+        self.store.put(keys::LEADER, value, cond, Some(self.s.ttl)).await?;
         if !self.paused {
             self.fence.arm(sent + self.s.ttl);
         }
@@ -129,7 +129,10 @@ impl Agent {
         let Some(entry) = snapshot.get(keys::LEADER) else { return Ok(()) };
         let holder: Option<pgrepl_core::LeaderRecord> = serde_json::from_slice(&entry.value).ok();
         if holder.is_some_and(|h| h.member == self.s.member) {
-            self.delete(keys::LEADER, Condition::Revision(entry.revision)).await.context("release the leader lease")?;
+            self.store
+                .delete(keys::LEADER, Condition::Revision(entry.revision))
+                .await
+                .context("release the leader lease")?;
             self.fence.disarm();
             info!("released the leader lease: a replica can take over at once");
         }

@@ -32,14 +32,7 @@ pub async fn record(
     };
     for _ in 0..20 {
         let snapshot = store.snapshot().await.context("read the store")?;
-        let (mut history, condition) = match snapshot.get(keys::SETTINGS_HISTORY) {
-            None => (SettingsHistory::default(), Condition::Absent),
-            Some(entry) => (
-                serde_json::from_slice(&entry.value)
-                    .with_context(|| format!("the store's {:?} is not a settings history", keys::SETTINGS_HISTORY))?,
-                Condition::Revision(entry.revision),
-            ),
-        };
+        let (mut history, condition) = read(&snapshot)?;
         history.record(change.clone());
         match store.put(keys::SETTINGS_HISTORY, &serde_json::to_vec(&history)?, condition, None).await {
             Ok(_) => return Ok(()),
@@ -48,6 +41,17 @@ pub async fn record(
         }
     }
     bail!("the settings history kept changing under this command")
+}
+
+/// The settings history in `snapshot` (empty when none was recorded yet), and the condition
+/// that appending to it as read takes.
+fn read(snapshot: &pgrepl_store::Snapshot) -> anyhow::Result<(SettingsHistory, Condition)> {
+    let Some(entry) = snapshot.get(keys::SETTINGS_HISTORY) else {
+        return Ok((SettingsHistory::default(), Condition::Absent));
+    };
+    let history = serde_json::from_slice(&entry.value)
+        .with_context(|| format!("the store's {:?} is not a settings history", keys::SETTINGS_HISTORY))?;
+    Ok((history, Condition::Revision(entry.revision)))
 }
 
 /// `record`, its failure said on standard error: the change itself is made, and stays made.
@@ -75,11 +79,7 @@ pub(super) fn shown(value: &Option<String>) -> String {
 pub async fn history(dir: &Path, json: bool) -> anyhow::Result<()> {
     let cluster = Cluster::open(dir).await?;
     let snapshot = cluster.store.snapshot().await.context("read the store")?;
-    let history: SettingsHistory = match snapshot.get(keys::SETTINGS_HISTORY) {
-        None => SettingsHistory::default(),
-        Some(entry) => serde_json::from_slice(&entry.value)
-            .with_context(|| format!("the store's {:?} is not a settings history", keys::SETTINGS_HISTORY))?,
-    };
+    let (history, _) = read(&snapshot)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&history.changes)?);
         return Ok(());
