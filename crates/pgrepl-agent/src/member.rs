@@ -19,7 +19,9 @@ use crate::store_writer::StoreWriter;
 use crate::stream_clock::StreamClock;
 use anyhow::Context;
 use observe::SecretsChecked;
-use pgrepl_core::{decide, keys, Action, ClusterView, Decision, MemberState, Observation, Reason, Server, Upstream};
+use pgrepl_core::{
+    decide, keys, Action, ClusterView, Decision, MemberState, MemberStatus, Observation, Reason, Server, Upstream,
+};
 use pgrepl_pg::{Binaries, Instance, StopMode};
 use pgrepl_store::{Condition, Store};
 use std::future::Future;
@@ -208,14 +210,15 @@ impl Agent {
         let renewed = self.renew_lease_if_held(&seen, &decision).await;
         // What this cycle observed is published before its action runs, so that readers (the
         // router first) see, say, a new primary at once rather than after its spec work.
-        if let Err(e) = self.publish(&seen, &decision, None).await {
+        let status = publish::build(&self.facts(), &seen, decision.to_string(), None);
+        if let Err(e) = self.publish(&decision, status.clone()).await {
             warn!("publish member status: {e:#}");
         }
         self.probe.record(Cycle {
             view: seen.obs.cluster.clone(),
             server: seen.obs.server.clone(),
             holds_lease: seen.obs.cluster.leader.as_ref() == Some(&self.s.member),
-            status: publish::build(&self.facts(), &seen, decision.to_string(), None),
+            status,
             action: decision.action.name(),
             decision: decision.to_string(),
             lease_left: seen.lease_left(),
@@ -259,7 +262,8 @@ impl Agent {
             self.probe.failed(decision.action.name());
             let sentence = format!("{decision} failed: {e:#}");
             warn!("{sentence}");
-            if let Err(e) = self.publish(&seen, &decision, Some(&sentence)).await {
+            let status = publish::build(&self.facts(), &seen, sentence, Some(MemberState::Failed));
+            if let Err(e) = self.publish(&decision, status).await {
                 warn!("publish member status: {e:#}");
             }
         }
@@ -369,15 +373,12 @@ impl Agent {
         }
     }
 
-    /// Publishes the cycle's outcome: the decision's sentence, or the failure's. A member no
+    /// Publishes the cycle's outcome (`status` says the decision, or its failure). A member no
     /// longer in the spec (`pgrepl remove`) withdraws its status instead, once.
-    async fn publish(&mut self, seen: &Seen, decision: &Decision, failed: Option<&str>) -> anyhow::Result<()> {
+    async fn publish(&mut self, decision: &Decision, status: MemberStatus) -> anyhow::Result<()> {
         if decision.reason == Reason::NotInSpec {
             return self.publisher.withdraw(&mut self.store).await;
         }
-        let sentence = failed.map_or_else(|| decision.to_string(), str::to_string);
-        let state = failed.map(|_| MemberState::Failed);
-        let status = publish::build(&self.facts(), seen, sentence, state);
         self.publisher.publish(&mut self.store, status, self.s.loop_wait, self.s.ttl).await
     }
 
