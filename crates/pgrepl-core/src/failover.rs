@@ -134,11 +134,7 @@ pub fn wanted_sync(o: &Observation, spec: &Spec, replication: &[crate::Replicati
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
-    fn rec(members: &[u32], quorum: usize) -> SyncRecord {
-        SyncRecord { leader: None, members: members.iter().map(|n| MemberName::numbered(*n)).collect(), quorum }
-    }
+    use crate::testing::sync_record as rec;
 
     #[test]
     fn reports_needed_follow_the_pigeonhole() {

@@ -104,11 +104,7 @@ pub fn conf_names(leads: bool, last_set: Option<&str>, record: Option<&SyncRecor
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::names::MemberName;
-
-    fn rec(members: &[u32], quorum: usize) -> SyncRecord {
-        SyncRecord { leader: None, members: members.iter().map(|n| MemberName::numbered(*n)).collect(), quorum }
-    }
+    use crate::testing::sync_record as rec;
 
     #[test]
     fn standby_names_render_each_shape() {

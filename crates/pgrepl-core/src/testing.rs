@@ -2,7 +2,7 @@
 
 use crate::names::{Lsn, MemberName, Timeline};
 use crate::spec::{MemberSpec, Spec};
-use crate::view::{ClusterView, MemberState, MemberStatus, Role};
+use crate::view::{ClusterView, MemberState, MemberStatus, Role, SyncRecord};
 
 /// A member's status on 127.0.0.1:`port`, timeline 1, at `lsn`, with nothing else set.
 pub fn status(role: Role, state: MemberState, port: u16, lsn: Lsn) -> MemberStatus {
@@ -47,4 +47,9 @@ pub fn three_members() -> ClusterView {
     }
     view.spec = Some(spec);
     view
+}
+
+/// A sync record of no leader with members `node-N` for each N in `members`, and `quorum`.
+pub fn sync_record(members: &[u32], quorum: usize) -> SyncRecord {
+    SyncRecord { leader: None, members: members.iter().map(|n| MemberName::numbered(*n)).collect(), quorum }
 }
