@@ -7,10 +7,7 @@ use pgrepl_core::{ClusterView, Role};
 
 pub fn print(cluster: &Cluster, view: &ClusterView) {
     let config = &cluster.config;
-    let (user, db) = match &config.names.app {
-        Some(app) => (app.user.as_str(), app.database.as_str()),
-        None => (crate::config::ADMIN_USER, "postgres"),
-    };
+    let (user, db, _) = crate::commands::url::login(config);
     let routing = crate::config::cluster_wide::routing(view.spec.as_ref(), config);
     let routes = topology::from_view(view, routing.ro_max_lag);
     let rw_to = routes.rw.as_ref().map_or_else(|| "nobody yet".to_string(), |b| b.name.clone());

@@ -29,11 +29,17 @@ pub fn print_hint(layout: &Layout) {
     );
 }
 
-fn connection_string(layout: &Layout, config: &Config, ro: bool) -> anyhow::Result<String> {
-    let (user, database, password) = match &config.names.app {
+/// Whom the endpoints' connection strings log in as, into which database, with which password:
+/// the application user into its database, else the admin user into `postgres`.
+pub(crate) fn login(config: &Config) -> (&str, &str, &Option<String>) {
+    match &config.names.app {
         Some(app) => (app.user.as_str(), app.database.as_str(), &config.passwords.user),
         None => (ADMIN_USER, "postgres", &config.passwords.admin),
-    };
+    }
+}
+
+fn connection_string(layout: &Layout, config: &Config, ro: bool) -> anyhow::Result<String> {
+    let (user, database, password) = login(config);
     let password = password.as_deref().with_context(|| {
         format!(
             "{} holds no password for {user} (no {}): `pgrepl url` needs the directory `up` or `node` runs the cluster from",
