@@ -31,7 +31,7 @@ pub(crate) struct Facts {
 }
 
 /// What the agent is doing while a long action runs (`Preparing`), then what it observed.
-pub(crate) fn observed(seen: &Seen) -> (Role, MemberState) {
+fn observed(seen: &Seen) -> (Role, MemberState) {
     match (&seen.obs.server, &seen.obs.data) {
         (Server::Primary { .. }, _) => (Role::Primary, MemberState::Running),
         (Server::Replica { streaming: true, .. }, _) => (Role::Replica, MemberState::Streaming),
